@@ -1,0 +1,49 @@
+# Two commands do everything on a fresh machine: `make demo` and `make test`.
+# Both create the virtual environment from pyproject.toml on first use.
+PYTHON ?= python3
+VENV ?= .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed
+
+.PHONY: demo test test-unit test-integration test-e2e lint bench venv npm clean
+
+$(STAMP): pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install --quiet --upgrade pip
+	$(BIN)/pip install --quiet -e '.[dev]'
+	touch $(STAMP)
+
+venv: $(STAMP)
+
+node_modules/.package-lock.json: package.json package-lock.json
+	npm ci --no-audit --no-fund --loglevel=error
+
+npm: node_modules/.package-lock.json
+
+## Run a bundled sample through the real state machine on moto + the TikTok emulator.
+demo: $(STAMP)
+	$(BIN)/tiktok-destination demo
+
+## The whole suite: lint, unit, integration, end to end (the CI command).
+test: $(STAMP) npm lint
+	$(BIN)/python -m pytest -q
+
+test-unit: $(STAMP)
+	$(BIN)/python -m pytest -q tests/unit
+
+test-integration: $(STAMP)
+	$(BIN)/python -m pytest -q tests/integration
+
+test-e2e: $(STAMP)
+	$(BIN)/python -m pytest -q tests/e2e
+
+lint: $(STAMP)
+	$(BIN)/ruff check .
+	$(BIN)/mypy layers/tiktok_destination/tiktok_destination functions
+
+## Long benchmarks, not run in CI: validate's peak memory and throughput vs file size.
+bench: $(STAMP)
+	$(BIN)/python tests/bench/bench_validate.py
+
+clean:
+	rm -rf $(VENV) node_modules .tiktok-destination .pytest_cache .mypy_cache .ruff_cache

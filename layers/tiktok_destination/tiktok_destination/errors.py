@@ -1,0 +1,132 @@
+"""One error tree for the whole destination.
+
+A Lambda error's ``errorType`` is the exception's class name, and the state machine's
+``Retry`` and ``Catch`` match on it. So the class names below are part of the deployed
+contract: ``statemachine/destination.asl.json`` retries every ``RetriableError`` subclass
+by name, and everything else is fatal and goes to the workflow-action classifier.
+
+Messages never carry raw identifiers or tokens: they name the file, row, column, field
+or TikTok code, and say what to do.
+"""
+
+from __future__ import annotations
+
+
+class DestinationError(Exception):
+    """Base of every error this project raises on purpose."""
+
+    #: the workflow action this failure maps to (see ``workflow_actions.py``)
+    action: str = "unexpected_error"
+
+    def __init__(self, message: str, *, code: int | None = None, request_id: str | None = None):
+        super().__init__(message)
+        self.message = message
+        self.code = code
+        self.request_id = request_id
+
+
+# ---------------------------------------------------------------- retriable
+class RetriableError(DestinationError):
+    """Transient: the same call may succeed later. Step Functions retries these."""
+
+    action = "tiktok_unavailable"
+
+
+class TikTokRateLimited(RetriableError):
+    """TikTok answered 40016/40100/40133 (too many requests) and in-process retries ran out."""
+
+    action = "rate_limited"
+
+
+class TikTokUnavailable(RetriableError):
+    """TikTok answered 5xx, 50000-style codes, or did not answer."""
+
+    action = "tiktok_unavailable"
+
+
+class TikTokWriteConflict(RetriableError):
+    """TikTok answered 40202: a concurrent write to the same object."""
+
+    action = "tiktok_unavailable"
+
+
+# ---------------------------------------------------------------- fatal
+class FatalError(DestinationError):
+    """Retrying the same input will fail the same way until someone fixes the cause."""
+
+
+class ConfigurationError(FatalError):
+    """The destination / data template / orchestration input is incomplete or invalid."""
+
+    action = "configuration_error"
+
+
+class InputRejected(FatalError):
+    """The input file is unusable, or too many of its rows were rejected."""
+
+    action = "input_rejected"
+
+
+class AdvertiserNotFound(FatalError):
+    """40300, or the advertiser is not among those the token may act for."""
+
+    action = "advertiser_not_found"
+
+
+class InvalidCredentials(FatalError):
+    """40102/40104/40105/40106, or no token stored for the credential."""
+
+    action = "invalid_credentials"
+
+
+class MissingAdvertiserPermissions(FatalError):
+    """40001/40301: the authorizing user is not Admin or Operator on the advertiser."""
+
+    action = "missing_advertiser_permissions"
+
+
+class AudienceLimitReached(FatalError):
+    """The advertiser already has the maximum number of custom audiences."""
+
+    action = "audience_limit_reached"
+
+
+class EventSetNotFound(FatalError):
+    """The event set id is not among the advertiser's offline event sets."""
+
+    action = "event_set_not_found"
+
+
+class TikTokRequestRejected(FatalError):
+    """TikTok refused a request as malformed (40000/40002/40007/40011 and friends)."""
+
+    action = "tiktok_request_rejected"
+
+
+class OAuthError(FatalError):
+    """The OAuth callback could not complete (bad state, denied, bad auth_code)."""
+
+    action = "invalid_credentials"
+
+
+#: Every class the state machine may match by name. A test keeps the ASL in step with it.
+RETRIABLE_ERROR_NAMES: tuple[str, ...] = (
+    "RetriableError",
+    "TikTokRateLimited",
+    "TikTokUnavailable",
+    "TikTokWriteConflict",
+)
+
+
+class RowRejected(Exception):
+    """One input row cannot be used. Not a run failure: the row goes to the rejects file.
+
+    ``reason_code`` is a stable snake_case key (counted in the report); ``message`` says what
+    is wrong and how to fix it, and never quotes the raw value (it may be personal data).
+    """
+
+    def __init__(self, column: str, reason_code: str, message: str):
+        super().__init__(f"{column}: {message}")
+        self.column = column
+        self.reason_code = reason_code
+        self.message = message
