@@ -1,0 +1,636 @@
+"""The one client for TikTok's Business API v1.3 (see ``tiktok-api.md``).
+
+Everything that talks to TikTok goes through :class:`TikTokClient`, so the rules of the
+contract live in one place: the ``Access-Token`` header, trailing-slash paths, JSON-string
+list parameters, the ``{code, message, request_id, data}`` envelope (errors come back with
+HTTP 200), the code table, in-process retries with capped full-jitter backoff, and pacing
+to the configured QPS.
+
+Errors raised here are the classes of :mod:`tiktok_destination.errors`; their class names
+are what the state machine's ``Retry``/``Catch`` match on. Messages and log lines never
+carry the access token, app secret, auth code or request bodies (the bodies hold hashed
+customer identifiers).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import random
+import threading
+import time
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any, Literal, NoReturn
+
+import requests
+
+from tiktok_destination.errors import (
+    AdvertiserNotFound,
+    ConfigurationError,
+    DestinationError,
+    InvalidCredentials,
+    MissingAdvertiserPermissions,
+    OAuthError,
+    RetriableError,
+    TikTokRateLimited,
+    TikTokRequestRejected,
+    TikTokUnavailable,
+    TikTokWriteConflict,
+)
+
+__all__ = [
+    "DEFAULT_BASE_URL",
+    "SANDBOX_BASE_URL",
+    "CallStats",
+    "RetryPolicy",
+    "TikTokClient",
+]
+
+logger = logging.getLogger(__name__)
+
+DEFAULT_BASE_URL = "https://business-api.tiktok.com/open_api/v1.3/"
+SANDBOX_BASE_URL = "https://sandbox-ads.tiktok.com/open_api/v1.3/"
+
+SUCCESS_CODES = frozenset({0, 20001})
+PARTIAL_SUCCESS_CODE = 20001
+RATE_LIMIT_CODES = frozenset({40016, 40100, 40133})
+UNAVAILABLE_CODES = frozenset({50000, 50002, 60001, 61000})
+WRITE_CONFLICT_CODES = frozenset({40202})
+PERMISSION_CODES = frozenset({40001, 40301})
+CREDENTIAL_CODES = frozenset({40102, 40104, 40105, 40106})
+ADVERTISER_NOT_FOUND_CODES = frozenset({40300})
+OAUTH_CODES = frozenset({40101, 40110, 40113})
+
+# TikTok's own messages are quoted in ours; a runaway message must not flood the report.
+_MAX_QUOTED_MESSAGE = 300
+
+_REAUTHORIZE = (
+    "Re-authorize the credential: run the TikTok authorization link again with a user "
+    "who still has access to the advertiser."
+)
+_ROLE = (
+    "The user who authorized the credential must be Admin or Operator on the advertiser, "
+    "not Analyst: change the role in TikTok Business Center, or re-authorize the "
+    "credential with an Admin or Operator."
+)
+_ADVERTISER = (
+    "Check advertiser_id in the destination: the advertiser does not exist, was deleted, "
+    "or is not one the credential was authorized for."
+)
+_OAUTH = (
+    "Check the TikTok app's app_id and secret, then start the authorization again "
+    "(an auth_code is valid once, for one hour)."
+)
+_REJECTED_HINTS: dict[int, str] = {
+    40000: (
+        "A parameter is invalid. On segment/ calls this also means the audience is still "
+        "processing or matched nothing; check the request against tiktok-api.md."
+    ),
+    40002: (
+        "A parameter is invalid. On segment/ calls this also means the audience is still "
+        "processing or matched nothing; check the request against tiktok-api.md."
+    ),
+    40007: (
+        "The object does not exist: check the audience id / event set id, or let the "
+        "destination re-resolve the audience by name."
+    ),
+    40011: "Too many IDs in one request: lower the batch size.",
+}
+_REJECTED_DEFAULT = "TikTok refused the request as invalid; check the request parameters."
+
+
+@dataclass
+class RetryPolicy:
+    """How many times, and how patiently, a retriable failure is retried in-process.
+
+    Waits are exponential with full jitter (``uniform(0, min(backoff_max, base * 2**n))``)
+    so that many workers hitting the same limit spread out instead of retrying in step.
+    After a rate-limit code the wait is at least ``rate_limit_wait``: TikTok's QPS window
+    is one second, so retrying inside it is wasted.
+    """
+
+    max_retries: int = 5
+    backoff_base: float = 0.5
+    backoff_max: float = 20.0
+    rate_limit_wait: float = 1.0
+
+    def backoff(self, retry_number: int, rng: random.Random) -> float:
+        """Wait before re-attempt number ``retry_number`` (1-based)."""
+        ceiling = min(self.backoff_max, self.backoff_base * (2 ** max(retry_number - 1, 0)))
+        return rng.uniform(0.0, max(ceiling, 0.0))
+
+
+@dataclass
+class CallStats:
+    """Counters the run report shows.
+
+    ``calls`` counts every HTTP attempt (``by_endpoint`` splits it by path such as
+    ``"segment/mapping/"``); ``retries`` counts every re-attempt. ``partial_messages``
+    keeps TikTok's message for each partial success (code 20001).
+    """
+
+    calls: int = 0
+    retries: int = 0
+    by_endpoint: dict[str, int] = field(default_factory=dict)
+    partial_messages: list[str] = field(default_factory=list)
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "calls": self.calls,
+            "retries": self.retries,
+            "by_endpoint": dict(self.by_endpoint),
+            "partial_messages": list(self.partial_messages),
+        }
+
+
+class _Pacer:
+    """Spaces call starts at least ``1/qps`` apart.
+
+    A strict interval (a token bucket of capacity one) rather than a bursty bucket: TikTok
+    counts per second, and a burst at a window edge is exactly what trips 40100. Slots are
+    reserved under a lock and slept outside it, so threads sharing a client queue fairly.
+    """
+
+    def __init__(
+        self, qps: float, clock: Callable[[], float], sleep: Callable[[float], None]
+    ) -> None:
+        self._interval = 1.0 / qps if qps > 0 else 0.0
+        self._clock = clock
+        self._sleep = sleep
+        self._next_slot: float | None = None
+        self._lock = threading.Lock()
+
+    def wait(self) -> None:
+        if self._interval <= 0:
+            return
+        with self._lock:
+            now = self._clock()
+            slot = now if self._next_slot is None else max(now, self._next_slot)
+            self._next_slot = slot + self._interval
+        delay = slot - now
+        if delay > 0:
+            self._sleep(delay)
+
+
+class _Attempt:
+    """Outcome of one HTTP attempt that did not succeed."""
+
+    __slots__ = ("code", "error_cls", "request_id", "retriable", "text")
+
+    def __init__(
+        self,
+        *,
+        error_cls: type[DestinationError],
+        text: str,
+        code: int | None = None,
+        request_id: str | None = None,
+    ) -> None:
+        self.error_cls = error_cls
+        self.text = text
+        self.code = code
+        self.request_id = request_id
+        self.retriable = issubclass(error_cls, RetriableError)
+
+
+def _join_path(path: str) -> str:
+    """``"/segment/mapping"`` -> ``"segment/mapping/"``: TikTok answers 404 without the slash."""
+    return path.strip("/") + "/"
+
+
+def _encode_param(value: Any) -> str:
+    # TikTok reads list parameters as JSON text (``event_set_ids=["123"]``); ids stay
+    # strings inside that JSON, never numbers.
+    if isinstance(value, (list, tuple, dict)):
+        return json.dumps(list(value) if isinstance(value, tuple) else value)
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    return str(value)
+
+
+def _classify(code: int) -> type[DestinationError]:
+    if code in RATE_LIMIT_CODES:
+        return TikTokRateLimited
+    if code in UNAVAILABLE_CODES or 51000 <= code <= 51999:
+        return TikTokUnavailable
+    if code in WRITE_CONFLICT_CODES:
+        return TikTokWriteConflict
+    if code in PERMISSION_CODES:
+        return MissingAdvertiserPermissions
+    if code in CREDENTIAL_CODES:
+        return InvalidCredentials
+    if code in ADVERTISER_NOT_FOUND_CODES:
+        return AdvertiserNotFound
+    if code in OAUTH_CODES:
+        return OAuthError
+    return TikTokRequestRejected
+
+
+def _advice(error_cls: type[DestinationError], code: int | None, attempts: int) -> str:
+    if error_cls is TikTokRateLimited:
+        return (
+            f"TikTok kept answering 'too many requests' for {attempts} attempts; the step "
+            "will be retried later. If this repeats, lower the destination's QPS."
+        )
+    if error_cls is TikTokWriteConflict:
+        return (
+            f"Another write to the same object was in progress for {attempts} attempts; "
+            "the step will be retried later."
+        )
+    if error_cls is TikTokUnavailable:
+        return (
+            f"TikTok did not answer properly for {attempts} attempts; the step will be "
+            "retried later. Check https://status.tiktok.com if this persists."
+        )
+    if error_cls is MissingAdvertiserPermissions:
+        return _ROLE
+    if error_cls is InvalidCredentials:
+        return _REAUTHORIZE
+    if error_cls is AdvertiserNotFound:
+        return _ADVERTISER
+    if error_cls is OAuthError:
+        return _OAUTH
+    return _REJECTED_HINTS.get(code, _REJECTED_DEFAULT) if code is not None else ""
+
+
+class TikTokClient:
+    """A paced, retrying client for one access token.
+
+    ``sleep`` and ``clock`` are injectable so tests run instantly; ``session`` lets callers
+    share a connection pool (a session passed in is not closed by :meth:`close`).
+    """
+
+    def __init__(
+        self,
+        access_token: str,
+        *,
+        base_url: str = DEFAULT_BASE_URL,
+        qps: float = 10.0,
+        retry: RetryPolicy | None = None,
+        timeout: float = 30.0,
+        session: requests.Session | None = None,
+        sleep: Callable[[float], None] = time.sleep,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self._token = access_token
+        self._send_token = True
+        self._base_url = base_url.rstrip("/") + "/"
+        self._retry = retry if retry is not None else RetryPolicy()
+        self._timeout = timeout
+        self._own_session = session is None
+        self._session = session if session is not None else requests.Session()
+        self._sleep = sleep
+        self._pacer = _Pacer(qps, clock, sleep)
+        self._rng = random.Random()  # jitter only; not security-sensitive
+        self._stats_lock = threading.Lock()
+        # Values that must never leak into a message even if TikTok echoes them back.
+        self._secrets: set[str] = {access_token} if access_token else set()
+        self.stats = CallStats()
+
+    # ------------------------------------------------------------------ lifecycle
+    def close(self) -> None:
+        if self._own_session:
+            self._session.close()
+
+    def __enter__(self) -> TikTokClient:
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.close()
+
+    # ------------------------------------------------------------------ transport
+    def get(self, path: str, params: Mapping[str, Any] | None = None) -> dict[str, Any]:
+        """GET ``path``; list/tuple/dict parameters are sent as JSON text. Returns ``data``."""
+        encoded = {k: _encode_param(v) for k, v in (params or {}).items() if v is not None}
+        return self._call("GET", path, params=encoded, body=None)
+
+    def post(self, path: str, body: Mapping[str, Any]) -> dict[str, Any]:
+        """POST a JSON ``body`` to ``path``. Returns the envelope's ``data``."""
+        return self._call("POST", path, params=None, body=body)
+
+    def _call(
+        self,
+        method: str,
+        path: str,
+        *,
+        params: Mapping[str, str] | None,
+        body: Mapping[str, Any] | None,
+        secrets: Sequence[str] = (),
+    ) -> dict[str, Any]:
+        rel = _join_path(path)
+        url = self._base_url + rel
+        headers = {"Accept": "application/json"}
+        if self._send_token:
+            headers["Access-Token"] = self._token
+        data: bytes | None = None
+        if body is not None:
+            headers["Content-Type"] = "application/json"
+            data = json.dumps(body, separators=(",", ":")).encode("utf-8")
+        hidden = self._secrets | {s for s in secrets if s}
+
+        attempts = max(self._retry.max_retries, 0) + 1
+        for attempt in range(1, attempts + 1):
+            if attempt > 1:
+                with self._stats_lock:
+                    self.stats.retries += 1
+            self._pacer.wait()
+            with self._stats_lock:
+                self.stats.calls += 1
+                self.stats.by_endpoint[rel] = self.stats.by_endpoint.get(rel, 0) + 1
+
+            outcome = self._attempt(method, url, rel, params, data, headers, hidden, attempt)
+            if isinstance(outcome, dict):
+                return outcome
+            if not outcome.retriable or attempt == attempts:
+                self._raise(method, rel, outcome, attempt)
+            wait = self._retry.backoff(attempt, self._rng)
+            if outcome.error_cls is TikTokRateLimited:
+                wait = max(self._retry.rate_limit_wait, wait)
+            logger.warning(
+                "TikTok %s attempt %d failed: code=%s request_id=%s; retrying",
+                rel,
+                attempt,
+                outcome.code,
+                outcome.request_id,
+            )
+            self._sleep(wait)
+        raise AssertionError("unreachable: the retry loop returns or raises")  # pragma: no cover
+
+    def _attempt(
+        self,
+        method: str,
+        url: str,
+        rel: str,
+        params: Mapping[str, str] | None,
+        data: bytes | None,
+        headers: Mapping[str, str],
+        hidden: set[str],
+        attempt: int,
+    ) -> dict[str, Any] | _Attempt:
+        try:
+            resp = self._session.request(
+                method, url, params=params, data=data, headers=headers, timeout=self._timeout
+            )
+        except (
+            requests.exceptions.InvalidURL,
+            requests.exceptions.MissingSchema,
+            requests.exceptions.InvalidSchema,
+        ) as exc:
+            # Fatal and local: retrying an unusable URL cannot help. The URL itself is not
+            # quoted: its query string may hold the app secret.
+            raise ConfigurationError(
+                f"TikTok {method} {rel}: the base_url is not a usable URL "
+                f"({type(exc).__name__}); set it to {DEFAULT_BASE_URL} or the sandbox URL "
+                f"{SANDBOX_BASE_URL}."
+            ) from None
+        except requests.exceptions.RequestException as exc:
+            # Only the exception type: requests' own text includes the URL and its query.
+            return _Attempt(
+                error_cls=TikTokUnavailable,
+                text=f"no answer from TikTok ({type(exc).__name__})",
+            )
+
+        header_request_id = resp.headers.get("X-Tt-Logid")
+        if resp.status_code >= 500:
+            return _Attempt(
+                error_cls=TikTokUnavailable,
+                text=f"HTTP {resp.status_code} (server error)",
+                request_id=header_request_id,
+            )
+        if resp.status_code == 429:
+            # Not in TikTok's contract (limits come back as HTTP 200 + code), but a gateway
+            # in front of it may say so; treat it as the rate limit it is.
+            return _Attempt(
+                error_cls=TikTokRateLimited,
+                text="HTTP 429 (too many requests)",
+                request_id=header_request_id,
+            )
+        if resp.status_code >= 400:
+            return _Attempt(
+                error_cls=TikTokRequestRejected,
+                text=(
+                    f"HTTP {resp.status_code}: wrong path or method. The path must end with "
+                    f"'/' and base_url must be {DEFAULT_BASE_URL} (or the sandbox URL "
+                    f"{SANDBOX_BASE_URL})"
+                ),
+                request_id=header_request_id,
+            )
+
+        try:
+            envelope = resp.json()
+        except ValueError:
+            envelope = None
+        if not isinstance(envelope, dict) or "code" not in envelope:
+            return _Attempt(
+                error_cls=TikTokUnavailable,
+                text=f"HTTP {resp.status_code} with a body that is not TikTok's JSON envelope",
+                request_id=header_request_id,
+            )
+
+        raw_id = envelope.get("request_id") or header_request_id
+        request_id = str(raw_id) if raw_id else None
+        message = self._redact(str(envelope.get("message") or ""), hidden)
+        try:
+            code = int(envelope["code"])
+        except (TypeError, ValueError):
+            return _Attempt(
+                error_cls=TikTokUnavailable,
+                text="the envelope's code is not a number",
+                request_id=request_id,
+            )
+
+        if code in SUCCESS_CODES:
+            logger.debug(
+                "TikTok %s attempt %d: code=%s request_id=%s", rel, attempt, code, request_id
+            )
+            if code == PARTIAL_SUCCESS_CODE:
+                with self._stats_lock:
+                    self.stats.partial_messages.append(message)
+            payload = envelope.get("data")
+            if payload is None:
+                return {}
+            if not isinstance(payload, dict):
+                logger.warning(
+                    "TikTok %s attempt %d: code=%s request_id=%s; data is not an object",
+                    rel,
+                    attempt,
+                    code,
+                    request_id,
+                )
+                return {}
+            return payload
+
+        return _Attempt(
+            error_cls=_classify(code),
+            text=f"code {code} ({message or 'no message'})",
+            code=code,
+            request_id=request_id,
+        )
+
+    def _raise(self, method: str, rel: str, outcome: _Attempt, attempts: int) -> NoReturn:
+        logger.warning(
+            "TikTok %s attempt %d failed: code=%s request_id=%s; giving up",
+            rel,
+            attempts,
+            outcome.code,
+            outcome.request_id,
+        )
+        advice = _advice(outcome.error_cls, outcome.code, attempts)
+        rid = f" [request_id {outcome.request_id}]" if outcome.request_id else ""
+        text = f"TikTok {method} {rel} failed: {outcome.text}{rid}."
+        if advice:
+            text = f"{text} {advice}"
+        raise outcome.error_cls(text, code=outcome.code, request_id=outcome.request_id)
+
+    @staticmethod
+    def _redact(text: str, hidden: set[str]) -> str:
+        for secret in hidden:
+            text = text.replace(secret, "***")
+        if len(text) > _MAX_QUOTED_MESSAGE:
+            text = text[: _MAX_QUOTED_MESSAGE - 3] + "..."
+        return text
+
+    # ------------------------------------------------------------------ audiences
+    def list_audiences(
+        self, advertiser_id: str, *, page: int = 1, page_size: int = 100
+    ) -> dict[str, Any]:
+        """One page of ``dmp/custom_audience/list/``: ``{"page_info": {...}, "list": [...]}``."""
+        return self.get(
+            "dmp/custom_audience/list/",
+            {"advertiser_id": advertiser_id, "page": page, "page_size": page_size},
+        )
+
+    def iter_audiences(self, advertiser_id: str) -> Iterator[dict[str, Any]]:
+        """Every custom audience of the advertiser, across all pages."""
+        page = 1
+        page_size = 100
+        while True:
+            data = self.list_audiences(advertiser_id, page=page, page_size=page_size)
+            items = data.get("list") or []
+            yield from items
+            page_info = data.get("page_info") or {}
+            total_page = page_info.get("total_page")
+            if not items:
+                return
+            if total_page is not None:
+                if page >= int(total_page):
+                    return
+            elif len(items) < page_size:
+                return
+            page += 1
+
+    def create_audience(self, advertiser_id: str, name: str) -> str:
+        """Create a partner audience (the only kind ``segment/mapping`` may write to)."""
+        data = self.post(
+            "segment/audience/",
+            {"advertiser_id": advertiser_id, "action": "create", "custom_audience_name": name},
+        )
+        audience_id = data.get("audience_id")
+        if audience_id is None or isinstance(audience_id, float) or audience_id == "":
+            # Not retriable: a retry would create a second audience with the same name.
+            raise TikTokRequestRejected(
+                "TikTok POST segment/audience/ answered success without data.audience_id; "
+                "look the audience up by name in Ads Manager before running again.",
+            )
+        return str(audience_id)
+
+    def map_audience(
+        self,
+        advertiser_id: str,
+        action: Literal["add", "delete"],
+        id_schema: Sequence[str],
+        batch_data: Sequence[Sequence[Mapping[str, Any]]],
+    ) -> dict[str, Any]:
+        """Add or delete members: one inner list per person, aligned with ``id_schema``."""
+        if action not in ("add", "delete"):
+            raise ValueError(f"map_audience action must be 'add' or 'delete', got {action!r}")
+        return self.post(
+            "segment/mapping/",
+            {
+                "advertiser_ids": [advertiser_id],
+                "action": action,
+                "id_schema": list(id_schema),
+                "batch_data": [[dict(entry) for entry in person] for person in batch_data],
+            },
+        )
+
+    # ------------------------------------------------------------------ events
+    def track_events(
+        self,
+        event_set_id: str,
+        data: Sequence[Mapping[str, Any]],
+        *,
+        test_event_code: str | None = None,
+    ) -> dict[str, Any]:
+        """Send offline events (Events API 2.0); at most 1,000 per call."""
+        body: dict[str, Any] = {
+            "event_source": "offline",
+            "event_source_id": event_set_id,
+            "data": [dict(event) for event in data],
+        }
+        if test_event_code:
+            body["test_event_code"] = test_event_code
+        return self.post("event/track/", body)
+
+    def event_sets(self, advertiser_id: str, event_set_ids: Sequence[str]) -> list[dict[str, Any]]:
+        """The advertiser's offline event sets among ``event_set_ids``."""
+        data = self.get(
+            "offline/get/",
+            {"advertiser_id": advertiser_id, "event_set_ids": list(event_set_ids)},
+        )
+        return list(data.get("event_set_list") or [])
+
+    # ------------------------------------------------------------------ identity
+    def user_info(self) -> dict[str, Any]:
+        """The authorizing user: a cheap check that the token still works."""
+        return self.get("user/info/")
+
+    def authorized_advertisers(self, app_id: str, secret: str) -> list[dict[str, Any]]:
+        """Advertisers this token may act for: ``[{advertiser_id, advertiser_name}, ...]``."""
+        data = self._call(
+            "GET",
+            "oauth2/advertiser/get/",
+            params={"app_id": _encode_param(app_id), "secret": _encode_param(secret)},
+            body=None,
+            secrets=(secret,),
+        )
+        return list(data.get("list") or [])
+
+    @classmethod
+    def exchange_auth_code(
+        cls,
+        app_id: str,
+        secret: str,
+        auth_code: str,
+        *,
+        base_url: str = DEFAULT_BASE_URL,
+        session: requests.Session | None = None,
+        timeout: float = 30.0,
+        retry: RetryPolicy | None = None,
+        sleep: Callable[[float], None] = time.sleep,
+    ) -> dict[str, Any]:
+        """Trade an OAuth ``auth_code`` for ``{access_token, advertiser_ids, scope}``.
+
+        Sent without an ``Access-Token`` header. The default retry policy is short: this
+        runs inside the OAuth callback, which has seconds, not minutes, to answer.
+        """
+        client = cls(
+            "",
+            base_url=base_url,
+            qps=0,
+            retry=retry if retry is not None else RetryPolicy(max_retries=2, backoff_max=2.0),
+            timeout=timeout,
+            session=session,
+            sleep=sleep,
+        )
+        client._send_token = False
+        try:
+            return client._call(
+                "POST",
+                "oauth2/access_token/",
+                params=None,
+                body={"app_id": app_id, "secret": secret, "auth_code": auth_code},
+                secrets=(secret, auth_code),
+            )
+        finally:
+            client.close()
