@@ -1,0 +1,614 @@
+"""Offline events: per-row rules, grouping rows into events, and the ``event/track`` body.
+
+Three stages, each usable alone so that the validate and chunk steps can stream:
+
+1. :func:`normalize_event_row` checks one input row against the offline-events parameters
+   and returns a small JSON-serializable dict with identifiers already hashed. Problems
+   raise :class:`~tiktok_destination.errors.RowRejected` so the row goes to the rejects file.
+2. The caller sorts normalized rows by :func:`event_group_key` (an external sort: files can
+   be larger than memory) and feeds each run of equal keys to :func:`build_event`. TikTok
+   counts ``event_source_id + event + event_id`` once within 48 hours, so the rows of one
+   order (one row per item) must become ONE event whose ``contents`` lists the items.
+3. :func:`track_body` wraps up to 1,000 built payloads for ``POST event/track/``.
+
+Messages never quote an email or phone. Event names and currency codes are quoted only when
+they look like one (letters only), because a mis-mapped column could put an email there.
+"""
+
+from __future__ import annotations
+
+import difflib
+import re
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+from decimal import ROUND_HALF_UP, Decimal, InvalidOperation
+from typing import Any, Literal
+
+from .errors import RowRejected
+from .identifiers import hash_identifier
+
+# The seed lists eight names; Events API 2.0 adds the rest. TikTok matches names exactly.
+STANDARD_EVENTS: frozenset[str] = frozenset(
+    {
+        "AddPaymentInfo",
+        "AddToCart",
+        "AddToWishlist",
+        "CompletePayment",
+        "CompleteRegistration",
+        "Contact",
+        "Download",
+        "InitiateCheckout",
+        "Lead",
+        "PlaceAnOrder",
+        "Purchase",
+        "Search",
+        "Subscribe",
+        "ViewContent",
+    }
+)
+
+# Kept for the run report: Events API 2.0 has no event_channel field (only the legacy
+# offline/batch endpoint had it), so it is validated but never sent.
+EVENT_CHANNELS: tuple[str, ...] = ("email", "website", "phone_call", "in_store", "crm", "other")
+
+CONTENT_TYPES: tuple[str, ...] = ("product", "product_group")
+
+# ISO 4217 List One, alphabetic codes, as published by the maintenance agency (SIX) in 2025,
+# including fund, precious-metal and special codes. ANG, SLL and ZWL are kept because they
+# are still legal tender during their replacement periods (by XCG, SLE and ZWG).
+ISO_4217: frozenset[str] = frozenset(
+    """
+    AED AFN ALL AMD ANG AOA ARS AUD AWG AZN BAM BBD BDT BGN BHD BIF BMD BND BOB BOV BRL BSD
+    BTN BWP BYN BZD CAD CDF CHE CHF CHW CLF CLP CNY COP COU CRC CUP CVE CZK DJF DKK DOP DZD
+    EGP ERN ETB EUR FJD FKP GBP GEL GHS GIP GMD GNF GTQ GYD HKD HNL HTG HUF IDR ILS INR IQD
+    IRR ISK JMD JOD JPY KES KGS KHR KMF KPW KRW KWD KYD KZT LAK LBP LKR LRD LSL LYD MAD MDL
+    MGA MKD MMK MNT MOP MRU MUR MVR MWK MXN MXV MYR MZN NAD NGN NIO NOK NPR NZD OMR PAB PEN
+    PGK PHP PKR PLN PYG QAR RON RSD RUB RWF SAR SBD SCR SDG SEK SGD SHP SLE SLL SOS SRD SSP
+    STN SVC SYP SZL THB TJS TMT TND TOP TRY TTD TWD TZS UAH UGX USD USN UYI UYU UYW UZS VED
+    VES VND VUV WST XAF XAG XAU XBA XBB XBC XBD XCD XCG XDR XOF XPD XPF XPT XSU XTS XUA
+    XXX YER ZAR ZMW ZWG ZWL
+    """.split()  # noqa: SIM905 - 181 codes read better as a block than as a list
+)
+
+MAX_EVENT_AGE = timedelta(days=28)
+MAX_FUTURE_SKEW = timedelta(minutes=5)
+
+#: Events API 2.0 rejects a whole request with more events than this.
+MAX_EVENTS_PER_REQUEST = 1000
+
+ITEM_FIELDS: tuple[str, ...] = (
+    "price",
+    "quantity",
+    "content_id",
+    "content_category",
+    "content_name",
+    "brand",
+)
+
+_EVENT_SET_ID = re.compile(r"^\d{19}$")
+_UNIX_NUMBER = re.compile(r"^\d+(?:\.\d+)?$")
+# A value made only of letters (and _ - space) cannot be an email or phone, so quoting it
+# in a message is safe and helps the reader.
+_QUOTABLE = re.compile(r"^[A-Za-z][A-Za-z _-]{0,39}$")
+# Above this a Unix number is milliseconds: 1e11 seconds is the year 5138.
+_MILLISECONDS_ABOVE = 1e11
+_KEY_SEP = "\x1f"
+
+_EVENTS_BY_LOWER = {name.lower(): name for name in STANDARD_EVENTS}
+_STANDARD_LIST = ", ".join(sorted(STANDARD_EVENTS))
+
+
+def _get(row: Mapping[str, str | None], column: str) -> str | None:
+    value = row.get(column)
+    if value is None:
+        return None
+    value = value.strip()
+    return value or None
+
+
+def _quoted(value: str) -> str:
+    return f"'{value}'" if _QUOTABLE.match(value) else "the value"
+
+
+# ---------------------------------------------------------------- per-row rules
+def _event_set_id(row: Mapping[str, str | None], fallback: str | None) -> str:
+    from_row = _get(row, "event_set_id")
+    value = from_row or (fallback.strip() if fallback else None)
+    if not value:
+        raise RowRejected(
+            "event_set_id",
+            "missing_event_set_id",
+            "no event set id: add an event_set_id column, or set the event set id in the "
+            "destination settings (TikTok Events Manager > Offline > the id under the set name)",
+        )
+    if not _EVENT_SET_ID.match(value):
+        where = "the event_set_id column" if from_row else "the destination's event set id"
+        hint = (
+            "; a value in scientific notation means a spreadsheet turned it into a number, "
+            "keep the column as text"
+            if "e" in value.lower() or "." in value
+            else ""
+        )
+        raise RowRejected(
+            "event_set_id",
+            "invalid_event_set_id",
+            f"{where} must be exactly 19 digits, like 7654321098765432109{hint}",
+        )
+    return value
+
+
+def _event_name(row: Mapping[str, str | None]) -> str:
+    value = _get(row, "event")
+    if value is None:
+        raise RowRejected(
+            "event",
+            "missing_event",
+            f"event is required: set it to a TikTok standard event, one of {_STANDARD_LIST}",
+        )
+    if value in STANDARD_EVENTS:
+        return value
+    canonical = _EVENTS_BY_LOWER.get(value.lower())
+    if canonical is not None:
+        return canonical
+    close = difflib.get_close_matches(value.lower(), list(_EVENTS_BY_LOWER), n=1, cutoff=0.6)
+    if close:
+        suggestion = f"did you mean {_EVENTS_BY_LOWER[close[0]]}?"
+    else:
+        suggestion = f"use one of {_STANDARD_LIST}"
+    raise RowRejected(
+        "event",
+        "invalid_event",
+        f"{_quoted(value)} is not a TikTok standard event name; {suggestion}",
+    )
+
+
+def _event_id(row: Mapping[str, str | None]) -> str:
+    value = _get(row, "event_id")
+    if value is None:
+        raise RowRejected(
+            "event_id",
+            "missing_event_id",
+            "event_id is required: give every event a unique id (for example the order "
+            "number); rows of one order share it and are sent as one event",
+        )
+    return value
+
+
+def _user(row: Mapping[str, str | None], default_region: str) -> dict[str, str]:
+    user: dict[str, str] = {}
+    first_error: RowRejected | None = None
+    for column, id_type in (("email", "EMAIL"), ("phone", "PHONE")):
+        raw = _get(row, column)
+        if raw is None:
+            continue
+        try:
+            user[column] = hash_identifier(id_type, raw, default_region=default_region)
+        except RowRejected as error:
+            # One bad identifier does not sink a row whose other identifier is usable.
+            first_error = first_error or error
+    if user:
+        return user
+    if first_error is not None:
+        raise first_error
+    raise RowRejected(
+        "email",
+        "missing_identifier",
+        "neither email nor phone is set: TikTok matches offline events to people by email "
+        "or phone, so each row needs at least one",
+    )
+
+
+def _parse_time(value: str) -> datetime | None:
+    if _UNIX_NUMBER.match(value):
+        number = float(value)
+        if number > _MILLISECONDS_ABOVE:
+            number /= 1000.0
+        try:
+            return datetime.fromtimestamp(number, tz=UTC)
+        except (OverflowError, OSError, ValueError):
+            return None
+    try:
+        # Python 3.11's fromisoformat reads the ISO 8601 forms people export: "Z",
+        # offsets, fractions, a space instead of "T", and a bare date.
+        parsed = datetime.fromisoformat(value)
+    except ValueError:
+        return None
+    if parsed.tzinfo is None:
+        parsed = parsed.replace(tzinfo=UTC)
+    return parsed
+
+
+def _event_time(row: Mapping[str, str | None], now: datetime) -> int:
+    value = _get(row, "timestamp")
+    if value is None:
+        return int(now.timestamp())
+    parsed = _parse_time(value)
+    if parsed is None:
+        raise RowRejected(
+            "timestamp",
+            "invalid_timestamp",
+            "could not read the timestamp: use ISO 8601 (2024-05-01T14:30:00Z, "
+            "2024-05-01T14:30:00+02:00 or 2024-05-01) or Unix seconds or milliseconds",
+        )
+    shown = parsed.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+    if parsed < now - MAX_EVENT_AGE:
+        raise RowRejected(
+            "timestamp",
+            "stale_event",
+            f"the event happened at {shown}, more than 28 days ago; TikTok only attributes "
+            "events from the last 28 days, so send events soon after they happen",
+        )
+    if parsed > now + MAX_FUTURE_SKEW:
+        raise RowRejected(
+            "timestamp",
+            "future_event",
+            f"the event time {shown} is in the future; check the time zone (a time without "
+            "an offset is read as UTC) and that the value is seconds, not another unit",
+        )
+    return int(parsed.timestamp())
+
+
+def _event_channel(row: Mapping[str, str | None]) -> str | None:
+    value = _get(row, "event_channel")
+    if value is None:
+        return None
+    if value.lower() in EVENT_CHANNELS:
+        return value.lower()
+    raise RowRejected(
+        "event_channel",
+        "invalid_event_channel",
+        f"event_channel {_quoted(value)} is not allowed; use one of {', '.join(EVENT_CHANNELS)}",
+    )
+
+
+def _currency(row: Mapping[str, str | None]) -> str | None:
+    value = _get(row, "currency")
+    if value is None:
+        return None
+    if value.upper() in ISO_4217:
+        return value.upper()
+    raise RowRejected(
+        "currency",
+        "invalid_currency",
+        f"currency {_quoted(value)} is not an ISO 4217 code; use a three-letter code such "
+        "as USD, EUR or GBP",
+    )
+
+
+def _decimal(row: Mapping[str, str | None], column: str) -> Decimal | None:
+    value = _get(row, column)
+    if value is None:
+        return None
+    try:
+        number = Decimal(value)
+    except InvalidOperation:
+        number = None
+    if number is None or not number.is_finite() or number < 0:
+        raise RowRejected(
+            column,
+            f"invalid_{column}",
+            f"{column} must be a number of 0 or more written plainly, like 12.50 "
+            "(no currency symbol, no thousands separator)",
+        )
+    return number
+
+
+def _amount(row: Mapping[str, str | None], column: str) -> float | None:
+    number = _decimal(row, column)
+    return None if number is None else float(number)
+
+
+def _quantity(row: Mapping[str, str | None]) -> int | None:
+    value = _get(row, "quantity")
+    if value is None:
+        return None
+    try:
+        number = Decimal(value)
+    except InvalidOperation:
+        number = None
+    # "2.0" is how many exports write a whole number; "2.5" items is not a quantity.
+    if number is None or not number.is_finite() or number != number.to_integral_value():
+        number = None
+    if number is None or number < 1:
+        raise RowRejected(
+            "quantity",
+            "invalid_quantity",
+            "quantity must be a whole number of 1 or more, like 2",
+        )
+    return int(number)
+
+
+def _content_type(row: Mapping[str, str | None]) -> str | None:
+    value = _get(row, "content_type")
+    if value is None:
+        return None
+    if value.lower() in CONTENT_TYPES:
+        return value.lower()
+    raise RowRejected(
+        "content_type",
+        "invalid_content_type",
+        f"content_type {_quoted(value)} is not allowed; use product or product_group",
+    )
+
+
+def normalize_event_row(
+    row: Mapping[str, str | None],
+    *,
+    row_number: int,
+    default_region: str,
+    fallback_event_set_id: str | None,
+    now: datetime,
+) -> dict[str, Any]:
+    """Check one offline-event row and return it normalized, with identifiers hashed.
+
+    ``row`` has lowercase column names. The result holds only keys that have values:
+    ``row, event_set_id, event, event_id, event_time, user, item, content_type, currency,
+    value, order_id, shop_id, event_channel, description``. Raises ``RowRejected`` on the
+    first problem found.
+    """
+    if now.tzinfo is None:
+        now = now.replace(tzinfo=UTC)
+    event_set_id = _event_set_id(row, fallback_event_set_id)
+    event = _event_name(row)
+    event_id = _event_id(row)
+    user = _user(row, default_region)
+    event_time = _event_time(row, now)
+    event_channel = _event_channel(row)
+    currency = _currency(row)
+    price = _amount(row, "price")
+    value = _amount(row, "value")
+    quantity = _quantity(row)
+    content_type = _content_type(row)
+    if value is not None and currency is None:
+        raise RowRejected(
+            "currency",
+            "missing_currency",
+            "value is set but currency is empty: TikTok needs the ISO 4217 currency of the "
+            "value (for example USD); add a currency column",
+        )
+
+    item: dict[str, Any] = {}
+    if price is not None:
+        item["price"] = price
+    if quantity is not None:
+        item["quantity"] = quantity
+    for column in ("content_id", "content_category", "content_name", "brand"):
+        text = _get(row, column)
+        if text is not None:
+            item[column] = text
+
+    result: dict[str, Any] = {
+        "row": row_number,
+        "event_set_id": event_set_id,
+        "event": event,
+        "event_id": event_id,
+        "event_time": event_time,
+        "user": user,
+    }
+    optional: dict[str, Any] = {
+        "item": item or None,
+        "content_type": content_type,
+        "currency": currency,
+        "value": value,
+        "order_id": _get(row, "order_id"),
+        "shop_id": _get(row, "shop_id"),
+        "event_channel": event_channel,
+        "description": _get(row, "description"),
+    }
+    result.update({key: val for key, val in optional.items() if val is not None})
+    return result
+
+
+# ---------------------------------------------------------------- grouping
+def event_group_key(row: Mapping[str, Any]) -> str:
+    """The text that rows of one TikTok event share; sort by it, then group equal runs.
+
+    The unit separator cannot appear in a stripped CSV value that a person typed, so the
+    three parts never run into each other.
+    """
+    return _KEY_SEP.join((str(row["event_set_id"]), str(row["event"]), str(row["event_id"])))
+
+
+@dataclass
+class BuiltEvent:
+    """One ``data[]`` item for ``event/track/`` and what went into it (for the run report)."""
+
+    event_set_id: str
+    event_channel: str | None
+    payload: dict[str, Any]
+    #: every input row number of the group, duplicates included, so every row is accounted
+    rows: list[int]
+    value_method: Literal["row_value", "sum_price_quantity", "none"]
+    #: (row, duplicate_of_row): rows identical to an earlier one, not added again
+    duplicates: list[tuple[int, int]] = field(default_factory=list)
+    #: human notes on rows that disagreed and which value was used; no personal data
+    conflicts: list[str] = field(default_factory=list)
+
+
+def _rows_text(numbers: Sequence[int]) -> str:
+    return ",".join(str(n) for n in numbers)
+
+
+def _first_value(
+    rows: Sequence[Mapping[str, Any]],
+    key: str,
+    conflicts: list[str],
+    *,
+    quote: bool,
+) -> Any:
+    """First non-empty value of ``key``; a note when later rows hold a different one."""
+    chosen: Any = None
+    chosen_row = 0
+    disagreeing: list[int] = []
+    for row in rows:
+        value = row.get(key)
+        if value is None:
+            continue
+        if chosen is None:
+            chosen, chosen_row = value, row["row"]
+        elif value != chosen:
+            disagreeing.append(row["row"])
+    if disagreeing:
+        used = (
+            f"used {chosen} from row {chosen_row}"
+            if quote
+            else f"used the one from row {chosen_row}"
+        )
+        conflicts.append(f"rows {_rows_text([chosen_row, *disagreeing])} disagree on {key}; {used}")
+    return chosen
+
+
+def _sum_price_quantity(items: Sequence[Mapping[str, Any]]) -> float:
+    total = Decimal(0)
+    for item in items:
+        price = item.get("price")
+        if price is None:
+            continue
+        # str() first: Decimal(float) would carry the binary error into the rounding.
+        total += Decimal(str(price)) * int(item.get("quantity") or 1)
+    return float(total.quantize(Decimal("0.01"), rounding=ROUND_HALF_UP))
+
+
+def build_event(rows: Sequence[Mapping[str, Any]]) -> BuiltEvent:
+    """Merge the normalized rows of one event (same :func:`event_group_key`) into one event.
+
+    ``contents`` gets one item per distinct row that has item fields; the user gets every
+    distinct hash; scalar properties come from the first row that has them, with a note in
+    ``conflicts`` when rows disagree. ``value`` is the rows' value when every row that has
+    one agrees, else the sum of price x quantity when items have prices (and a currency is
+    known), else it is left out.
+    """
+    if not rows:
+        raise ValueError("build_event needs at least one row")
+    key = event_group_key(rows[0])
+    for row in rows[1:]:
+        if event_group_key(row) != key:
+            raise ValueError(
+                f"rows {rows[0]['row']} and {row['row']} belong to different events; "
+                "sort rows by event_group_key and pass one run at a time"
+            )
+
+    # Identical rows (a re-exported line, a join that fanned out) must not double an item.
+    unique: list[Mapping[str, Any]] = []
+    duplicates: list[tuple[int, int]] = []
+    seen: dict[str, int] = {}
+    for row in rows:
+        signature = repr(sorted((k, repr(v)) for k, v in row.items() if k != "row"))
+        if signature in seen:
+            duplicates.append((row["row"], seen[signature]))
+            continue
+        seen[signature] = row["row"]
+        unique.append(row)
+
+    conflicts: list[str] = []
+    first = unique[0]
+    differing_times = [r["row"] for r in unique[1:] if r["event_time"] != first["event_time"]]
+    if differing_times:
+        conflicts.append(
+            f"rows {_rows_text([first['row'], *differing_times])} disagree on event_time; "
+            f"used {first['event_time']} from row {first['row']}"
+        )
+
+    user_lists: dict[str, list[str]] = {}
+    for row in unique:
+        for kind, digest in row.get("user", {}).items():
+            hashes = user_lists.setdefault(kind, [])
+            if digest not in hashes:
+                hashes.append(digest)
+    user: dict[str, str | list[str]] = {
+        kind: hashes[0] if len(hashes) == 1 else hashes for kind, hashes in user_lists.items()
+    }
+
+    contents = [dict(row["item"]) for row in unique if row.get("item")]
+    content_type = _first_value(unique, "content_type", conflicts, quote=True)
+    currency = _first_value(unique, "currency", conflicts, quote=True)
+    order_id = _first_value(unique, "order_id", conflicts, quote=False)
+    shop_id = _first_value(unique, "shop_id", conflicts, quote=False)
+    description = _first_value(unique, "description", conflicts, quote=False)
+    event_channel = _first_value(unique, "event_channel", conflicts, quote=True)
+
+    value: float | None = None
+    value_method: Literal["row_value", "sum_price_quantity", "none"] = "none"
+    with_value = [row for row in unique if row.get("value") is not None]
+    distinct_values = {row["value"] for row in with_value}
+    has_prices = any(item.get("price") is not None for item in contents)
+    if len(distinct_values) == 1:
+        value, value_method = with_value[0]["value"], "row_value"
+    else:
+        if distinct_values:
+            what = (
+                "sent the sum of price x quantity instead"
+                if has_prices and currency
+                else "sent no value"
+            )
+            conflicts.append(
+                f"rows {_rows_text([r['row'] for r in with_value])} disagree on value; {what}"
+            )
+        if has_prices and currency:
+            value, value_method = _sum_price_quantity(contents), "sum_price_quantity"
+        elif has_prices and not distinct_values:
+            # A value without its currency is meaningless to TikTok's revenue reports.
+            conflicts.append(
+                f"rows {_rows_text([r['row'] for r in unique])} have prices but no currency; "
+                "sent no value"
+            )
+
+    properties: dict[str, Any] = {}
+    if contents:
+        properties["contents"] = contents
+    candidates: dict[str, Any] = {
+        "content_type": content_type,
+        "currency": currency,
+        "value": value,
+        "order_id": order_id,
+        "shop_id": shop_id,
+        "description": description,
+    }
+    properties.update({k: v for k, v in candidates.items() if v is not None})
+
+    payload: dict[str, Any] = {
+        "event": first["event"],
+        "event_time": int(first["event_time"]),
+        "event_id": first["event_id"],
+        "user": user,
+    }
+    if properties:
+        payload["properties"] = properties
+
+    return BuiltEvent(
+        event_set_id=str(first["event_set_id"]),
+        event_channel=event_channel,
+        payload=payload,
+        rows=[row["row"] for row in rows],
+        value_method=value_method,
+        duplicates=duplicates,
+        conflicts=conflicts,
+    )
+
+
+# ---------------------------------------------------------------- request body
+def track_body(
+    event_set_id: str,
+    events: Sequence[Mapping[str, Any]],
+    *,
+    test_event_code: str | None,
+) -> dict[str, Any]:
+    """The JSON body of ``POST event/track/`` for one event set and up to 1,000 events."""
+    if not _EVENT_SET_ID.match(event_set_id):
+        raise ValueError("event_set_id must be a 19-digit string")
+    if not events:
+        raise ValueError("track_body needs at least one event")
+    if len(events) > MAX_EVENTS_PER_REQUEST:
+        raise ValueError(
+            f"{len(events)} events in one request; TikTok rejects more than "
+            f"{MAX_EVENTS_PER_REQUEST}, so split the batch"
+        )
+    body: dict[str, Any] = {
+        "event_source": "offline",
+        "event_source_id": event_set_id,
+        "data": [dict(event) for event in events],
+    }
+    if test_event_code:
+        body["test_event_code"] = test_event_code
+    return body
