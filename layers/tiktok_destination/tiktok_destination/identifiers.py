@@ -1,0 +1,205 @@
+"""Identifier normalization and SHA-256 hashing, as TikTok matches them.
+
+The rules follow ``tiktok-api.md`` ("Identifier normalization before hashing"): a value that
+already is 64 lowercase hex characters is an existing hash and passes through; anything else
+is normalized (email: trim + lowercase; phone: E.164; IDFA/AAID: trim + lowercase UUID) and
+hashed. An unusable value raises :class:`RowRejected`, whose message says what is wrong
+without ever quoting the value: it is personal data.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import re
+
+import phonenumbers
+
+from .errors import ConfigurationError, RowRejected
+
+ID_TYPES: tuple[str, ...] = ("EMAIL", "PHONE", "IDFA", "AAID")
+
+#: id type -> TikTok ``id_schema`` entry for its SHA-256 hash
+SCHEMA: dict[str, str] = {
+    "EMAIL": "EMAIL_SHA256",
+    "PHONE": "PHONE_SHA256",
+    "IDFA": "IDFA_SHA256",
+    "AAID": "AAID_SHA256",
+}
+
+#: id type -> the input column that holds it (headers are matched case-insensitively)
+COLUMNS: dict[str, str] = {id_type: id_type.lower() for id_type in ID_TYPES}
+
+_SHA256_HEX = re.compile(r"[0-9a-f]{64}")
+_ANY_CASE_SHA256_HEX = re.compile(r"[0-9a-fA-F]{64}")
+_MD5_HEX = re.compile(r"[0-9a-fA-F]{32}")
+# One "@", a domain with at least one dot, a top-level domain of two or more characters.
+_EMAIL = re.compile(r"[^@\s]+@(?:[^@\s.]+\.)+[^@\s.]{2,}")
+_UUID = re.compile(r"[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}")
+_ZERO_UUID = "00000000-0000-0000-0000-000000000000"
+_DIGITS_ONLY = re.compile(r"[\d\s().\-]{8,}")
+
+
+def is_sha256_hex(value: str) -> bool:
+    """True for exactly 64 lowercase hex characters (an anchored match, nothing around it)."""
+    return _SHA256_HEX.fullmatch(value) is not None
+
+
+def sha256_hex(value: str) -> str:
+    return hashlib.sha256(value.encode("utf-8")).hexdigest()
+
+
+def _email_problem(value: str) -> str:
+    """Which part of an email address is wrong, described without quoting the value."""
+    if not value:
+        return "it is empty"
+    if any(ch.isspace() for ch in value):
+        return "it contains a space"
+    count = value.count("@")
+    if count == 0:
+        return "it has no '@'"
+    if count > 1:
+        return "it has more than one '@'"
+    local, domain = value.split("@")
+    if not local:
+        return "nothing comes before the '@'"
+    if "." not in domain:
+        return "the part after the '@' has no dot (expected a domain like example.com)"
+    return "the domain after the '@' is not like example.com"
+
+
+def normalize_email(raw: str, *, strip_dots_and_tags: bool = False) -> str:
+    """Trim and lowercase an email address (TikTok's current rule).
+
+    ``strip_dots_and_tags`` applies TikTok's older customer-file rule as well: dots and a
+    ``+tag`` are removed from the part before the ``@``.
+    """
+    value = raw.strip().lower()
+    if _EMAIL.fullmatch(value) is None:
+        raise RowRejected(
+            "email",
+            "invalid_email",
+            f"not an email address: {_email_problem(value)}; expected the form name@example.com",
+        )
+    if strip_dots_and_tags:
+        local, domain = value.split("@")
+        local = local.split("+", 1)[0].replace(".", "")
+        if not local:
+            raise RowRejected(
+                "email",
+                "invalid_email",
+                "nothing is left before the '@' once dots and the +tag are removed",
+            )
+        value = f"{local}@{domain}"
+    return value
+
+
+def _check_region(default_region: str) -> str:
+    region = default_region.strip().upper()
+    if region not in phonenumbers.SUPPORTED_REGIONS:
+        raise ConfigurationError(
+            f"default phone region {default_region!r} is not a two-letter region code "
+            "(ISO 3166-1 alpha-2) that phone number rules exist for, such as US, GB or DE; "
+            "fix default_phone_region in the settings"
+        )
+    return region
+
+
+def _parse(text: str, region: str | None) -> phonenumbers.PhoneNumber | None:
+    try:
+        return phonenumbers.parse(text, region)
+    except phonenumbers.NumberParseException:
+        return None
+
+
+def normalize_phone(raw: str, default_region: str = "US") -> str:
+    """E.164 form (``+`` country code and digits): ``(+1) 213-373-4253`` -> ``+12133734253``.
+
+    A number without a country code is read in ``default_region``. The number must be a
+    valid number for its country (Google's libphonenumber rules), since TikTok can never
+    match a number that cannot exist.
+    """
+    region = _check_region(default_region)
+    text = raw.strip()
+    number = _parse(text, region)
+    if (
+        number is not None
+        and not text.startswith("+")
+        and _DIGITS_ONLY.fullmatch(text)
+        and not phonenumbers.is_possible_number(number)
+    ):
+        # Exports and numeric columns drop the leading "+" of international numbers
+        # (447911123456). Only a length impossible in the default region is retried as
+        # international: a wrong guess would hash some other person's number.
+        number = _parse("+" + text, None)
+    if number is not None and not phonenumbers.is_valid_number(number):
+        number = None
+    if number is None:
+        raise RowRejected(
+            "phone",
+            "invalid_phone",
+            "not a valid phone number: write it with its country code, like +44 20 7946 0958, "
+            f"or as a number of the default region {region}; check the number of digits",
+        )
+    return phonenumbers.format_number(number, phonenumbers.PhoneNumberFormat.E164)
+
+
+def normalize_device_id(raw: str, id_type: str) -> str:
+    """Trim and lowercase an IDFA or AAID (Google advertising ID); it must be a UUID."""
+    id_type = _check_type(id_type)
+    if id_type not in ("IDFA", "AAID"):
+        raise ConfigurationError(f"{id_type} is not a device id type; use IDFA or AAID")
+    column = COLUMNS[id_type]
+    value = raw.strip().lower()
+    if _UUID.fullmatch(value) is None:
+        hint = (
+            "it looks like an MD5 hash, which is not accepted: give the raw id or its SHA-256"
+            if _MD5_HEX.fullmatch(value)
+            else "expected a UUID: 8-4-4-4-12 hex digits separated by dashes"
+        )
+        raise RowRejected(column, f"invalid_{column}", f"not a valid {id_type}: {hint}")
+    if value == _ZERO_UUID:
+        # iOS and Android report all zeros when the person limited ad tracking: it is
+        # shared by millions of devices and must never be sent as one person.
+        raise RowRejected(
+            column,
+            f"invalid_{column}",
+            f"the {id_type} is all zeros, which devices report when the person opted out "
+            "of ad tracking; leave the value empty instead",
+        )
+    return value
+
+
+def _check_type(id_type: str) -> str:
+    normalized = id_type.strip().upper()
+    if normalized not in SCHEMA:
+        raise ConfigurationError(
+            f"unknown identifier type {id_type!r}; use one of {', '.join(ID_TYPES)}"
+        )
+    return normalized
+
+
+def hash_identifier(id_type: str, raw: str, *, default_region: str = "US") -> str:
+    """The SHA-256 (64 lowercase hex) TikTok expects for one identifier of ``id_type``.
+
+    A trimmed value that already is 64 lowercase hex characters is returned unchanged.
+    """
+    kind = _check_type(id_type)
+    value = raw.strip()
+    if is_sha256_hex(value):
+        return value
+    if _ANY_CASE_SHA256_HEX.fullmatch(value):
+        # Lowercasing would be a guess about how it was produced; the spec says lowercase.
+        column = COLUMNS[kind]
+        raise RowRejected(
+            column,
+            f"invalid_{column}",
+            "looks like a SHA-256 hash with uppercase letters; pre-hashed values must be "
+            "64 lowercase hex characters (hash the normalized value and write it in lowercase)",
+        )
+    if kind == "EMAIL":
+        normalized = normalize_email(value)
+    elif kind == "PHONE":
+        normalized = normalize_phone(value, default_region)
+    else:
+        normalized = normalize_device_id(value, kind)
+    return sha256_hex(normalized)

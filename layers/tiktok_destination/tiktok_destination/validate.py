@@ -1,0 +1,667 @@
+"""The validate step: read the input file, check it, and write hashes and a rejects file.
+
+Everything streams: CSV line by line, Parquet record batch by record batch, and outputs go
+through buffered file handles, so memory stays flat however large the file is. Raw
+identifiers exist only in here; what leaves is SHA-256 hashes (``out_members``,
+``out_events``) and a rejects file that names row, column and reason but never the value.
+"""
+
+from __future__ import annotations
+
+import csv
+import dataclasses
+import difflib
+import gzip
+import json
+import logging
+import re
+from collections import Counter
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from contextlib import closing
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from decimal import Decimal
+from pathlib import Path
+from typing import IO, Any, Literal
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from .errors import ConfigurationError, InputRejected, RowRejected
+from .identifiers import COLUMNS, ID_TYPES, SCHEMA, hash_identifier
+
+logger = logging.getLogger(__name__)
+
+Row = dict[str, str | None]
+#: ``(row number, row)``; a row that cannot be read as one (wrong field count) comes as
+#: the :class:`RowRejected` saying why, so the caller can send it to the rejects file.
+NumberedRow = tuple[int, Row | RowRejected]
+
+CSV_EXTENSIONS: tuple[str, ...] = (".csv", ".txt", ".csv.gz", ".txt.gz")
+PARQUET_EXTENSIONS: tuple[str, ...] = (".parquet", ".pq")
+REJECTS_HEADER: tuple[str, ...] = ("row", "column", "reason_code", "reason")
+
+PROGRESS_EVERY = 100_000
+PARQUET_BATCH_ROWS = 10_000
+_WRITE_BUFFER = 1 << 20
+_TOP_REASONS = 3
+_MAX_HEADER_SHOWN = 30
+
+_GZIP_MAGIC = b"\x1f\x8b"
+_PARQUET_MAGIC = b"PAR1"
+# Bytes that are not UTF-8 decode to these lone surrogates under "surrogateescape".
+_UNDECODABLE = re.compile("[\udc80-\udcff]")
+_UUID_LIKE = re.compile(r"[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-")
+_HEX_LIKE = re.compile(r"[0-9a-fA-F]{32,}")
+
+
+# ---------------------------------------------------------------- result
+@dataclass
+class ValidationResult:
+    """Counts for the run report: every row received is either accepted or rejected."""
+
+    source: str
+    rows_received: int = 0
+    rows_accepted: int = 0
+    rows_rejected: int = 0
+    rejected_by_reason: dict[str, int] = field(default_factory=dict)
+    #: audience: lines written to ``out_members``; events: rows written to ``out_events``
+    identifiers_written: int = 0
+    #: keyed by TikTok schema type (``EMAIL_SHA256``...)
+    identifiers_by_type: dict[str, int] = field(default_factory=dict)
+    #: an invalid value in a row that was still accepted thanks to another identifier
+    dropped_identifiers_by_reason: dict[str, int] = field(default_factory=dict)
+    columns: list[str] = field(default_factory=list)
+
+    def as_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+
+# ---------------------------------------------------------------- format detection
+def detect_format(key: str) -> Literal["csv", "parquet"]:
+    """The file format from the object key's extension (case-insensitive)."""
+    lowered = key.lower()
+    if lowered.endswith(CSV_EXTENSIONS):
+        return "csv"
+    if lowered.endswith(PARQUET_EXTENSIONS):
+        return "parquet"
+    raise InputRejected(
+        f"{key}: cannot tell the file format from its name; accepted extensions are "
+        f"{', '.join(CSV_EXTENSIONS)} (CSV, UTF-8) and {', '.join(PARQUET_EXTENSIONS)} "
+        "(Parquet); rename the file or export it in one of these formats"
+    )
+
+
+# ---------------------------------------------------------------- header helpers
+def _looks_like_data(name: str) -> bool:
+    """A header cell that may be a value (a file without header): never echo it."""
+    digits = sum(ch.isdigit() for ch in name)
+    return (
+        "@" in name
+        or digits >= 7
+        or _UUID_LIKE.match(name) is not None
+        or _HEX_LIKE.search(name) is not None
+    )
+
+
+def _header_text(header: Sequence[str]) -> str:
+    """The header for an error message, or a note when it seems to hold data."""
+    if any(_looks_like_data(name) for name in header):
+        return (
+            "the first line seems to hold data values, not column names (not shown because "
+            "they may be personal data); the first line must be a header"
+        )
+    shown = [name[:40] if name else "(empty)" for name in header[:_MAX_HEADER_SHOWN]]
+    more = len(header) - len(shown)
+    return "header has: " + ", ".join(shown) + (f" ... and {more} more" if more > 0 else "")
+
+
+def _rename_hints(header: Sequence[str], expected: Sequence[str]) -> str:
+    """A hint to rename header names that are close to a missing expected name."""
+    if any(_looks_like_data(name) for name in header):
+        return ""
+    hints: list[str] = []
+    for wanted in expected:
+        if wanted in header:
+            continue
+        for name in header:
+            if name not in expected and (
+                wanted in name or difflib.SequenceMatcher(None, wanted, name).ratio() >= 0.75
+            ):
+                hints.append(f"'{name[:40]}' to '{wanted}'")
+                break
+    return f"; if they hold the same data, rename {', '.join(hints)}" if hints else ""
+
+
+def _normalize_header(raw: Sequence[str], source: str) -> list[str]:
+    header = [name.strip().lower() for name in raw]
+    if not any(header):
+        raise InputRejected(
+            f"{source}: the header line is empty; the first line must name the columns, "
+            "for example email,phone"
+        )
+    seen: dict[str, int] = {}
+    for position, name in enumerate(header, start=1):
+        if not name:
+            continue
+        if name in seen:
+            shown = "a column" if _looks_like_data(name) else f"column '{name[:40]}'"
+            raise InputRejected(
+                f"{source}: {shown} appears twice in the header (columns "
+                f"{seen[name]} and {position}; names are compared without case); "
+                "keep one of them or rename the other"
+            )
+        seen[name] = position
+    return header
+
+
+def _empty_to_none(value: str) -> str | None:
+    return None if not value or value.isspace() else value
+
+
+class RowStream(Iterator[NumberedRow]):
+    """The rows of one open file. The file is closed at the end of the rows, on a read
+    error, or by ``close()`` (which also works before the first row)."""
+
+    def __init__(self, rows: Iterator[NumberedRow], resource: Any):
+        self._rows = rows
+        self._resource = resource
+
+    def __next__(self) -> NumberedRow:
+        try:
+            return next(self._rows)
+        except BaseException:
+            self.close()
+            raise
+
+    def close(self) -> None:
+        self._resource.close()
+
+
+# ---------------------------------------------------------------- CSV
+def _open_text(src: Path, source: str) -> IO[str]:
+    with open(src, "rb") as probe:
+        magic = probe.read(4)
+    if magic == _PARQUET_MAGIC:
+        raise InputRejected(
+            f"{source} is a Parquet file but its name says CSV; name it with a "
+            f"{' or '.join(PARQUET_EXTENSIONS)} extension"
+        )
+    # surrogateescape instead of strict decoding: a bad byte then shows up in the one row
+    # that holds it, so the error can name that row rather than a nearby read buffer.
+    if magic.startswith(_GZIP_MAGIC):
+        return gzip.open(src, "rt", encoding="utf-8-sig", errors="surrogateescape", newline="")
+    return open(src, encoding="utf-8-sig", errors="surrogateescape", newline="")
+
+
+def _check_decodable(fields: Sequence[str], header: Sequence[str], row: int, source: str) -> None:
+    for position, value in enumerate(fields):
+        if _UNDECODABLE.search(value):
+            column = header[position] if position < len(header) else f"field {position + 1}"
+            where = "the header line" if row == 0 else f"data row {row}, column '{column}'"
+            raise InputRejected(
+                f"{source}: {where} is not valid UTF-8 (the file is probably in another "
+                "encoding such as Windows-1252); export it as UTF-8 (Excel: 'CSV UTF-8')"
+            )
+
+
+def _sniff_delimiter(header_line: str) -> str:
+    # Only the header decides, and only when it is unambiguous: a comma wins.
+    if "," in header_line:
+        return ","
+    for candidate in ("\t", ";", "|"):
+        if candidate in header_line:
+            return candidate
+    return ","
+
+
+def _iter_csv(src: Path, source: str) -> tuple[list[str], RowStream]:
+    text = _open_text(src, source)
+    try:
+        first = text.readline()
+        if not first.strip():
+            raise InputRejected(
+                f"{source} is empty: expected a header line naming the columns "
+                "(for example email,phone) followed by one row per person or event"
+            )
+        delimiter = _sniff_delimiter(first)
+        reader = csv.reader(_chain_first(first, text), delimiter=delimiter)
+        try:
+            raw_header = next(reader)
+        except csv.Error as error:
+            raise InputRejected(
+                f"{source}: the header line is not valid CSV ({error}); check its quotes"
+            ) from None
+        _check_decodable(raw_header, raw_header, 0, source)
+        header = _normalize_header(raw_header, source)
+    except BaseException:
+        text.close()
+        raise
+    return header, RowStream(_csv_rows(reader, header, source), text)
+
+
+def _chain_first(first: str, rest: IO[str]) -> Iterator[str]:
+    yield first
+    yield from rest
+
+
+def _csv_rows(reader: Iterator[list[str]], header: list[str], source: str) -> Iterator[NumberedRow]:
+    width = len(header)
+    number = 0
+    while True:
+        try:
+            fields = next(reader)
+        except StopIteration:
+            return
+        except csv.Error as error:
+            raise InputRejected(
+                f"{source}: data row {number + 1} is not valid CSV ({error}); look for "
+                "a double quote that is opened but never closed"
+            ) from None
+        if not fields:
+            continue  # a blank line is not a row
+        number += 1
+        if not "".join(fields).isascii():
+            _check_decodable(fields, header, number, source)
+        if len(fields) != width:
+            if len(fields) > width and not any(fields[width:]):
+                fields = fields[:width]  # trailing empty fields, as spreadsheets write
+            else:
+                yield (
+                    number,
+                    RowRejected(
+                        "",
+                        "malformed_row",
+                        f"the row has {len(fields)} fields but the header has {width}; "
+                        "quote values that contain the delimiter or a line break",
+                    ),
+                )
+                continue
+        yield (
+            number,
+            {name: _empty_to_none(value) for name, value in zip(header, fields, strict=True)},
+        )
+
+
+# ---------------------------------------------------------------- Parquet
+def _as_text(value: Any) -> str | None:
+    if value is None:
+        return None
+    if isinstance(value, str):
+        return _empty_to_none(value)
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, float):
+        if value != value:  # NaN is how pandas writes a missing number
+            return None
+        # Pandas turns an int column with nulls into floats: 5.0 was 5.
+        return str(int(value)) if value.is_integer() else repr(value)
+    if isinstance(value, datetime):
+        # Naive timestamps are taken as UTC, the convention of warehouse exports.
+        return (value if value.tzinfo else value.replace(tzinfo=UTC)).isoformat()
+    if isinstance(value, Decimal):
+        return format(value, "f")
+    if isinstance(value, bytes):
+        return _empty_to_none(value.decode("utf-8"))  # UnicodeDecodeError: see _column_texts
+    if hasattr(value, "isoformat"):
+        return str(value.isoformat())  # date, time
+    return str(value)
+
+
+def _column_texts(array: pa.Array, name: str, first_row: int, source: str) -> list[str | None]:
+    try:
+        return _converted(array)
+    except UnicodeDecodeError:
+        raise InputRejected(
+            f"{source}: column '{name}' holds binary values that are not UTF-8 text (in rows "
+            f"{first_row} to {first_row + len(array) - 1}); write it as a string column"
+        ) from None
+
+
+def _converted(array: pa.Array) -> list[str | None]:
+    kind = array.type
+    if pa.types.is_dictionary(kind):
+        array = array.dictionary_decode()
+        kind = array.type
+    if pa.types.is_timestamp(kind) and kind.unit == "ns":
+        # Python datetimes hold microseconds; nanoseconds never matter for these columns.
+        array = array.cast(pa.timestamp("us", tz=kind.tz), safe=False)
+    values = array.to_pylist()
+    if pa.types.is_string(kind) or pa.types.is_large_string(kind):
+        return [_empty_to_none(v) if v is not None else None for v in values]
+    if pa.types.is_integer(kind):
+        return [str(v) if v is not None else None for v in values]
+    return [_as_text(v) for v in values]
+
+
+def _iter_parquet(src: Path, source: str) -> tuple[list[str], RowStream]:
+    try:
+        parquet = pq.ParquetFile(src)
+    except (pa.ArrowException, OSError) as error:
+        raise InputRejected(
+            f"{source} is not a readable Parquet file ({type(error).__name__}: {error}); "
+            "export it again, or name a CSV file .csv"
+        ) from None
+    names = parquet.schema_arrow.names
+    if not names:
+        parquet.close()
+        raise InputRejected(f"{source}: the Parquet file has no columns")
+    try:
+        header = _normalize_header(names, source)
+    except BaseException:
+        parquet.close()
+        raise
+    return header, RowStream(_parquet_rows(parquet, header, source), parquet)
+
+
+def _parquet_rows(parquet: pq.ParquetFile, header: list[str], source: str) -> Iterator[NumberedRow]:
+    number = 0
+    batches = parquet.iter_batches(batch_size=PARQUET_BATCH_ROWS)
+    while True:
+        try:
+            batch = next(batches)
+        except StopIteration:
+            return
+        except (pa.ArrowException, OSError) as error:
+            raise InputRejected(
+                f"{source}: cannot read the Parquet data after row {number} "
+                f"({type(error).__name__}: {error}); the file may be truncated, export "
+                "it again"
+            ) from None
+        columns = [
+            _column_texts(batch.column(i), header[i], number + 1, source)
+            for i in range(batch.num_columns)
+        ]
+        for values in zip(*columns, strict=True):
+            number += 1
+            yield number, dict(zip(header, values, strict=True))
+
+
+def iter_rows(src: Path, file_format: str, *, source: str) -> tuple[list[str], RowStream]:
+    """The normalized header (stripped, lowercase) and a stream of ``(row number, row)``.
+
+    Row numbers count data rows from 1 (the header is not counted, nor are blank lines).
+    A row is a dict from header name to value, with empty and blank values as ``None``;
+    a CSV row whose field count differs from the header's comes as a ``RowRejected``
+    (``malformed_row``) instead. A file that cannot be read at all raises ``InputRejected``,
+    naming the row where that is known. The stream owns the open file: it closes at the end
+    of the rows; close it yourself when stopping early.
+    """
+    if file_format == "csv":
+        return _iter_csv(src, source)
+    if file_format == "parquet":
+        return _iter_parquet(src, source)
+    raise ConfigurationError(f"unknown file format {file_format!r}; use 'csv' or 'parquet'")
+
+
+# ---------------------------------------------------------------- shared row loop
+def _check_threshold(reject_threshold: float) -> None:
+    if not 0.0 <= reject_threshold <= 1.0:
+        raise ConfigurationError(
+            f"reject_threshold {reject_threshold} must be a share between 0 and 1 "
+            "(0.2 stops a run when more than 20% of its rows are rejected)"
+        )
+
+
+def _top_reasons(by_reason: Mapping[str, int]) -> str:
+    ranked = sorted(by_reason.items(), key=lambda item: (-item[1], item[0]))[:_TOP_REASONS]
+    return ", ".join(f"{code} ({count:,} rows)" for code, count in ranked)
+
+
+def _finish(result: ValidationResult, reject_threshold: float) -> None:
+    """Raise when the file as a whole is unusable; call after every output is closed."""
+    source = result.source
+    if result.rows_received == 0:
+        raise InputRejected(
+            f"{source} has a header but no data rows; check that the query returned rows "
+            "before it was exported"
+        )
+    share = result.rows_rejected / result.rows_received
+    if share > reject_threshold:
+        raise InputRejected(
+            f"{source}: {result.rows_rejected:,} of {result.rows_received:,} rows rejected "
+            f"({share:.1%}), above the reject threshold of {reject_threshold:.1%}; top "
+            f"reasons: {_top_reasons(result.rejected_by_reason)}. The rejects file lists each "
+            "rejected row with its column and reason: fix those rows and run again, or raise "
+            "reject_threshold if this share is expected"
+        )
+    if result.rows_accepted == 0:
+        # Even at threshold 1.0: an audience of nobody would remove every member.
+        raise InputRejected(
+            f"{source}: none of its {result.rows_received:,} rows is usable; top reasons: "
+            f"{_top_reasons(result.rejected_by_reason)}. The rejects file lists each row "
+            "with its column and reason"
+        )
+
+
+class _RowLoop:
+    """Counting, the rejects file and progress logging shared by both file kinds."""
+
+    def __init__(self, result: ValidationResult, rejects: IO[str]):
+        self.result = result
+        self.rejected: Counter[str] = Counter()
+        self.by_type: Counter[str] = Counter()
+        self.dropped: Counter[str] = Counter()
+        self._writer = csv.writer(rejects, lineterminator="\n")
+        self._writer.writerow(REJECTS_HEADER)
+
+    def reject(self, number: int, problem: RowRejected) -> None:
+        self.result.rows_rejected += 1
+        self.rejected[problem.reason_code] += 1
+        self._writer.writerow((number, problem.column, problem.reason_code, problem.message))
+
+    def tick(self, number: int) -> None:
+        self.result.rows_received = number
+        if number % PROGRESS_EVERY == 0:
+            logger.info(
+                "validate %s: %d rows read, %d accepted, %d rejected",
+                self.result.source,
+                number,
+                self.result.rows_accepted,
+                self.result.rows_rejected,
+            )
+
+    def close(self) -> None:
+        result = self.result
+        result.rejected_by_reason = dict(self.rejected.most_common())
+        result.identifiers_by_type = dict(self.by_type.most_common())
+        result.dropped_identifiers_by_reason = dict(self.dropped.most_common())
+        logger.info(
+            "validate %s done: %d rows, %d accepted, %d rejected, %d written",
+            result.source,
+            result.rows_received,
+            result.rows_accepted,
+            result.rows_rejected,
+            result.identifiers_written,
+        )
+
+
+def _open_out(path: Path) -> IO[str]:
+    return open(path, "w", encoding="utf-8", newline="", buffering=_WRITE_BUFFER)
+
+
+# ---------------------------------------------------------------- audience
+def validate_audience_file(
+    src: Path,
+    *,
+    source: str,
+    file_format: str,
+    user_id_types: Sequence[str],
+    default_region: str,
+    reject_threshold: float,
+    out_members: Path,
+    out_rejects: Path,
+) -> ValidationResult:
+    """Hash every usable identifier of an audience file into ``out_members``.
+
+    ``out_members`` gets one line per identifier, ``<schema type>\\t<sha256>``; a row is
+    accepted when at least one identifier of the template's ``user_id_types`` is usable.
+    ``out_rejects`` gets ``row,column,reason_code,reason`` per rejected row (header only when
+    none). Both are fully written before a file-level ``InputRejected`` is raised.
+    """
+    _check_threshold(reject_threshold)
+    types: list[str] = []
+    for id_type in user_id_types:
+        kind = id_type.strip().upper()
+        if kind not in ID_TYPES:
+            raise ConfigurationError(
+                f"user_id_types has {id_type!r}; use some of {', '.join(ID_TYPES)}"
+            )
+        if kind not in types:
+            types.append(kind)
+    if not types:
+        raise ConfigurationError(
+            f"user_id_types is empty; name at least one of {', '.join(ID_TYPES)} in the data "
+            "template"
+        )
+
+    header, rows = iter_rows(src, file_format, source=source)
+    with closing(rows):
+        wanted = [COLUMNS[kind] for kind in types]
+        present = [(kind, COLUMNS[kind], SCHEMA[kind]) for kind in types if COLUMNS[kind] in header]
+        if not present:
+            raise InputRejected(
+                f"{source}: none of the columns {', '.join(wanted)} found; "
+                f"{_header_text(header)}; expected at least one of: {', '.join(wanted)} (the "
+                f"data template's user_id_types){_rename_hints(header, wanted)}"
+            )
+        present_names = [column for _, column, _ in present]
+        missing_problem = RowRejected(
+            ",".join(present_names),
+            "no_identifier",
+            f"no value in {' or '.join(present_names)}: every row needs at least one",
+        )
+
+        result = ValidationResult(source=source, columns=header)
+        with _open_out(out_members) as members, _open_out(out_rejects) as rejects:
+            loop = _RowLoop(result, rejects)
+            write = members.write
+            for number, row in rows:
+                loop.tick(number)
+                if isinstance(row, RowRejected):
+                    loop.reject(number, row)
+                    continue
+                lines: list[str] = []
+                problems: list[RowRejected] = []
+                for kind, column, schema in present:
+                    raw = row.get(column)
+                    if raw is None:
+                        continue
+                    try:
+                        digest = hash_identifier(kind, raw, default_region=default_region)
+                    except RowRejected as problem:
+                        problems.append(problem)
+                        continue
+                    lines.append(f"{schema}\t{digest}\n")
+                    loop.by_type[schema] += 1
+                if not lines:
+                    loop.reject(number, problems[0] if problems else missing_problem)
+                    continue
+                write("".join(lines))
+                result.rows_accepted += 1
+                result.identifiers_written += len(lines)
+                for dropped in problems:
+                    loop.dropped[dropped.reason_code] += 1
+            loop.close()
+    _finish(result, reject_threshold)
+    return result
+
+
+# ---------------------------------------------------------------- events
+_EVENT_USER_SCHEMA = {"email": ("EMAIL", SCHEMA["EMAIL"]), "phone": ("PHONE", SCHEMA["PHONE"])}
+
+
+def _event_row_normalizer() -> Callable[..., dict[str, Any]]:
+    # Looked up at call time (not imported at module load) so a test can stand in for it.
+    from . import events
+
+    return events.normalize_event_row
+
+
+def validate_events_file(
+    src: Path,
+    *,
+    source: str,
+    file_format: str,
+    default_region: str,
+    reject_threshold: float,
+    fallback_event_set_id: str | None,
+    now: datetime,
+    out_events: Path,
+    out_rejects: Path,
+    data_template: str | None = None,
+) -> ValidationResult:
+    """Normalize every offline-event row into ``out_events`` (one JSON object per line).
+
+    Each row goes through ``events.normalize_event_row``; rows it rejects go to
+    ``out_rejects`` like the audience's. ``data_template`` only names the template in the
+    error raised when no event set id is available.
+    """
+    _check_threshold(reject_threshold)
+    normalize_event_row = _event_row_normalizer()
+
+    header, rows = iter_rows(src, file_format, source=source)
+    with closing(rows):
+        missing = [name for name in ("event", "event_id") if name not in header]
+        if "email" not in header and "phone" not in header:
+            missing.append("email or phone")
+        if missing:
+            raise InputRejected(
+                f"{source}: missing required column(s): {', '.join(missing)}; "
+                f"{_header_text(header)}; an offline events file needs event, event_id, and "
+                f"email or phone{_rename_hints(header, ['event', 'event_id', 'email', 'phone'])}"
+            )
+        if "event_set_id" not in header and not (fallback_event_set_id or "").strip():
+            where = f"[data_templates.{data_template}]" if data_template else "the data template"
+            raise ConfigurationError(
+                f"{source}: no event_set_id: add an event_set_id column, pass event_set_id in "
+                f"the execution input, or set event_set_id in {where}"
+            )
+
+        result = ValidationResult(source=source, columns=header)
+        with _open_out(out_events) as events_out, _open_out(out_rejects) as rejects:
+            loop = _RowLoop(result, rejects)
+            write = events_out.write
+            for number, row in rows:
+                loop.tick(number)
+                if isinstance(row, RowRejected):
+                    loop.reject(number, row)
+                    continue
+                try:
+                    event = normalize_event_row(
+                        row,
+                        row_number=number,
+                        default_region=default_region,
+                        fallback_event_set_id=fallback_event_set_id,
+                        now=now,
+                    )
+                except RowRejected as problem:
+                    loop.reject(number, problem)
+                    continue
+                write(json.dumps(event, separators=(",", ":"), sort_keys=True) + "\n")
+                result.rows_accepted += 1
+                result.identifiers_written += 1
+                _count_event_identifiers(loop, row, event, default_region)
+            loop.close()
+    _finish(result, reject_threshold)
+    return result
+
+
+def _count_event_identifiers(
+    loop: _RowLoop, row: Row, event: Mapping[str, Any], default_region: str
+) -> None:
+    user = event.get("user")
+    if not isinstance(user, Mapping):
+        return
+    for column, (kind, schema) in _EVENT_USER_SCHEMA.items():
+        if column in user:
+            loop.by_type[schema] += 1
+            continue
+        raw = row.get(column)
+        if raw is None:
+            continue
+        # The row was accepted on its other identifier; find out why this one was dropped.
+        try:
+            hash_identifier(kind, raw, default_region=default_region)
+        except RowRejected as problem:
+            loop.dropped[problem.reason_code] += 1

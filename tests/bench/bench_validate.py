@@ -1,0 +1,177 @@
+"""Benchmark: validate_audience_file memory and speed as the file grows.
+
+Generates CSV files of N rows (email + phone, about 5% invalid values) in a temporary
+directory, validates each in a fresh Python process, and reads that child's peak RSS from
+the kernel (``os.wait4`` rusage ``ru_maxrss``). Streaming means peak memory stays flat:
+the 1M/100k memory ratio should be close to 1, and throughput about the same.
+
+    python tests/bench/bench_validate.py [--rows 100000 1000000] [--keep]
+
+Named ``bench_*.py`` so pytest never collects it.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import random
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+INVALID_SHARE = 0.05
+SEED = 20240520
+
+
+def _maxrss_bytes(value: int) -> int:
+    # Linux reports kilobytes, macOS bytes.
+    return value if sys.platform == "darwin" else value * 1024
+
+
+def _phone(rng: random.Random) -> str:
+    area = rng.choice((213, 310, 415, 212, 646, 312, 617, 206, 512, 303))
+    exchange = rng.randint(201, 989)
+    line = rng.randint(0, 9999)
+    style = rng.randrange(3)
+    if style == 0:
+        return f"({area}) {exchange}-{line:04d}"
+    if style == 1:
+        return f"+1 {area}-{exchange}-{line:04d}"
+    return f"{area}.{exchange}.{line:04d}"
+
+
+def generate(path: Path, rows: int, seed: int = SEED) -> None:
+    """email,phone,first_name rows; about INVALID_SHARE of them carry an invalid value."""
+    rng = random.Random(seed)
+    with open(path, "w", encoding="utf-8", newline="") as out:
+        out.write("Email,Phone,first_name\n")
+        for i in range(rows):
+            email = f"Person.{i}.{rng.randrange(10**6)}@Example{i % 97}.com"
+            phone = _phone(rng) if rng.random() < 0.7 else ""
+            if rng.random() < INVALID_SHARE:
+                kind = rng.randrange(4)
+                if kind == 0:  # bad email, no phone: rejected
+                    email, phone = f"person.{i}.example.com", ""
+                elif kind == 1:  # bad phone next to a good email: identifier dropped
+                    phone = "12345"
+                elif kind == 2:  # both bad: rejected
+                    email, phone = f"person{i}@example", "555-0100"
+                else:  # nothing at all: rejected
+                    email, phone = "", ""
+            out.write(f'{email},"{phone}",Name{i}\n')
+
+
+def child(src: Path, out_dir: Path) -> None:
+    """Runs in the fresh process: validate one file, print a JSON line of measurements."""
+    import resource
+
+    from tiktok_destination.validate import validate_audience_file
+
+    baseline = _maxrss_bytes(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss)
+    started = time.perf_counter()
+    result = validate_audience_file(
+        src,
+        source=f"file://{src}",
+        file_format="csv",
+        user_id_types=("EMAIL", "PHONE"),
+        default_region="US",
+        reject_threshold=0.2,
+        out_members=out_dir / "members.tsv",
+        out_rejects=out_dir / "rejects.csv",
+    )
+    seconds = time.perf_counter() - started
+    print(
+        json.dumps(
+            {
+                "seconds": seconds,
+                "baseline_rss": baseline,
+                "rows_received": result.rows_received,
+                "rows_accepted": result.rows_accepted,
+                "rows_rejected": result.rows_rejected,
+                "identifiers_written": result.identifiers_written,
+                "rejected_by_reason": result.rejected_by_reason,
+                "dropped": result.dropped_identifiers_by_reason,
+            }
+        )
+    )
+
+
+def measure(src: Path, out_dir: Path) -> dict[str, Any]:
+    """Validate ``src`` in a fresh interpreter; the kernel's rusage gives its peak RSS."""
+    out_dir.mkdir(parents=True, exist_ok=True)
+    started = time.perf_counter()
+    process = subprocess.Popen(
+        [sys.executable, __file__, "--child", str(src), str(out_dir)],
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    assert process.stdout is not None
+    output = process.stdout.read()
+    _, status, usage = os.wait4(process.pid, 0)
+    process.returncode = os.waitstatus_to_exitcode(status)
+    if process.returncode != 0:
+        raise SystemExit(f"child failed with exit code {process.returncode}")
+    measured: dict[str, Any] = json.loads(output.strip().splitlines()[-1])
+    measured["peak_rss"] = _maxrss_bytes(usage.ru_maxrss)
+    measured["process_seconds"] = time.perf_counter() - started
+    measured["file_bytes"] = src.stat().st_size
+    return measured
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--rows", type=int, nargs="+", default=[100_000, 1_000_000])
+    parser.add_argument("--keep", action="store_true", help="keep the generated files")
+    parser.add_argument("--child", nargs=2, metavar=("SRC", "OUT_DIR"), help=argparse.SUPPRESS)
+    args = parser.parse_args(argv)
+    if args.child:
+        child(Path(args.child[0]), Path(args.child[1]))
+        return
+
+    work = Path(tempfile.mkdtemp(prefix="bench_validate_"))
+    results: list[tuple[int, dict[str, Any]]] = []
+    try:
+        for rows in args.rows:
+            src = work / f"audience_{rows}.csv"
+            generate(src, rows)
+            results.append((rows, measure(src, work / f"out_{rows}")))
+            if not args.keep:  # the next size needs the disk more than these files
+                src.unlink()
+                shutil.rmtree(work / f"out_{rows}")
+    finally:
+        if not args.keep:
+            shutil.rmtree(work, ignore_errors=True)
+
+    mib = 1024 * 1024
+    print(
+        f"{'rows':>10} {'file MiB':>9} {'seconds':>8} {'rows/s':>9} {'peak RSS MiB':>13} "
+        f"{'after import':>13} {'accepted':>9} {'rejected':>9}"
+    )
+    for rows, m in results:
+        print(
+            f"{rows:>10,} {m['file_bytes'] / mib:>9.1f} {m['seconds']:>8.2f} "
+            f"{rows / m['seconds']:>9,.0f} {m['peak_rss'] / mib:>13.1f} "
+            f"{m['baseline_rss'] / mib:>13.1f} {m['rows_accepted']:>9,} {m['rows_rejected']:>9,}"
+        )
+    for rows, m in results:
+        print(f"{rows:,} rows: rejected {m['rejected_by_reason']}, dropped {m['dropped']}")
+    if len(results) >= 2:
+        (small_rows, small), (large_rows, large) = results[0], results[-1]
+        memory_ratio = large["peak_rss"] / small["peak_rss"]
+        throughput_ratio = (large_rows / large["seconds"]) / (small_rows / small["seconds"])
+        print(
+            f"memory ratio {large_rows:,}/{small_rows:,} rows: {memory_ratio:.2f} "
+            f"(1.0 = flat; rows grew {large_rows / small_rows:.0f}x)"
+        )
+        print(f"throughput ratio {large_rows:,}/{small_rows:,} rows: {throughput_ratio:.2f}")
+    if args.keep:
+        print(f"files kept in {work}")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,224 @@
+"""Identifier normalization and hashing, per tiktok-api.md "Identifier normalization"."""
+
+from __future__ import annotations
+
+import hashlib
+
+import pytest
+from tiktok_destination.errors import ConfigurationError, RowRejected
+from tiktok_destination.identifiers import (
+    ID_TYPES,
+    SCHEMA,
+    hash_identifier,
+    is_sha256_hex,
+    normalize_device_id,
+    normalize_email,
+    normalize_phone,
+    sha256_hex,
+)
+
+
+def sha(text: str) -> str:
+    return hashlib.sha256(text.encode()).hexdigest()
+
+
+EXISTING_HASH = sha("jane@example.com")
+
+
+def test_schema_covers_every_type() -> None:
+    assert set(SCHEMA) == set(ID_TYPES)
+    assert SCHEMA["EMAIL"] == "EMAIL_SHA256"
+    assert SCHEMA["AAID"] == "AAID_SHA256"
+
+
+def test_sha256_hex_is_lowercase_hex_of_utf8() -> None:
+    assert sha256_hex("jane@example.com") == EXISTING_HASH
+    assert sha256_hex("zoë@example.com") == hashlib.sha256("zoë@example.com".encode()).hexdigest()
+
+
+@pytest.mark.parametrize(
+    ("value", "expected"),
+    [
+        (EXISTING_HASH, True),
+        (EXISTING_HASH.upper(), False),
+        (EXISTING_HASH[:-1], False),
+        (EXISTING_HASH + "0", False),
+        (EXISTING_HASH + "\n", False),
+        (" " + EXISTING_HASH, False),
+        ("g" * 64, False),
+        ("", False),
+    ],
+)
+def test_is_sha256_hex_is_anchored_and_lowercase(value: str, expected: bool) -> None:
+    assert is_sha256_hex(value) is expected
+
+
+@pytest.mark.parametrize(
+    ("raw", "expected"),
+    [
+        ("  Jane.Doe@Example.COM \t", "jane.doe@example.com"),
+        ("jane+news@example.co.uk", "jane+news@example.co.uk"),
+        ("ZOË@EXAMPLE.DE", "zoë@example.de"),
+    ],
+)
+def test_normalize_email_trims_and_lowercases(raw: str, expected: str) -> None:
+    assert normalize_email(raw) == expected
+
+
+def test_normalize_email_older_rule_strips_dots_and_tag() -> None:
+    assert normalize_email(" J.a.n.e+News@Example.com ", strip_dots_and_tags=True) == (
+        "jane@example.com"
+    )
+    # the domain keeps its dots
+    assert normalize_email("a.b@mail.example.com", strip_dots_and_tags=True) == (
+        "ab@mail.example.com"
+    )
+
+
+@pytest.mark.parametrize(
+    ("raw", "hint"),
+    [
+        ("jane.example.com", "no '@'"),
+        ("jane@@example.com", "more than one '@'"),
+        ("jane@example", "no dot"),
+        ("@example.com", "before the '@'"),
+        ("jane doe@example.com", "space"),
+        ("jane@example.c", "example.com"),
+        ("", "empty"),
+    ],
+)
+def test_invalid_email_raises_without_the_value(raw: str, hint: str) -> None:
+    with pytest.raises(RowRejected) as caught:
+        normalize_email(raw)
+    error = caught.value
+    assert error.column == "email"
+    assert error.reason_code == "invalid_email"
+    assert hint in error.message
+    local_part = raw.split("@")[0]
+    if local_part:
+        assert local_part not in str(error)
+
+
+@pytest.mark.parametrize(
+    ("raw", "region", "expected"),
+    [
+        ("(+1) 213-373-4253", "US", "+12133734253"),
+        ("213-373-4253", "US", "+12133734253"),
+        ("1 (213) 373 4253", "US", "+12133734253"),
+        ("+44 20 7946 0958", "US", "+442079460958"),
+        ("020 7946 0958", "GB", "+442079460958"),
+        ("07911 123456", "GB", "+447911123456"),
+        ("0044 7911 123456", "GB", "+447911123456"),
+        ("(+1) 213-373-4253", "GB", "+12133734253"),
+        # a dropped "+": too long for the default region, so read as international
+        ("447911123456", "US", "+447911123456"),
+        ("030 123456", "de", "+4930123456"),
+    ],
+)
+def test_normalize_phone_to_e164(raw: str, region: str, expected: str) -> None:
+    assert normalize_phone(raw, region) == expected
+
+
+def test_normalize_phone_default_region_is_us() -> None:
+    assert normalize_phone("(213) 373-4253") == "+12133734253"
+
+
+@pytest.mark.parametrize(
+    ("raw", "region"),
+    [
+        ("12345", "US"),
+        ("555-555-5555", "US"),  # right length but no such number
+        ("2133734253", "GB"),  # a US number without its country code, read as British
+        ("not a number", "US"),
+        ("+999 1234 5678", "US"),
+    ],
+)
+def test_invalid_phone_raises_without_the_value(raw: str, region: str) -> None:
+    with pytest.raises(RowRejected) as caught:
+        normalize_phone(raw, region)
+    error = caught.value
+    assert (error.column, error.reason_code) == ("phone", "invalid_phone")
+    assert region in error.message  # says which default region was assumed
+    digits = "".join(ch for ch in raw if ch.isdigit())
+    assert raw not in str(error)
+    if len(digits) >= 5:
+        assert digits not in str(error)
+
+
+def test_unknown_default_region_is_a_configuration_error() -> None:
+    with pytest.raises(ConfigurationError, match="default_phone_region"):
+        normalize_phone("213-373-4253", "USA")
+
+
+@pytest.mark.parametrize("id_type", ["IDFA", "AAID"])
+def test_normalize_device_id_trims_and_lowercases(id_type: str) -> None:
+    raw = "  6D92078A-8246-4BA4-AE5B-76104861E7DC "
+    assert normalize_device_id(raw, id_type) == "6d92078a-8246-4ba4-ae5b-76104861e7dc"
+
+
+@pytest.mark.parametrize(
+    ("raw", "id_type", "column", "reason"),
+    [
+        ("6d92078a82464ba4ae5b76104861e7dc", "IDFA", "idfa", "invalid_idfa"),
+        ("not-a-device-id", "AAID", "aaid", "invalid_aaid"),
+        ("6d92078a-8246-4ba4-ae5b-76104861e7d", "AAID", "aaid", "invalid_aaid"),
+        ("00000000-0000-0000-0000-000000000000", "IDFA", "idfa", "invalid_idfa"),
+    ],
+)
+def test_invalid_device_id_raises_without_the_value(
+    raw: str, id_type: str, column: str, reason: str
+) -> None:
+    with pytest.raises(RowRejected) as caught:
+        normalize_device_id(raw, id_type)
+    error = caught.value
+    assert (error.column, error.reason_code) == (column, reason)
+    assert raw not in str(error)
+
+
+def test_all_zero_idfa_message_explains_opt_out() -> None:
+    with pytest.raises(RowRejected, match="opted out"):
+        normalize_device_id("00000000-0000-0000-0000-000000000000", "IDFA")
+
+
+@pytest.mark.parametrize(
+    ("id_type", "raw", "normalized"),
+    [
+        ("EMAIL", " Jane@Example.com ", "jane@example.com"),
+        ("email", "JANE@EXAMPLE.COM", "jane@example.com"),
+        ("PHONE", "(+1) 213-373-4253", "+12133734253"),
+        ("IDFA", "6D92078A-8246-4BA4-AE5B-76104861E7DC", "6d92078a-8246-4ba4-ae5b-76104861e7dc"),
+        ("AAID", "38400000-8cf0-11bd-b23e-10b96e40000d", "38400000-8cf0-11bd-b23e-10b96e40000d"),
+    ],
+)
+def test_hash_identifier_normalizes_then_hashes(id_type: str, raw: str, normalized: str) -> None:
+    assert hash_identifier(id_type, raw) == sha(normalized)
+
+
+def test_hash_identifier_uses_default_region() -> None:
+    assert hash_identifier("PHONE", "07911 123456", default_region="GB") == sha("+447911123456")
+
+
+@pytest.mark.parametrize("id_type", ID_TYPES)
+def test_existing_hash_passes_through_after_trim(id_type: str) -> None:
+    assert hash_identifier(id_type, EXISTING_HASH) == EXISTING_HASH
+    assert hash_identifier(id_type, f"  {EXISTING_HASH}\n") == EXISTING_HASH
+
+
+def test_uppercase_hash_is_rejected_not_rehashed() -> None:
+    with pytest.raises(RowRejected) as caught:
+        hash_identifier("EMAIL", EXISTING_HASH.upper())
+    assert caught.value.reason_code == "invalid_email"
+    assert "lowercase" in caught.value.message
+    assert EXISTING_HASH.upper() not in str(caught.value)
+
+
+def test_hash_identifier_rejects_invalid_value_without_quoting_it() -> None:
+    with pytest.raises(RowRejected) as caught:
+        hash_identifier("EMAIL", "jane.doe.example.com")
+    assert caught.value.reason_code == "invalid_email"
+    assert "jane" not in str(caught.value)
+
+
+def test_unknown_id_type_is_a_configuration_error() -> None:
+    with pytest.raises(ConfigurationError, match="EMAIL, PHONE, IDFA, AAID"):
+        hash_identifier("MAID", "x")
