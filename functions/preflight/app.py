@@ -1,0 +1,25 @@
+"""Preflight: resolve the execution input into a run and check access before any data moves."""
+
+from typing import Any
+
+from aws_lambda_powertools import Logger
+from aws_lambda_powertools.utilities.typing import LambdaContext
+from pydantic import BaseModel
+
+from tiktok_destination.steps import step_preflight
+
+logger = Logger()
+
+
+class PreflightInput(BaseModel):
+    input: dict[str, Any]
+    execution_id: str
+
+
+@logger.inject_lambda_context(clear_state=True)
+def lambda_handler(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
+    request = PreflightInput.model_validate(event)
+    run = step_preflight(request.input, request.execution_id)
+    logger.info("run resolved", run_id=run["run_id"], kind=run["kind"],
+                destination=run["destination"], data_template=run["data_template"])
+    return run

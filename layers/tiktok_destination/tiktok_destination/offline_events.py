@@ -1,0 +1,229 @@
+"""Offline events: group validated rows into events, plan batches, send them.
+
+Rows of one (event set, event, event_id) become ONE event whose ``contents`` lists every
+row's item: TikTok keeps only the first of repeated event_ids within 48 hours, so sending
+one event per row would silently drop items. Grouping is an external sort, so memory stays
+flat however large the file.
+"""
+
+from __future__ import annotations
+
+import csv
+import hashlib
+import json
+import logging
+from collections import Counter
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from itertools import groupby
+from pathlib import Path
+from typing import Any
+
+from . import sorting
+from .errors import TikTokRequestRejected
+from .events import BuiltEvent, build_event, event_group_key, track_body
+from .runs import Run
+from .storage import Bucket
+from .tiktok.client import TikTokClient
+
+logger = logging.getLogger(__name__)
+
+REJECTS_HEADER = ("row", "column", "reason_code", "reason")
+_SEP = "\x1e"
+
+
+@dataclass
+class EventPlan:
+    plan_id: str
+    manifest_key: str
+    batches: int
+    pending_batches: int
+    events_built: int
+    rows_in_events: int
+    duplicate_rows: int
+    by_event: dict[str, int] = field(default_factory=dict)
+    by_event_channel: dict[str, int] = field(default_factory=dict)
+    value_method: dict[str, int] = field(default_factory=dict)
+    conflicts: list[str] = field(default_factory=list)
+
+    def as_dict(self) -> dict[str, Any]:
+        return dict(self.__dict__)
+
+
+def _sort_lines(path: Path) -> Iterator[str]:
+    for line in sorting.read_lines(path):
+        row = json.loads(line)
+        yield f"{event_group_key(row)}{_SEP}{int(row['row']):010d}{_SEP}{line.rstrip()}\n"
+
+
+def _groups(sorted_path: Path) -> Iterator[list[dict[str, Any]]]:
+    parsed = (line.rstrip("\n").split(_SEP, 2) for line in sorting.read_lines(sorted_path))
+    for _, members in groupby(parsed, key=lambda parts: parts[0]):
+        yield [json.loads(parts[2]) for parts in members]
+
+
+def plan_events(bucket: Bucket, run: Run, *, batch_size: int, workdir: Path) -> EventPlan:
+    paths = run.paths
+    events_etag = bucket.etag(paths.events)
+    plan_id = hashlib.sha256(repr((events_etag, batch_size)).encode()).hexdigest()[:16]
+    prefix = paths.plan(plan_id)
+    existing = bucket.get_json(f"{prefix}plan.json")
+    if existing:
+        done = {o["Key"] for o in bucket.list(f"{prefix}done/")}
+        plan = EventPlan(**existing)
+        plan.pending_batches = plan.batches - len(done)
+        return plan
+
+    raw = bucket.download(paths.events, workdir / "events.jsonl")
+    sorted_path = workdir / "events.sorted"
+    sorting.external_sort(_sort_lines(raw), sorted_path, workdir=workdir)
+    raw.unlink()
+
+    by_event: Counter[str] = Counter()
+    by_channel: Counter[str] = Counter()
+    methods: Counter[str] = Counter()
+    conflicts: list[str] = []
+    manifest: list[dict[str, Any]] = []
+    events_built = rows_in_events = duplicates = 0
+    rejects_path = workdir / "chunk-rejects.csv"
+    current_set: str | None = None
+    batch: list[BuiltEvent] = []
+
+    def flush() -> None:
+        if not batch:
+            return
+        index = len(manifest) + 1
+        key = f"{prefix}batches/{index:05d}.json"
+        bucket.put_json(
+            key,
+            {
+                "event_set_id": batch[0].event_set_id,
+                "events": [e.payload for e in batch],
+                "rows": [e.rows for e in batch],
+            },
+        )
+        manifest.append(
+            {
+                "index": index,
+                "key": key,
+                "event_set_id": batch[0].event_set_id,
+                "count": len(batch),
+                "plan_id": plan_id,
+            }
+        )
+        batch.clear()
+
+    with rejects_path.open("w", newline="", encoding="utf-8") as fh:
+        rejects = csv.writer(fh)
+        rejects.writerow(REJECTS_HEADER)
+        for rows in _groups(sorted_path):
+            event = build_event(rows)
+            for row, original in event.duplicates:
+                duplicates += 1
+                rejects.writerow(
+                    (row, "", "duplicate_row", f"identical to row {original}; sent once")
+                )
+            if event.event_set_id != current_set or len(batch) >= batch_size:
+                flush()
+                current_set = event.event_set_id
+            batch.append(event)
+            events_built += 1
+            rows_in_events += len(event.rows) - len(event.duplicates)
+            by_event[str(event.payload.get("event"))] += 1
+            by_channel[event.event_channel or "(none)"] += 1
+            methods[event.value_method] += 1
+            if len(conflicts) < 20:
+                conflicts.extend(event.conflicts[: 20 - len(conflicts)])
+        flush()
+    sorted_path.unlink()
+    if duplicates:
+        bucket.upload(rejects_path, paths.rejects("chunk"), content_type="text/csv")
+    manifest_key = f"{prefix}manifest.json"
+    bucket.put_json(manifest_key, manifest)
+    plan = EventPlan(
+        plan_id=plan_id,
+        manifest_key=manifest_key,
+        batches=len(manifest),
+        pending_batches=len(manifest),
+        events_built=events_built,
+        rows_in_events=rows_in_events,
+        duplicate_rows=duplicates,
+        by_event=dict(by_event.most_common()),
+        by_event_channel=dict(by_channel.most_common()),
+        value_method=dict(methods.most_common()),
+        conflicts=conflicts,
+    )
+    bucket.put_json(f"{prefix}plan.json", plan.as_dict())
+    return plan
+
+
+def send_event_batch(
+    client: TikTokClient, bucket: Bucket, run: Run, batch: dict[str, Any]
+) -> dict[str, Any]:
+    """Send one batch; a batch TikTok rejects as a whole is bisected to find the bad events."""
+    prefix = run.paths.plan(batch["plan_id"])
+    index = int(batch["index"])
+    done_key = f"{prefix}done/{index:05d}.json"
+    if bucket.exists(done_key):
+        return {"index": index, "skipped": True, "sent": 0}
+    body = bucket.get_json(batch["key"])
+    if body is None:
+        raise TikTokRequestRejected(
+            f"batch file {bucket.uri(batch['key'])} is missing; re-run the input to re-plan"
+        )
+    test_event_code = run.resolved.test_event_code
+    rejected: list[tuple[list[int], str]] = []
+    sent = _send(
+        client,
+        str(body["event_set_id"]),
+        list(zip(body["events"], body["rows"], strict=True)),
+        test_event_code,
+        rejected,
+    )
+    if rejected:
+        lines = [",".join(REJECTS_HEADER)]
+        for rows, message in rejected:
+            text = message.replace('"', "'")
+            lines.extend(f'{row},,tiktok_rejected,"{text}"' for row in rows)
+        bucket.put_text(run.paths.rejects(f"send-{index:05d}"), "\n".join(lines) + "\n",
+                        content_type="text/csv")
+    bucket.put_json(
+        done_key,
+        {"index": index, "sent": sent, "rejected_events": len(rejected)},
+    )
+    return {"index": index, "skipped": False, "sent": sent, "rejected_events": len(rejected)}
+
+
+def _send(
+    client: TikTokClient,
+    event_set_id: str,
+    items: list[tuple[dict[str, Any], list[int]]],
+    test_event_code: str | None,
+    rejected: list[tuple[list[int], str]],
+) -> int:
+    if not items:
+        return 0
+    try:
+        client.track_events(event_set_id, [e for e, _ in items], test_event_code=test_event_code)
+        return len(items)
+    except TikTokRequestRejected as err:
+        # One bad event fails the whole request: bisect until the bad ones stand alone.
+        if len(items) == 1:
+            rejected.append((items[0][1], f"TikTok rejected the event: {err.message}"))
+            return 0
+        half = len(items) // 2
+        return _send(client, event_set_id, items[:half], test_event_code, rejected) + _send(
+            client, event_set_id, items[half:], test_event_code, rejected
+        )
+
+
+def sent_totals(bucket: Bucket, run: Run, plan_id: str) -> dict[str, int]:
+    sent = rejected = 0
+    for obj in bucket.list(f"{run.paths.plan(plan_id)}done/"):
+        marker = bucket.get_json(obj["Key"]) or {}
+        sent += int(marker.get("sent", 0))
+        rejected += int(marker.get("rejected_events", 0))
+    return {"events_sent": sent, "events_rejected_by_tiktok": rejected}
+
+
+__all__ = ["EventPlan", "plan_events", "send_event_batch", "sent_totals", "track_body"]

@@ -1,0 +1,267 @@
+"""Preflight: turn whatever started the execution into a run, and check it can succeed.
+
+Three starts reach the same state machine:
+
+- an S3 drop, delivered by EventBridge as an ``Object Created`` event for
+  ``inbox/<destination>/<data_template>/<file>``;
+- an EventBridge Scheduler schedule: ``{"orchestration": "<name in config>"}`` or
+  ``{"orchestration": {"destination", "data_template", "source_prefix"}}`` — the newest
+  object under the prefix is sent;
+- a console start or re-run: ``{"bucket", "key", "destination", "data_template"}``.
+
+Any of them may add ``event_set_id`` and ``test_event_code`` (offline events). Before any
+data is sent the token is checked (``user/info/``), the advertiser must be one the token may
+act for, and an event set named at run level must exist.
+"""
+
+from __future__ import annotations
+
+import logging
+from datetime import UTC, datetime
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict, ValidationError
+
+from .config import Config, load_config
+from .errors import (
+    AdvertiserNotFound,
+    ConfigurationError,
+    EventSetNotFound,
+    InputRejected,
+)
+from .runs import Run, Source, run_id_for
+from .secrets import load_access_token, load_app, load_credential
+from .settings import Settings
+from .storage import Bucket
+from .tiktok.client import TikTokClient
+from .validate import detect_format
+
+logger = logging.getLogger(__name__)
+
+INBOX_PREFIX = "inbox/"
+
+
+class Orchestration(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    destination: str
+    data_template: str
+    source_prefix: str
+    bucket: str | None = None
+    event_set_id: str | None = None
+    test_event_code: str | None = None
+
+
+class DirectInput(BaseModel):
+    model_config = ConfigDict(extra="ignore")
+
+    bucket: str
+    key: str
+    destination: str | None = None
+    data_template: str | None = None
+    event_set_id: str | None = None
+    test_event_code: str | None = None
+    orchestration: Any = None
+
+
+def load_run_config(settings: Settings, bucket: Bucket) -> Config:
+    data = bucket.get_bytes(settings.config_key)
+    if data is None:
+        raise ConfigurationError(
+            f"no configuration at {bucket.uri(settings.config_key)}: upload the TOML document "
+            "there (see samples/config.toml), or set CONFIG_KEY to where it is"
+        )
+    return load_config(data, source=bucket.uri(settings.config_key))
+
+
+def _path_parts(key: str) -> tuple[str, str]:
+    parts = key.split("/")
+    if len(parts) < 4 or parts[0] + "/" != INBOX_PREFIX or not parts[1] or not parts[2]:
+        raise ConfigurationError(
+            f"object key '{key}' is not under inbox/<destination>/<data_template>/: drop files "
+            "there, or start the execution with destination and data_template in its input"
+        )
+    return parts[1], parts[2]
+
+
+def _newest(bucket: Bucket, prefix: str) -> dict[str, Any]:
+    newest: dict[str, Any] | None = None
+    for obj in bucket.list(prefix):
+        if obj["Key"].endswith("/"):
+            continue
+        if newest is None or obj["LastModified"] > newest["LastModified"]:
+            newest = obj
+    if newest is None:
+        raise InputRejected(f"no object under {bucket.uri(prefix)} to send")
+    return newest
+
+
+def resolve_input(
+    event: dict[str, Any], settings: Settings, config: Config
+) -> tuple[Source, str, str, str | None, str | None]:
+    """(source, destination, data_template, event_set_id, test_event_code) for any start."""
+    if event.get("detail-type") == "Object Created" or "detail" in event:
+        detail = event.get("detail") or {}
+        bucket = str((detail.get("bucket") or {}).get("name", ""))
+        obj = detail.get("object") or {}
+        key = str(obj.get("key", ""))
+        if not bucket or not key:
+            raise ConfigurationError(
+                "the S3 event has no detail.bucket.name / detail.object.key; is the "
+                "EventBridge rule forwarding the whole event?"
+            )
+        destination, template = _path_parts(key)
+        etag = str(obj.get("etag") or "") or (Bucket(bucket).etag(key) or "")
+        return (
+            Source(bucket=bucket, key=key, etag=etag, format=detect_format(key)),
+            destination,
+            template,
+            None,
+            None,
+        )
+    orchestration = event.get("orchestration")
+    if orchestration is not None and "key" not in event:
+        if isinstance(orchestration, str):
+            known = config.orchestrations.get(orchestration)
+            if known is None:
+                raise ConfigurationError(
+                    f"orchestration '{orchestration}' is not in the configuration; known: "
+                    f"{', '.join(sorted(config.orchestrations)) or '(none)'}"
+                )
+            orchestration = {
+                "destination": known.destination,
+                "data_template": known.data_template,
+                "source_prefix": known.source_prefix,
+                "event_set_id": known.event_set_id,
+            }
+        try:
+            orch = Orchestration.model_validate(orchestration)
+        except ValidationError as err:
+            raise ConfigurationError(_pydantic_message("orchestration input", err)) from None
+        bucket_name = orch.bucket or settings.inbox_bucket
+        if not bucket_name:
+            raise ConfigurationError(
+                "the orchestration input has no bucket and INBOX_BUCKET is not set"
+            )
+        newest = _newest(Bucket(bucket_name), orch.source_prefix)
+        key = newest["Key"]
+        return (
+            Source(
+                bucket=bucket_name,
+                key=key,
+                etag=str(newest.get("ETag", "")).strip('"'),
+                format=detect_format(key),
+            ),
+            orch.destination,
+            orch.data_template,
+            event.get("event_set_id") or orch.event_set_id,
+            event.get("test_event_code") or orch.test_event_code,
+        )
+    try:
+        direct = DirectInput.model_validate(event)
+    except ValidationError as err:
+        raise ConfigurationError(
+            _pydantic_message("execution input", err)
+            + '; expected an S3 "Object Created" event, {"orchestration": ...}, or '
+            '{"bucket", "key", "destination", "data_template"}'
+        ) from None
+    destination, template = direct.destination, direct.data_template
+    if not destination or not template:
+        destination, template = _path_parts(direct.key)
+    etag = Bucket(direct.bucket).etag(direct.key)
+    if etag is None:
+        raise InputRejected(f"s3://{direct.bucket}/{direct.key} does not exist")
+    return (
+        Source(bucket=direct.bucket, key=direct.key, etag=etag, format=detect_format(direct.key)),
+        destination,
+        template,
+        direct.event_set_id,
+        direct.test_event_code,
+    )
+
+
+def _pydantic_message(where: str, err: ValidationError) -> str:
+    parts = [
+        f"{'.'.join(str(p) for p in e['loc']) or '(root)'}: {e['msg']}" for e in err.errors()
+    ]
+    return f"{where}: " + "; ".join(parts)
+
+
+def build_run(event: dict[str, Any], execution_id: str, settings: Settings, bucket: Bucket) -> Run:
+    config = load_run_config(settings, bucket)
+    source, destination, template_name, event_set_id, test_event_code = resolve_input(
+        event, settings, config
+    )
+    template = config.resolve(
+        destination, template_name, event_set_id=event_set_id, test_event_code=test_event_code
+    )
+    return Run(
+        run_id=run_id_for(source, destination, template_name, salt=event_set_id or ""),
+        execution_id=execution_id,
+        kind=template.kind,  # type: ignore[arg-type]
+        state_bucket=bucket.name,
+        source=source,
+        destination=destination,
+        data_template=template_name,
+        template=template.as_dict(),
+        started_at=datetime.now(UTC).isoformat(timespec="seconds"),
+        options=run_options(settings.with_config(config), template.default_phone_region),
+    )
+
+
+def run_options(settings: Settings, template_region: str | None) -> dict[str, Any]:
+    return {
+        "reject_threshold": settings.reject_threshold,
+        "mapping_batch_size": settings.mapping_batch_size,
+        "event_batch_size": settings.event_batch_size,
+        "tiktok_qps": settings.tiktok_qps,
+        "default_phone_region": template_region or settings.default_phone_region,
+    }
+
+
+def check_access(client: TikTokClient, settings: Settings, run: Run) -> dict[str, Any]:
+    """The token works, may act for the advertiser, and the run-level event set exists."""
+    template = run.resolved
+    client.user_info()
+    advertiser_ids: list[str] | None = None
+    app = load_app(settings)
+    if app and app.get("app_id") and app.get("secret"):
+        advertisers = client.authorized_advertisers(str(app["app_id"]), str(app["secret"]))
+        advertiser_ids = [str(a.get("advertiser_id")) for a in advertisers]
+    else:
+        stored = load_credential(settings, template.credential) or {}
+        if stored.get("advertiser_ids"):
+            advertiser_ids = [str(a) for a in stored["advertiser_ids"]]
+    if advertiser_ids is not None and template.advertiser_id not in advertiser_ids:
+        raise AdvertiserNotFound(
+            f"advertiser {template.advertiser_id} (destination '{run.destination}') is not "
+            f"among the {len(advertiser_ids)} advertiser(s) credential '{template.credential}' "
+            "may act for: check advertiser_id in the configuration, or re-authorize with a "
+            "user who has access to that advertiser"
+        )
+    if run.kind == "offline_events" and template.event_set_id:
+        sets = client.event_sets(template.advertiser_id, [template.event_set_id])
+        if not any(str(s.get("event_set_id")) == template.event_set_id for s in sets):
+            raise EventSetNotFound(
+                f"offline event set {template.event_set_id} (from the "
+                f"{template.event_set_id_source}) was not found for advertiser "
+                f"{template.advertiser_id}: check the id in TikTok Events Manager"
+            )
+    return {"advertiser_checked": advertiser_ids is not None}
+
+
+def preflight(
+    event: dict[str, Any], execution_id: str, settings: Settings, *, client_factory: Any
+) -> Run:
+    bucket = Bucket(settings.state_bucket)
+    run = build_run(event, execution_id, settings, bucket)
+    token = load_access_token(settings, run.resolved.credential)
+    client: TikTokClient = client_factory(token)
+    try:
+        check_access(client, settings, run)
+    finally:
+        from .report import record_calls
+
+        record_calls(bucket, run, "preflight", client.stats.as_dict())
+    bucket.put_json(run.paths.run, run.model_dump())
+    return run

@@ -1,0 +1,75 @@
+"""Run reports: every row accounted for, every API call counted, no personal data.
+
+Steps that call TikTok record their client's counters under ``runs/<id>/calls/<execution>/``
+(also when they fail), so the report's call and retry totals include failed attempts.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import uuid
+from collections import Counter
+from datetime import UTC, datetime
+from typing import Any
+
+from .runs import Run
+from .storage import Bucket
+
+AUDIENCE_REMINDERS = (
+    "TikTok needs at least 1,000 matched members before the audience can be used in an "
+    "ad group.",
+    "Changes take from a few hours up to 48 hours to show in TikTok Ads Manager.",
+)
+EVENTS_REMINDERS = ("Offline events can take up to 24 hours to show in TikTok Events Manager.",)
+
+
+def record_calls(bucket: Bucket, run: Run, step: str, stats: dict[str, Any]) -> None:
+    if not stats.get("calls"):
+        return
+    key = f"{run.paths.calls(run.execution_id)}{step}-{uuid.uuid4().hex[:12]}.json"
+    bucket.put_json(key, stats)
+
+
+def sum_calls(bucket: Bucket, run: Run) -> dict[str, Any]:
+    calls = retries = 0
+    by_endpoint: Counter[str] = Counter()
+    for obj in bucket.list(run.paths.calls(run.execution_id)):
+        stats = bucket.get_json(obj["Key"]) or {}
+        calls += int(stats.get("calls", 0))
+        retries += int(stats.get("retries", 0))
+        by_endpoint.update({k: int(v) for k, v in (stats.get("by_endpoint") or {}).items()})
+    return {"calls": calls, "retries": retries, "by_endpoint": dict(sorted(by_endpoint.items()))}
+
+
+def rejects_summary(bucket: Bucket, run: Run) -> dict[str, Any]:
+    """Rejected rows by reason across every rejects file of the run (validate, chunk, send)."""
+    by_reason: Counter[str] = Counter()
+    files: list[str] = []
+    rows: set[int] = set()
+    for obj in bucket.list(run.paths.rejects_prefix):
+        data = bucket.get_bytes(obj["Key"]) or b""
+        files.append(bucket.uri(obj["Key"]))
+        for record in csv.DictReader(io.StringIO(data.decode("utf-8"))):
+            row = int(record.get("row") or 0)
+            if row in rows:
+                continue
+            rows.add(row)
+            by_reason[record.get("reason_code") or "unknown"] += 1
+    return {"rejected": len(rows), "by_reason": dict(by_reason.most_common()), "files": files}
+
+
+def base_report(run: Run, status: str) -> dict[str, Any]:
+    template = run.resolved
+    return {
+        "run_id": run.run_id,
+        "execution_id": run.execution_id,
+        "status": status,
+        "kind": run.kind,
+        "destination": run.destination,
+        "data_template": run.data_template,
+        "advertiser_id": template.advertiser_id,
+        "source": run.source.uri,
+        "started_at": run.started_at,
+        "finished_at": datetime.now(UTC).isoformat(timespec="seconds"),
+    }

@@ -1,0 +1,112 @@
+"""A run: one input object sent to one destination through one data template.
+
+The run id is derived from the input (bucket, key, ETag, destination, data template), so a
+redrive or a new execution of the same input finds the work the earlier one finished and
+does not repeat it. Everything a run writes lives under ``runs/<run_id>/`` in the state
+bucket; state payloads carry only these keys.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict
+
+from .config import ResolvedTemplate
+
+
+class Source(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    bucket: str
+    key: str
+    etag: str
+    format: Literal["csv", "parquet"]
+
+    @property
+    def uri(self) -> str:
+        return f"s3://{self.bucket}/{self.key}"
+
+
+class Run(BaseModel):
+    """The pointer payload every step receives as ``run`` (small: no rows, no secrets)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    run_id: str
+    execution_id: str
+    kind: Literal["custom_audience", "offline_events"]
+    state_bucket: str
+    source: Source
+    destination: str
+    data_template: str
+    template: dict[str, Any]
+    started_at: str
+    #: run-shaping settings after the configuration's [settings] overrides
+    options: dict[str, Any] = {}
+
+    @property
+    def resolved(self) -> ResolvedTemplate:
+        return ResolvedTemplate.from_dict(self.template)
+
+    @property
+    def paths(self) -> RunPaths:
+        return RunPaths(self.run_id)
+
+
+def run_id_for(source: Source, destination: str, data_template: str, salt: str = "") -> str:
+    material = json.dumps(
+        [source.bucket, source.key, source.etag, destination, data_template, salt]
+    ).encode()
+    return hashlib.sha256(material).hexdigest()[:16]
+
+
+class RunPaths:
+    """Keys under ``runs/<run_id>/`` in the state bucket."""
+
+    def __init__(self, run_id: str):
+        self.run_id = run_id
+        self.prefix = f"runs/{run_id}/"
+
+    @property
+    def run(self) -> str:
+        return f"{self.prefix}run.json"
+
+    @property
+    def members(self) -> str:
+        return f"{self.prefix}validated/members.txt"
+
+    @property
+    def events(self) -> str:
+        return f"{self.prefix}validated/events.jsonl"
+
+    @property
+    def validation(self) -> str:
+        return f"{self.prefix}validation.json"
+
+    def rejects(self, step: str) -> str:
+        return f"{self.prefix}rejects/{step}.csv"
+
+    @property
+    def rejects_prefix(self) -> str:
+        return f"{self.prefix}rejects/"
+
+    def plan(self, plan_id: str) -> str:
+        return f"{self.prefix}plan/{plan_id}/"
+
+    def calls(self, execution_id: str) -> str:
+        return f"{self.prefix}calls/{execution_id.rsplit(':', 1)[-1]}/"
+
+    @property
+    def failures(self) -> str:
+        return f"{self.prefix}failures/"
+
+    @property
+    def report(self) -> str:
+        return f"{self.prefix}report.json"
+
+    @property
+    def ensure(self) -> str:
+        return f"{self.prefix}audience.json"

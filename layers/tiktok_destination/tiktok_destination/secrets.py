@@ -1,0 +1,60 @@
+"""Secrets Manager adapter: TikTok tokens and app credentials.
+
+Read through Powertools Parameters so warm Lambdas reuse a value for ``max_age`` seconds
+instead of calling Secrets Manager on every batch. Values never reach logs or messages.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+from .errors import InvalidCredentials
+from .settings import Settings
+
+SECRET_MAX_AGE = 300
+
+
+def _get_secret_json(name: str) -> dict[str, Any] | None:
+    from aws_lambda_powertools.utilities import parameters
+    from aws_lambda_powertools.utilities.parameters.exceptions import GetParameterError
+
+    try:
+        value = parameters.get_secret(name, max_age=SECRET_MAX_AGE)
+    except GetParameterError:
+        return None
+    if isinstance(value, bytes):
+        value = value.decode()
+    try:
+        parsed = json.loads(value) if isinstance(value, str) else value
+    except json.JSONDecodeError:
+        return None
+    return parsed if isinstance(parsed, dict) else None
+
+
+def load_access_token(settings: Settings, credential: str) -> str:
+    """The credential's TikTok access token, or InvalidCredentials saying how to authorize."""
+    name = settings.credential_secret_name(credential)
+    secret = _get_secret_json(name)
+    token = (secret or {}).get("access_token")
+    if not token or not isinstance(token, str):
+        raise InvalidCredentials(
+            f"no TikTok access token stored for credential '{credential}' (secret {name}): "
+            f"authorize it with `tiktok-destination auth-link --credential {credential}` "
+            "and complete the TikTok consent screen"
+        )
+    return token
+
+
+def load_credential(settings: Settings, credential: str) -> dict[str, Any] | None:
+    return _get_secret_json(settings.credential_secret_name(credential))
+
+
+def load_app(settings: Settings) -> dict[str, Any] | None:
+    return _get_secret_json(settings.app_secret_name)
+
+
+def clear_cache() -> None:
+    from aws_lambda_powertools.utilities import parameters
+
+    parameters.clear_caches()

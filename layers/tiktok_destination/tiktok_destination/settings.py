@@ -1,0 +1,101 @@
+"""Deployment settings, read from the environment (set by template.yaml or the local runner).
+
+The configuration document's ``[settings]`` table may override the run-shaping ones
+(threshold, batch sizes, QPS, phone region); infrastructure names come only from here.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, replace
+from typing import TYPE_CHECKING
+
+from .errors import ConfigurationError
+
+if TYPE_CHECKING:
+    from .config import Config
+
+DEFAULT_TIKTOK_BASE_URL = "https://business-api.tiktok.com/open_api/v1.3/"
+
+
+def _float(name: str, default: float) -> float:
+    raw = os.environ.get(name, "")
+    if not raw:
+        return default
+    try:
+        return float(raw)
+    except ValueError:
+        raise ConfigurationError(f"environment variable {name}={raw!r} is not a number") from None
+
+
+def _int(name: str, default: int) -> int:
+    raw = os.environ.get(name, "")
+    if not raw:
+        return default
+    try:
+        return int(raw)
+    except ValueError:
+        raise ConfigurationError(f"environment variable {name}={raw!r} is not a whole number") from None
+
+
+@dataclass(frozen=True)
+class Settings:
+    state_bucket: str
+    inbox_bucket: str
+    config_key: str
+    tiktok_base_url: str
+    tiktok_qps: float
+    secret_prefix: str
+    reject_threshold: float
+    mapping_batch_size: int
+    event_batch_size: int
+    default_phone_region: str
+    notify_topic_arn: str
+    event_bus_name: str
+    map_max_concurrency: int
+
+    @property
+    def app_secret_name(self) -> str:
+        """The TikTok app's ``app_id``/``secret`` and the OAuth state signing key."""
+        return f"{self.secret_prefix}app"
+
+    def credential_secret_name(self, credential: str) -> str:
+        return f"{self.secret_prefix}credentials/{credential}"
+
+    def with_config(self, config: Config) -> Settings:
+        """Apply the configuration document's ``[settings]`` overrides."""
+        s = config.settings
+        return replace(
+            self,
+            reject_threshold=(
+                s.reject_threshold if s.reject_threshold is not None else self.reject_threshold
+            ),
+            mapping_batch_size=s.mapping_batch_size or self.mapping_batch_size,
+            event_batch_size=s.event_batch_size or self.event_batch_size,
+            tiktok_qps=s.tiktok_qps or self.tiktok_qps,
+            default_phone_region=s.default_phone_region or self.default_phone_region,
+        )
+
+
+def load_settings() -> Settings:
+    state_bucket = os.environ.get("STATE_BUCKET", "")
+    if not state_bucket:
+        raise ConfigurationError(
+            "environment variable STATE_BUCKET is not set: it names the bucket that holds "
+            "configuration, run state and reports (template.yaml sets it)"
+        )
+    return Settings(
+        state_bucket=state_bucket,
+        inbox_bucket=os.environ.get("INBOX_BUCKET", ""),
+        config_key=os.environ.get("CONFIG_KEY", "config/destinations.toml"),
+        tiktok_base_url=os.environ.get("TIKTOK_BASE_URL", "") or DEFAULT_TIKTOK_BASE_URL,
+        tiktok_qps=_float("TIKTOK_QPS", 10.0),
+        secret_prefix=os.environ.get("SECRET_PREFIX", "tiktok-destination/"),
+        reject_threshold=_float("REJECT_THRESHOLD", 0.2),
+        mapping_batch_size=_int("MAPPING_BATCH_SIZE", 10_000),
+        event_batch_size=_int("EVENT_BATCH_SIZE", 1_000),
+        default_phone_region=os.environ.get("DEFAULT_PHONE_REGION", "") or "US",
+        notify_topic_arn=os.environ.get("NOTIFY_TOPIC_ARN", ""),
+        event_bus_name=os.environ.get("EVENT_BUS_NAME", "") or "default",
+        map_max_concurrency=_int("MAP_MAX_CONCURRENCY", 4),
+    )

@@ -1,0 +1,364 @@
+"""The logic behind each Lambda handler: handler -> step -> domain + adapters.
+
+Each function takes the handler's parsed input and returns the small pointer payload the
+state machine passes on. Failures are raised, never swallowed: the state machine's Retry
+and Catch match the exception's class name.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import shutil
+import uuid
+from collections.abc import Iterator
+from contextlib import contextmanager
+from datetime import UTC, datetime
+from typing import Any
+
+import boto3
+
+from . import audience as audience_domain
+from . import offline_events
+from .errors import DestinationError, InputRejected
+from .preflight import preflight
+from .report import (
+    AUDIENCE_REMINDERS,
+    EVENTS_REMINDERS,
+    base_report,
+    record_calls,
+    rejects_summary,
+    sum_calls,
+)
+from .runs import Run
+from .secrets import load_access_token
+from .settings import Settings, load_settings
+from .storage import Bucket, scratch_dir
+from .tiktok.client import TikTokClient
+from .validate import validate_audience_file, validate_events_file
+from .workflow_actions import action_for_error, parse_step_error
+
+logger = logging.getLogger(__name__)
+
+
+def make_client(settings: Settings, token: str, run: Run | None = None) -> TikTokClient:
+    qps = float((run.options if run else {}).get("tiktok_qps") or settings.tiktok_qps)
+    return TikTokClient(token, base_url=settings.tiktok_base_url, qps=qps)
+
+
+def load_run(bucket: Bucket, run_id: str) -> Run:
+    data = bucket.get_json(f"runs/{run_id}/run.json")
+    if data is None:
+        raise DestinationError(f"run {run_id} has no run.json in {bucket.uri('runs/')}")
+    return Run.model_validate(data)
+
+
+@contextmanager
+def recorded_failure(bucket: Bucket, run: Run, step: str) -> Iterator[None]:
+    """Record a step's failure in S3 before re-raising it.
+
+    A Distributed Map reports a child's failure under its own error name, so notify reads
+    these records to classify the real cause.
+    """
+    try:
+        yield
+    except DestinationError as exc:
+        bucket.put_json(
+            f"{run.paths.failures}{datetime.now(UTC).strftime('%Y%m%dT%H%M%S%f')}-{step}.json",
+            {"step": step, "error": type(exc).__name__, "message": exc.message,
+             "code": exc.code, "request_id": exc.request_id,
+             "execution_id": run.execution_id},
+        )
+        raise
+
+
+# ---------------------------------------------------------------- steps
+def step_preflight(event: dict[str, Any], execution_id: str) -> dict[str, Any]:
+    settings = load_settings()
+    run = preflight(
+        event, execution_id, settings, client_factory=lambda token: make_client(settings, token)
+    )
+    return run.model_dump()
+
+
+def step_validate(run: Run) -> dict[str, Any]:
+    settings = load_settings()
+    bucket = Bucket(settings.state_bucket)
+    source = Bucket(run.source.bucket)
+    workdir = scratch_dir()
+    paths = run.paths
+    try:
+        local = source.download(run.source.key, workdir / f"input.{run.source.format}")
+        out = workdir / "out"
+        rejects = workdir / "rejects.csv"
+        options = run.options
+        template = run.resolved
+        common = {
+            "source": run.source.uri,
+            "file_format": run.source.format,
+            "default_region": options.get("default_phone_region", settings.default_phone_region),
+            "reject_threshold": float(options.get("reject_threshold", settings.reject_threshold)),
+            "out_rejects": rejects,
+        }
+        output_key = paths.members if run.kind == "custom_audience" else paths.events
+        try:
+            with recorded_failure(bucket, run, "validate"):
+                if run.kind == "custom_audience":
+                    result = validate_audience_file(
+                        local, user_id_types=template.user_id_types, out_members=out, **common
+                    )
+                else:
+                    result = validate_events_file(
+                        local,
+                        fallback_event_set_id=template.event_set_id,
+                        now=datetime.now(UTC),
+                        out_events=out,
+                        **common,
+                    )
+        finally:
+            # Rejects are kept even when the run stops: they say which rows to fix.
+            if rejects.exists():
+                bucket.upload(rejects, paths.rejects("validate"), content_type="text/csv")
+        bucket.upload(out, output_key)
+        summary = result.as_dict()
+        bucket.put_json(paths.validation, summary)
+    finally:
+        shutil.rmtree(workdir, ignore_errors=True)
+    return {
+        "rows_received": result.rows_received,
+        "rows_accepted": result.rows_accepted,
+        "rows_rejected": result.rows_rejected,
+        "output_key": output_key,
+        "rejects_key": paths.rejects("validate"),
+        "result_key": paths.validation,
+    }
+
+
+def step_ensure_audience(run: Run) -> dict[str, Any]:
+    settings = load_settings()
+    bucket = Bucket(settings.state_bucket)
+    client = make_client(settings, load_access_token(settings, run.resolved.credential), run)
+    try:
+        with recorded_failure(bucket, run, "ensure"):
+            found = audience_domain.ensure_audience(client, bucket, run)
+    finally:
+        record_calls(bucket, run, "ensure", client.stats.as_dict())
+    bucket.put_json(run.paths.ensure, found)
+    return found
+
+
+def step_chunk(run: Run, audience: dict[str, Any] | None) -> dict[str, Any]:
+    settings = load_settings()
+    bucket = Bucket(settings.state_bucket)
+    workdir = scratch_dir()
+    try:
+        with recorded_failure(bucket, run, "chunk"):
+            if run.kind == "custom_audience":
+                if not audience or not audience.get("audience_id"):
+                    raise DestinationError("chunk needs the audience id from EnsureAudience")
+                plan: Any = audience_domain.plan_audience(
+                    bucket,
+                    run,
+                    str(audience["audience_id"]),
+                    batch_size=int(run.options.get("mapping_batch_size",
+                                                   settings.mapping_batch_size)),
+                    workdir=workdir,
+                )
+            else:
+                plan = offline_events.plan_events(
+                    bucket,
+                    run,
+                    batch_size=int(run.options.get("event_batch_size", settings.event_batch_size)),
+                    workdir=workdir,
+                )
+    finally:
+        shutil.rmtree(workdir, ignore_errors=True)
+    return {
+        "bucket": bucket.name,
+        "manifest_key": plan.manifest_key,
+        "plan_id": plan.plan_id,
+        "batches": plan.batches,
+        "pending_batches": plan.pending_batches,
+    }
+
+
+def step_map_audience_batch(run_id: str, audience_id: str, batch: dict[str, Any]) -> dict[str, Any]:
+    settings = load_settings()
+    bucket = Bucket(settings.state_bucket)
+    run = load_run(bucket, run_id)
+    client = make_client(settings, load_access_token(settings, run.resolved.credential), run)
+    try:
+        with recorded_failure(bucket, run, f"map-{int(batch['index']):05d}"):
+            return audience_domain.send_batch(client, bucket, run, audience_id, batch)
+    finally:
+        record_calls(bucket, run, f"map-{int(batch['index']):05d}", client.stats.as_dict())
+
+
+def step_send_event_batch(run_id: str, batch: dict[str, Any]) -> dict[str, Any]:
+    settings = load_settings()
+    bucket = Bucket(settings.state_bucket)
+    run = load_run(bucket, run_id)
+    client = make_client(settings, load_access_token(settings, run.resolved.credential), run)
+    try:
+        with recorded_failure(bucket, run, f"send-{int(batch['index']):05d}"):
+            return offline_events.send_event_batch(client, bucket, run, batch)
+    finally:
+        record_calls(bucket, run, f"send-{int(batch['index']):05d}", client.stats.as_dict())
+
+
+def step_report(run: Run, validate: dict[str, Any], chunk: dict[str, Any]) -> dict[str, Any]:
+    settings = load_settings()
+    bucket = Bucket(settings.state_bucket)
+    paths = run.paths
+    validation = bucket.get_json(paths.validation) or {}
+    plan = bucket.get_json(f"{paths.plan(chunk['plan_id'])}plan.json") or {}
+    rejects = rejects_summary(bucket, run)
+    report = base_report(run, "succeeded")
+    received = int(validation.get("rows_received", 0))
+    report["rows"] = {
+        "received": received,
+        "rejected": rejects["rejected"],
+        "rejected_by_reason": rejects["by_reason"],
+    }
+    report["rejects_files"] = rejects["files"]
+    done = sum(1 for _ in bucket.list(f"{paths.plan(chunk['plan_id'])}done/"))
+    if run.kind == "custom_audience":
+        with recorded_failure(bucket, run, "commit"):
+            audience_domain.commit_audience(bucket, run, chunk["plan_id"])
+        found = bucket.get_json(paths.ensure) or {}
+        report["audience"] = {
+            "audience_id": found.get("audience_id"),
+            "name": run.resolved.audience_name,
+            "created_this_run": bool(found.get("created")),
+        }
+        report["rows"]["accepted"] = received - rejects["rejected"]
+        report["members"] = {
+            "note": "a member is one hashed identifier (EMAIL, PHONE, IDFA or AAID)",
+            "in_file": plan.get("members", 0),
+            "by_type": validation.get("identifiers_by_type", {}),
+            "added": plan.get("added", 0),
+            "removed": plan.get("removed", 0),
+            "unchanged": plan.get("unchanged", 0),
+        }
+        report["reminders"] = list(AUDIENCE_REMINDERS)
+    else:
+        totals = offline_events.sent_totals(bucket, run, chunk["plan_id"])
+        report["rows"]["in_events_sent"] = received - rejects["rejected"]
+        report["events"] = {
+            "built": plan.get("events_built", 0),
+            "sent": totals["events_sent"],
+            "rejected_by_tiktok": totals["events_rejected_by_tiktok"],
+            "duplicate_rows_merged": plan.get("duplicate_rows", 0),
+            "by_event": plan.get("by_event", {}),
+            "by_event_channel": plan.get("by_event_channel", {}),
+            "value_method": plan.get("value_method", {}),
+            "notes": plan.get("conflicts", []),
+            "event_set_ids": sorted({b["event_set_id"] for b in _manifest(bucket, chunk)}),
+            "test_event_code": run.resolved.test_event_code,
+        }
+        report["reminders"] = list(EVENTS_REMINDERS)
+    report["batches"] = {
+        "total": int(chunk.get("batches", 0)),
+        "sent_this_execution": int(chunk.get("pending_batches", 0)),
+        "already_done_before": int(chunk.get("batches", 0)) - int(chunk.get("pending_batches", 0)),
+        "done": done,
+    }
+    report["api"] = sum_calls(bucket, run)
+    bucket.put_json(paths.report, report)
+    return {"report_key": paths.report, "bucket": bucket.name}
+
+
+def _manifest(bucket: Bucket, chunk: dict[str, Any]) -> list[dict[str, Any]]:
+    return list(bucket.get_json(chunk["manifest_key"]) or [])
+
+
+def step_notify(state: dict[str, Any], execution_id: str) -> dict[str, Any]:
+    settings = load_settings()
+    bucket = Bucket(settings.state_bucket)
+    error_name, message = parse_step_error(state.get("error"))
+    run: Run | None = None
+    if isinstance(state.get("run"), dict):
+        try:
+            run = Run.model_validate(state["run"])
+        except ValueError:
+            run = None
+    if run is not None and not error_name.startswith(tuple(_OWN_PREFIXES)):
+        # A Map reports its child's failure under a States.* name: use the recorded cause.
+        recorded = [
+            bucket.get_json(o["Key"]) or {} for o in bucket.list(run.paths.failures)
+        ]
+        mine = [r for r in recorded if r.get("execution_id") == run.execution_id]
+        if mine:
+            # The first failure is the cause; later ones (e.g. commit) are consequences.
+            error_name, message = str(mine[0]["error"]), str(mine[0]["message"])
+    action = action_for_error(error_name)
+    detail = {
+        "action": action.name,
+        "title": action.title,
+        "summary": action.summary,
+        "steps": list(action.steps),
+        "error": error_name,
+        "message": message,
+        "execution_id": execution_id,
+        "run_id": run.run_id if run else None,
+        "destination": run.destination if run else None,
+        "data_template": run.data_template if run else None,
+        "source": run.source.uri if run else None,
+    }
+    if run is not None:
+        report = base_report(run, "failed")
+        report["workflow_action"] = detail
+        report["api"] = sum_calls(bucket, run)
+        validation = bucket.get_json(run.paths.validation)
+        if validation:
+            rejects = rejects_summary(bucket, run)
+            report["rows"] = {
+                "received": validation.get("rows_received", 0),
+                "rejected": rejects["rejected"],
+                "rejected_by_reason": rejects["by_reason"],
+            }
+            report["rejects_files"] = rejects["files"]
+        report_key = run.paths.report
+    else:
+        report = {"status": "failed", "execution_id": execution_id, "workflow_action": detail}
+        report_key = f"executions/{execution_id.rsplit(':', 1)[-1]}/report.json"
+    bucket.put_json(report_key, report)
+    _publish(settings, detail)
+    cause = f"{action.title}: {message}\n" + "\n".join(
+        f"{i}. {step}" for i, step in enumerate(action.steps, 1)
+    )
+    return {"action": action.name, "cause": cause, "report_key": report_key}
+
+
+_OWN_PREFIXES = (
+    "AdvertiserNotFound", "InvalidCredentials", "MissingAdvertiserPermissions",
+    "AudienceLimitReached", "EventSetNotFound", "InputRejected", "ConfigurationError",
+    "TikTok", "OAuthError",
+)
+
+
+def _publish(settings: Settings, detail: dict[str, Any]) -> None:
+    body = json.dumps(detail, indent=1)
+    if settings.notify_topic_arn:
+        boto3.client("sns").publish(
+            TopicArn=settings.notify_topic_arn,
+            Subject=f"tiktok-destination: {detail['title']}"[:100],
+            Message=body,
+        )
+    boto3.client("events").put_events(
+        Entries=[
+            {
+                "Source": "tiktok-destination",
+                "DetailType": "Workflow action",
+                "Detail": body,
+                "EventBusName": settings.event_bus_name,
+            }
+        ]
+    )
+
+
+def new_execution_name() -> str:
+    return uuid.uuid4().hex
+
+
+__all__ = ["InputRejected"]

@@ -1,0 +1,211 @@
+"""Workflow actions: every failure becomes exactly one action with its resolution steps.
+
+The steps follow the seed's "Workflow actions" (advertiser not found, invalid credentials,
+missing advertiser permissions) in this product's vocabulary: "Resolve" is a redrive in
+the Step Functions console or ``tiktok-destination rerun RUN_ID`` locally, and a re-run of
+the same input continues where the failed one stopped.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from typing import Any
+
+RESOLVE = (
+    "Resolve: redrive the failed execution in the Step Functions console (or start a new "
+    "execution with the same input; locally `tiktok-destination rerun RUN_ID`). Finished "
+    "batches are not sent again."
+)
+
+
+@dataclass(frozen=True)
+class WorkflowAction:
+    name: str  # the Fail state's error name, e.g. "InvalidCredentials"
+    title: str
+    summary: str
+    steps: tuple[str, ...] = field(default_factory=tuple)
+
+    def as_dict(self) -> dict[str, Any]:
+        return {"name": self.name, "title": self.title, "summary": self.summary,
+                "steps": list(self.steps)}
+
+
+ACTIONS: dict[str, WorkflowAction] = {
+    a.name: a
+    for a in (
+        WorkflowAction(
+            "AdvertiserNotFound",
+            "Advertiser not found",
+            "TikTok does not know the destination's advertiser id, or the authorized user "
+            "cannot act for it.",
+            (
+                "Check advertiser_id in the destination's table of the configuration "
+                "(a 19-digit quoted string) and that the data template names that destination.",
+                "Open TikTok Business Center and verify that the advertiser account exists, "
+                "is approved, and that the authorizing user was given access to it.",
+                "Fix the configuration (upload it to the state bucket), or re-authorize with "
+                "a user who can access the advertiser: `tiktok-destination auth-link "
+                "--credential NAME`.",
+                RESOLVE,
+            ),
+        ),
+        WorkflowAction(
+            "InvalidCredentials",
+            "Invalid credentials",
+            "The credential's TikTok access token is missing, expired, revoked or belongs to "
+            "another user.",
+            (
+                "Run `tiktok-destination auth-link --credential NAME` and open the printed "
+                "link as a TikTok Business Center user who is Admin or Operator on the "
+                "advertiser.",
+                "Approve the consent screen; the callback replaces the stored token in place.",
+                RESOLVE,
+            ),
+        ),
+        WorkflowAction(
+            "MissingAdvertiserPermissions",
+            "Missing advertiser permissions",
+            "The user who authorized the credential may read but not manage audiences or "
+            "events on this advertiser: they must be Admin or Operator (recommended), not "
+            "Analyst.",
+            (
+                "Open TikTok Business Center and check the authorizing user's role on the "
+                "advertiser account; assign Operator (or Admin).",
+                "Regenerate the authorization link (`tiktok-destination auth-link --credential "
+                "NAME`) and authorize as the Operator user.",
+                RESOLVE,
+            ),
+        ),
+        WorkflowAction(
+            "AudienceLimitReached",
+            "Audience limit reached",
+            "The advertiser already has 400 custom audiences, TikTok's limit, so a new "
+            "audience cannot be created.",
+            (
+                "In TikTok Ads Manager (Assets > Audiences), delete audiences no longer used.",
+                "Or point the data template at an existing audience name.",
+                RESOLVE,
+            ),
+        ),
+        WorkflowAction(
+            "EventSetNotFound",
+            "Event set not found",
+            "The offline event set id is not among the advertiser's event sets.",
+            (
+                "In TikTok Events Manager, find the offline event set's id (19 digits).",
+                "Set it in the data template (event_set_id), the execution input, or an "
+                "event_set_id column.",
+                RESOLVE,
+            ),
+        ),
+        WorkflowAction(
+            "InputRejected",
+            "Input rejected",
+            "The input file cannot be used as it is: a needed column is missing, it has no "
+            "rows, or more rows were rejected than the reject threshold allows.",
+            (
+                "Read the run report and the rejects file it names (row, column, reason).",
+                "Fix the query or export that produced the file and drop the corrected file "
+                "in the inbox (a new file is a new run), or raise reject_threshold in "
+                "[settings] if the share is expected.",
+            ),
+        ),
+        WorkflowAction(
+            "ConfigurationError",
+            "Configuration error",
+            "The configuration document or the execution input is invalid or incomplete.",
+            (
+                "Read the message: it names the table and field.",
+                "Fix the configuration and upload it to the state bucket (CONFIG_KEY), or fix "
+                "the execution input.",
+                RESOLVE,
+            ),
+        ),
+        WorkflowAction(
+            "RateLimited",
+            "Rate limited",
+            "TikTok kept answering 'requests made too frequently' after every retry.",
+            (
+                "Lower TIKTOK_QPS (template parameter TikTokQps) or [settings] tiktok_qps, or "
+                "run fewer destinations at once.",
+                "Wait a few minutes (TikTok's per-minute quota resets), then resolve.",
+                RESOLVE,
+            ),
+        ),
+        WorkflowAction(
+            "TikTokUnavailable",
+            "TikTok unavailable",
+            "TikTok answered with server errors or did not answer, after every retry.",
+            (
+                "Check https://business-api.tiktok.com status and the run report's last error.",
+                RESOLVE,
+            ),
+        ),
+        WorkflowAction(
+            "TikTokRequestRejected",
+            "TikTok rejected a request",
+            "TikTok refused a request as malformed; the message names the endpoint and code.",
+            (
+                "Read the message and the run report; this usually means a product bug or an "
+                "API change: open an issue with the run report attached (it holds no personal "
+                "data).",
+                RESOLVE,
+            ),
+        ),
+        WorkflowAction(
+            "UnexpectedError",
+            "Unexpected error",
+            "A step failed in a way this product does not classify.",
+            (
+                "Open the failed step in the Step Functions console and its CloudWatch log.",
+                RESOLVE,
+            ),
+        ),
+    )
+}
+
+_BY_CLASS: dict[str, str] = {
+    "AdvertiserNotFound": "AdvertiserNotFound",
+    "InvalidCredentials": "InvalidCredentials",
+    "OAuthError": "InvalidCredentials",
+    "MissingAdvertiserPermissions": "MissingAdvertiserPermissions",
+    "AudienceLimitReached": "AudienceLimitReached",
+    "EventSetNotFound": "EventSetNotFound",
+    "InputRejected": "InputRejected",
+    "ConfigurationError": "ConfigurationError",
+    "TikTokRateLimited": "RateLimited",
+    "TikTokUnavailable": "TikTokUnavailable",
+    "TikTokWriteConflict": "TikTokUnavailable",
+    "RetriableError": "TikTokUnavailable",
+    "TikTokRequestRejected": "TikTokRequestRejected",
+}
+
+
+def action_for_error(error_name: str) -> WorkflowAction:
+    return ACTIONS[_BY_CLASS.get(error_name, "UnexpectedError")]
+
+
+def action_for_exception(exc: BaseException) -> WorkflowAction:
+    for cls in type(exc).__mro__:
+        if cls.__name__ in _BY_CLASS:
+            return ACTIONS[_BY_CLASS[cls.__name__]]
+    return ACTIONS["UnexpectedError"]
+
+
+def parse_step_error(error: dict[str, Any] | None) -> tuple[str, str]:
+    """(error name, message) from a Catch's ``{"Error", "Cause"}``; Lambda's Cause is JSON."""
+    if not error:
+        return "UnexpectedError", "no error information"
+    name = str(error.get("Error", "UnexpectedError"))
+    cause = error.get("Cause") or ""
+    message = cause
+    try:
+        parsed = json.loads(cause)
+        if isinstance(parsed, dict):
+            message = str(parsed.get("errorMessage") or cause)
+            name = str(parsed.get("errorType") or name)
+    except (TypeError, ValueError):
+        pass
+    return name, message
+
