@@ -7,14 +7,17 @@ import json
 import subprocess
 import sys
 import time
+from collections import Counter
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
 from typing import Any
 from urllib.parse import parse_qs, urlsplit
 
 import pytest
 import requests
 from tiktok_destination.emulator import TikTokEmulator
+from tiktok_destination.emulator.server import STATE_VERSION
 
 APP_ID = "7300000000000000009"
 SECRET = "app-secret"
@@ -725,3 +728,146 @@ def test_concurrent_creates_make_distinct_audiences(api: Api, emu: TikTokEmulato
     assert len(set(ids)) == 16
     assert len(emu.audiences(ADV)) == 16
     assert emu.calls["segment/audience/"] == 16
+
+
+# ---------------------------------------------------------------- persistence
+def test_state_survives_save_and_load_into_a_new_emulator(
+    tmp_path: Path, api: Api, emu: TikTokEmulator, clock: FakeClock
+) -> None:
+    audience_id = api.create_audience("Loyal customers")
+    other_id = api.create_audience("Lapsed")
+    hashes = [sha(f"p{i}@example.com") for i in range(3)]
+    assert api.post("segment/mapping/", mapping(audience_id, hashes))["code"] == 0
+    emu.set_audience_valid(other_id, False)
+    emu.add_token("token-analyst", [ADV], role="ANALYST")
+    emu.add_token("token-gone", [ADV])
+    emu.revoke_token("token-gone")
+    assert api.post("event/track/", track([event(1), event(2)]))["code"] == 0
+    # per-process switches are not state: they must not follow the file
+    emu.fail_next("user/info/", code=50000)
+
+    path = tmp_path / "state" / "emulator.json"
+    emu.save(path)
+    assert json.loads(path.read_text())["version"] == STATE_VERSION
+    assert path.stat().st_mode & 0o777 == 0o600  # the file holds the app secret and tokens
+    assert [p.name for p in path.parent.iterdir()] == ["emulator.json"]  # no temp file left
+
+    clock2 = FakeClock()
+    clock2.now = START + 3600
+    fresh = TikTokEmulator(clock=clock2)
+    assert fresh.load(path) is True
+    with fresh:
+        assert fresh.base_url is not None
+        api2 = Api(fresh.base_url)
+        assert fresh.dump_state() == emu.dump_state()
+        assert fresh.calls == Counter()
+
+        # token validity: admin works, revoked stays revoked, analyst still read-only
+        assert api2.get("user/info/")["code"] == 0
+        assert Api(fresh.base_url, token="token-gone").get("user/info/")["code"] == 40105
+        analyst = Api(fresh.base_url, token="token-analyst")
+        assert analyst.get("dmp/custom_audience/list/", advertiser_id=ADV)["code"] == 0
+        assert analyst.post("segment/mapping/", mapping(audience_id, [sha("x")]))["code"] == 40001
+        # the app survived: its id and secret still authenticate
+        adv = api2.get("oauth2/advertiser/get/", app_id=APP_ID, secret=SECRET)
+        assert adv["code"] == 0
+        assert adv["data"]["list"] == [{"advertiser_id": ADV, "advertiser_name": "Acme Stores"}]
+
+        listed = api2.get("dmp/custom_audience/list/", advertiser_id=ADV)
+        assert listed["code"] == 0
+        items = {a["audience_id"]: a for a in listed["data"]["list"]}
+        assert [a["audience_id"] for a in listed["data"]["list"]] == [other_id, audience_id]
+        assert items[audience_id]["name"] == "Loyal customers"
+        assert items[audience_id]["cover_num"] == 3
+        assert items[audience_id]["is_valid"] is True
+        assert items[other_id]["is_valid"] is False
+        assert items[audience_id]["create_time"] == "2023-11-14 22:13:20"
+        got = api2.get(
+            "dmp/custom_audience/get/",
+            advertiser_id=ADV,
+            custom_audience_ids=json.dumps([audience_id]),
+        )
+        history = got["data"]["list"][0]["audience_history"]
+        assert [h["action"] for h in history] == ["Create", "Update"]
+        assert fresh.audience_members(audience_id) == {f"EMAIL_SHA256:{h}" for h in hashes}
+
+        # members keep working: removing one of the loaded hashes shrinks the audience
+        remove = mapping(audience_id, hashes[:1], action="delete")
+        assert api2.post("segment/mapping/", remove)["code"] == 0
+        assert len(fresh.audience_members(audience_id)) == 2
+
+        # the dedup index survived: a re-sent event is a duplicate, a new one is not
+        key = (EVENT_SET, "CompletePayment", "order-1")
+        assert fresh.events_by_key[key] is fresh.received_events[0]
+        assert api2.post("event/track/", track([event(1), event(3)]))["code"] == 0
+        assert [e["duplicate"] for e in fresh.received_events] == [False, False, True, False]
+        assert len(fresh.events_by_key) == 3
+        assert api2.get("offline/get/", advertiser_id=ADV)["data"]["event_set_list"] == [
+            {"event_set_id": EVENT_SET, "name": "Store purchases"}
+        ]
+
+
+def test_load_replaces_state_and_missing_file_changes_nothing(
+    tmp_path: Path, api: Api, emu: TikTokEmulator
+) -> None:
+    kept = api.create_audience("Saved")
+    path = tmp_path / "emulator.json"
+    emu.save(path)
+    dropped = api.create_audience("Made after the save")
+    emu.add_token("token-later", [ADV])
+    held = emu.received_events
+    assert api.post("event/track/", track([event(1)]))["code"] == 0
+
+    assert emu.load(tmp_path / "missing.json") is False
+    assert len(emu.audiences(ADV)) == 2
+
+    assert emu.load(path) is True
+    assert [a["id"] for a in emu.audiences(ADV)] == [kept]
+    assert (
+        api.get(
+            "dmp/custom_audience/get/", advertiser_id=ADV, custom_audience_ids=json.dumps([dropped])
+        )["code"]
+        == 40007
+    )
+    assert Api(api.base_url, token="token-later").get("user/info/")["code"] == 40105
+    assert emu.received_events == [] and held is emu.received_events
+    assert emu.events_by_key == {}
+    # saving over an existing file replaces it
+    emu.add_advertiser(ADV2, "Renamed")
+    emu.save(path)
+    names = {a["advertiser_id"]: a["name"] for a in json.loads(path.read_text())["advertisers"]}
+    assert names[ADV2] == "Renamed"
+
+
+def test_load_rejects_unknown_version_bad_json_and_malformed_state(
+    tmp_path: Path, api: Api, emu: TikTokEmulator
+) -> None:
+    audience_id = api.create_audience("Keep me")
+    before = emu.dump_state()
+
+    future = dict(before, version=STATE_VERSION + 1)
+    path = tmp_path / "emulator.json"
+    path.write_text(json.dumps(future))
+    with pytest.raises(ValueError, match=r"version 2 is not supported.*reads version 1") as err:
+        emu.load(path)
+    assert str(path) in str(err.value)
+    with pytest.raises(ValueError, match="not a TikTokEmulator state"):
+        emu.load_state({"audiences": []})
+
+    path.write_text("{not json")
+    with pytest.raises(ValueError, match=r"not valid JSON \(line 1, column 2\)"):
+        emu.load(path)
+
+    broken = emu.dump_state()
+    broken["audiences"][0]["members"] = [7]
+    with pytest.raises(ValueError, match=r"audiences\[0\]\.members"):
+        emu.load_state(broken)
+    broken = emu.dump_state()
+    broken["tokens"][0]["advertiser_ids"] = ["7999999999999999999"]
+    with pytest.raises(ValueError, match=r"tokens\[0\]\.advertiser_ids"):
+        emu.load_state(broken)
+
+    # a refused load changes nothing
+    assert emu.dump_state() == before
+    assert emu.audience_members(audience_id) == set()
+    assert api.get("user/info/")["code"] == 0

@@ -14,18 +14,22 @@ bodies carry hashed personal data.
 from __future__ import annotations
 
 import contextlib
+import copy
 import ipaddress
 import json
 import math
+import os
 import re
 import secrets
 import socket
+import tempfile
 import threading
 import time
 from collections import Counter, deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
 from types import TracebackType
 from typing import Any
 from urllib.parse import parse_qs, urlencode, urlsplit, urlunsplit
@@ -73,6 +77,10 @@ AUTH_CODE_TTL_SECONDS = 3600
 OAUTH_SCOPE: tuple[int, ...] = (1, 2, 3, 4, 5, 6)
 #: a body larger than this is refused before parsing (10,000 mapping rows are ~2 MB)
 MAX_BODY_BYTES = 64 * 1024 * 1024
+
+#: ``dump_state`` layout; bump it when the layout changes so an old file is refused, not misread
+STATE_FORMAT = "tiktok-emulator-state"
+STATE_VERSION = 1
 
 USER_KEYS = frozenset(
     {"email", "phone", "external_id", "ttclid", "ttp", "ip", "user_agent", "locale"}
@@ -524,6 +532,267 @@ class TikTokEmulator:
                 "events_unique": len(self.events_by_key),
                 "calls": dict(self.calls),
             }
+
+    # ------------------------------------------------------------------ persistence
+    def dump_state(self) -> dict[str, Any]:
+        """The emulated world as JSON-ready data (deep copies), for ``load_state`` / ``save``.
+
+        Holds apps, advertisers, event sets, tokens, pending auth codes, audiences (members
+        sorted), received events and the deduplication index. Options, injected faults, call
+        counters and the rate-limit window are per process and are not part of it. The dump
+        holds app secrets and access tokens: keep it out of logs.
+        """
+        with self._lock:
+            positions = {id(rec): i for i, rec in enumerate(self.received_events)}
+            dedup: list[dict[str, Any]] = []
+            for (set_id, name, event_id), rec in self.events_by_key.items():
+                entry: dict[str, Any] = {
+                    "event_set_id": set_id,
+                    "event": name,
+                    "event_id": event_id,
+                }
+                # the index shares its records with received_events; a position keeps that
+                # sharing across a reload (a record no longer in the list is stored whole)
+                pos = positions.get(id(rec))
+                if pos is not None:
+                    entry["received_index"] = pos
+                else:
+                    entry["record"] = copy.deepcopy(rec)
+                dedup.append(entry)
+            return {
+                "format": STATE_FORMAT,
+                "version": STATE_VERSION,
+                "apps": [
+                    {"app_id": app_id, "secret": secret, "redirect_uri": redirect}
+                    for app_id, (secret, redirect) in self._apps.items()
+                ],
+                "advertisers": [
+                    {
+                        "advertiser_id": adv.advertiser_id,
+                        "name": adv.name,
+                        "event_sets": [
+                            {"event_set_id": k, "name": v} for k, v in adv.event_sets.items()
+                        ],
+                    }
+                    for adv in self._advertisers.values()
+                ],
+                "event_sets": [
+                    {"event_set_id": k, "advertiser_id": v} for k, v in self._event_sets.items()
+                ],
+                "tokens": [
+                    {
+                        "token": tok.token,
+                        "advertiser_ids": list(tok.advertiser_ids),
+                        "role": tok.role,
+                        "user": copy.deepcopy(tok.user),
+                        "revoked": tok.revoked,
+                    }
+                    for tok in self._tokens.values()
+                ],
+                "auth_codes": [
+                    {
+                        "auth_code": code,
+                        "advertiser_ids": list(grant.advertiser_ids),
+                        "role": grant.role,
+                        "user": copy.deepcopy(grant.user),
+                        "issued": grant.issued,
+                        "used": grant.used,
+                    }
+                    for code, grant in self._auth_codes.items()
+                ],
+                "audiences": [
+                    {
+                        "audience_id": aud.audience_id,
+                        "advertiser_id": aud.advertiser_id,
+                        "name": aud.name,
+                        "created": aud.created,
+                        "members": sorted(aud.members),
+                        "is_valid": aud.is_valid,
+                        "history": copy.deepcopy(aud.history),
+                    }
+                    for aud in self._audiences.values()
+                ],
+                "received_events": copy.deepcopy(self.received_events),
+                "events_by_key": dedup,
+            }
+
+    def load_state(self, state: dict[str, Any]) -> None:
+        """Replace the emulated world with a ``dump_state`` one; the old world is dropped.
+
+        Everything is checked before anything changes, so a bad dump leaves the current state
+        as it was. Faults, counters and options stay as they are.
+
+        Raises:
+            ValueError: ``state`` is not a dump, is of another version, or is malformed.
+        """
+        r = _StateReader()
+        if not isinstance(state, dict) or state.get("format") != STATE_FORMAT:
+            raise ValueError(
+                f"emulator state: not a TikTokEmulator state (expected format {STATE_FORMAT!r}); "
+                "pass what dump_state() returned or a file written by save()."
+            )
+        version = state.get("version")
+        if version != STATE_VERSION:
+            raise ValueError(
+                f"emulator state: version {version!r} is not supported; this emulator reads "
+                f"version {STATE_VERSION}. Delete the state file (or directory) to start fresh."
+            )
+
+        apps: dict[str, tuple[str, str | None]] = {}
+        for where, item in r.items(state, "apps"):
+            apps[r.string(item, "app_id", where)] = (
+                r.typed(item, "secret", str, where),
+                r.optional(item, "redirect_uri", str, where),
+            )
+
+        advertisers: dict[str, _Advertiser] = {}
+        for where, item in r.items(state, "advertisers"):
+            adv = _Advertiser(
+                r.string(item, "advertiser_id", where), r.typed(item, "name", str, where)
+            )
+            for spot, es in r.items(item, "event_sets", where):
+                adv.event_sets[r.string(es, "event_set_id", spot)] = r.typed(es, "name", str, spot)
+            advertisers[adv.advertiser_id] = adv
+
+        event_sets: dict[str, str] = {}
+        for where, item in r.items(state, "event_sets"):
+            event_sets[r.string(item, "event_set_id", where)] = r.known(
+                item, "advertiser_id", advertisers, where
+            )
+
+        tokens: dict[str, _Token] = {}
+        for where, item in r.items(state, "tokens"):
+            tok = _Token(
+                r.string(item, "token", where),
+                r.id_list(item, "advertiser_ids", advertisers, where),
+                r.role(item, where),
+                r.typed(item, "user", dict, where),
+                r.typed(item, "revoked", bool, where),
+            )
+            tokens[tok.token] = tok
+
+        auth_codes: dict[str, _AuthCode] = {}
+        for where, item in r.items(state, "auth_codes"):
+            auth_codes[r.string(item, "auth_code", where)] = _AuthCode(
+                r.id_list(item, "advertiser_ids", advertisers, where),
+                r.role(item, where),
+                r.optional(item, "user", dict, where),
+                r.number(item, "issued", where),
+                r.typed(item, "used", bool, where),
+            )
+
+        audiences: dict[str, _Audience] = {}
+        for where, item in r.items(state, "audiences"):
+            members = r.typed(item, "members", list, where)
+            if not all(isinstance(m, str) for m in members):
+                raise r.error(f"{where}.members", 'a list of "TYPE:hash" strings')
+            history = r.typed(item, "history", list, where)
+            if not all(isinstance(h, dict) for h in history):
+                raise r.error(f"{where}.history", "a list of objects")
+            aud = _Audience(
+                r.string(item, "audience_id", where),
+                r.known(item, "advertiser_id", advertisers, where),
+                r.typed(item, "name", str, where),
+                r.number(item, "created", where),
+                set(members),
+                r.typed(item, "is_valid", bool, where),
+                copy.deepcopy(history),
+            )
+            audiences[aud.audience_id] = aud
+
+        received: list[dict[str, Any]] = []
+        for where, item in r.items(state, "received_events"):
+            for key in ("event_set_id", "event", "event_id"):
+                r.string(item, key, where)
+            r.number(item, "received_at", where)
+            received.append(copy.deepcopy(item))
+
+        by_key: dict[tuple[str, str, str], dict[str, Any]] = {}
+        for where, item in r.items(state, "events_by_key"):
+            key3 = (
+                r.string(item, "event_set_id", where),
+                r.string(item, "event", where),
+                r.string(item, "event_id", where),
+            )
+            pos = item.get("received_index")
+            if pos is not None:
+                if type(pos) is not int or not 0 <= pos < len(received):
+                    raise r.error(
+                        f"{where}.received_index",
+                        f"a position in received_events (0-{len(received) - 1})",
+                    )
+                rec = received[pos]
+            else:
+                rec = copy.deepcopy(r.typed(item, "record", dict, where))
+                r.number(rec, "received_at", f"{where}.record")
+            by_key[key3] = rec
+
+        with self._lock:
+            self._apps = apps
+            self._advertisers = advertisers
+            self._event_sets = event_sets
+            self._tokens = tokens
+            self._auth_codes = auth_codes
+            self._audiences = audiences
+            # in place: tests and callers may hold references to these public containers
+            self.received_events[:] = received
+            self.events_by_key.clear()
+            self.events_by_key.update(by_key)
+
+    def save(self, path: Path | str) -> None:
+        """Write ``dump_state()`` to ``path`` as JSON, atomically (temp file + rename).
+
+        A reader sees the old file or the new one, never half of one. The file is created
+        with mode 0600 because it holds the app secret and access tokens. Missing parent
+        directories are created.
+        """
+        path = Path(path)
+        text = json.dumps(self.dump_state(), indent=1, sort_keys=True)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+        try:
+            with os.fdopen(fd, "w", encoding="utf-8") as fh:
+                fh.write(text)
+                fh.flush()
+                os.fsync(fh.fileno())
+            os.replace(tmp, path)
+        except BaseException:
+            with contextlib.suppress(OSError):
+                os.unlink(tmp)
+            raise
+
+    def load(self, path: Path | str) -> bool:
+        """Replace the state with the one ``save`` wrote to ``path``.
+
+        Answers False, changing nothing, when ``path`` does not exist (a first run), so a
+        caller can seed a fresh world instead.
+
+        Raises:
+            ValueError: the file is not valid JSON, not an emulator state, or of another
+                version (the message names the file).
+        """
+        path = Path(path)
+        try:
+            text = path.read_text(encoding="utf-8")
+        except FileNotFoundError:
+            return False
+        try:
+            state = json.loads(text)
+        except ValueError as err:
+            pos = (
+                f" (line {err.lineno}, column {err.colno})"
+                if isinstance(err, json.JSONDecodeError)
+                else ""
+            )
+            raise ValueError(
+                f"{path}: not valid JSON{pos}; it is not a file written by "
+                "TikTokEmulator.save. Delete it to start with a fresh emulator state."
+            ) from None
+        try:
+            self.load_state(state)
+        except ValueError as err:
+            raise ValueError(f"{path}: {err}") from None
+        return True
 
     # ------------------------------------------------------------------ dispatch
     def _dispatch(
@@ -1140,6 +1409,77 @@ class TikTokEmulator:
         return _Response(302, b"", 302, content_type="text/html", headers=[("Location", location)])
 
 
+class _StateReader:
+    """Checks of a ``dump_state`` dict; errors name the field (``audiences[2].members``)."""
+
+    @staticmethod
+    def error(where: str, expected: str) -> ValueError:
+        return ValueError(
+            f"emulator state {where}: expected {expected}. The state was not written by "
+            "TikTokEmulator.save or was edited; delete it to start fresh."
+        )
+
+    def items(
+        self, obj: dict[str, Any], key: str, where: str = ""
+    ) -> list[tuple[str, dict[str, Any]]]:
+        spot = f"{where}.{key}" if where else key
+        value = obj.get(key)
+        if not isinstance(value, list):
+            raise self.error(spot, "a list")
+        out = []
+        for i, item in enumerate(value):
+            if not isinstance(item, dict):
+                raise self.error(f"{spot}[{i}]", "an object")
+            out.append((f"{spot}[{i}]", item))
+        return out
+
+    def typed(self, obj: dict[str, Any], key: str, kind: type[Any], where: str) -> Any:
+        value = obj.get(key)
+        if not isinstance(value, kind):
+            raise self.error(f"{where}.{key}", f"a {kind.__name__}, got {_type_name(value)}")
+        return value
+
+    def optional(self, obj: dict[str, Any], key: str, kind: type[Any], where: str) -> Any:
+        return None if obj.get(key) is None else self.typed(obj, key, kind, where)
+
+    def string(self, obj: dict[str, Any], key: str, where: str) -> str:
+        value = obj.get(key)
+        if not isinstance(value, str) or not value:
+            raise self.error(f"{where}.{key}", f"a non-empty string, got {_type_name(value)}")
+        return value
+
+    def number(self, obj: dict[str, Any], key: str, where: str) -> float:
+        value = obj.get(key)
+        if not isinstance(value, int | float) or not _is_number(value):
+            raise self.error(f"{where}.{key}", f"a number, got {_type_name(value)}")
+        return float(value)
+
+    def known(self, obj: dict[str, Any], key: str, advertisers: dict[str, Any], where: str) -> str:
+        value = self.string(obj, key, where)
+        if value not in advertisers:
+            raise self.error(f"{where}.{key}", f"an advertiser listed under advertisers ({value})")
+        return value
+
+    def id_list(
+        self, obj: dict[str, Any], key: str, advertisers: dict[str, Any], where: str
+    ) -> list[str]:
+        value = obj.get(key)
+        if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
+            raise self.error(f"{where}.{key}", "a list of advertiser ID strings")
+        unknown = [v for v in value if v not in advertisers]
+        if unknown:
+            raise self.error(
+                f"{where}.{key}", f"advertisers listed under advertisers ({unknown[0]})"
+            )
+        return list(value)
+
+    def role(self, obj: dict[str, Any], where: str) -> str:
+        value = obj.get("role")
+        if value not in ROLES:
+            raise self.error(f"{where}.role", "one of " + ", ".join(ROLES))
+        return str(value)
+
+
 def _check_hashes(where: str, value: object) -> None:
     if isinstance(value, str):
         values: list[object] = [value]
@@ -1363,6 +1703,7 @@ __all__ = [
     "API_PREFIX",
     "ID_TYPES",
     "STANDARD_EVENTS",
+    "STATE_VERSION",
     "TikTokEmulator",
     "seed_demo",
     "serve_forever",

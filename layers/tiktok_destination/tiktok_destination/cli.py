@@ -1,0 +1,324 @@
+"""``tiktok-destination``: run the destination locally, on moto and the TikTok emulator.
+
+    tiktok-destination demo
+    tiktok-destination run FILE --config CONFIG --destination NAME --template NAME
+    tiktok-destination rerun RUN_ID --config CONFIG
+    tiktok-destination emulator
+    tiktok-destination auth-link --credential NAME --redirect-uri URL
+
+Progress goes to stderr; the report to stdout (``--json``: the report alone, as JSON).
+Handler logs go to ``<state-dir>/logs/handlers.log`` (``--verbose``: also to stderr).
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import json
+import os
+import shutil
+import sys
+import tempfile
+from collections.abc import Iterator
+from importlib import resources
+from pathlib import Path
+from typing import Any, TextIO
+
+from .config import Config, load_config
+from .errors import DestinationError
+from .workflow_actions import ACTIONS
+
+DEFAULT_STATE_DIR = Path(".tiktok-destination")
+LOCAL_TOKEN = "local-emulator-token"  # noqa: S105 - the emulator's token, not a secret
+
+
+def _err(message: str) -> None:
+    print(message, file=sys.stderr, flush=True)
+
+
+# ------------------------------------------------------------------ TikTok side
+@contextlib.contextmanager
+def tiktok_side(
+    config: Config, *, tiktok_url: str | None, state_dir: Path
+) -> Iterator[tuple[str, Any]]:
+    """The TikTok base URL to use, and our emulator when we started one (else None)."""
+    if tiktok_url:
+        yield tiktok_url, None
+        return
+    from .emulator import TikTokEmulator
+    from .local.runner import LOCAL_APP_ID, LOCAL_APP_SECRET
+
+    emu = TikTokEmulator()
+    saved = state_dir / "emulator.json"
+    if saved.exists():
+        emu.load(saved)
+    emu.set_app(LOCAL_APP_ID, LOCAL_APP_SECRET)
+    advertisers = sorted({d.advertiser_id for d in config.destinations.values()})
+    for advertiser in advertisers:
+        emu.add_advertiser(advertiser, f"Advertiser {advertiser[-4:]}")
+    emu.add_token(LOCAL_TOKEN, advertisers)
+    for destination in config.destinations.values():
+        if destination.kind != "offline_events":
+            continue
+        ids = {destination.defaults.event_set_id if destination.defaults else None}
+        ids |= {t.event_set_id for t in config.data_templates.values()}
+        ids |= {o.event_set_id for o in config.orchestrations.values()}
+        for event_set_id in sorted(i for i in ids if i):
+            emu.add_event_set(destination.advertiser_id, event_set_id, f"Event set {event_set_id[-4:]}")
+    emu.start()
+    try:
+        yield emu.base_url, emu
+    finally:
+        state_dir.mkdir(parents=True, exist_ok=True)
+        emu.save(saved)
+        emu.stop()
+
+
+def _log_stream(state_dir: Path, verbose: bool) -> TextIO:
+    (state_dir / "logs").mkdir(parents=True, exist_ok=True)
+    stream = (state_dir / "logs" / "handlers.log").open("a", encoding="utf-8")
+    if verbose:
+        return _Tee(stream, sys.stderr)  # type: ignore[return-value]
+    return stream
+
+
+class _Tee:
+    def __init__(self, *streams: TextIO):
+        self.streams = streams
+
+    def write(self, text: str) -> int:
+        for stream in self.streams:
+            stream.write(text)
+        return len(text)
+
+    def flush(self) -> None:
+        for stream in self.streams:
+            stream.flush()
+
+
+# ------------------------------------------------------------------ running
+def _local(args: argparse.Namespace, config_text: bytes, base_url: str, emu: Any,
+           state_dir: Path) -> Any:
+    from .local.runner import LOCAL_APP_ID, LOCAL_APP_SECRET, LocalDestination
+
+    local = LocalDestination(
+        state_dir=state_dir,
+        tiktok_base_url=base_url,
+        progress=(lambda msg: _err(f"  {msg}")),
+        log_stream=_log_stream(state_dir, args.verbose),
+    )
+    local.__enter__()
+    local.put_config(config_text)
+    config = load_config(config_text, source=str(args.config))
+    token = args.access_token or os.environ.get("TIKTOK_ACCESS_TOKEN")
+    if emu is not None:
+        token = token or LOCAL_TOKEN
+        local.put_app(LOCAL_APP_ID, LOCAL_APP_SECRET)
+    if not token:
+        local.__exit__(None, None, None)
+        raise DestinationError(
+            "--tiktok-url needs a token: pass --access-token or set TIKTOK_ACCESS_TOKEN"
+        )
+    for name in config.credentials:
+        advertisers = sorted(
+            {d.advertiser_id for d in config.destinations.values() if d.credential == name}
+        )
+        local.put_token(name, token, advertisers)
+    return local
+
+
+def print_report(report: dict[str, Any] | None, out: TextIO = sys.stdout) -> None:
+    if not report:
+        print("(no report was written)", file=out)
+        return
+    print(f"\nRun {report.get('run_id')}  {report.get('status', '').upper()}", file=out)
+    print(f"  source       {report.get('source')}", file=out)
+    print(f"  destination  {report.get('destination')} / {report.get('data_template')}"
+          f"  (advertiser {report.get('advertiser_id')})", file=out)
+    rows = report.get("rows") or {}
+    if rows:
+        reasons = ", ".join(f"{k} {v}" for k, v in (rows.get("rejected_by_reason") or {}).items())
+        print(f"  rows         {rows.get('received')} received, {rows.get('rejected')} rejected"
+              + (f" ({reasons})" if reasons else ""), file=out)
+    if "audience" in report:
+        aud, mem = report["audience"], report.get("members") or {}
+        print(f"  audience     {aud.get('name')}  id {aud.get('audience_id')}"
+              + ("  (created)" if aud.get("created_this_run") else ""), file=out)
+        print(f"  members      {mem.get('in_file')} in file: +{mem.get('added')} added, "
+              f"-{mem.get('removed')} removed, {mem.get('unchanged')} unchanged", file=out)
+    if "events" in report:
+        ev = report["events"]
+        print(f"  events       {ev.get('built')} built, {ev.get('sent')} sent"
+              f" ({ev.get('duplicate_rows_merged')} duplicate rows merged)", file=out)
+        print(f"  by event     {ev.get('by_event')}", file=out)
+        print(f"  by channel   {ev.get('by_event_channel')}", file=out)
+        print(f"  value        {ev.get('value_method')}", file=out)
+    batches = report.get("batches") or {}
+    if batches:
+        print(f"  batches      {batches.get('total')} planned, "
+              f"{batches.get('sent_this_execution')} sent now, "
+              f"{batches.get('already_done_before')} already done before", file=out)
+    api = report.get("api") or {}
+    print(f"  TikTok API   {api.get('calls', 0)} calls, {api.get('retries', 0)} retries", file=out)
+    for path in report.get("rejects_files") or []:
+        print(f"  rejects      {path}", file=out)
+    action = report.get("workflow_action")
+    if action:
+        print(f"\n  WORKFLOW ACTION: {action['title']} ({action['action']})", file=out)
+        print(f"  {action.get('message')}", file=out)
+        for i, step in enumerate(action.get("steps") or [], 1):
+            print(f"    {i}. {step}", file=out)
+    for reminder in report.get("reminders") or []:
+        print(f"  note         {reminder}", file=out)
+
+
+def _finish(result: Any, args: argparse.Namespace, state_dir: Path) -> int:
+    report = result.report
+    if report and report.get("run_id"):
+        report_path = state_dir / "state-bucket" / "runs" / str(report["run_id"]) / "report.json"
+    else:
+        report_path = None
+    if args.json:
+        print(json.dumps(report, indent=2, sort_keys=True))
+    else:
+        print_report(report)
+        if report_path:
+            print(f"  report       {report_path}")
+    if not result.succeeded:
+        action = ACTIONS.get(result.error or "")
+        if action and not (report and report.get("workflow_action")):
+            _err(f"{action.title}: {result.cause}")
+        _err(f"run failed: {result.error}")
+        return 2
+    return 0
+
+
+def cmd_run(args: argparse.Namespace) -> int:
+    state_dir = Path(args.state_dir)
+    config_text = Path(args.config).read_bytes()
+    config = load_config(config_text, source=str(args.config))
+    with tiktok_side(config, tiktok_url=args.tiktok_url, state_dir=state_dir) as (base_url, emu):
+        local = _local(args, config_text, base_url, emu, state_dir)
+        try:
+            extra = {k: v for k, v in (("event_set_id", args.event_set_id),
+                                       ("test_event_code", args.test_event_code)) if v}
+            _err(f"Running {args.file} → {args.destination}/{args.template}")
+            result = local.run_file(Path(args.file), args.destination, args.template, extra)
+        finally:
+            local.__exit__(None, None, None)
+    return _finish(result, args, state_dir)
+
+
+def cmd_rerun(args: argparse.Namespace) -> int:
+    state_dir = Path(args.state_dir)
+    config_path = Path(args.config) if args.config else state_dir / "state-bucket" / "config" / "destinations.toml"
+    args.config = config_path
+    config_text = config_path.read_bytes()
+    config = load_config(config_text, source=str(config_path))
+    with tiktok_side(config, tiktok_url=args.tiktok_url, state_dir=state_dir) as (base_url, emu):
+        local = _local(args, config_text, base_url, emu, state_dir)
+        try:
+            _err(f"Re-running run {args.run_id}")
+            result = local.rerun(args.run_id)
+        finally:
+            local.__exit__(None, None, None)
+    return _finish(result, args, state_dir)
+
+
+def cmd_demo(args: argparse.Namespace) -> int:
+    samples = resources.files("tiktok_destination") / "samples"
+    workdir = Path(tempfile.mkdtemp(prefix="tiktok-destination-demo-"))
+    try:
+        for name in ("config.toml", "vip_customers_day1.csv", "vip_customers_day2.csv",
+                     "store_purchases.csv"):
+            (workdir / name).write_bytes((samples / name).read_bytes())
+        state_dir = Path(args.state_dir) if args.state_dir else workdir / "state"
+        steps = [
+            ("Day 1: a new audience from a customer export",
+             "vip_customers_day1.csv", "acme_audiences", "vip_customers"),
+            ("Day 2: people joined and left; only the difference is sent",
+             "vip_customers_day2.csv", "acme_audiences", "vip_customers"),
+            ("Day 2 again: the same file makes no mapping call at all",
+             "vip_customers_day2.csv", "acme_audiences", "vip_customers"),
+            ("Offline events: in-store purchases (multi-item orders become one event)",
+             "store_purchases.csv", "acme_offline", "store_purchases"),
+        ]
+        status = 0
+        for title, file, destination, template in steps:
+            print(f"\n=== {title}")
+            ns = argparse.Namespace(
+                file=str(workdir / file), config=str(workdir / "config.toml"),
+                destination=destination, template=template, tiktok_url=None,
+                access_token=None, state_dir=str(state_dir), json=False,
+                verbose=args.verbose, event_set_id=None, test_event_code=None,
+            )
+            sys.stdout.flush()
+            status = cmd_run(ns) or status
+        print(f"\nDemo state (reports, rejects files, snapshots): {state_dir}")
+        return status
+    finally:
+        if not args.state_dir:
+            shutil.rmtree(workdir, ignore_errors=True)
+
+
+def cmd_emulator(args: argparse.Namespace) -> int:
+    from .emulator import serve_forever
+
+    serve_forever(args.host, args.port)
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="tiktok-destination",
+        description="Send S3 query output to TikTok custom audiences or offline events.",
+    )
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    def local_options(p: argparse.ArgumentParser) -> None:
+        p.add_argument("--tiktok-url", help="TikTok API base URL (default: start the emulator)")
+        p.add_argument("--access-token", help="token for --tiktok-url "
+                       "(or TIKTOK_ACCESS_TOKEN); stored only in the local Secrets Manager")
+        p.add_argument("--state-dir", default=str(DEFAULT_STATE_DIR),
+                       help="keeps the local state bucket between runs (default %(default)s)")
+        p.add_argument("--json", action="store_true", help="print only the report, as JSON")
+        p.add_argument("--verbose", action="store_true", help="also print handler logs")
+
+    run = sub.add_parser("run", help="run one file through the state machine locally")
+    run.add_argument("file")
+    run.add_argument("--config", required=True, help="the TOML configuration document")
+    run.add_argument("--destination", required=True)
+    run.add_argument("--template", required=True, help="the data template name")
+    run.add_argument("--event-set-id", help="offline events: orchestration-level event set id")
+    run.add_argument("--test-event-code", help="offline events: send as test events")
+    local_options(run)
+    run.set_defaults(func=cmd_run)
+
+    rerun = sub.add_parser("rerun", help="re-run a run's input (resolve a workflow action)")
+    rerun.add_argument("run_id")
+    rerun.add_argument("--config", help="default: the configuration the run used")
+    local_options(rerun)
+    rerun.set_defaults(func=cmd_rerun)
+
+    demo = sub.add_parser("demo", help="run the bundled samples end to end")
+    demo.add_argument("--state-dir", help="keep the demo's state here (default: temporary)")
+    demo.add_argument("--verbose", action="store_true")
+    demo.set_defaults(func=cmd_demo)
+
+    emulator = sub.add_parser("emulator", help="serve the TikTok API emulator")
+    emulator.add_argument("--host", default="127.0.0.1")
+    emulator.add_argument("--port", type=int, default=8765)
+    emulator.set_defaults(func=cmd_emulator)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        return int(args.func(args))
+    except DestinationError as exc:
+        _err(f"error: {exc.message}")
+        return 2
+    except FileNotFoundError as exc:
+        _err(f"error: {exc.filename}: no such file")
+        return 2

@@ -1,0 +1,613 @@
+"""The local default: the deployed state machine and handlers, on moto, with no AWS account.
+
+What runs is exactly what deploys: ``template.yaml`` names the functions (code directory,
+handler, environment) and the state machine's substitutions, and
+``statemachine/destination.asl.json`` is loaded unchanged into moto's Step Functions
+executor. moto cannot run Lambda code without Docker, so ``LambdaFunction.invoke`` is
+replaced by an in-process call of the handler the function names.
+
+Two moto gaps are bridged here (see DESIGN.md): the EventBridge rule does not start the
+state machine, so the runner starts the execution with the event the rule would deliver;
+and Retry waits are real sleeps, so they are scaled down (``retry_wait_scale``).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import importlib.util
+import io
+import json
+import os
+import sys
+import threading
+import time
+import uuid
+import zipfile
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import boto3
+
+from ..errors import ConfigurationError
+
+REGION = "us-east-1"
+ACCOUNT = "123456789012"
+INBOX_BUCKET = "tiktok-destination-inbox-local"
+STATE_BUCKET = "tiktok-destination-state-local"
+CONFIG_KEY = "config/destinations.toml"
+SECRET_PREFIX = "tiktok-destination/"
+STATE_MACHINE_NAME = "tiktok-destination"
+LOCAL_APP_ID = "local-app"
+LOCAL_APP_SECRET = "local-app-secret"  # noqa: S105 - the emulator's own app, not a credential
+
+
+def project_root() -> Path:
+    """The SAM bundle root: an env override, the working tree, or the source checkout."""
+    candidates = [os.environ.get("TIKTOK_DESTINATION_ROOT", ""), str(Path.cwd())]
+    candidates.append(str(Path(__file__).resolve().parents[4]))
+    for candidate in candidates:
+        if candidate and (Path(candidate) / "template.yaml").exists() and (
+            Path(candidate) / "statemachine"
+        ).is_dir():
+            return Path(candidate)
+    raise ConfigurationError(
+        "cannot find template.yaml and statemachine/: run from the repository root or set "
+        "TIKTOK_DESTINATION_ROOT"
+    )
+
+
+# ------------------------------------------------------------- template.yaml
+class _CfnLoader:
+    """A YAML loader that keeps CloudFormation's short tags as ``{"Fn::X": value}``."""
+
+    @staticmethod
+    def load(text: str) -> dict[str, Any]:
+        import yaml
+
+        class Loader(yaml.SafeLoader):
+            pass
+
+        def construct(loader: yaml.SafeLoader, suffix: str, node: yaml.Node) -> Any:
+            name = "Ref" if suffix == "Ref" else f"Fn::{suffix}"
+            if isinstance(node, yaml.ScalarNode):
+                value: Any = loader.construct_scalar(node)
+                if suffix == "GetAtt":
+                    value = value.split(".", 1)
+            elif isinstance(node, yaml.SequenceNode):
+                value = loader.construct_sequence(node, deep=True)
+            else:
+                value = loader.construct_mapping(node, deep=True)  # type: ignore[arg-type]
+            return {name: value}
+
+        Loader.add_multi_constructor("!", construct)
+        loaded: dict[str, Any] = yaml.load(text, Loader=Loader)  # noqa: S506 - SafeLoader subclass
+        return loaded
+
+
+@dataclass
+class FunctionSpec:
+    logical_id: str
+    code_dir: Path
+    handler: str
+
+
+@dataclass
+class Bundle:
+    root: Path
+    functions: dict[str, FunctionSpec]
+    definition_path: Path
+    substitutions: dict[str, str]  # ${Name} -> function logical id
+
+    @classmethod
+    def load(cls, root: Path) -> Bundle:
+        template = _CfnLoader.load((root / "template.yaml").read_text())
+        globals_fn = (template.get("Globals") or {}).get("Function") or {}
+        functions: dict[str, FunctionSpec] = {}
+        machine: dict[str, Any] | None = None
+        for logical_id, resource in (template.get("Resources") or {}).items():
+            props = resource.get("Properties") or {}
+            if resource.get("Type") == "AWS::Serverless::Function":
+                functions[logical_id] = FunctionSpec(
+                    logical_id,
+                    root / str(props["CodeUri"]),
+                    str(props.get("Handler") or globals_fn.get("Handler", "app.lambda_handler")),
+                )
+            elif resource.get("Type") == "AWS::Serverless::StateMachine":
+                machine = props
+        if machine is None:
+            raise ConfigurationError("template.yaml has no AWS::Serverless::StateMachine")
+        substitutions: dict[str, str] = {}
+        for name, value in (machine.get("DefinitionSubstitutions") or {}).items():
+            if isinstance(value, dict) and "Fn::GetAtt" in value:
+                substitutions[name] = str(value["Fn::GetAtt"][0])
+        return cls(root, functions, root / str(machine["DefinitionUri"]), substitutions)
+
+
+# ------------------------------------------------------------ in-process λ
+class _Context:
+    """The parts of the Lambda context object Powertools reads."""
+
+    def __init__(self, function_name: str):
+        self.function_name = function_name
+        self.function_version = "$LATEST"
+        self.memory_limit_in_mb = 1024
+        self.invoked_function_arn = f"arn:aws:lambda:{REGION}:{ACCOUNT}:function:{function_name}"
+        self.aws_request_id = str(uuid.uuid4())
+        self.log_group_name = f"/aws/lambda/{function_name}"
+        self.log_stream_name = "local"
+
+    @staticmethod
+    def get_remaining_time_in_millis() -> int:
+        return 900_000
+
+
+class InProcessLambdas:
+    """Maps moto function names to our handlers and answers ``invoke`` in-process."""
+
+    def __init__(self, bundle: Bundle, log_stream: Any):
+        self.bundle = bundle
+        self.log_stream = log_stream
+        self.handlers: dict[str, Callable[[dict[str, Any], Any], Any]] = {}
+        self.specs: dict[str, FunctionSpec] = {}
+        self.invocations: list[tuple[str, str]] = []  # (function, outcome)
+        self.faults: list[_Fault] = []
+        self._lock = threading.Lock()
+
+    def register(self, function_name: str, spec: FunctionSpec) -> None:
+        self.specs[function_name] = spec
+
+    def load(self, function_name: str, spec: FunctionSpec) -> None:
+        module_file, attr = spec.handler.rsplit(".", 1)
+        path = spec.code_dir / f"{module_file.replace('.', '/')}.py"
+        module_name = f"tiktok_destination_fn_{spec.logical_id}"
+        module = sys.modules.get(module_name)
+        if module is None:
+            module_spec = importlib.util.spec_from_file_location(module_name, path)
+            if module_spec is None or module_spec.loader is None:
+                raise ConfigurationError(f"cannot load handler {path}")
+            module = importlib.util.module_from_spec(module_spec)
+            # Handler modules create Powertools loggers at import; bind them to our stream.
+            with contextlib.redirect_stdout(self.log_stream):
+                module_spec.loader.exec_module(module)
+            sys.modules[module_name] = module
+        self.handlers[function_name] = getattr(module, attr)
+
+    def inject_fault(
+        self,
+        function: str,
+        exc: BaseException,
+        *,
+        times: int = 1,
+        after: int = 0,
+        when: Callable[[dict[str, Any]], bool] | None = None,
+    ) -> None:
+        """Tests: after ``after`` matching invocations, the next ``times`` raise ``exc``.
+
+        ``function`` is part of the function name (e.g. "AudienceFunction"); ``when`` narrows
+        it by event (e.g. only ``map`` actions).
+        """
+        with self._lock:
+            self.faults.append(_Fault(function, exc, times, after, when))
+
+    def _take_fault(self, function_name: str, event: dict[str, Any]) -> BaseException | None:
+        with self._lock:
+            for fault in self.faults:
+                if fault.function not in function_name or fault.times <= 0:
+                    continue
+                if fault.when is not None and not fault.when(event):
+                    continue
+                if fault.after > 0:
+                    fault.after -= 1
+                    continue
+                fault.times -= 1
+                return fault.exc
+        return None
+
+    def invoke(self, function_name: str, body: Any, response_headers: dict[str, Any]) -> bytes:
+        event = json.loads(body) if isinstance(body, str | bytes) and body else (body or {})
+        try:
+            if function_name not in self.handlers:
+                self.load(function_name, self.specs[function_name])
+            handler = self.handlers[function_name]
+            fault = self._take_fault(function_name, event)
+            if fault is not None:
+                raise fault
+            with contextlib.redirect_stdout(self.log_stream):
+                result = handler(event, _Context(function_name))
+        except Exception as exc:  # noqa: BLE001 - reported to Step Functions like Lambda does
+            self.invocations.append((function_name, type(exc).__name__))
+            response_headers["x-amz-function-error"] = "Unhandled"
+            return json.dumps(
+                {"errorType": type(exc).__name__, "errorMessage": str(exc)}
+            ).encode()
+        self.invocations.append((function_name, "ok"))
+        return json.dumps(result).encode()
+
+
+@dataclass
+class _Fault:
+    function: str
+    exc: BaseException
+    times: int
+    after: int
+    when: Callable[[dict[str, Any]], bool] | None
+
+
+# ----------------------------------------------------------------- results
+@dataclass
+class RunResult:
+    status: str
+    execution_arn: str
+    report: dict[str, Any] | None
+    error: str | None = None
+    cause: str | None = None
+    output: dict[str, Any] | None = None
+    states: list[str] = field(default_factory=list)
+
+    @property
+    def succeeded(self) -> bool:
+        return self.status == "SUCCEEDED"
+
+
+class LocalDestination:
+    """Deploys the bundle into moto and runs inputs through it.
+
+    ``with LocalDestination(state_dir=...) as local: local.run_file(...)``. With
+    ``state_dir`` the state bucket (configuration, snapshots, registry, reports) is loaded
+    from and saved to that directory, so runs build on each other like in AWS.
+    """
+
+    def __init__(
+        self,
+        *,
+        state_dir: Path | None = None,
+        tiktok_base_url: str,
+        root: Path | None = None,
+        retry_wait_scale: float = 0.01,
+        progress: Callable[[str], None] | None = None,
+        log_stream: Any | None = None,
+        poll_interval: float = 0.05,
+        environment: dict[str, str] | None = None,
+    ):
+        self.root = root or project_root()
+        self.bundle = Bundle.load(self.root)
+        self.state_dir = state_dir
+        self.tiktok_base_url = tiktok_base_url
+        self.retry_wait_scale = retry_wait_scale
+        self.progress = progress or (lambda _msg: None)
+        self.log_stream = log_stream if log_stream is not None else io.StringIO()
+        self.poll_interval = poll_interval
+        self.extra_environment = environment or {}
+        self.lambdas = InProcessLambdas(self.bundle, self.log_stream)
+        self._stack = contextlib.ExitStack()
+        self.state_machine_arn = ""
+
+    # ---------------------------------------------------------- lifecycle
+    def __enter__(self) -> LocalDestination:
+        try:
+            self._start()
+        except BaseException:
+            self._stack.close()
+            raise
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        try:
+            if self.state_dir is not None:
+                self.save_state()
+        finally:
+            self._stack.close()
+
+    def _start(self) -> None:
+        from moto import mock_aws
+        from moto.awslambda.models import LambdaFunction
+        from moto.stepfunctions.parser.asl.component.common.retry import retrier_decl
+
+        env = {
+            "AWS_ACCESS_KEY_ID": "local",
+            "AWS_SECRET_ACCESS_KEY": "local",
+            "AWS_SESSION_TOKEN": "local",
+            "AWS_DEFAULT_REGION": REGION,
+            "AWS_REGION": REGION,
+            "STATE_BUCKET": STATE_BUCKET,
+            "INBOX_BUCKET": INBOX_BUCKET,
+            "CONFIG_KEY": CONFIG_KEY,
+            "SECRET_PREFIX": SECRET_PREFIX,
+            "TIKTOK_BASE_URL": self.tiktok_base_url,
+            "POWERTOOLS_SERVICE_NAME": "tiktok-destination",
+            "POWERTOOLS_METRICS_NAMESPACE": "tiktok-destination",
+            **self.extra_environment,
+        }
+        saved = {k: os.environ.get(k) for k in env}
+        os.environ.update(env)
+        self._stack.callback(_restore_env, saved)
+        for var in ("AWS_ENDPOINT_URL", "AWS_PROFILE"):
+            if var in os.environ:
+                saved_var = os.environ.pop(var)
+                self._stack.callback(os.environ.__setitem__, var, saved_var)
+
+        self._stack.enter_context(
+            mock_aws(config={"stepfunctions": {"execute_state_machine": True}})
+        )
+        lambdas = self.lambdas
+
+        def invoke(fn: Any, body: Any, request_headers: Any, response_headers: Any) -> bytes:
+            return lambdas.invoke(fn.function_name, body, response_headers)
+
+        original_invoke = LambdaFunction.invoke
+        LambdaFunction.invoke = invoke  # type: ignore[method-assign,assignment]
+        self._stack.callback(setattr, LambdaFunction, "invoke", original_invoke)
+        original_time = retrier_decl.time
+        retrier_decl.time = _ScaledTime(self.retry_wait_scale)  # type: ignore[assignment]
+        self._stack.callback(setattr, retrier_decl, "time", original_time)
+
+        from .. import secrets, storage
+
+        storage.s3_client.cache_clear()
+        self._stack.callback(storage.s3_client.cache_clear)
+        secrets.clear_cache()
+        self._stack.callback(secrets.clear_cache)
+        self._deploy()
+        if self.state_dir is not None:
+            self.load_state()
+
+    def _deploy(self) -> None:
+        s3 = boto3.client("s3", region_name=REGION)
+        for bucket in (INBOX_BUCKET, STATE_BUCKET):
+            s3.create_bucket(Bucket=bucket)
+        iam = boto3.client("iam", region_name=REGION)
+        role = iam.create_role(
+            RoleName="tiktok-destination-local",
+            AssumeRolePolicyDocument=json.dumps({"Version": "2012-10-17", "Statement": []}),
+        )["Role"]["Arn"]
+        lam = boto3.client("lambda", region_name=REGION)
+        code = io.BytesIO()
+        with zipfile.ZipFile(code, "w") as zf:
+            zf.writestr("app.py", "# the local runner calls the real handler in-process\n")
+        arns: dict[str, str] = {}
+        for logical_id, spec in self.bundle.functions.items():
+            name = f"tiktok-destination-{logical_id}"
+            arns[logical_id] = lam.create_function(
+                FunctionName=name,
+                Runtime="python3.12",
+                Role=role,
+                Handler=spec.handler,
+                Code={"ZipFile": code.getvalue()},
+            )["FunctionArn"]
+            self.lambdas.register(name, spec)
+        definition = self.bundle.definition_path.read_text()
+        for name, logical_id in self.bundle.substitutions.items():
+            definition = definition.replace("${" + name + "}", arns[logical_id])
+        sfn = boto3.client("stepfunctions", region_name=REGION)
+        self.state_machine_arn = sfn.create_state_machine(
+            name=STATE_MACHINE_NAME, definition=definition, roleArn=role, type="STANDARD"
+        )["stateMachineArn"]
+        boto3.client("sns", region_name=REGION)  # topic stays unset locally: EventBridge only
+
+    # ---------------------------------------------------------- state dir
+    def load_state(self) -> None:
+        assert self.state_dir is not None
+        base = self.state_dir / "state-bucket"
+        if not base.is_dir():
+            return
+        s3 = boto3.client("s3", region_name=REGION)
+        for path in sorted(base.rglob("*")):
+            if path.is_file():
+                s3.upload_file(str(path), STATE_BUCKET, path.relative_to(base).as_posix())
+
+    def save_state(self) -> None:
+        assert self.state_dir is not None
+        base = self.state_dir / "state-bucket"
+        s3 = boto3.client("s3", region_name=REGION)
+        paginator = s3.get_paginator("list_objects_v2")
+        for page in paginator.paginate(Bucket=STATE_BUCKET):
+            for obj in page.get("Contents", []):
+                target = base / obj["Key"]
+                target.parent.mkdir(parents=True, exist_ok=True)
+                s3.download_file(STATE_BUCKET, obj["Key"], str(target))
+        # Keys deleted during the run (pending journals) must not come back next time.
+        live = {
+            obj["Key"]
+            for page in paginator.paginate(Bucket=STATE_BUCKET)
+            for obj in page.get("Contents", [])
+        }
+        for path in list(base.rglob("*")):
+            if path.is_file() and path.relative_to(base).as_posix() not in live:
+                path.unlink()
+
+    # -------------------------------------------------------------- setup
+    def put_config(self, text: str | bytes) -> None:
+        from ..config import load_config
+
+        load_config(text, source="--config")  # fail here, with the field, not mid-run
+        body = text.encode() if isinstance(text, str) else text
+        boto3.client("s3", region_name=REGION).put_object(
+            Bucket=STATE_BUCKET, Key=CONFIG_KEY, Body=body
+        )
+
+    def put_secret(self, name: str, value: dict[str, Any]) -> None:
+        sm = boto3.client("secretsmanager", region_name=REGION)
+        try:
+            sm.create_secret(Name=name, SecretString=json.dumps(value))
+        except sm.exceptions.ResourceExistsException:
+            sm.put_secret_value(SecretId=name, SecretString=json.dumps(value))
+        from .. import secrets
+
+        secrets.clear_cache()
+
+    def put_token(self, credential: str, token: str, advertiser_ids: list[str]) -> None:
+        self.put_secret(
+            f"{SECRET_PREFIX}credentials/{credential}",
+            {"access_token": token, "advertiser_ids": advertiser_ids, "scope": [],
+             "authorized_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())},
+        )
+
+    def put_app(self, app_id: str, secret: str, state_key: str | None = None) -> None:
+        self.put_secret(
+            f"{SECRET_PREFIX}app",
+            {"app_id": app_id, "secret": secret, "state_key": state_key or uuid.uuid4().hex},
+        )
+
+    def drop(self, file: Path, destination: str, data_template: str) -> dict[str, Any]:
+        """Put ``file`` in the inbox as the S3 drop would; return the EventBridge event."""
+        key = f"inbox/{destination}/{data_template}/{file.name}"
+        s3 = boto3.client("s3", region_name=REGION)
+        s3.upload_file(str(file), INBOX_BUCKET, key)
+        head = s3.head_object(Bucket=INBOX_BUCKET, Key=key)
+        return s3_object_created_event(INBOX_BUCKET, key, str(head["ETag"]).strip('"'),
+                                       int(head["ContentLength"]))
+
+    # ---------------------------------------------------------------- run
+    def run_file(self, file: Path, destination: str, data_template: str,
+                 extra: dict[str, Any] | None = None) -> RunResult:
+        event = self.drop(file, destination, data_template)
+        if extra:
+            # Extra orchestration input (event_set_id, test_event_code) rides on a console-
+            # style start, the same shape a data engineer would type.
+            detail = event["detail"]
+            event = {"bucket": detail["bucket"]["name"], "key": detail["object"]["key"],
+                     "destination": destination, "data_template": data_template, **extra}
+        return self.start(event)
+
+    def rerun(self, run_id: str) -> RunResult:
+        run = self.state_json(f"runs/{run_id}/run.json")
+        if run is None:
+            raise ConfigurationError(
+                f"no run {run_id} in the local state bucket: check the id in the failed "
+                "run's report, and pass the same --state-dir"
+            )
+        event: dict[str, Any] = {
+            "bucket": run["source"]["bucket"],
+            "key": run["source"]["key"],
+            "destination": run["destination"],
+            "data_template": run["data_template"],
+        }
+        template = run.get("template") or {}
+        if template.get("event_set_id_source") == "orchestration input":
+            event["event_set_id"] = template.get("event_set_id")
+        if template.get("test_event_code"):
+            event["test_event_code"] = template["test_event_code"]
+        return self.start(event)
+
+    def start(self, execution_input: dict[str, Any]) -> RunResult:
+        sfn = boto3.client("stepfunctions", region_name=REGION)
+        arn = sfn.start_execution(
+            stateMachineArn=self.state_machine_arn,
+            name=f"local-{uuid.uuid4().hex[:12]}",
+            input=json.dumps(execution_input),
+        )["executionArn"]
+        seen = 0
+        entered: list[str] = []
+        while True:
+            desc = sfn.describe_execution(executionArn=arn)
+            history = sfn.get_execution_history(executionArn=arn, maxResults=1000)["events"]
+            for event in history[seen:]:
+                details = event.get("stateEnteredEventDetails")
+                if details:
+                    entered.append(details["name"])
+                    self.progress(f"→ {details['name']}")
+            seen = len(history)
+            if desc["status"] != "RUNNING":
+                break
+            time.sleep(self.poll_interval)
+        output = json.loads(desc["output"]) if desc.get("output") else None
+        report = None
+        if output and isinstance(output.get("report"), dict):
+            report = self.state_json(output["report"]["report_key"])
+        error = cause = None
+        if desc["status"] != "SUCCEEDED":
+            error, cause = desc.get("error"), desc.get("cause")
+            report = self._failed_report(arn)
+        return RunResult(desc["status"], arn, report, error, cause, output, entered)
+
+    def _failed_report(self, execution_arn: str) -> dict[str, Any] | None:
+        # Notify wrote the report; find it by the execution id it records.
+        s3 = boto3.client("s3", region_name=REGION)
+        name = execution_arn.rsplit(":", 1)[-1]
+        direct = self.state_json(f"executions/{name}/report.json")
+        if direct:
+            return direct
+        paginator = s3.get_paginator("list_objects_v2")
+        for page in paginator.paginate(Bucket=STATE_BUCKET, Prefix="runs/"):
+            for obj in page.get("Contents", []):
+                if obj["Key"].endswith("/report.json"):
+                    report = self.state_json(obj["Key"])
+                    if report and report.get("execution_id") == execution_arn:
+                        return report
+        return None
+
+    def state_json(self, key: str) -> Any | None:
+        s3 = boto3.client("s3", region_name=REGION)
+        try:
+            body = s3.get_object(Bucket=STATE_BUCKET, Key=key)["Body"].read()
+        except s3.exceptions.NoSuchKey:
+            return None
+        return json.loads(body)
+
+    def state_text(self, key: str) -> str | None:
+        s3 = boto3.client("s3", region_name=REGION)
+        try:
+            return str(s3.get_object(Bucket=STATE_BUCKET, Key=key)["Body"].read().decode())
+        except s3.exceptions.NoSuchKey:
+            return None
+
+    def state_keys(self, prefix: str = "") -> list[str]:
+        s3 = boto3.client("s3", region_name=REGION)
+        paginator = s3.get_paginator("list_objects_v2")
+        return [
+            obj["Key"]
+            for page in paginator.paginate(Bucket=STATE_BUCKET, Prefix=prefix)
+            for obj in page.get("Contents", [])
+        ]
+
+
+def s3_object_created_event(bucket: str, key: str, etag: str, size: int) -> dict[str, Any]:
+    """The EventBridge event S3 sends for a new object (what the rule hands the machine)."""
+    return {
+        "version": "0",
+        "id": str(uuid.uuid4()),
+        "detail-type": "Object Created",
+        "source": "aws.s3",
+        "account": ACCOUNT,
+        "time": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+        "region": REGION,
+        "resources": [f"arn:aws:s3:::{bucket}"],
+        "detail": {
+            "version": "0",
+            "bucket": {"name": bucket},
+            "object": {"key": key, "size": size, "etag": etag},
+            "reason": "PutObject",
+        },
+    }
+
+
+class _ScaledTime:
+    """Stands in for the ``time`` module in moto's retrier so Retry waits are shortened."""
+
+    def __init__(self, scale: float):
+        self.scale = scale
+
+    def sleep(self, seconds: float) -> None:
+        time.sleep(max(0.0, seconds * self.scale))
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(time, name)
+
+
+def _restore_env(saved: dict[str, str | None]) -> None:
+    for key, value in saved.items():
+        if value is None:
+            os.environ.pop(key, None)
+        else:
+            os.environ[key] = value
+
+
+@contextlib.contextmanager
+def quiet() -> Iterator[None]:
+    with contextlib.redirect_stdout(sys.stderr):
+        yield
+
+
+__all__ = ["LocalDestination", "RunResult", "s3_object_created_event"]

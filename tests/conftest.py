@@ -1,0 +1,78 @@
+"""Shared fixtures: the TikTok emulator and the local deployment (moto + real handlers)."""
+
+from __future__ import annotations
+
+import io
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from tiktok_destination.emulator import TikTokEmulator
+from tiktok_destination.local.runner import (
+    LOCAL_APP_ID,
+    LOCAL_APP_SECRET,
+    LocalDestination,
+)
+
+ADVERTISER = "7000000000000000001"
+EVENT_SET = "7100000000000000001"
+TOKEN = "e2e-token-0f9d2c"
+
+CONFIG = f"""
+[settings]
+mapping_batch_size = 4
+reject_threshold = 0.5
+
+[credentials.acme]
+
+[destinations.acme_audiences]
+credential = "acme"
+advertiser_id = "{ADVERTISER}"
+kind = "custom_audience"
+
+[destinations.acme_offline]
+credential = "acme"
+advertiser_id = "{ADVERTISER}"
+kind = "offline_events"
+
+[data_templates.vip]
+destination = "acme_audiences"
+audience_name = "VIP customers"
+user_id_types = ["EMAIL", "PHONE"]
+
+[data_templates.purchases]
+destination = "acme_offline"
+event_set_id = "{EVENT_SET}"
+"""
+
+
+@pytest.fixture
+def emulator() -> Iterator[TikTokEmulator]:
+    with TikTokEmulator() as emu:
+        emu.set_app(LOCAL_APP_ID, LOCAL_APP_SECRET)
+        emu.add_advertiser(ADVERTISER, "Acme")
+        emu.add_token(TOKEN, [ADVERTISER])
+        emu.add_event_set(ADVERTISER, EVENT_SET, "Stores")
+        yield emu
+
+
+@pytest.fixture
+def handler_logs() -> io.StringIO:
+    return io.StringIO()
+
+
+@pytest.fixture
+def local(emulator: TikTokEmulator, handler_logs: io.StringIO) -> Iterator[LocalDestination]:
+    with LocalDestination(
+        tiktok_base_url=emulator.base_url, retry_wait_scale=0.0, log_stream=handler_logs
+    ) as deployment:
+        deployment.put_config(CONFIG)
+        deployment.put_app(LOCAL_APP_ID, LOCAL_APP_SECRET)
+        deployment.put_token("acme", TOKEN, [ADVERTISER])
+        yield deployment
+
+
+def write_csv(path: Path, header: str, rows: list[str]) -> Path:
+    path.write_text(header + "\n" + "".join(r + "\n" for r in rows), encoding="utf-8")
+    return path

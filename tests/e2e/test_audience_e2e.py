@@ -1,0 +1,166 @@
+"""Custom audiences through the whole state machine: moto's executor, real handlers, emulator."""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+
+import pytest
+
+from tests.conftest import ADVERTISER, write_csv
+from tiktok_destination.emulator import TikTokEmulator
+from tiktok_destination.identifiers import hash_identifier
+from tiktok_destination.local.runner import LocalDestination
+
+pytestmark = pytest.mark.e2e
+BATCH = 4  # mapping_batch_size in the test config
+
+
+def people(start: int, stop: int) -> list[tuple[str, str]]:
+    return [(f"person{i}@example.com", f"+1415555{i:04d}") for i in range(start, stop)]
+
+
+def members_of(rows: list[tuple[str, str]]) -> set[str]:
+    out = set()
+    for email, phone in rows:
+        out.add("EMAIL_SHA256:" + hash_identifier("EMAIL", email))
+        out.add("PHONE_SHA256:" + hash_identifier("PHONE", phone))
+    return out
+
+
+def audience(emu: TikTokEmulator) -> dict:
+    found = emu.audiences(ADVERTISER)
+    assert len(found) == 1, f"expected exactly one audience, found {len(found)}"
+    return found[0]
+
+
+def csv_of(tmp_path: Path, name: str, rows: list[tuple[str, str]]) -> Path:
+    return write_csv(tmp_path / name, "Email,PHONE", [f"{e},{p}" for e, p in rows])
+
+
+def test_first_file_creates_audience_then_diffs_then_noop(
+    local: LocalDestination, emulator: TikTokEmulator, tmp_path: Path
+) -> None:
+    first = people(0, 10)
+    result = local.run_file(csv_of(tmp_path, "day1.csv", first), "acme_audiences", "vip")
+    assert result.succeeded, result.cause
+    created = audience(emulator)
+    assert created["name"] == "VIP customers"
+    assert created["members"] == members_of(first)
+    assert result.report is not None
+    assert result.report["members"]["added"] == 20
+    assert result.report["audience"]["audience_id"] == created["id"]
+
+    # Day 2: 4 people left (8 identifiers), 6 joined (12 identifiers).
+    second = people(4, 16)
+    emulator.reset_counters()
+    result = local.run_file(csv_of(tmp_path, "day2.csv", second), "acme_audiences", "vip")
+    assert result.succeeded, result.cause
+    assert audience(emulator)["members"] == members_of(second)
+    report = result.report
+    assert report is not None
+    assert (report["members"]["added"], report["members"]["removed"]) == (12, 8)
+    assert report["members"]["unchanged"] == 12
+    expected_calls = math.ceil(12 / BATCH) + math.ceil(8 / BATCH)
+    assert emulator.calls["segment/mapping/"] == expected_calls
+    assert emulator.calls["segment/audience/"] == 0, "the audience must not be created twice"
+
+    # The same file again: nothing to map.
+    emulator.reset_counters()
+    result = local.run_file(csv_of(tmp_path, "day2.csv", second), "acme_audiences", "vip")
+    assert result.succeeded, result.cause
+    assert emulator.calls["segment/mapping/"] == 0
+    assert audience(emulator)["members"] == members_of(second)
+
+
+def test_renamed_file_with_same_people_makes_no_mapping_call(
+    local: LocalDestination, emulator: TikTokEmulator, tmp_path: Path
+) -> None:
+    rows = people(0, 6)
+    assert local.run_file(csv_of(tmp_path, "a.csv", rows), "acme_audiences", "vip").succeeded
+    emulator.reset_counters()
+    result = local.run_file(csv_of(tmp_path, "b.csv", rows[::-1]), "acme_audiences", "vip")
+    assert result.succeeded, result.cause
+    assert emulator.calls["segment/mapping/"] == 0
+    assert result.report is not None and result.report["members"]["unchanged"] == 12
+
+
+def test_lambda_failure_mid_map_then_rerun_converges_without_resending(
+    local: LocalDestination, emulator: TikTokEmulator, tmp_path: Path
+) -> None:
+    rows = people(0, 12)  # 24 identifiers -> 6 add batches of 4
+    path = csv_of(tmp_path, "big.csv", rows)
+    local.lambdas.inject_fault(
+        "AudienceFunction",
+        RuntimeError("the Lambda sandbox crashed"),
+        after=2,
+        when=lambda event: event.get("action") == "map",
+    )
+    failed = local.run_file(path, "acme_audiences", "vip")
+    assert failed.status == "FAILED"
+    sent_before = emulator.calls["segment/mapping/"]
+    assert 0 < sent_before < 6
+    partial = audience(emulator)["members"]
+    assert partial < members_of(rows)
+
+    result = local.rerun(failed.report["run_id"])  # type: ignore[index]
+    assert result.succeeded, result.cause
+    assert audience(emulator)["members"] == members_of(rows)
+    # Every batch went to TikTok exactly once across both executions.
+    assert emulator.calls["segment/mapping/"] == 6
+    assert result.report is not None
+    assert result.report["batches"]["already_done_before"] == sent_before
+
+
+def test_tiktok_failure_mid_map_then_rerun_sends_only_the_rest(
+    local: LocalDestination, emulator: TikTokEmulator, tmp_path: Path
+) -> None:
+    rows = people(0, 8)  # 16 identifiers -> 4 add batches
+    path = csv_of(tmp_path, "f.csv", rows)
+    # A fatal answer (not retried): the batch fails, the run stops.
+    emulator.fail_next("segment/mapping/", code=40002, times=1)
+    failed = local.run_file(path, "acme_audiences", "vip")
+    assert failed.status == "FAILED"
+    assert failed.error == "TikTokRequestRejected"
+    accepted_first = sum(
+        1 for _, p, code in emulator.calls_log if p.startswith("segment/mapping") and code == 0
+    )
+    result = local.rerun(failed.report["run_id"])  # type: ignore[index]
+    assert result.succeeded, result.cause
+    accepted = sum(
+        1 for _, p, code in emulator.calls_log if p.startswith("segment/mapping") and code == 0
+    )
+    assert accepted == 4, "each batch accepted exactly once"
+    assert accepted - accepted_first == 4 - accepted_first
+    assert audience(emulator)["members"] == members_of(rows)
+
+
+def test_newer_file_after_failed_run_still_converges(
+    local: LocalDestination, emulator: TikTokEmulator, tmp_path: Path
+) -> None:
+    base = people(0, 4)
+    assert local.run_file(csv_of(tmp_path, "base.csv", base), "acme_audiences", "vip").succeeded
+    # A run that adds people 4..12 fails half way: some of them reached TikTok.
+    local.lambdas.inject_fault(
+        "AudienceFunction", RuntimeError("crash"), after=1,
+        when=lambda event: event.get("action") == "map",
+    )
+    failed = local.run_file(csv_of(tmp_path, "grow.csv", people(0, 12)), "acme_audiences", "vip")
+    assert failed.status == "FAILED"
+    # The next file drops everyone the failed run was adding, and some of the base.
+    newer = people(2, 4) + people(20, 22)
+    result = local.run_file(csv_of(tmp_path, "newer.csv", newer), "acme_audiences", "vip")
+    assert result.succeeded, result.cause
+    assert audience(emulator)["members"] == members_of(newer)
+
+
+def test_transient_tiktok_errors_are_retried(
+    local: LocalDestination, emulator: TikTokEmulator, tmp_path: Path
+) -> None:
+    rows = people(0, 2)
+    emulator.fail_next("segment/mapping/", http_status=503, times=2)
+    emulator.fail_next("segment/audience/", code=40100, times=1)
+    result = local.run_file(csv_of(tmp_path, "t.csv", rows), "acme_audiences", "vip")
+    assert result.succeeded, result.cause
+    assert audience(emulator)["members"] == members_of(rows)
+    assert result.report is not None and result.report["api"]["retries"] >= 3
