@@ -178,6 +178,14 @@ def _finish(result: Any, args: argparse.Namespace, state_dir: Path) -> int:
         report_path = state_dir / "state-bucket" / "runs" / str(report["run_id"]) / "report.json"
     else:
         report_path = None
+    if report:
+        # Locally the state bucket is a directory: show paths a reader can open.
+        from .local.runner import STATE_BUCKET
+
+        local_root = str(state_dir / "state-bucket") + "/"
+        report["rejects_files"] = [
+            f.replace(f"s3://{STATE_BUCKET}/", local_root) for f in report.get("rejects_files", [])
+        ]
     if args.json:
         print(json.dumps(report, indent=2, sort_keys=True))
     else:
@@ -254,7 +262,10 @@ def cmd_demo(args: argparse.Namespace) -> int:
             )
             sys.stdout.flush()
             status = cmd_run(ns) or status
-        print(f"\nDemo state (reports, rejects files, snapshots): {state_dir}")
+        if args.state_dir:
+            print(f"\nDemo state (reports, rejects files, snapshots): {state_dir}")
+        else:
+            print("\nDemo state was temporary; pass --state-dir DIR to keep the reports.")
         return status
     finally:
         if not args.state_dir:

@@ -17,6 +17,7 @@ import contextlib
 import importlib.util
 import io
 import json
+import logging
 import os
 import sys
 import threading
@@ -331,6 +332,12 @@ class LocalDestination:
         self._stack.enter_context(
             mock_aws(config={"stepfunctions": {"execute_state_machine": True}})
         )
+        # moto logs every failed state at ERROR with the whole parse tree; our report and
+        # the workflow action already say what failed, in words.
+        moto_logger = logging.getLogger("moto.stepfunctions")
+        previous_level = moto_logger.level
+        moto_logger.setLevel(logging.CRITICAL)
+        self._stack.callback(moto_logger.setLevel, previous_level)
         lambdas = self.lambdas
 
         def invoke(fn: Any, body: Any, request_headers: Any, response_headers: Any) -> bytes:

@@ -1,0 +1,158 @@
+"""Offline events through the whole state machine: grouping, rejects, no double sends."""
+
+from __future__ import annotations
+
+import csv
+import io
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+import pytest
+
+from tests.conftest import EVENT_SET, write_csv
+from tiktok_destination.emulator import TikTokEmulator
+from tiktok_destination.identifiers import hash_identifier
+from tiktok_destination.local.runner import LocalDestination
+
+pytestmark = pytest.mark.e2e
+
+HEADER = "event,event_id,email,phone,content_id,price,quantity,currency,value,event_channel,timestamp"
+
+
+def iso(delta: timedelta) -> str:
+    return (datetime.now(UTC) - delta).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def test_orders_grouped_bad_rows_rejected_counts_add_up_and_rerun_sends_nothing(
+    local: LocalDestination, emulator: TikTokEmulator, tmp_path: Path
+) -> None:
+    recent = iso(timedelta(hours=3))
+    rows = [
+        # order A: three items, no agreed value -> sum of price x quantity = 10*1 + 5*2 + 2.5*4
+        f"Purchase,A,ann@example.com,,sku1,10,1,USD,,in_store,{recent}",
+        f"Purchase,A,ann@example.com,,sku2,5,2,USD,,in_store,{recent}",
+        f"Purchase,A,ann@example.com,,sku3,2.5,4,USD,,in_store,{recent}",
+        # order B: two items that agree on the order value
+        f"Purchase,B,,+1 415 555 0101,sku4,30,1,EUR,50,website,{recent}",
+        f"Purchase,B,,+1 415 555 0101,sku5,20,1,EUR,50,website,{recent}",
+        # an exact duplicate of order B's first row: merged, not sent twice
+        f"Purchase,B,,+1 415 555 0101,sku4,30,1,EUR,50,website,{recent}",
+        # stale (40 days), bad event name, bad currency
+        f"Purchase,C,cat@example.com,,sku6,9,1,USD,9,crm,{iso(timedelta(days=40))}",
+        f"Purchse,D,dan@example.com,,sku7,9,1,USD,9,crm,{recent}",
+        f"Purchase,E,eve@example.com,,sku8,9,1,USX,9,crm,{recent}",
+        # a single-row lead without value
+        f"Lead,F,fay@example.com,,,,,,,email,{recent}",
+    ]
+    path = write_csv(tmp_path / "orders.csv", HEADER, rows)
+    local.put_config(_lenient_config())
+    result = local.run_file(path, "acme_offline", "purchases")
+    assert result.succeeded, result.cause
+
+    keys = sorted(emulator.events_by_key)
+    assert keys == [(EVENT_SET, "Lead", "F"), (EVENT_SET, "Purchase", "A"),
+                    (EVENT_SET, "Purchase", "B")]
+    received = {e["event_id"]: e for e in emulator.received_events}
+    order_a = received["A"]["properties"]
+    assert [c["content_id"] for c in order_a["contents"]] == ["sku1", "sku2", "sku3"]
+    assert order_a["value"] == pytest.approx(30.0)
+    order_b = received["B"]["properties"]
+    assert [c["content_id"] for c in order_b["contents"]] == ["sku4", "sku5"]
+    assert order_b["value"] == pytest.approx(50.0)
+    assert received["A"]["user"]["email"] in (
+        hash_identifier("EMAIL", "ann@example.com"),
+        [hash_identifier("EMAIL", "ann@example.com")],
+    )
+
+    report = result.report
+    assert report is not None
+    rows_part = report["rows"]
+    assert rows_part["received"] == 10
+    assert rows_part["rejected_by_reason"] == {
+        "duplicate_row": 1, "stale_event": 1, "invalid_event": 1, "invalid_currency": 1,
+    }
+    assert rows_part["received"] == rows_part["rejected"] + rows_part["in_events_sent"]
+    assert report["events"]["built"] == 3 and report["events"]["sent"] == 3
+    assert report["events"]["by_event"] == {"Purchase": 2, "Lead": 1}
+    assert report["events"]["value_method"]["sum_price_quantity"] == 1
+
+    rejects = _rejects(local, report["run_id"])
+    assert {r["row"] for r in rejects} == {"6", "7", "8", "9"}
+    joined = "\n".join(",".join(r.values()) for r in rejects)
+    assert "@example.com" not in joined
+    assert "did you mean" in joined.lower()
+
+    # The same input again: nothing is sent (the emulator's received log, not its dedup).
+    sent = len(emulator.received_events)
+    again = local.run_file(path, "acme_offline", "purchases")
+    assert again.succeeded, again.cause
+    assert len(emulator.received_events) == sent
+    assert emulator.calls["event/track/"] == 1
+
+
+def test_2500_events_go_out_in_exactly_three_requests(
+    local: LocalDestination, emulator: TikTokEmulator, tmp_path: Path
+) -> None:
+    recent = iso(timedelta(hours=1))
+    rows = [f"Purchase,o{i},p{i}@example.com,,sku,1,1,USD,1,website,{recent}" for i in range(2500)]
+    path = write_csv(tmp_path / "many.csv", HEADER, rows)
+    result = local.run_file(path, "acme_offline", "purchases")
+    assert result.succeeded, result.cause
+    assert emulator.calls["event/track/"] == 3
+    assert len(emulator.events_by_key) == 2500
+    assert result.report is not None and result.report["events"]["sent"] == 2500
+
+
+def test_event_set_id_precedence_row_then_input_then_template(
+    local: LocalDestination, emulator: TikTokEmulator, tmp_path: Path
+) -> None:
+    other = "7100000000000000002"
+    row_level = "7100000000000000003"
+    for event_set in (other, row_level):
+        emulator.add_event_set("7000000000000000001", event_set, "more")
+    recent = iso(timedelta(hours=1))
+    path = write_csv(
+        tmp_path / "sets.csv",
+        "event,event_id,email,event_set_id,timestamp",
+        [f"Lead,x1,a@example.com,{row_level},{recent}", f"Lead,x2,b@example.com,,{recent}"],
+    )
+    result = local.run_file(path, "acme_offline", "purchases", {"event_set_id": other})
+    assert result.succeeded, result.cause
+    assert (row_level, "Lead", "x1") in emulator.events_by_key
+    assert (other, "Lead", "x2") in emulator.events_by_key
+
+
+def test_event_rejected_by_tiktok_is_isolated_and_the_rest_sent(
+    local: LocalDestination, emulator: TikTokEmulator, tmp_path: Path
+) -> None:
+    recent = iso(timedelta(hours=1))
+    rows = [f"Lead,l{i},p{i}@example.com,,,,,,,email,{recent}" for i in range(8)]
+    path = write_csv(tmp_path / "leads.csv", HEADER, rows)
+    # TikTok refuses the whole request, then each first half down to one event: bisecting
+    # isolates that event (row 1) in the rejects file and sends the other seven.
+    emulator.fail_next("event/track/", code=40002, times=4)
+    result = local.run_file(path, "acme_offline", "purchases")
+    assert result.succeeded, result.cause
+    assert len(emulator.events_by_key) == 7
+    assert all(key[2] != "l0" for key in emulator.events_by_key)
+    report = result.report
+    assert report is not None
+    assert report["events"]["rejected_by_tiktok"] == 1
+    assert report["rows"]["rejected_by_reason"] == {"tiktok_rejected": 1}
+    assert report["rows"]["received"] == report["rows"]["rejected"] + report["rows"]["in_events_sent"]
+    rejects = _rejects(local, report["run_id"])
+    assert [(r["row"], r["reason_code"]) for r in rejects] == [("1", "tiktok_rejected")]
+
+
+def _lenient_config() -> str:
+    from tests.conftest import CONFIG
+
+    return CONFIG.replace("reject_threshold = 0.5", "reject_threshold = 0.6")
+
+
+def _rejects(local: LocalDestination, run_id: str) -> list[dict[str, str]]:
+    out: list[dict[str, str]] = []
+    for key in local.state_keys(f"runs/{run_id}/rejects/"):
+        text = local.state_text(key) or ""
+        out.extend(csv.DictReader(io.StringIO(text)))
+    return out
