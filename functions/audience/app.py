@@ -38,8 +38,7 @@ def lambda_handler(event: dict[str, Any], context: LambdaContext) -> dict[str, A
         ensure = EnsureInput.model_validate(event)
         logger.append_keys(run_id=ensure.run.run_id)
         found = step_ensure_audience(ensure.run)
-        logger.info("audience ready", audience_id=found["audience_id"],
-                    found_by=found["found_by"])
+        logger.info("audience ready", audience_id=found["audience_id"], found_by=found["found_by"])
         return found
     request = MapInput.model_validate(event)
     logger.append_keys(run_id=request.run_id, batch=request.batch.index)

@@ -18,7 +18,6 @@ class ChunkInput(BaseModel):
     audience: dict[str, Any] | None = None
 
 
-
 @logger.inject_lambda_context(clear_state=True)
 def lambda_handler(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
     request = ChunkInput.model_validate(event)

@@ -20,6 +20,7 @@ class NotifyInput(BaseModel):
 def lambda_handler(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
     request = NotifyInput.model_validate(event)
     result = step_notify(request.state, request.execution_id)
-    logger.warning("workflow action raised", action=result["action"],
-                   report_key=result["report_key"])
+    logger.warning(
+        "workflow action raised", action=result["action"], report_key=result["report_key"]
+    )
     return result

@@ -10,6 +10,7 @@ from typing import Any
 
 from aws_lambda_powertools import Logger
 from aws_lambda_powertools.utilities.typing import LambdaContext
+
 from tiktok_destination.errors import ConfigurationError, DestinationError, OAuthError
 from tiktok_destination.oauth import handle_callback, render_page
 from tiktok_destination.settings import load_settings

@@ -20,6 +20,11 @@ class PreflightInput(BaseModel):
 def lambda_handler(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
     request = PreflightInput.model_validate(event)
     run = step_preflight(request.input, request.execution_id)
-    logger.info("run resolved", run_id=run["run_id"], kind=run["kind"],
-                destination=run["destination"], data_template=run["data_template"])
+    logger.info(
+        "run resolved",
+        run_id=run["run_id"],
+        kind=run["kind"],
+        destination=run["destination"],
+        data_template=run["data_template"],
+    )
     return run

@@ -21,6 +21,7 @@ def lambda_handler(event: dict[str, Any], context: LambdaContext) -> dict[str, A
     request = ValidateInput.model_validate(event)
     logger.append_keys(run_id=request.run.run_id)
     result = step_validate(request.run)
-    logger.info("validated", rows_received=result["rows_received"],
-                rows_rejected=result["rows_rejected"])
+    logger.info(
+        "validated", rows_received=result["rows_received"], rows_rejected=result["rows_rejected"]
+    )
     return result

@@ -142,7 +142,9 @@ def test_newer_file_after_failed_run_still_converges(
     assert local.run_file(csv_of(tmp_path, "base.csv", base), "acme_audiences", "vip").succeeded
     # A run that adds people 4..12 fails half way: some of them reached TikTok.
     local.lambdas.inject_fault(
-        "AudienceFunction", RuntimeError("crash"), after=1,
+        "AudienceFunction",
+        RuntimeError("crash"),
+        after=1,
         when=lambda event: event.get("action") == "map",
     )
     failed = local.run_file(csv_of(tmp_path, "grow.csv", people(0, 12)), "acme_audiences", "vip")

@@ -16,7 +16,9 @@ from tiktok_destination.local.runner import LocalDestination
 
 pytestmark = pytest.mark.e2e
 
-HEADER = "event,event_id,email,phone,content_id,price,quantity,currency,value,event_channel,timestamp"
+HEADER = (
+    "event,event_id,email,phone,content_id,price,quantity,currency,value,event_channel,timestamp"
+)
 
 
 def iso(delta: timedelta) -> str:
@@ -50,8 +52,11 @@ def test_orders_grouped_bad_rows_rejected_counts_add_up_and_rerun_sends_nothing(
     assert result.succeeded, result.cause
 
     keys = sorted(emulator.events_by_key)
-    assert keys == [(EVENT_SET, "Lead", "F"), (EVENT_SET, "Purchase", "A"),
-                    (EVENT_SET, "Purchase", "B")]
+    assert keys == [
+        (EVENT_SET, "Lead", "F"),
+        (EVENT_SET, "Purchase", "A"),
+        (EVENT_SET, "Purchase", "B"),
+    ]
     received = {e["event_id"]: e for e in emulator.received_events}
     order_a = received["A"]["properties"]
     assert [c["content_id"] for c in order_a["contents"]] == ["sku1", "sku2", "sku3"]
@@ -69,7 +74,10 @@ def test_orders_grouped_bad_rows_rejected_counts_add_up_and_rerun_sends_nothing(
     rows_part = report["rows"]
     assert rows_part["received"] == 10
     assert rows_part["rejected_by_reason"] == {
-        "duplicate_row": 1, "stale_event": 1, "invalid_event": 1, "invalid_currency": 1,
+        "duplicate_row": 1,
+        "stale_event": 1,
+        "invalid_event": 1,
+        "invalid_currency": 1,
     }
     assert rows_part["received"] == rows_part["rejected"] + rows_part["in_events_sent"]
     assert report["events"]["built"] == 3 and report["events"]["sent"] == 3
@@ -139,7 +147,9 @@ def test_event_rejected_by_tiktok_is_isolated_and_the_rest_sent(
     assert report is not None
     assert report["events"]["rejected_by_tiktok"] == 1
     assert report["rows"]["rejected_by_reason"] == {"tiktok_rejected": 1}
-    assert report["rows"]["received"] == report["rows"]["rejected"] + report["rows"]["in_events_sent"]
+    assert (
+        report["rows"]["received"] == report["rows"]["rejected"] + report["rows"]["in_events_sent"]
+    )
     rejects = _rejects(local, report["run_id"])
     assert [(r["row"], r["reason_code"]) for r in rejects] == [("1", "tiktok_rejected")]
 

@@ -20,6 +20,7 @@ import boto3
 import pytest
 import requests
 from moto import mock_aws
+
 from tiktok_destination import secrets
 from tiktok_destination.emulator.server import TikTokEmulator
 from tiktok_destination.errors import OAuthError

@@ -19,6 +19,7 @@ from typing import Any
 
 import pytest
 import yaml
+
 from tiktok_destination import errors
 from tiktok_destination.config import ResolvedTemplate
 from tiktok_destination.runs import Run

@@ -8,6 +8,7 @@ import tomllib
 from pathlib import Path
 
 import pytest
+
 from tiktok_destination.config import (
     Config,
     DataTemplate,

@@ -16,6 +16,7 @@ from urllib.parse import parse_qs, urlsplit
 
 import pytest
 import requests
+
 from tiktok_destination.emulator import TikTokEmulator
 from tiktok_destination.emulator.server import STATE_VERSION
 

@@ -9,6 +9,7 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import pytest
+
 from tiktok_destination.errors import RowRejected
 from tiktok_destination.events import (
     EVENT_CHANNELS,

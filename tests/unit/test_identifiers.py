@@ -5,6 +5,7 @@ from __future__ import annotations
 import hashlib
 
 import pytest
+
 from tiktok_destination.errors import ConfigurationError, RowRejected
 from tiktok_destination.identifiers import (
     ID_TYPES,

@@ -15,6 +15,7 @@ from typing import Any
 from urllib.parse import parse_qs, urlsplit
 
 import pytest
+
 from tiktok_destination.errors import (
     AdvertiserNotFound,
     ConfigurationError,

@@ -14,6 +14,7 @@ from typing import Any
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
+
 import tiktok_destination.events as events_module
 from tiktok_destination import validate
 from tiktok_destination.errors import ConfigurationError, InputRejected, RowRejected

@@ -6,8 +6,8 @@ matches on, so a person whose phone changed costs one delete and one add, not a 
 The diff base is what TikTok *may* hold, not only the last committed snapshot: batches of
 runs that never committed (``pending/`` journals) may have been applied. So
 
-    maybe_present  = committed ∪ adds of pending runs      → deletes = maybe_present − new
-    surely_present = committed − deletes of pending runs   → adds    = new − surely_present
+    maybe_present  = committed | adds of pending runs      ->  deletes = maybe_present - new
+    surely_present = committed - deletes of pending runs   ->  adds    = new - surely_present
 
 which is why a failed run followed by a newer file still converges on the newer file.
 """
@@ -78,8 +78,12 @@ def ensure_audience(client: TikTokClient, bucket: Bucket, run: Run) -> dict[str,
         audience_id = str(registry["audience_id"])
         found = client.get(
             "dmp/custom_audience/list/",
-            {"advertiser_id": advertiser_id, "custom_audience_ids": [audience_id],
-             "page": 1, "page_size": 1},
+            {
+                "advertiser_id": advertiser_id,
+                "custom_audience_ids": [audience_id],
+                "page": 1,
+                "page_size": 1,
+            },
         )
         if any(str(a.get("audience_id")) == audience_id for a in found.get("list", [])):
             return {"audience_id": audience_id, "created": False, "found_by": "registry"}
@@ -105,9 +109,10 @@ def ensure_audience(client: TikTokClient, bucket: Bucket, run: Run) -> dict[str,
         if len(matches) > 1:
             logger.warning(
                 "several TikTok audiences share this name; using the oldest",
-                extra={"advertiser_id": advertiser_id, "audience_ids": [
-                    str(m["audience_id"]) for m in matches
-                ]},
+                extra={
+                    "advertiser_id": advertiser_id,
+                    "audience_ids": [str(m["audience_id"]) for m in matches],
+                },
             )
         found_by = "name"
         created = False

@@ -64,10 +64,12 @@ def tiktok_side(
         ids |= {t.event_set_id for t in config.data_templates.values()}
         ids |= {o.event_set_id for o in config.orchestrations.values()}
         for event_set_id in sorted(i for i in ids if i):
-            emu.add_event_set(destination.advertiser_id, event_set_id, f"Event set {event_set_id[-4:]}")
-    emu.start()
+            emu.add_event_set(
+                destination.advertiser_id, event_set_id, f"Event set {event_set_id[-4:]}"
+            )
+    base_url = emu.start()
     try:
-        yield emu.base_url, emu
+        yield base_url, emu
     finally:
         state_dir.mkdir(parents=True, exist_ok=True)
         emu.save(saved)
@@ -97,8 +99,9 @@ class _Tee:
 
 
 # ------------------------------------------------------------------ running
-def _local(args: argparse.Namespace, config_text: bytes, base_url: str, emu: Any,
-           state_dir: Path) -> Any:
+def _local(
+    args: argparse.Namespace, config_text: bytes, base_url: str, emu: Any, state_dir: Path
+) -> Any:
     from .local.runner import LOCAL_APP_ID, LOCAL_APP_SECRET, LocalDestination
 
     local = LocalDestination(
@@ -133,31 +136,49 @@ def print_report(report: dict[str, Any] | None, out: TextIO = sys.stdout) -> Non
         return
     print(f"\nRun {report.get('run_id')}  {report.get('status', '').upper()}", file=out)
     print(f"  source       {report.get('source')}", file=out)
-    print(f"  destination  {report.get('destination')} / {report.get('data_template')}"
-          f"  (advertiser {report.get('advertiser_id')})", file=out)
+    print(
+        f"  destination  {report.get('destination')} / {report.get('data_template')}"
+        f"  (advertiser {report.get('advertiser_id')})",
+        file=out,
+    )
     rows = report.get("rows") or {}
     if rows:
         reasons = ", ".join(f"{k} {v}" for k, v in (rows.get("rejected_by_reason") or {}).items())
-        print(f"  rows         {rows.get('received')} received, {rows.get('rejected')} rejected"
-              + (f" ({reasons})" if reasons else ""), file=out)
+        print(
+            f"  rows         {rows.get('received')} received, {rows.get('rejected')} rejected"
+            + (f" ({reasons})" if reasons else ""),
+            file=out,
+        )
     if "audience" in report:
         aud, mem = report["audience"], report.get("members") or {}
-        print(f"  audience     {aud.get('name')}  id {aud.get('audience_id')}"
-              + ("  (created)" if aud.get("created_this_run") else ""), file=out)
-        print(f"  members      {mem.get('in_file')} in file: +{mem.get('added')} added, "
-              f"-{mem.get('removed')} removed, {mem.get('unchanged')} unchanged", file=out)
+        print(
+            f"  audience     {aud.get('name')}  id {aud.get('audience_id')}"
+            + ("  (created)" if aud.get("created_this_run") else ""),
+            file=out,
+        )
+        print(
+            f"  members      {mem.get('in_file')} in file: +{mem.get('added')} added, "
+            f"-{mem.get('removed')} removed, {mem.get('unchanged')} unchanged",
+            file=out,
+        )
     if "events" in report:
         ev = report["events"]
-        print(f"  events       {ev.get('built')} built, {ev.get('sent')} sent"
-              f" ({ev.get('duplicate_rows_merged')} duplicate rows merged)", file=out)
+        print(
+            f"  events       {ev.get('built')} built, {ev.get('sent')} sent"
+            f" ({ev.get('duplicate_rows_merged')} duplicate rows merged)",
+            file=out,
+        )
         print(f"  by event     {ev.get('by_event')}", file=out)
         print(f"  by channel   {ev.get('by_event_channel')}", file=out)
         print(f"  value        {ev.get('value_method')}", file=out)
     batches = report.get("batches") or {}
     if batches:
-        print(f"  batches      {batches.get('total')} planned, "
-              f"{batches.get('sent_this_execution')} sent now, "
-              f"{batches.get('already_done_before')} already done before", file=out)
+        print(
+            f"  batches      {batches.get('total')} planned, "
+            f"{batches.get('sent_this_execution')} sent now, "
+            f"{batches.get('already_done_before')} already done before",
+            file=out,
+        )
     api = report.get("api") or {}
     print(f"  TikTok API   {api.get('calls', 0)} calls, {api.get('retries', 0)} retries", file=out)
     for path in report.get("rejects_files") or []:
@@ -208,8 +229,14 @@ def cmd_run(args: argparse.Namespace) -> int:
     with tiktok_side(config, tiktok_url=args.tiktok_url, state_dir=state_dir) as (base_url, emu):
         local = _local(args, config_text, base_url, emu, state_dir)
         try:
-            extra = {k: v for k, v in (("event_set_id", args.event_set_id),
-                                       ("test_event_code", args.test_event_code)) if v}
+            extra = {
+                k: v
+                for k, v in (
+                    ("event_set_id", args.event_set_id),
+                    ("test_event_code", args.test_event_code),
+                )
+                if v
+            }
             _err(f"Running {args.file} → {args.destination}/{args.template}")
             result = local.run_file(Path(args.file), args.destination, args.template, extra)
         finally:
@@ -219,7 +246,11 @@ def cmd_run(args: argparse.Namespace) -> int:
 
 def cmd_rerun(args: argparse.Namespace) -> int:
     state_dir = Path(args.state_dir)
-    config_path = Path(args.config) if args.config else state_dir / "state-bucket" / "config" / "destinations.toml"
+    config_path = (
+        Path(args.config)
+        if args.config
+        else state_dir / "state-bucket" / "config" / "destinations.toml"
+    )
     args.config = config_path
     config_text = config_path.read_bytes()
     config = load_config(config_text, source=str(config_path))
@@ -237,28 +268,55 @@ def cmd_demo(args: argparse.Namespace) -> int:
     samples = resources.files("tiktok_destination") / "samples"
     workdir = Path(tempfile.mkdtemp(prefix="tiktok-destination-demo-"))
     try:
-        for name in ("config.toml", "vip_customers_day1.csv", "vip_customers_day2.csv",
-                     "store_purchases.csv"):
+        for name in (
+            "config.toml",
+            "vip_customers_day1.csv",
+            "vip_customers_day2.csv",
+            "store_purchases.csv",
+        ):
             (workdir / name).write_bytes((samples / name).read_bytes())
         state_dir = Path(args.state_dir) if args.state_dir else workdir / "state"
         steps = [
-            ("Day 1: a new audience from a customer export",
-             "vip_customers_day1.csv", "acme_audiences", "vip_customers"),
-            ("Day 2: people joined and left; only the difference is sent",
-             "vip_customers_day2.csv", "acme_audiences", "vip_customers"),
-            ("Day 2 again: the same file makes no mapping call at all",
-             "vip_customers_day2.csv", "acme_audiences", "vip_customers"),
-            ("Offline events: in-store purchases (multi-item orders become one event)",
-             "store_purchases.csv", "acme_offline", "store_purchases"),
+            (
+                "Day 1: a new audience from a customer export",
+                "vip_customers_day1.csv",
+                "acme_audiences",
+                "vip_customers",
+            ),
+            (
+                "Day 2: people joined and left; only the difference is sent",
+                "vip_customers_day2.csv",
+                "acme_audiences",
+                "vip_customers",
+            ),
+            (
+                "Day 2 again: the same file makes no mapping call at all",
+                "vip_customers_day2.csv",
+                "acme_audiences",
+                "vip_customers",
+            ),
+            (
+                "Offline events: in-store purchases (multi-item orders become one event)",
+                "store_purchases.csv",
+                "acme_offline",
+                "store_purchases",
+            ),
         ]
         status = 0
         for title, file, destination, template in steps:
             print(f"\n=== {title}")
             ns = argparse.Namespace(
-                file=str(workdir / file), config=str(workdir / "config.toml"),
-                destination=destination, template=template, tiktok_url=None,
-                access_token=None, state_dir=str(state_dir), json=False,
-                verbose=args.verbose, event_set_id=None, test_event_code=None,
+                file=str(workdir / file),
+                config=str(workdir / "config.toml"),
+                destination=destination,
+                template=template,
+                tiktok_url=None,
+                access_token=None,
+                state_dir=str(state_dir),
+                json=False,
+                verbose=args.verbose,
+                event_set_id=None,
+                test_event_code=None,
             )
             sys.stdout.flush()
             status = cmd_run(ns) or status
@@ -288,10 +346,16 @@ def build_parser() -> argparse.ArgumentParser:
 
     def local_options(p: argparse.ArgumentParser) -> None:
         p.add_argument("--tiktok-url", help="TikTok API base URL (default: start the emulator)")
-        p.add_argument("--access-token", help="token for --tiktok-url "
-                       "(or TIKTOK_ACCESS_TOKEN); stored only in the local Secrets Manager")
-        p.add_argument("--state-dir", default=str(DEFAULT_STATE_DIR),
-                       help="keeps the local state bucket between runs (default %(default)s)")
+        p.add_argument(
+            "--access-token",
+            help="token for --tiktok-url "
+            "(or TIKTOK_ACCESS_TOKEN); stored only in the local Secrets Manager",
+        )
+        p.add_argument(
+            "--state-dir",
+            default=str(DEFAULT_STATE_DIR),
+            help="keeps the local state bucket between runs (default %(default)s)",
+        )
         p.add_argument("--json", action="store_true", help="print only the report, as JSON")
         p.add_argument("--verbose", action="store_true", help="also print handler logs")
 

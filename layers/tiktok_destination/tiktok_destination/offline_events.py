@@ -185,8 +185,9 @@ def send_event_batch(
         for rows, message in rejected:
             text = message.replace('"', "'")
             lines.extend(f'{row},,tiktok_rejected,"{text}"' for row in rows)
-        bucket.put_text(run.paths.rejects(f"send-{index:05d}"), "\n".join(lines) + "\n",
-                        content_type="text/csv")
+        bucket.put_text(
+            run.paths.rejects(f"send-{index:05d}"), "\n".join(lines) + "\n", content_type="text/csv"
+        )
     bucket.put_json(
         done_key,
         {"index": index, "sent": sent, "rejected_events": len(rejected)},

@@ -165,25 +165,27 @@ def resolve_input(
             + '; expected an S3 "Object Created" event, {"orchestration": ...}, or '
             '{"bucket", "key", "destination", "data_template"}'
         ) from None
-    destination, template = direct.destination, direct.data_template
-    if not destination or not template:
-        destination, template = _path_parts(direct.key)
-    etag = Bucket(direct.bucket).etag(direct.key)
-    if etag is None:
+    named: tuple[str, str] = (
+        (direct.destination, direct.data_template)
+        if direct.destination and direct.data_template
+        else _path_parts(direct.key)
+    )
+    found_etag = Bucket(direct.bucket).etag(direct.key)
+    if found_etag is None:
         raise InputRejected(f"s3://{direct.bucket}/{direct.key} does not exist")
     return (
-        Source(bucket=direct.bucket, key=direct.key, etag=etag, format=detect_format(direct.key)),
-        destination,
-        template,
+        Source(
+            bucket=direct.bucket, key=direct.key, etag=found_etag, format=detect_format(direct.key)
+        ),
+        named[0],
+        named[1],
         direct.event_set_id,
         direct.test_event_code,
     )
 
 
 def _pydantic_message(where: str, err: ValidationError) -> str:
-    parts = [
-        f"{'.'.join(str(p) for p in e['loc']) or '(root)'}: {e['msg']}" for e in err.errors()
-    ]
+    parts = [f"{'.'.join(str(p) for p in e['loc']) or '(root)'}: {e['msg']}" for e in err.errors()]
     return f"{where}: " + "; ".join(parts)
 
 

@@ -17,8 +17,7 @@ from .runs import Run
 from .storage import Bucket
 
 AUDIENCE_REMINDERS = (
-    "TikTok needs at least 1,000 matched members before the audience can be used in an "
-    "ad group.",
+    "TikTok needs at least 1,000 matched members before the audience can be used in an ad group.",
     "Changes take from a few hours up to 48 hours to show in TikTok Ads Manager.",
 )
 EVENTS_REMINDERS = ("Offline events can take up to 24 hours to show in TikTok Events Manager.",)

@@ -35,7 +35,9 @@ def _int(name: str, default: int) -> int:
     try:
         return int(raw)
     except ValueError:
-        raise ConfigurationError(f"environment variable {name}={raw!r} is not a whole number") from None
+        raise ConfigurationError(
+            f"environment variable {name}={raw!r} is not a whole number"
+        ) from None
 
 
 @dataclass(frozen=True)

@@ -65,9 +65,14 @@ def recorded_failure(bucket: Bucket, run: Run, step: str) -> Iterator[None]:
     except DestinationError as exc:
         bucket.put_json(
             f"{run.paths.failures}{datetime.now(UTC).strftime('%Y%m%dT%H%M%S%f')}-{step}.json",
-            {"step": step, "error": type(exc).__name__, "message": exc.message,
-             "code": exc.code, "request_id": exc.request_id,
-             "execution_id": run.execution_id},
+            {
+                "step": step,
+                "error": type(exc).__name__,
+                "message": exc.message,
+                "code": exc.code,
+                "request_id": exc.request_id,
+                "execution_id": run.execution_id,
+            },
         )
         raise
 
@@ -160,8 +165,9 @@ def step_chunk(run: Run, audience: dict[str, Any] | None) -> dict[str, Any]:
                     bucket,
                     run,
                     str(audience["audience_id"]),
-                    batch_size=int(run.options.get("mapping_batch_size",
-                                                   settings.mapping_batch_size)),
+                    batch_size=int(
+                        run.options.get("mapping_batch_size", settings.mapping_batch_size)
+                    ),
                     workdir=workdir,
                 )
             else:
@@ -284,9 +290,7 @@ def step_notify(state: dict[str, Any], execution_id: str) -> dict[str, Any]:
             run = None
     if run is not None and not error_name.startswith(tuple(_OWN_PREFIXES)):
         # A Map reports its child's failure under a States.* name: use the recorded cause.
-        recorded = [
-            bucket.get_json(o["Key"]) or {} for o in bucket.list(run.paths.failures)
-        ]
+        recorded = [bucket.get_json(o["Key"]) or {} for o in bucket.list(run.paths.failures)]
         mine = [r for r in recorded if r.get("execution_id") == run.execution_id]
         if mine:
             # The first failure is the cause; later ones (e.g. commit) are consequences.
@@ -331,9 +335,15 @@ def step_notify(state: dict[str, Any], execution_id: str) -> dict[str, Any]:
 
 
 _OWN_PREFIXES = (
-    "AdvertiserNotFound", "InvalidCredentials", "MissingAdvertiserPermissions",
-    "AudienceLimitReached", "EventSetNotFound", "InputRejected", "ConfigurationError",
-    "TikTok", "OAuthError",
+    "AdvertiserNotFound",
+    "InvalidCredentials",
+    "MissingAdvertiserPermissions",
+    "AudienceLimitReached",
+    "EventSetNotFound",
+    "InputRejected",
+    "ConfigurationError",
+    "TikTok",
+    "OAuthError",
 )
 
 

@@ -27,8 +27,12 @@ class WorkflowAction:
     steps: tuple[str, ...] = field(default_factory=tuple)
 
     def as_dict(self) -> dict[str, Any]:
-        return {"name": self.name, "title": self.title, "summary": self.summary,
-                "steps": list(self.steps)}
+        return {
+            "name": self.name,
+            "title": self.title,
+            "summary": self.summary,
+            "steps": list(self.steps),
+        }
 
 
 ACTIONS: dict[str, WorkflowAction] = {
@@ -208,4 +212,3 @@ def parse_step_error(error: dict[str, Any] | None) -> tuple[str, str]:
     except (TypeError, ValueError):
         pass
     return name, message
-

@@ -38,7 +38,7 @@ ACCOUNT = "123456789012"
 INBOX_BUCKET = "tiktok-destination-inbox-local"
 STATE_BUCKET = "tiktok-destination-state-local"
 CONFIG_KEY = "config/destinations.toml"
-SECRET_PREFIX = "tiktok-destination/"
+SECRET_PREFIX = "tiktok-destination/"  # noqa: S105 - a name prefix, not a secret
 STATE_MACHINE_NAME = "tiktok-destination"
 LOCAL_APP_ID = "local-app"
 LOCAL_APP_SECRET = "local-app-secret"  # noqa: S105 - the emulator's own app, not a credential
@@ -49,9 +49,11 @@ def project_root() -> Path:
     candidates = [os.environ.get("TIKTOK_DESTINATION_ROOT", ""), str(Path.cwd())]
     candidates.append(str(Path(__file__).resolve().parents[4]))
     for candidate in candidates:
-        if candidate and (Path(candidate) / "template.yaml").exists() and (
-            Path(candidate) / "statemachine"
-        ).is_dir():
+        if (
+            candidate
+            and (Path(candidate) / "template.yaml").exists()
+            and (Path(candidate) / "statemachine").is_dir()
+        ):
             return Path(candidate)
     raise ConfigurationError(
         "cannot find template.yaml and statemachine/: run from the repository root or set "
@@ -217,12 +219,10 @@ class InProcessLambdas:
                 raise fault
             with contextlib.redirect_stdout(self.log_stream):
                 result = handler(event, _Context(function_name))
-        except Exception as exc:  # noqa: BLE001 - reported to Step Functions like Lambda does
+        except Exception as exc:
             self.invocations.append((function_name, type(exc).__name__))
             response_headers["x-amz-function-error"] = "Unhandled"
-            return json.dumps(
-                {"errorType": type(exc).__name__, "errorMessage": str(exc)}
-            ).encode()
+            return json.dumps({"errorType": type(exc).__name__, "errorMessage": str(exc)}).encode()
         self.invocations.append((function_name, "ok"))
         return json.dumps(result).encode()
 
@@ -447,8 +447,12 @@ class LocalDestination:
     def put_token(self, credential: str, token: str, advertiser_ids: list[str]) -> None:
         self.put_secret(
             f"{SECRET_PREFIX}credentials/{credential}",
-            {"access_token": token, "advertiser_ids": advertiser_ids, "scope": [],
-             "authorized_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())},
+            {
+                "access_token": token,
+                "advertiser_ids": advertiser_ids,
+                "scope": [],
+                "authorized_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+            },
         )
 
     def put_app(self, app_id: str, secret: str, state_key: str | None = None) -> None:
@@ -463,19 +467,26 @@ class LocalDestination:
         s3 = boto3.client("s3", region_name=REGION)
         s3.upload_file(str(file), INBOX_BUCKET, key)
         head = s3.head_object(Bucket=INBOX_BUCKET, Key=key)
-        return s3_object_created_event(INBOX_BUCKET, key, str(head["ETag"]).strip('"'),
-                                       int(head["ContentLength"]))
+        return s3_object_created_event(
+            INBOX_BUCKET, key, str(head["ETag"]).strip('"'), int(head["ContentLength"])
+        )
 
     # ---------------------------------------------------------------- run
-    def run_file(self, file: Path, destination: str, data_template: str,
-                 extra: dict[str, Any] | None = None) -> RunResult:
+    def run_file(
+        self, file: Path, destination: str, data_template: str, extra: dict[str, Any] | None = None
+    ) -> RunResult:
         event = self.drop(file, destination, data_template)
         if extra:
             # Extra orchestration input (event_set_id, test_event_code) rides on a console-
             # style start, the same shape a data engineer would type.
             detail = event["detail"]
-            event = {"bucket": detail["bucket"]["name"], "key": detail["object"]["key"],
-                     "destination": destination, "data_template": data_template, **extra}
+            event = {
+                "bucket": detail["bucket"]["name"],
+                "key": detail["object"]["key"],
+                "destination": destination,
+                "data_template": data_template,
+                **extra,
+            }
         return self.start(event)
 
     def rerun(self, run_id: str) -> RunResult:
