@@ -337,6 +337,29 @@ def cmd_emulator(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_auth_link(args: argparse.Namespace) -> int:
+    """Print the TikTok authorization link for a credential of a deployed stack.
+
+    Reads the app secret from Secrets Manager in the account and region of the environment
+    (AWS_PROFILE / AWS_REGION; AWS_ENDPOINT_URL for a stand-in).
+    """
+    from .oauth import cli_auth_link
+    from .settings import load_settings
+
+    if args.state_bucket:
+        os.environ["STATE_BUCKET"] = args.state_bucket
+    if args.secret_prefix:
+        os.environ["SECRET_PREFIX"] = args.secret_prefix
+    redirect_uri = args.redirect_uri or os.environ.get("OAUTH_REDIRECT_URI", "")
+    if not redirect_uri:
+        raise DestinationError(
+            "--redirect-uri is required: the OAuthCallbackUrl output of the deployed stack "
+            "(sam list stack-outputs), or set OAUTH_REDIRECT_URI"
+        )
+    print(cli_auth_link(args.credential, redirect_uri, load_settings()))
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="tiktok-destination",
@@ -379,6 +402,15 @@ def build_parser() -> argparse.ArgumentParser:
     demo.add_argument("--state-dir", help="keep the demo's state here (default: temporary)")
     demo.add_argument("--verbose", action="store_true")
     demo.set_defaults(func=cmd_demo)
+
+    link = sub.add_parser("auth-link", help="print the TikTok authorization link for a credential")
+    link.add_argument("--credential", required=True, help="a [credentials.NAME] of the config")
+    link.add_argument("--redirect-uri", help="the deployed OAuthCallbackUrl stack output")
+    link.add_argument(
+        "--state-bucket", help="the StateBucketName stack output (default: STATE_BUCKET)"
+    )
+    link.add_argument("--secret-prefix", help="default: SECRET_PREFIX or tiktok-destination/")
+    link.set_defaults(func=cmd_auth_link)
 
     emulator = sub.add_parser("emulator", help="serve the TikTok API emulator")
     emulator.add_argument("--host", default="127.0.0.1")

@@ -89,7 +89,12 @@ def _newest(bucket: Bucket, prefix: str) -> dict[str, Any]:
     for obj in bucket.list(prefix):
         if obj["Key"].endswith("/"):
             continue
-        if newest is None or obj["LastModified"] > newest["LastModified"]:
+        # S3 times have one-second resolution; on a tie the later key wins, which is the
+        # newer export for the usual date-stamped names.
+        if newest is None or (obj["LastModified"], obj["Key"]) > (
+            newest["LastModified"],
+            newest["Key"],
+        ):
             newest = obj
     if newest is None:
         raise InputRejected(f"no object under {bucket.uri(prefix)} to send")
