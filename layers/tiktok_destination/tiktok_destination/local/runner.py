@@ -518,6 +518,8 @@ class LocalDestination:
         )["executionArn"]
         seen = 0
         entered: list[str] = []
+        plan: dict[str, Any] = {}
+        shown_done = -1
         while True:
             desc = sfn.describe_execution(executionArn=arn)
             history = sfn.get_execution_history(executionArn=arn, maxResults=1000)["events"]
@@ -526,9 +528,20 @@ class LocalDestination:
                 if details:
                     entered.append(details["name"])
                     self.progress(f"→ {details['name']}")
+                exited = event.get("stateExitedEventDetails") or {}
+                if exited.get("name") in ("ChunkAudience", "ChunkEvents"):
+                    state = json.loads(exited.get("output") or "{}")
+                    plan = {**state.get("chunk", {}), "run_id": state["run"]["run_id"]}
             seen = len(history)
             if desc["status"] != "RUNNING":
                 break
+            if plan and entered and entered[-1] in ("MapAudienceBatches", "SendEventBatches"):
+                # Long maps: show batches done, read from the done markers the children write.
+                prefix = f"runs/{plan['run_id']}/plan/{plan['plan_id']}/done/"
+                done = len(self.state_keys(prefix))
+                if done != shown_done:
+                    self.progress(f"  {done}/{plan.get('batches', '?')} batches done")
+                    shown_done = done
             time.sleep(self.poll_interval)
         output = json.loads(desc["output"]) if desc.get("output") else None
         report = None
