@@ -242,6 +242,8 @@ def step_report(run: Run, validate: dict[str, Any], chunk: dict[str, Any]) -> di
             "note": "a member is one hashed identifier (EMAIL, PHONE, IDFA or AAID)",
             "in_file": plan.get("members", 0),
             "by_type": validation.get("identifiers_by_type", {}),
+            # Invalid values in rows that still had another usable identifier.
+            "dropped_invalid": validation.get("dropped_identifiers_by_reason", {}),
             "added": plan.get("added", 0),
             "removed": plan.get("removed", 0),
             "unchanged": plan.get("unchanged", 0),
