@@ -166,3 +166,20 @@ def _rejects(local: LocalDestination, run_id: str) -> list[dict[str, str]]:
         text = local.state_text(key) or ""
         out.extend(csv.DictReader(io.StringIO(text)))
     return out
+
+
+def test_rerun_of_rows_without_timestamp_sends_nothing_twice(
+    local: LocalDestination, emulator: TikTokEmulator, tmp_path: Path
+) -> None:
+    # Rows without a timestamp take the time of validation, which differs between
+    # executions; the re-run must still reuse the first plan and send nothing.
+    path = write_csv(
+        tmp_path / "no-time.csv",
+        "event,event_id,email",
+        ["Lead,n1,a@example.com", "Lead,n2,b@x.io"],
+    )
+    assert local.run_file(path, "acme_offline", "purchases").succeeded
+    first = len(emulator.received_events)
+    again = local.run_file(path, "acme_offline", "purchases")
+    assert again.succeeded, again.cause
+    assert len(emulator.received_events) == first == 2
