@@ -1,12 +1,16 @@
-"""Notify: classify a failure into a workflow action, publish it, record it in the report."""
+"""Notify: classify a failure into a workflow action, publish it, record it in the report.
 
-from typing import Any
+``mode: raise`` is the state machine's last state on failure: it fails the execution with
+the action as its error name, and on a redrive resumes the run.
+"""
+
+from typing import Any, Literal
 
 from aws_lambda_powertools import Logger
 from aws_lambda_powertools.utilities.typing import LambdaContext
 from pydantic import BaseModel
 
-from tiktok_destination.steps import step_notify
+from tiktok_destination.steps import step_notify, step_raise_action
 
 logger = Logger()
 
@@ -16,8 +20,21 @@ class NotifyInput(BaseModel):
     execution_id: str
 
 
+class RaiseInput(BaseModel):
+    mode: Literal["raise"]
+    action: str
+    cause: str
+    notification_id: str
+    execution_id: str
+
+
 @logger.inject_lambda_context(clear_state=True)
 def lambda_handler(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
+    if event.get("mode") == "raise":
+        raising = RaiseInput.model_validate(event)
+        return step_raise_action(
+            raising.action, raising.cause, raising.notification_id, raising.execution_id
+        )
     request = NotifyInput.model_validate(event)
     result = step_notify(request.state, request.execution_id)
     logger.warning(

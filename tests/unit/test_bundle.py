@@ -376,6 +376,7 @@ STEP_SAMPLES = {
     "step-events-send.json": ("SendEventBatches", "ItemSelector"),
     "step-report.json": ("Report", "Parameters"),
     "step-notify.json": ("Notify", "Parameters"),
+    "step-failed.json": ("Failed", "Parameters"),
 }
 
 

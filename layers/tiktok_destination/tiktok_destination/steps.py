@@ -333,7 +333,36 @@ def step_notify(state: dict[str, Any], execution_id: str) -> dict[str, Any]:
     cause = f"{action.title}: {message}\n" + "\n".join(
         f"{i}. {step}" for i, step in enumerate(action.steps, 1)
     )
-    return {"action": action.name, "cause": cause, "report_key": report_key}
+    return {
+        "action": action.name,
+        "cause": cause,
+        "report_key": report_key,
+        "notification_id": uuid.uuid4().hex,
+    }
+
+
+def step_raise_action(
+    action: str, cause: str, notification_id: str, execution_id: str
+) -> dict[str, Any]:
+    """Fail the execution with the workflow action, or resume it when it is redriven.
+
+    The first call for a notification raises an error named after the action. A redrive
+    re-runs only the failed state, so a second call for the same notification means someone
+    resolved the cause and redrove: return, and the state machine starts over at Preflight.
+    """
+    settings = load_settings()
+    bucket = Bucket(settings.state_bucket)
+    marker = f"executions/{execution_id.rsplit(':', 1)[-1]}/raised/{notification_id}.json"
+    if bucket.exists(marker):
+        logger.info("redrive: resuming the run", extra={"action": action})
+        return {"resumed": True}
+    bucket.put_json(marker, {"action": action, "execution_id": execution_id})
+    raise workflow_action_error(action)(cause)
+
+
+def workflow_action_error(action: str) -> type[DestinationError]:
+    """An exception class named after the action: Lambda reports it as the error type."""
+    return type(action, (DestinationError,), {"action": action})
 
 
 _OWN_PREFIXES = (
