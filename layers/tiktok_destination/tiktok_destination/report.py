@@ -6,8 +6,8 @@ Steps that call TikTok record their client's counters under ``runs/<id>/calls/<e
 
 from __future__ import annotations
 
+import codecs
 import csv
-import io
 import uuid
 from collections import Counter
 from datetime import UTC, datetime
@@ -47,9 +47,11 @@ def rejects_summary(bucket: Bucket, run: Run) -> dict[str, Any]:
     files: list[str] = []
     rows: set[int] = set()
     for obj in bucket.list(run.paths.rejects_prefix):
-        data = bucket.get_bytes(obj["Key"]) or b""
         files.append(bucket.uri(obj["Key"]))
-        for record in csv.DictReader(io.StringIO(data.decode("utf-8"))):
+        body = bucket.s3.get_object(Bucket=bucket.name, Key=obj["Key"])["Body"]
+        # Streamed: a large file's rejects may not fit comfortably in a Lambda's memory.
+        lines = codecs.iterdecode(body.iter_lines(keepends=True), "utf-8")
+        for record in csv.DictReader(lines):
             row = int(record.get("row") or 0)
             if row in rows:
                 continue
