@@ -65,7 +65,7 @@ def handler_logs() -> io.StringIO:
 @pytest.fixture
 def local(emulator: TikTokEmulator, handler_logs: io.StringIO) -> Iterator[LocalDestination]:
     with LocalDestination(
-        tiktok_base_url=emulator.base_url, retry_wait_scale=0.0, log_stream=handler_logs
+        tiktok_base_url=emulator.base_url or "", retry_wait_scale=0.0, log_stream=handler_logs
     ) as deployment:
         deployment.put_config(CONFIG)
         deployment.put_app(LOCAL_APP_ID, LOCAL_APP_SECRET)

@@ -10,6 +10,7 @@ import boto3
 import pytest
 from moto import mock_aws
 
+from tiktok_destination.errors import DestinationError
 from tiktok_destination.steps import step_raise_action
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -32,7 +33,7 @@ def state_bucket(monkeypatch: pytest.MonkeyPatch) -> Iterator[str]:
 
 
 def test_first_call_fails_with_the_action_then_a_redrive_resumes(state_bucket: str) -> None:
-    with pytest.raises(Exception) as raised:
+    with pytest.raises(DestinationError) as raised:
         step_raise_action("InvalidCredentials", "Invalid credentials: steps", "n1", EXECUTION)
     # Lambda reports the class name as the error type: the execution fails with the action.
     assert type(raised.value).__name__ == "InvalidCredentials"
@@ -41,10 +42,10 @@ def test_first_call_fails_with_the_action_then_a_redrive_resumes(state_bucket: s
 
 
 def test_a_new_failure_after_resuming_fails_again(state_bucket: str) -> None:
-    with pytest.raises(Exception):
+    with pytest.raises(DestinationError):
         step_raise_action("RateLimited", "c", "n1", EXECUTION)
     assert step_raise_action("RateLimited", "c", "n1", EXECUTION) == {"resumed": True}
-    with pytest.raises(Exception) as again:
+    with pytest.raises(DestinationError) as again:
         step_raise_action("RateLimited", "c", "n2", EXECUTION)
     assert type(again.value).__name__ == "RateLimited"
 

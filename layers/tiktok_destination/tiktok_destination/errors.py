@@ -65,6 +65,8 @@ class InputRejected(FatalError):
     """The input file is unusable, or too many of its rows were rejected."""
 
     action = "input_rejected"
+    #: the validation counts when the whole file was read (so the report can show them)
+    result: object | None = None
 
 
 class AdvertiserNotFound(FatalError):

@@ -17,6 +17,7 @@ act for, and an event set named at run level must exist.
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 from datetime import UTC, datetime
 from typing import Any
 
@@ -258,17 +259,22 @@ def check_access(client: TikTokClient, settings: Settings, run: Run) -> dict[str
 
 
 def preflight(
-    event: dict[str, Any], execution_id: str, settings: Settings, *, client_factory: Any
+    event: dict[str, Any],
+    execution_id: str,
+    settings: Settings,
+    *,
+    client_factory: Callable[[str, Run], TikTokClient],
 ) -> Run:
     bucket = Bucket(settings.state_bucket)
     run = build_run(event, execution_id, settings, bucket)
+    # Written before the checks so a run that fails them has an id to re-run by.
+    bucket.put_json(run.paths.run, run.model_dump())
     token = load_access_token(settings, run.resolved.credential)
-    client: TikTokClient = client_factory(token)
+    client = client_factory(token, run)
     try:
         check_access(client, settings, run)
     finally:
         from .report import record_calls
 
         record_calls(bucket, run, "preflight", client.stats.as_dict())
-    bucket.put_json(run.paths.run, run.model_dump())
     return run

@@ -11,6 +11,7 @@ from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING
 
 from .errors import ConfigurationError
+from .tiktok.client import RetryPolicy
 
 if TYPE_CHECKING:
     from .config import Config
@@ -54,7 +55,9 @@ class Settings:
     default_phone_region: str
     notify_topic_arn: str
     event_bus_name: str
-    map_max_concurrency: int
+    tiktok_max_retries: int
+    tiktok_backoff_base: float
+    tiktok_backoff_max: float
 
     @property
     def app_secret_name(self) -> str:
@@ -63,6 +66,15 @@ class Settings:
 
     def credential_secret_name(self, credential: str) -> str:
         return f"{self.secret_prefix}credentials/{credential}"
+
+    def retry_policy(self) -> RetryPolicy:
+        """The TikTok client's in-process retries (the state machine retries on top)."""
+        return RetryPolicy(
+            max_retries=self.tiktok_max_retries,
+            backoff_base=self.tiktok_backoff_base,
+            backoff_max=self.tiktok_backoff_max,
+            rate_limit_wait=min(1.0, self.tiktok_backoff_max),
+        )
 
     def with_config(self, config: Config) -> Settings:
         """Apply the configuration document's ``[settings]`` overrides."""
@@ -99,5 +111,7 @@ def load_settings() -> Settings:
         default_phone_region=os.environ.get("DEFAULT_PHONE_REGION", "") or "US",
         notify_topic_arn=os.environ.get("NOTIFY_TOPIC_ARN", ""),
         event_bus_name=os.environ.get("EVENT_BUS_NAME", "") or "default",
-        map_max_concurrency=_int("MAP_MAX_CONCURRENCY", 4),
+        tiktok_max_retries=_int("TIKTOK_MAX_RETRIES", 5),
+        tiktok_backoff_base=_float("TIKTOK_BACKOFF_BASE", 0.5),
+        tiktok_backoff_max=_float("TIKTOK_BACKOFF_MAX", 20.0),
     )

@@ -21,7 +21,7 @@ import boto3
 from . import audience as audience_domain
 from . import offline_events
 from .errors import DestinationError, InputRejected
-from .preflight import preflight
+from .preflight import build_run, preflight
 from .report import (
     AUDIENCE_REMINDERS,
     EVENTS_REMINDERS,
@@ -35,7 +35,7 @@ from .secrets import load_access_token
 from .settings import Settings, load_settings
 from .storage import Bucket, scratch_dir
 from .tiktok.client import TikTokClient
-from .validate import validate_audience_file, validate_events_file
+from .validate import ValidationResult, validate_audience_file, validate_events_file
 from .workflow_actions import action_for_error, parse_step_error
 
 logger = logging.getLogger(__name__)
@@ -43,7 +43,9 @@ logger = logging.getLogger(__name__)
 
 def make_client(settings: Settings, token: str, run: Run | None = None) -> TikTokClient:
     qps = float((run.options if run else {}).get("tiktok_qps") or settings.tiktok_qps)
-    return TikTokClient(token, base_url=settings.tiktok_base_url, qps=qps)
+    return TikTokClient(
+        token, base_url=settings.tiktok_base_url, qps=qps, retry=settings.retry_policy()
+    )
 
 
 def load_run(bucket: Bucket, run_id: str) -> Run:
@@ -81,7 +83,10 @@ def recorded_failure(bucket: Bucket, run: Run, step: str) -> Iterator[None]:
 def step_preflight(event: dict[str, Any], execution_id: str) -> dict[str, Any]:
     settings = load_settings()
     run = preflight(
-        event, execution_id, settings, client_factory=lambda token: make_client(settings, token)
+        event,
+        execution_id,
+        settings,
+        client_factory=lambda token, run: make_client(settings, token, run),
     )
     return run.model_dump()
 
@@ -120,6 +125,11 @@ def step_validate(run: Run) -> dict[str, Any]:
                         out_events=out,
                         **common,
                     )
+        except InputRejected as err:
+            if isinstance(err.result, ValidationResult):
+                # The report of the failed run shows the counts behind the rejection.
+                bucket.put_json(paths.validation, err.result.as_dict())
+            raise
         finally:
             # Rejects are kept even when the run stops: they say which rows to fix.
             if rejects.exists():
@@ -250,6 +260,13 @@ def step_report(run: Run, validate: dict[str, Any], chunk: dict[str, Any]) -> di
         }
         report["reminders"] = list(AUDIENCE_REMINDERS)
     else:
+        if done < int(chunk.get("batches", 0)):
+            # A Distributed Map whose children failed must not end in a success report.
+            with recorded_failure(bucket, run, "report"):
+                raise DestinationError(
+                    f"{int(chunk['batches']) - done} of {chunk['batches']} event batches did "
+                    "not finish; re-run the same input to send them"
+                )
         totals = offline_events.sent_totals(bucket, run, chunk["plan_id"])
         report["rows"]["in_events_sent"] = received - rejects["rejected"]
         report["events"] = {
@@ -290,6 +307,8 @@ def step_notify(state: dict[str, Any], execution_id: str) -> dict[str, Any]:
             run = Run.model_validate(state["run"])
         except ValueError:
             run = None
+    if run is None:
+        run = _rebuild_run(state, execution_id, settings, bucket)
     if run is not None and not error_name.startswith(tuple(_OWN_PREFIXES)):
         # A Map reports its child's failure under a States.* name: use the recorded cause.
         recorded = [bucket.get_json(o["Key"]) or {} for o in bucket.list(run.paths.failures)]
@@ -315,15 +334,14 @@ def step_notify(state: dict[str, Any], execution_id: str) -> dict[str, Any]:
         report = base_report(run, "failed")
         report["workflow_action"] = detail
         report["api"] = sum_calls(bucket, run)
-        validation = bucket.get_json(run.paths.validation)
-        if validation:
-            rejects = rejects_summary(bucket, run)
-            report["rows"] = {
-                "received": validation.get("rows_received", 0),
-                "rejected": rejects["rejected"],
-                "rejected_by_reason": rejects["by_reason"],
-            }
-            report["rejects_files"] = rejects["files"]
+        rejects = rejects_summary(bucket, run)
+        validation = bucket.get_json(run.paths.validation) or {}
+        report["rows"] = {
+            "received": validation.get("rows_received"),
+            "rejected": rejects["rejected"],
+            "rejected_by_reason": rejects["by_reason"],
+        }
+        report["rejects_files"] = rejects["files"]
         report_key = run.paths.report
     else:
         report = {"status": "failed", "execution_id": execution_id, "workflow_action": detail}
@@ -365,6 +383,22 @@ def workflow_action_error(action: str) -> type[DestinationError]:
     return type(action, (DestinationError,), {"action": action})
 
 
+def _rebuild_run(
+    state: dict[str, Any], execution_id: str, settings: Settings, bucket: Bucket
+) -> Run | None:
+    """The run of an execution that failed in Preflight, when its input can still name one.
+
+    Preflight failed before returning the run, so rebuild it from the execution input (no
+    TikTok call) to give the report a run id to re-run by. None when the input itself is
+    what is wrong.
+    """
+    event = {k: v for k, v in state.items() if k not in ("error", "notify", "run")}
+    try:
+        return build_run(event, execution_id, settings, bucket)
+    except Exception:
+        return None
+
+
 _OWN_PREFIXES = (
     "AdvertiserNotFound",
     "InvalidCredentials",
@@ -400,6 +434,3 @@ def _publish(settings: Settings, detail: dict[str, Any]) -> None:
 
 def new_execution_name() -> str:
     return uuid.uuid4().hex
-
-
-__all__ = ["InputRejected"]

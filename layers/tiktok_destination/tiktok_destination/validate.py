@@ -410,6 +410,14 @@ def _top_reasons(by_reason: Mapping[str, int]) -> str:
 
 def _finish(result: ValidationResult, reject_threshold: float) -> None:
     """Raise when the file as a whole is unusable; call after every output is closed."""
+    try:
+        _check_usable(result, reject_threshold)
+    except InputRejected as err:
+        err.result = result
+        raise
+
+
+def _check_usable(result: ValidationResult, reject_threshold: float) -> None:
     source = result.source
     if result.rows_received == 0:
         raise InputRejected(

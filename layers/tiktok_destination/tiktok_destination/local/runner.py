@@ -177,6 +177,13 @@ class InProcessLambdas:
             sys.modules[module_name] = module
         self.handlers[function_name] = getattr(module, attr)
 
+    def _route_handler_logs(self) -> None:
+        # Powertools binds its stream once, when the first handler module is imported; a
+        # later deployment in the same process must still get its own handlers' logs.
+        for handler in logging.getLogger("tiktok-destination").handlers:
+            if isinstance(handler, logging.StreamHandler) and handler.stream is not self.log_stream:
+                handler.setStream(self.log_stream)
+
     def inject_fault(
         self,
         function: str,
@@ -217,6 +224,7 @@ class InProcessLambdas:
             fault = self._take_fault(function_name, event)
             if fault is not None:
                 raise fault
+            self._route_handler_logs()
             with contextlib.redirect_stdout(self.log_stream):
                 result = handler(event, _Context(function_name))
         except Exception as exc:
@@ -334,6 +342,12 @@ class LocalDestination:
         )
         # moto logs every failed state at ERROR with the whole parse tree; our report and
         # the workflow action already say what failed, in words.
+        # moto's request interceptor logs every passed-through URL at DEBUG, and
+        # oauth2/advertiser/get/ carries the app secret in its query.
+        responses_logger = logging.getLogger("responses")
+        responses_level = responses_logger.level
+        responses_logger.setLevel(logging.WARNING)
+        self._stack.callback(responses_logger.setLevel, responses_level)
         moto_logger = logging.getLogger("moto.stepfunctions")
         previous_level = moto_logger.level
         moto_logger.setLevel(logging.CRITICAL)
