@@ -364,6 +364,30 @@ def cmd_auth_link(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_schedules(args: argparse.Namespace) -> int:
+    """Create, update and delete EventBridge Scheduler schedules for [orchestrations]."""
+    from .schedules import sync_schedules
+
+    config = load_config(Path(args.config).read_bytes(), source=str(args.config))
+    changes = sync_schedules(
+        config,
+        state_machine_arn=args.state_machine_arn,
+        role_arn=args.role_arn,
+        group=args.group,
+        dry_run=args.dry_run,
+    )
+    for change in changes:
+        verb = (
+            f"would {change.action}"
+            if args.dry_run and change.action != "unchanged"
+            else (change.action)
+        )
+        print(f"{verb:16} {change.name}  {change.expression or ''}".rstrip())
+    if not changes:
+        print("no orchestrations in the configuration and no schedules to remove")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="tiktok-destination",
@@ -415,6 +439,16 @@ def build_parser() -> argparse.ArgumentParser:
     )
     link.add_argument("--secret-prefix", help="default: SECRET_PREFIX or tiktok-destination/")
     link.set_defaults(func=cmd_auth_link)
+
+    sched = sub.add_parser(
+        "schedules", help="sync EventBridge Scheduler schedules with the config's orchestrations"
+    )
+    sched.add_argument("--config", required=True)
+    sched.add_argument("--state-machine-arn", required=True, help="the StateMachineArn output")
+    sched.add_argument("--role-arn", required=True, help="the ScheduleRoleArn output")
+    sched.add_argument("--group", default="default", help="schedule group (default %(default)s)")
+    sched.add_argument("--dry-run", action="store_true", help="show the changes only")
+    sched.set_defaults(func=cmd_schedules)
 
     emulator = sub.add_parser("emulator", help="serve the TikTok API emulator")
     emulator.add_argument("--host", default="127.0.0.1")
