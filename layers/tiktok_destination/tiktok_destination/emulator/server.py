@@ -34,6 +34,8 @@ from types import TracebackType
 from typing import Any
 from urllib.parse import parse_qs, urlencode, urlsplit, urlunsplit
 
+from ..events import STANDARD_EVENTS
+
 API_PREFIX = "/open_api/v1.3/"
 PORTAL_PATH = "/portal/auth"
 #: read-only JSON summary (no hashes) for the demo, which runs the emulator in another process
@@ -49,24 +51,7 @@ ID_TYPES: dict[str, int] = {
     "AAID_MD5": 32,
 }
 
-STANDARD_EVENTS: frozenset[str] = frozenset(
-    {
-        "AddPaymentInfo",
-        "AddToCart",
-        "AddToWishlist",
-        "CompletePayment",
-        "CompleteRegistration",
-        "Contact",
-        "Download",
-        "InitiateCheckout",
-        "Lead",
-        "PlaceAnOrder",
-        "Purchase",
-        "Search",
-        "Subscribe",
-        "ViewContent",
-    }
-)
+# The names tiktok-api.md lists: one list, shared with validate's event rule.
 
 ROLES = ("ADMIN", "OPERATOR", "ANALYST")
 MAX_EVENTS_PER_REQUEST = 1000
