@@ -269,7 +269,7 @@ def preflight(
     run = build_run(event, execution_id, settings, bucket)
     # Written before the checks so a run that fails them has an id to re-run by.
     bucket.put_json(run.paths.run, run.model_dump())
-    token = load_access_token(settings, run.resolved.credential)
+    token = load_access_token(settings, run.resolved.credential, fresh=True)
     client = client_factory(token, run)
     try:
         check_access(client, settings, run)

@@ -12,15 +12,17 @@ from typing import Any
 from .errors import InvalidCredentials
 from .settings import Settings
 
-SECRET_MAX_AGE = 300
+# Short enough that a re-authorized token reaches warm map Lambdas within a minute; long
+# enough that a run's hundreds of batches do not each call Secrets Manager.
+SECRET_MAX_AGE = 60
 
 
-def _get_secret_json(name: str) -> dict[str, Any] | None:
+def _get_secret_json(name: str, *, fresh: bool = False) -> dict[str, Any] | None:
     from aws_lambda_powertools.utilities import parameters
     from aws_lambda_powertools.utilities.parameters.exceptions import GetParameterError
 
     try:
-        value = parameters.get_secret(name, max_age=SECRET_MAX_AGE)
+        value = parameters.get_secret(name, max_age=SECRET_MAX_AGE, force_fetch=fresh)
     except GetParameterError:
         return None
     if isinstance(value, bytes):
@@ -32,10 +34,14 @@ def _get_secret_json(name: str) -> dict[str, Any] | None:
     return parsed if isinstance(parsed, dict) else None
 
 
-def load_access_token(settings: Settings, credential: str) -> str:
-    """The credential's TikTok access token, or InvalidCredentials saying how to authorize."""
+def load_access_token(settings: Settings, credential: str, *, fresh: bool = False) -> str:
+    """The credential's TikTok access token, or InvalidCredentials saying how to authorize.
+
+    ``fresh`` bypasses the cache: preflight uses it so a run started right after a
+    re-authorization checks the new token, not a cached revoked one.
+    """
     name = settings.credential_secret_name(credential)
-    secret = _get_secret_json(name)
+    secret = _get_secret_json(name, fresh=fresh)
     token = (secret or {}).get("access_token")
     if not token or not isinstance(token, str):
         raise InvalidCredentials(
