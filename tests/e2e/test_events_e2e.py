@@ -185,3 +185,24 @@ def test_rerun_of_rows_without_timestamp_sends_nothing_twice(
     again = local.run_file(path, "acme_offline", "purchases")
     assert again.succeeded, again.cause
     assert len(emulator.received_events) == first == 2
+
+
+@pytest.mark.parametrize("delimiter", [",", ";"])
+def test_missing_event_set_id_everywhere_stops_before_any_call(
+    local: LocalDestination, emulator: TikTokEmulator, tmp_path: Path, delimiter: str
+) -> None:
+    from tests.conftest import CONFIG
+
+    local.put_config(CONFIG.replace(f'event_set_id = "{EVENT_SET}"\n', ""))
+    path = write_csv(
+        tmp_path / "no-set.csv",
+        delimiter.join(["event", "event_id", "email"]),
+        [delimiter.join(["Lead", "z1", "a@example.com"])],
+    )
+    emulator.reset_counters()
+    result = local.run_file(path, "acme_offline", "purchases")
+    assert result.status == "FAILED"
+    assert result.error == "ConfigurationError"
+    assert "event_set_id column" in (result.cause or "")
+    assert "[data_templates.purchases]" in (result.cause or "")
+    assert sum(emulator.calls.values()) == 0, "no call to TikTok at all"

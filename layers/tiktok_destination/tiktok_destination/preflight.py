@@ -16,6 +16,7 @@ act for, and an event set named at run level must exist.
 
 from __future__ import annotations
 
+import csv
 import logging
 from collections.abc import Callable
 from datetime import UTC, datetime
@@ -258,6 +259,51 @@ def check_access(client: TikTokClient, settings: Settings, run: Run) -> dict[str
     return {"advertiser_checked": advertiser_ids is not None}
 
 
+HEADER_PEEK_BYTES = 65_536
+
+
+def require_event_set_id(run: Run) -> None:
+    """Offline events need an event set from the input, the template, or a file column.
+
+    Checked here, before any call to TikTok, by reading only the CSV header (a ranged GET).
+    Parquet and compressed files are checked by validate, still before anything is sent.
+    """
+    if run.kind != "offline_events" or run.resolved.event_set_id:
+        return
+    header = _peek_csv_header(run.source)
+    if header is not None and "event_set_id" not in header:
+        raise ConfigurationError(
+            f"{run.source.uri}: no event_set_id: add an event_set_id column, pass "
+            "event_set_id in the execution input, or set event_set_id in "
+            f"[data_templates.{run.data_template}]"
+        )
+
+
+def _peek_csv_header(source: Source) -> list[str] | None:
+    if source.format != "csv":
+        return None
+    try:
+        body = (
+            Bucket(source.bucket)
+            .s3.get_object(
+                Bucket=source.bucket, Key=source.key, Range=f"bytes=0-{HEADER_PEEK_BYTES - 1}"
+            )["Body"]
+            .read()
+        )
+    except Exception:
+        return None
+    if body[:2] == b"\x1f\x8b":  # gzip: validate decompresses it
+        return None
+    first = body.split(b"\n", 1)[0].decode("utf-8-sig", errors="replace")
+    # The same delimiter rule as validate: another one only when the header has no comma.
+    delimiter = next((d for d in ",;\t|" if d in first), ",")
+    try:
+        row = next(csv.reader([first], delimiter=delimiter))
+    except (csv.Error, StopIteration):
+        return None
+    return [name.strip().lower() for name in row]
+
+
 def preflight(
     event: dict[str, Any],
     execution_id: str,
@@ -267,6 +313,7 @@ def preflight(
 ) -> Run:
     bucket = Bucket(settings.state_bucket)
     run = build_run(event, execution_id, settings, bucket)
+    require_event_set_id(run)
     # Written before the checks so a run that fails them has an id to re-run by.
     bucket.put_json(run.paths.run, run.model_dump())
     token = load_access_token(settings, run.resolved.credential, fresh=True)
