@@ -107,9 +107,7 @@ def test_oauth_round_trip_then_a_run_uses_the_new_token(
     local.put_app("local-app", "local-app-secret", state_key=state_key)
     # The old token stops working: only a token from this authorization can succeed.
     emulator.revoke_token(TOKEN)
-    link = authorization_link(
-        load_settings(), "acme", REDIRECT_URI, portal_url=emulator.portal_url
-    )
+    link = authorization_link(load_settings(), "acme", REDIRECT_URI, portal_url=emulator.portal_url)
     portal = requests.get(link, allow_redirects=False, timeout=5)
     assert portal.status_code == 302
     query = dict(parse_qsl(urlsplit(portal.headers["Location"]).query))

@@ -24,7 +24,7 @@ from typing import Any
 from . import sorting
 from .errors import AudienceLimitReached, DestinationError, TikTokRequestRejected
 from .identifiers import ID_TYPES, SCHEMA
-from .runs import Run, RunPaths
+from .runs import Run
 from .storage import Bucket
 from .tiktok.client import TikTokClient
 
@@ -364,18 +364,10 @@ def commit_audience(bucket: Bucket, run: Run, plan_id: str) -> dict[str, Any]:
     return {"committed": True, "members": plan["members"]}
 
 
-def type_counts(lines: Iterator[str]) -> dict[str, int]:
-    counts: dict[str, int] = {}
-    for line in lines:
-        schema = line.split("\t", 1)[0]
-        counts[schema] = counts.get(schema, 0) + 1
-    return counts
-
 
 __all__ = [
     "AudienceKeys",
     "AudiencePlan",
-    "RunPaths",
     "batch_rows",
     "commit_audience",
     "ensure_audience",

@@ -431,6 +431,3 @@ def _publish(settings: Settings, detail: dict[str, Any]) -> None:
         ]
     )
 
-
-def new_execution_name() -> str:
-    return uuid.uuid4().hex

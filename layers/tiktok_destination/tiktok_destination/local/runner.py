@@ -24,7 +24,7 @@ import threading
 import time
 import uuid
 import zipfile
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -648,11 +648,6 @@ def _restore_env(saved: dict[str, str | None]) -> None:
         else:
             os.environ[key] = value
 
-
-@contextlib.contextmanager
-def quiet() -> Iterator[None]:
-    with contextlib.redirect_stdout(sys.stderr):
-        yield
 
 
 __all__ = ["LocalDestination", "RunResult", "s3_object_created_event"]
