@@ -22,13 +22,16 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from decimal import Decimal
 from pathlib import Path
-from typing import IO, Any, Literal
-
-import pyarrow as pa
-import pyarrow.parquet as pq
+from typing import IO, TYPE_CHECKING, Any, Literal
 
 from .errors import ConfigurationError, InputRejected, RowRejected
 from .identifiers import COLUMNS, ID_TYPES, SCHEMA, hash_identifier
+
+if TYPE_CHECKING:
+    # pyarrow is imported where Parquet is read: every handler imports this package, and
+    # only validate of a Parquet file needs it (it costs a Lambda cold start ~0.5 s).
+    import pyarrow as pa
+    import pyarrow.parquet as pq
 
 logger = logging.getLogger(__name__)
 
@@ -319,6 +322,8 @@ def _column_texts(array: pa.Array, name: str, first_row: int, source: str) -> li
 
 
 def _converted(array: pa.Array) -> list[str | None]:
+    import pyarrow as pa
+
     kind = array.type
     if pa.types.is_dictionary(kind):
         array = array.dictionary_decode()
@@ -335,6 +340,9 @@ def _converted(array: pa.Array) -> list[str | None]:
 
 
 def _iter_parquet(src: Path, source: str) -> tuple[list[str], RowStream]:
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
     try:
         parquet = pq.ParquetFile(src)
     except (pa.ArrowException, OSError) as error:
@@ -355,6 +363,8 @@ def _iter_parquet(src: Path, source: str) -> tuple[list[str], RowStream]:
 
 
 def _parquet_rows(parquet: pq.ParquetFile, header: list[str], source: str) -> Iterator[NumberedRow]:
+    import pyarrow as pa
+
     number = 0
     batches = parquet.iter_batches(batch_size=PARQUET_BATCH_ROWS)
     while True:
