@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import csv
 import hashlib
+import io
 import json
 import logging
 from collections import Counter
@@ -25,10 +26,10 @@ from .events import BuiltEvent, build_event, event_group_key, track_body
 from .runs import Run
 from .storage import Bucket
 from .tiktok.client import TikTokClient
+from .validate import REJECTS_HEADER
 
 logger = logging.getLogger(__name__)
 
-REJECTS_HEADER = ("row", "column", "reason_code", "reason")
 _SEP = "\x1e"
 
 
@@ -70,9 +71,8 @@ def plan_events(bucket: Bucket, run: Run, *, batch_size: int, workdir: Path) -> 
     prefix = paths.plan(plan_id)
     existing = bucket.get_json(f"{prefix}plan.json")
     if existing:
-        done = {o["Key"] for o in bucket.list(f"{prefix}done/")}
         plan = EventPlan(**existing)
-        plan.pending_batches = plan.batches - len(done)
+        plan.pending_batches = plan.batches - bucket.count(f"{prefix}done/")
         return plan
 
     raw = bucket.download(paths.events, workdir / "events.jsonl")
@@ -182,12 +182,13 @@ def send_event_batch(
         rejected,
     )
     if rejected:
-        lines = [",".join(REJECTS_HEADER)]
+        text = io.StringIO()
+        writer = csv.writer(text)
+        writer.writerow(REJECTS_HEADER)
         for rows, message in rejected:
-            text = message.replace('"', "'")
-            lines.extend(f'{row},,tiktok_rejected,"{text}"' for row in rows)
+            writer.writerows((row, "", "tiktok_rejected", message) for row in rows)
         bucket.put_text(
-            run.paths.rejects(f"send-{index:05d}"), "\n".join(lines) + "\n", content_type="text/csv"
+            run.paths.rejects(f"send-{index:05d}"), text.getvalue(), content_type="text/csv"
         )
     bucket.put_json(
         done_key,
