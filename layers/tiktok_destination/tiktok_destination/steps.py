@@ -36,7 +36,7 @@ from .settings import Settings, load_settings
 from .storage import Bucket, scratch_dir
 from .tiktok.client import TikTokClient
 from .validate import ValidationResult, validate_audience_file, validate_events_file
-from .workflow_actions import action_for_error, parse_step_error
+from .workflow_actions import action_for_error, is_classified, parse_step_error
 
 logger = logging.getLogger(__name__)
 
@@ -237,7 +237,7 @@ def step_report(run: Run, validate: dict[str, Any], chunk: dict[str, Any]) -> di
         "rejected_by_reason": rejects["by_reason"],
     }
     report["rejects_files"] = rejects["files"]
-    done = sum(1 for _ in bucket.list(f"{paths.plan(chunk['plan_id'])}done/"))
+    done = bucket.count(f"{paths.plan(chunk['plan_id'])}done/")
     if run.kind == "custom_audience":
         with recorded_failure(bucket, run, "commit"):
             audience_domain.commit_audience(bucket, run, chunk["plan_id"])
@@ -309,7 +309,7 @@ def step_notify(state: dict[str, Any], execution_id: str) -> dict[str, Any]:
             run = None
     if run is None:
         run = _rebuild_run(state, execution_id, settings, bucket)
-    if run is not None and not error_name.startswith(tuple(_OWN_PREFIXES)):
+    if run is not None and not is_classified(error_name):
         # A Map reports its child's failure under a States.* name: use the recorded cause.
         recorded = [bucket.get_json(o["Key"]) or {} for o in bucket.list(run.paths.failures)]
         mine = [r for r in recorded if r.get("execution_id") == run.execution_id]
@@ -399,19 +399,6 @@ def _rebuild_run(
         return None
 
 
-_OWN_PREFIXES = (
-    "AdvertiserNotFound",
-    "InvalidCredentials",
-    "MissingAdvertiserPermissions",
-    "AudienceLimitReached",
-    "EventSetNotFound",
-    "InputRejected",
-    "ConfigurationError",
-    "TikTok",
-    "OAuthError",
-)
-
-
 def _publish(settings: Settings, detail: dict[str, Any]) -> None:
     body = json.dumps(detail, indent=1)
     if settings.notify_topic_arn:
@@ -430,4 +417,3 @@ def _publish(settings: Settings, detail: dict[str, Any]) -> None:
             }
         ]
     )
-

@@ -186,6 +186,11 @@ _BY_CLASS: dict[str, str] = {
 }
 
 
+def is_classified(error_name: str) -> bool:
+    """True when the error name is one of ours, not a States.* or Lambda runtime error."""
+    return error_name in _BY_CLASS or error_name in ACTIONS
+
+
 def action_for_error(error_name: str) -> WorkflowAction:
     return ACTIONS[_BY_CLASS.get(error_name, "UnexpectedError")]
 
