@@ -189,10 +189,9 @@ def plan_audience(
     existing = bucket.get_json(f"{prefix}plan.json")
     if existing:
         # Same input, same base: reuse the plan so finished batches are not sent again.
-        done = {int(Path(o["Key"]).stem) for o in bucket.list(f"{prefix}done/")}
         fields = AudiencePlan.__dataclass_fields__
         plan = AudiencePlan(**{k: v for k, v in existing.items() if k in fields})
-        plan.pending_batches = plan.batches - len(done)
+        plan.pending_batches = plan.batches - bucket.count(f"{prefix}done/")
         return plan
 
     new_sorted = workdir / "members.sorted.txt"
@@ -362,7 +361,6 @@ def commit_audience(bucket: Bucket, run: Run, plan_id: str) -> dict[str, Any]:
     for other in [run.run_id, *plan.get("pending_base", [])]:
         bucket.delete(keys.pending(other))
     return {"committed": True, "members": plan["members"]}
-
 
 
 __all__ = [

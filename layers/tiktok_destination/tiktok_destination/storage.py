@@ -108,6 +108,10 @@ class Bucket:
         for page in paginator.paginate(Bucket=self.name, Prefix=prefix):
             yield from page.get("Contents", [])
 
+    def count(self, prefix: str) -> int:
+        """How many objects are under ``prefix`` (e.g. a plan's done markers)."""
+        return sum(1 for _ in self.list(prefix))
+
     def delete(self, key: str) -> None:
         self.s3.delete_object(Bucket=self.name, Key=key)
 
