@@ -649,5 +649,4 @@ def _restore_env(saved: dict[str, str | None]) -> None:
             os.environ[key] = value
 
 
-
 __all__ = ["LocalDestination", "RunResult", "s3_object_created_event"]
