@@ -31,6 +31,11 @@ from pydantic import (
 )
 from pydantic_core import ErrorDetails, PydanticCustomError
 
+from tiktok_destination.audience_names import (
+    TIKTOK_NAME_LIMIT,
+    TIKTOK_TRUNCATED_PREFIX,
+    tiktok_visible_name,
+)
 from tiktok_destination.errors import ConfigurationError
 
 __all__ = [
@@ -608,6 +613,8 @@ def _reference_problems(config: Config, src: str) -> list[str]:
                 if getattr(template, field) is not None:
                     not_applicable(table, field, tdest.kind)
 
+    problems.extend(_audience_name_collisions(config, src))
+
     for name, orch in config.orchestrations.items():
         table = f"orchestrations.{name}"
         odest = config.destinations.get(orch.destination)
@@ -632,6 +639,45 @@ def _reference_problems(config: Config, src: str) -> list[str]:
             )
         if odest is not None and odest.kind == "custom_audience" and orch.event_set_id:
             not_applicable(table, "event_set_id", odest.kind)
+    return problems
+
+
+def _audience_name_collisions(config: Config, src: str) -> list[str]:
+    """Templates of one advertiser whose audience names TikTok shows the same way.
+
+    Lookup by name matches on the visible name, so two such templates would write one
+    audience and each would diff against a snapshot the other keeps overwriting.
+    """
+    by_visible: dict[tuple[str, str], list[str]] = {}
+    for name, template in config.data_templates.items():
+        dest = config.destinations.get(template.destination)
+        if dest is None or dest.kind != "custom_audience" or template.audience_name is None:
+            continue
+        visible = tiktok_visible_name(template.audience_name)
+        by_visible.setdefault((dest.advertiser_id, visible), []).append(name)
+
+    problems: list[str] = []
+    for (advertiser_id, _), names in by_visible.items():
+        if len(names) < 2:
+            continue
+        tables = " and ".join(f"[data_templates.{n}]" for n in names)
+        full_names = {config.data_templates[n].audience_name for n in names}
+        # The names are not quoted: messages never echo a value from the document.
+        why = (
+            "have the same audience_name"
+            if len(full_names) == 1
+            else (
+                f"have audience_name values that differ only after character "
+                f"{TIKTOK_TRUNCATED_PREFIX}, and TikTok shows a name over "
+                f'{TIKTOK_NAME_LIMIT} characters as its first {TIKTOK_TRUNCATED_PREFIX} plus "..."'
+            )
+        )
+        problems.append(
+            f"{src}: {tables} audience_name: these data templates {why}, so on advertiser "
+            f"{advertiser_id} they would write one TikTok audience; give each a name that "
+            f"differs within its first {TIKTOK_TRUNCATED_PREFIX} characters (or keep names at "
+            f"most {TIKTOK_NAME_LIMIT} characters long)"
+        )
     return problems
 
 
