@@ -244,6 +244,10 @@ def test_a_name_that_is_not_a_table() -> None:
         ("mapping_batch_size = 10001", "mapping_batch_size"),
         ("event_batch_size = 1001", "event_batch_size"),
         ("tiktok_qps = 0", "tiktok_qps"),
+        ("tiktok_qps = 0.000001", "tiktok_qps"),
+        ("tiktok_qps = 0.099", "tiktok_qps"),
+        ("tiktok_qps = nan", "tiktok_qps"),
+        ("tiktok_qps = inf", "tiktok_qps"),
         ('default_phone_region = "USA"', "default_phone_region"),
     ],
 )

@@ -37,6 +37,7 @@ from tiktok_destination.audience_names import (
     tiktok_visible_name,
 )
 from tiktok_destination.errors import ConfigurationError
+from tiktok_destination.tiktok.client import MIN_QPS
 
 __all__ = [
     "ID_TYPES",
@@ -129,7 +130,7 @@ _HINTS: dict[str, tuple[str, str]] = {
         "event_batch_size = 1000",
     ),
     "tiktok_qps": (
-        "a number greater than 0, requests per second sent to TikTok",
+        f"a number of at least {MIN_QPS}, requests per second sent to TikTok",
         "tiktok_qps = 10",
     ),
 }
@@ -325,7 +326,7 @@ class Settings(_Table):
     reject_threshold: float | None = Field(default=None, ge=0, le=1)
     mapping_batch_size: int | None = Field(default=None, ge=1, le=10_000)
     event_batch_size: int | None = Field(default=None, ge=1, le=1_000)
-    tiktok_qps: float | None = Field(default=None, gt=0)
+    tiktok_qps: float | None = Field(default=None, ge=MIN_QPS, allow_inf_nan=False)
 
 
 class Credential(_Table):

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import json
 import logging
+import math
 import random
 import threading
 import time
@@ -41,6 +42,7 @@ from tiktok_destination.errors import (
 
 __all__ = [
     "DEFAULT_BASE_URL",
+    "MIN_QPS",
     "SANDBOX_BASE_URL",
     "CallStats",
     "RetryPolicy",
@@ -51,6 +53,10 @@ logger = logging.getLogger(__name__)
 
 DEFAULT_BASE_URL = "https://business-api.tiktok.com/open_api/v1.3/"
 SANDBOX_BASE_URL = "https://sandbox-ads.tiktok.com/open_api/v1.3/"
+
+#: the slowest pacing a setting may ask for: below it a run's calls are hours apart and the
+#: step looks hung (0 is allowed only in code, meaning "do not pace")
+MIN_QPS = 0.1
 
 SUCCESS_CODES = frozenset({0, 20001})
 PARTIAL_SUCCESS_CODE = 20001
@@ -275,6 +281,11 @@ class TikTokClient:
         sleep: Callable[[float], None] = time.sleep,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
+        if qps != 0 and not MIN_QPS <= qps < math.inf:
+            raise ConfigurationError(
+                f"TikTok client: qps must be a number of at least {MIN_QPS} calls per second; "
+                "fix TIKTOK_QPS (template parameter TikTokQps) or [settings] tiktok_qps"
+            )
         self._token = access_token
         self._send_token = True
         self._base_url = base_url.rstrip("/") + "/"
