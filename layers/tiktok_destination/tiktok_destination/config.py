@@ -661,7 +661,8 @@ def _audience_name_collisions(config: Config, src: str) -> list[str]:
     for (advertiser_id, _), names in by_visible.items():
         if len(names) < 2:
             continue
-        tables = " and ".join(f"[data_templates.{n}]" for n in names)
+        labels = [f"[data_templates.{n}]" for n in names]
+        tables = ", ".join(labels[:-1]) + " and " + labels[-1]
         full_names = {config.data_templates[n].audience_name for n in names}
         # The names are not quoted: messages never echo a value from the document.
         why = (

@@ -3,8 +3,8 @@
 It follows ``tiktok-api.md`` (paths, envelope, codes, limits, rate limiting) so that code
 tested against it works against the real service, and it keeps the state a test needs to
 check: audiences with their member hashes, events received, calls per endpoint. Switches
-inject the faults a client must survive (5xx, rate-limit bursts, latency, revoked tokens,
-Analyst users).
+inject the faults a client must survive (5xx, rate-limit bursts, latency, answers that come
+after the client gave up, revoked tokens, Analyst users).
 
 Stdlib only: it runs inside unit tests, in the local demo and as ``tiktok-destination
 emulator``. It never prints request lines or bodies: query strings carry app secrets and
