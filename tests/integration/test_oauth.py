@@ -247,6 +247,29 @@ def test_tampered_state_is_refused_and_nothing_stored(
     assert emulator.calls["oauth2/access_token/"] == tokens_before
 
 
+@pytest.mark.parametrize("where", ["payload", "signature", "whole"])
+def test_non_ascii_state_is_refused_with_the_page(
+    aws: Settings, emulator: TikTokEmulator, where: str
+) -> None:
+    query = _consent(emulator, _link(aws, emulator, "acme"))
+    payload, signature = query["state"].split(".")
+    state = {
+        "payload": f"{payload[:-1]}\u00e9.{signature}",
+        "signature": f"{payload}.{signature[:-1]}\u00e9",
+        "whole": "\u00e9t\u00e9",
+    }[where]
+    tokens_before = emulator.calls["oauth2/access_token/"]
+
+    resp = _callback(dict(query, state=state))
+
+    body = _assert_page_clean(resp, query["auth_code"])
+    assert resp["statusCode"] == 400
+    assert "altered" in body and "nothing was stored" in body
+    assert _credential_secret_names() == []
+    assert _used_states() == []
+    assert emulator.calls["oauth2/access_token/"] == tokens_before
+
+
 def test_state_signed_with_another_key_is_refused(aws: Settings, emulator: TikTokEmulator) -> None:
     query = _consent(emulator, _link(aws, emulator, "acme"))
     other = sign_state("acme", "00" * 32, now=datetime.now(UTC))

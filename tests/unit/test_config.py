@@ -244,6 +244,10 @@ def test_a_name_that_is_not_a_table() -> None:
         ("mapping_batch_size = 10001", "mapping_batch_size"),
         ("event_batch_size = 1001", "event_batch_size"),
         ("tiktok_qps = 0", "tiktok_qps"),
+        ("tiktok_qps = 0.000001", "tiktok_qps"),
+        ("tiktok_qps = 0.099", "tiktok_qps"),
+        ("tiktok_qps = nan", "tiktok_qps"),
+        ("tiktok_qps = inf", "tiktok_qps"),
         ('default_phone_region = "USA"', "default_phone_region"),
     ],
 )
@@ -345,6 +349,63 @@ def test_audience_name_length() -> None:
     load_config(BASE.replace('"VIP customers"', f'"{"a" * 400}"'))
     blank = only_line(error_of(BASE.replace('"VIP customers"', '"  "')))
     assert "[data_templates.vip] audience_name: must not be blank" in blank
+
+
+PREFIX67 = "Customers who bought twice in the last ninety days, all regions, v2"
+ADV2 = "7000000000000000002"
+
+
+def _two_audience_templates(name_a: str, name_b: str, advertiser_b: str = ADV) -> str:
+    return f"""
+[credentials.acme]
+
+[destinations.aud]
+credential = "acme"
+advertiser_id = "{ADV}"
+kind = "custom_audience"
+
+[destinations.aud_b]
+credential = "acme"
+advertiser_id = "{advertiser_b}"
+kind = "custom_audience"
+
+[data_templates.newsletter]
+destination = "aud"
+audience_name = "{name_a}"
+
+[data_templates.loyalty]
+destination = "aud_b"
+audience_name = "{name_b}"
+"""
+
+
+def test_audience_names_tiktok_shows_alike_on_one_advertiser_are_refused() -> None:
+    assert len(PREFIX67) == 67
+    # Two destinations, one advertiser: both names show as PREFIX67 + "..." in TikTok.
+    text = _two_audience_templates(PREFIX67 + " - newsletter", PREFIX67 + " - loyalty card")
+
+    line = only_line(error_of(text))
+
+    assert line.startswith(
+        "config.toml: [data_templates.newsletter] and [data_templates.loyalty] audience_name: "
+    )
+    assert "differ only after character 67" in line
+    assert f"on advertiser {ADV} they would write one TikTok audience" in line
+    assert "give each a name that differs within its first 67 characters" in line
+    assert PREFIX67 not in line  # the document's values are not echoed
+
+
+def test_the_same_audience_name_twice_on_one_advertiser_is_refused() -> None:
+    line = only_line(error_of(_two_audience_templates("VIP customers", "VIP customers")))
+    assert "[data_templates.newsletter] and [data_templates.loyalty]" in line
+    assert "have the same audience_name" in line
+
+
+def test_audience_names_that_differ_within_what_tiktok_shows_are_fine() -> None:
+    # Different advertisers: separate audience lists, no collision.
+    load_config(_two_audience_templates(PREFIX67 + " - newsletter", PREFIX67 + " - loyalty", ADV2))
+    # Exactly 70 characters are shown in full, so a difference in character 70 counts.
+    load_config(_two_audience_templates(PREFIX67 + "abc", PREFIX67 + "abd"))
 
 
 def test_unknown_references_are_reported_together() -> None:

@@ -666,6 +666,27 @@ def test_latency_is_added(api: Api, emu: TikTokEmulator) -> None:
     assert emu.latency == 0.0
 
 
+def test_delay_next_answers_late_after_taking_effect(api: Api, emu: TikTokEmulator) -> None:
+    emu.delay_next("segment/audience/", 0.3)
+    with pytest.raises(requests.exceptions.ReadTimeout):
+        requests.post(
+            f"{emu.base_url}segment/audience/",
+            json={"advertiser_id": ADV, "action": "create", "custom_audience_name": "slow"},
+            headers={"Access-Token": TOKEN},
+            timeout=0.1,
+        )
+    # The create happened although its answer never reached the client.
+    assert [a["name"] for a in emu.audiences(ADV)] == ["slow"]
+    started = time.monotonic()
+    assert api.get("user/info/")["code"] == 0  # only the named path, only once
+    assert time.monotonic() - started < 0.3
+    emu.delay_next("user/info/", 5.0)
+    emu.clear_faults()
+    assert api.get("user/info/")["code"] == 0
+    with pytest.raises(ValueError, match="positive"):
+        emu.delay_next("user/info/", 0)
+
+
 def test_calls_counter_log_and_reset(api: Api, emu: TikTokEmulator) -> None:
     api.get("user/info/")
     Api(api.base_url, token=None).get("user/info/")

@@ -282,6 +282,39 @@ def test_create_audience_without_id_is_fatal_not_retried(server: FakeTikTok) -> 
     assert client.stats.calls == 1
 
 
+@pytest.mark.parametrize(
+    "reply",
+    [
+        Reply(status=503, body=b"upstream down", content_type="text/plain"),
+        envelope(code=50000, message="System error"),
+    ],
+    ids=["http-503", "code-50000"],
+)
+def test_create_audience_is_not_resent_after_an_uncertain_answer(
+    server: FakeTikTok, reply: Reply
+) -> None:
+    # TikTok may have created the audience: a blind re-send could make a second one.
+    server.script(reply, envelope(data={"audience_id": AUDIENCE}))
+    client = make_client(server, retry=RetryPolicy(max_retries=3))
+
+    with pytest.raises(TikTokUnavailable):
+        client.create_audience(ADVERTISER, "x")
+
+    assert client.stats.calls == 1
+    assert client.stats.retries == 0
+
+
+def test_create_audience_is_retried_after_a_rate_limit(server: FakeTikTok) -> None:
+    # A rate-limit answer says nothing was done, so sending again is safe.
+    server.script(
+        envelope(code=40100, message="too frequent"), envelope(data={"audience_id": AUDIENCE})
+    )
+    client = make_client(server, retry=RetryPolicy(max_retries=3))
+
+    assert client.create_audience(ADVERTISER, "x") == AUDIENCE
+    assert client.stats.calls == 2
+
+
 def test_iter_audiences_walks_all_pages(server: FakeTikTok) -> None:
     def page(n: int, items: list[dict[str, Any]]) -> Reply:
         info = {"page": n, "page_size": 100, "total_number": 3, "total_page": 2}

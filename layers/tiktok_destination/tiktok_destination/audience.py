@@ -16,13 +16,20 @@ from __future__ import annotations
 
 import hashlib
 import logging
+import re
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from . import sorting
-from .errors import AudienceLimitReached, DestinationError, TikTokRequestRejected
+from .audience_names import tiktok_visible_name
+from .errors import (
+    AudienceLimitReached,
+    DestinationError,
+    TikTokRequestRejected,
+    TikTokUnavailable,
+)
 from .identifiers import ID_TYPES, SCHEMA
 from .runs import Run
 from .storage import Bucket
@@ -31,16 +38,7 @@ from .tiktok.client import TikTokClient
 logger = logging.getLogger(__name__)
 
 AUDIENCE_LIMIT = 400
-TIKTOK_NAME_LIMIT = 70
-TIKTOK_TRUNCATED_PREFIX = 67
 SCHEMA_ORDER = tuple(SCHEMA[t] for t in ID_TYPES)
-
-
-def tiktok_visible_name(name: str) -> str:
-    """The name TikTok shows for ``name``: over 70 characters it keeps 67 plus '...'."""
-    if len(name) > TIKTOK_NAME_LIMIT:
-        return name[:TIKTOK_TRUNCATED_PREFIX] + "..."
-    return name
 
 
 class AudienceKeys:
@@ -94,26 +92,12 @@ def ensure_audience(client: TikTokClient, bucket: Bucket, run: Run) -> dict[str,
         _forget_membership(bucket, keys)
 
     visible = tiktok_visible_name(name)
-    matches: list[dict[str, Any]] = []
-    total = 0
-    for audience in client.iter_audiences(advertiser_id):
-        total += 1
-        if audience.get("name") in (name, visible) and audience.get("audience_type", "Partner") in (
-            "Partner",
-            "PARTNER",
-        ):
-            matches.append(audience)
+    # Another template's audience may show the same name (configs checked before the rule
+    # existed, or edited since): never adopt one another registry holds.
+    held = _held_by_other_templates(bucket, advertiser_id, keys)
+    matches, total = _find_by_name(client, advertiser_id, name, held)
     if matches:
-        matches.sort(key=lambda a: (str(a.get("create_time", "")), str(a.get("audience_id"))))
-        audience_id = str(matches[0]["audience_id"])
-        if len(matches) > 1:
-            logger.warning(
-                "several TikTok audiences share this name; using the oldest",
-                extra={
-                    "advertiser_id": advertiser_id,
-                    "audience_ids": [str(m["audience_id"]) for m in matches],
-                },
-            )
+        audience_id = _oldest(matches, advertiser_id)
         found_by = "name"
         created = False
         # Found by name, not by our registry: we do not know what it holds, so the next
@@ -126,8 +110,43 @@ def ensure_audience(client: TikTokClient, bucket: Bucket, run: Run) -> dict[str,
                 f"(TikTok's limit is {AUDIENCE_LIMIT}), so '{visible}' cannot be created: "
                 "delete unused audiences in TikTok Ads Manager, then re-run"
             )
+        audience_id, found_by = _create_once(client, bucket, keys, advertiser_id, name, held)
+        created = True
+    bucket.put_json(
+        keys.registry,
+        {"advertiser_id": advertiser_id, "audience_id": audience_id, "name": name},
+    )
+    return {"audience_id": audience_id, "created": created, "found_by": found_by}
+
+
+#: creates sent for one ensure when each answer is lost (timeout, 5xx) and the name
+#: lookup after it finds nothing; then the state machine retries the step later
+CREATE_ATTEMPTS = 3
+
+
+def _create_once(
+    client: TikTokClient,
+    bucket: Bucket,
+    keys: AudienceKeys,
+    advertiser_id: str,
+    name: str,
+    held: set[str],
+) -> tuple[str, str]:
+    """Create the audience; after an answer that was lost, look before creating again.
+
+    A create is not idempotent: a timed-out create may still have made the audience, and
+    sending it again would make a second one with the same name.
+    """
+    visible = tiktok_visible_name(name)
+    for attempt in range(1, CREATE_ATTEMPTS + 1):
         try:
-            audience_id = client.create_audience(advertiser_id, name)
+            return client.create_audience(advertiser_id, name), "created"
+        except TikTokUnavailable as err:
+            logger.warning(
+                "the answer to creating the audience was lost; looking it up by name",
+                extra={"advertiser_id": advertiser_id, "attempt": attempt, "error": err.code},
+            )
+            lost = err
         except TikTokRequestRejected as err:
             if "limit" in err.message.lower():
                 raise AudienceLimitReached(
@@ -138,13 +157,73 @@ def ensure_audience(client: TikTokClient, bucket: Bucket, run: Run) -> dict[str,
                     request_id=err.request_id,
                 ) from None
             raise
-        found_by = "created"
-        created = True
-    bucket.put_json(
-        keys.registry,
-        {"advertiser_id": advertiser_id, "audience_id": audience_id, "name": name},
+        matches, _ = _find_by_name(client, advertiser_id, name, held)
+        if matches:
+            # The lost create did make it; no snapshot of ours can describe it yet.
+            _forget_membership(bucket, keys)
+            return _oldest(matches, advertiser_id), "created (answer lost, found by name)"
+    raise TikTokUnavailable(
+        f"creating audience '{visible}' for advertiser {advertiser_id} got no usable answer "
+        f"{CREATE_ATTEMPTS} times and the audience is not listed; the step will be retried, "
+        "looking the name up before creating again",
+        code=lost.code,
+        request_id=lost.request_id,
     )
-    return {"audience_id": audience_id, "created": created, "found_by": found_by}
+
+
+def _find_by_name(
+    client: TikTokClient, advertiser_id: str, name: str, held: set[str]
+) -> tuple[list[dict[str, Any]], int]:
+    """Partner audiences listed under ``name`` (as TikTok shows it) that no other registry
+    holds, and how many audiences the advertiser has in all."""
+    visible = tiktok_visible_name(name)
+    matches: list[dict[str, Any]] = []
+    total = 0
+    for audience in client.iter_audiences(advertiser_id):
+        total += 1
+        if (
+            audience.get("name") in (name, visible)
+            and audience.get("audience_type", "Partner") in ("Partner", "PARTNER")
+            and str(audience.get("audience_id")) not in held
+        ):
+            matches.append(audience)
+    return matches, total
+
+
+def _oldest(matches: list[dict[str, Any]], advertiser_id: str) -> str:
+    matches = sorted(
+        matches, key=lambda a: (str(a.get("create_time", "")), str(a.get("audience_id")))
+    )
+    if len(matches) > 1:
+        logger.warning(
+            "several TikTok audiences share this name; using the oldest",
+            extra={
+                "advertiser_id": advertiser_id,
+                "audience_ids": [str(m["audience_id"]) for m in matches],
+            },
+        )
+    return str(matches[0]["audience_id"])
+
+
+_REGISTRY_RE = re.compile(r"audiences/[^/]+/[0-9a-f]{16}/audience\.json")
+
+
+def _held_by_other_templates(bucket: Bucket, advertiser_id: str, keys: AudienceKeys) -> set[str]:
+    """Audience ids the registries of the advertiser's other audience names hold.
+
+    One listing of ``audiences/<advertiser>/`` plus one read per registry: run only when
+    the audience is looked up by name (first run, or its audience was deleted), so cheap
+    at the hundreds of templates an advertiser's 400-audience limit allows.
+    """
+    held: set[str] = set()
+    for obj in bucket.list(f"audiences/{advertiser_id}/"):
+        key = obj["Key"]
+        if key == keys.registry or not _REGISTRY_RE.fullmatch(key):
+            continue
+        registry = bucket.get_json(key)
+        if registry and registry.get("audience_id"):
+            held.add(str(registry["audience_id"]))
+    return held
 
 
 def _forget_membership(bucket: Bucket, keys: AudienceKeys) -> None:

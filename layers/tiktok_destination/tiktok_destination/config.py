@@ -31,7 +31,13 @@ from pydantic import (
 )
 from pydantic_core import ErrorDetails, PydanticCustomError
 
+from tiktok_destination.audience_names import (
+    TIKTOK_NAME_LIMIT,
+    TIKTOK_TRUNCATED_PREFIX,
+    tiktok_visible_name,
+)
 from tiktok_destination.errors import ConfigurationError
+from tiktok_destination.tiktok.client import MIN_QPS
 
 __all__ = [
     "ID_TYPES",
@@ -124,7 +130,7 @@ _HINTS: dict[str, tuple[str, str]] = {
         "event_batch_size = 1000",
     ),
     "tiktok_qps": (
-        "a number greater than 0, requests per second sent to TikTok",
+        f"a number of at least {MIN_QPS}, requests per second sent to TikTok",
         "tiktok_qps = 10",
     ),
 }
@@ -320,7 +326,7 @@ class Settings(_Table):
     reject_threshold: float | None = Field(default=None, ge=0, le=1)
     mapping_batch_size: int | None = Field(default=None, ge=1, le=10_000)
     event_batch_size: int | None = Field(default=None, ge=1, le=1_000)
-    tiktok_qps: float | None = Field(default=None, gt=0)
+    tiktok_qps: float | None = Field(default=None, ge=MIN_QPS, allow_inf_nan=False)
 
 
 class Credential(_Table):
@@ -608,6 +614,8 @@ def _reference_problems(config: Config, src: str) -> list[str]:
                 if getattr(template, field) is not None:
                     not_applicable(table, field, tdest.kind)
 
+    problems.extend(_audience_name_collisions(config, src))
+
     for name, orch in config.orchestrations.items():
         table = f"orchestrations.{name}"
         odest = config.destinations.get(orch.destination)
@@ -632,6 +640,46 @@ def _reference_problems(config: Config, src: str) -> list[str]:
             )
         if odest is not None and odest.kind == "custom_audience" and orch.event_set_id:
             not_applicable(table, "event_set_id", odest.kind)
+    return problems
+
+
+def _audience_name_collisions(config: Config, src: str) -> list[str]:
+    """Templates of one advertiser whose audience names TikTok shows the same way.
+
+    Lookup by name matches on the visible name, so two such templates would write one
+    audience and each would diff against a snapshot the other keeps overwriting.
+    """
+    by_visible: dict[tuple[str, str], list[str]] = {}
+    for name, template in config.data_templates.items():
+        dest = config.destinations.get(template.destination)
+        if dest is None or dest.kind != "custom_audience" or template.audience_name is None:
+            continue
+        visible = tiktok_visible_name(template.audience_name)
+        by_visible.setdefault((dest.advertiser_id, visible), []).append(name)
+
+    problems: list[str] = []
+    for (advertiser_id, _), names in by_visible.items():
+        if len(names) < 2:
+            continue
+        labels = [f"[data_templates.{n}]" for n in names]
+        tables = ", ".join(labels[:-1]) + " and " + labels[-1]
+        full_names = {config.data_templates[n].audience_name for n in names}
+        # The names are not quoted: messages never echo a value from the document.
+        why = (
+            "have the same audience_name"
+            if len(full_names) == 1
+            else (
+                f"have audience_name values that differ only after character "
+                f"{TIKTOK_TRUNCATED_PREFIX}, and TikTok shows a name over "
+                f'{TIKTOK_NAME_LIMIT} characters as its first {TIKTOK_TRUNCATED_PREFIX} plus "..."'
+            )
+        )
+        problems.append(
+            f"{src}: {tables} audience_name: these data templates {why}, so on advertiser "
+            f"{advertiser_id} they would write one TikTok audience; give each a name that "
+            f"differs within its first {TIKTOK_TRUNCATED_PREFIX} characters (or keep names at "
+            f"most {TIKTOK_NAME_LIMIT} characters long)"
+        )
     return problems
 
 

@@ -152,7 +152,12 @@ def verify_state(state: str, key: str, *, now: datetime) -> StateClaims:
     and for one past its expiry ("expired"). The signature is checked first, with a
     constant-time comparison, so nothing in an unverified state is believed.
     """
-    payload, dot, signature = (state or "").partition(".")
+    state = state or ""
+    # What we sign is ASCII; anything else was altered, and must not reach the ASCII
+    # encodings below (a UnicodeEncodeError would be a 500, not the refusal page).
+    if not state.isascii():
+        raise OAuthError(_TAMPERED + _new_link_advice(None))
+    payload, dot, signature = state.partition(".")
     if (
         not dot
         or not payload

@@ -6,12 +6,13 @@ The configuration document's ``[settings]`` table may override the run-shaping o
 
 from __future__ import annotations
 
+import math
 import os
 from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING
 
 from .errors import ConfigurationError
-from .tiktok.client import RetryPolicy
+from .tiktok.client import MIN_QPS, RetryPolicy
 
 if TYPE_CHECKING:
     from .config import Config
@@ -27,6 +28,18 @@ def _float(name: str, default: float) -> float:
         return float(raw)
     except ValueError:
         raise ConfigurationError(f"environment variable {name}={raw!r} is not a number") from None
+
+
+def _qps(name: str, default: float) -> float:
+    value = _float(name, default)
+    # "not >=" also refuses nan; inf would switch pacing off.
+    if not MIN_QPS <= value < math.inf:
+        raise ConfigurationError(
+            f"environment variable {name}={os.environ.get(name, '')!r} must be a number of "
+            f"at least {MIN_QPS} (calls per second to TikTok); set the template parameter "
+            "TikTokQps, e.g. 10"
+        )
+    return value
 
 
 def _int(name: str, default: int) -> int:
@@ -103,7 +116,7 @@ def load_settings() -> Settings:
         inbox_bucket=os.environ.get("INBOX_BUCKET", ""),
         config_key=os.environ.get("CONFIG_KEY", "config/destinations.toml"),
         tiktok_base_url=os.environ.get("TIKTOK_BASE_URL", "") or DEFAULT_TIKTOK_BASE_URL,
-        tiktok_qps=_float("TIKTOK_QPS", 10.0),
+        tiktok_qps=_qps("TIKTOK_QPS", 10.0),
         secret_prefix=os.environ.get("SECRET_PREFIX", "tiktok-destination/"),
         reject_threshold=_float("REJECT_THRESHOLD", 0.2),
         mapping_batch_size=_int("MAPPING_BATCH_SIZE", 10_000),

@@ -3,8 +3,8 @@
 It follows ``tiktok-api.md`` (paths, envelope, codes, limits, rate limiting) so that code
 tested against it works against the real service, and it keeps the state a test needs to
 check: audiences with their member hashes, events received, calls per endpoint. Switches
-inject the faults a client must survive (5xx, rate-limit bursts, latency, revoked tokens,
-Analyst users).
+inject the faults a client must survive (5xx, rate-limit bursts, latency, answers that come
+after the client gave up, revoked tokens, Analyst users).
 
 Stdlib only: it runs inside unit tests, in the local demo and as ``tiktok-destination
 emulator``. It never prints request lines or bodies: query strings carry app secrets and
@@ -181,6 +181,12 @@ class _Fault:
 
 
 @dataclass
+class _Delay:
+    seconds: float
+    remaining: int
+
+
+@dataclass
 class _Request:
     method: str
     endpoint: str
@@ -255,6 +261,7 @@ class TikTokEmulator:
         self._tokens: dict[str, _Token] = {}
         self._auth_codes: dict[str, _AuthCode] = {}
         self._faults: dict[str, deque[_Fault]] = {}
+        self._delays: dict[str, deque[_Delay]] = {}
         self._window: deque[float] = deque()
 
         #: requests received per path ("segment/mapping/"), rejected ones included
@@ -431,10 +438,26 @@ class TikTokEmulator:
         with self._lock:
             self._faults.setdefault(key, deque()).append(_Fault(code, http_status, times))
 
+    def delay_next(self, path: str, seconds: float, *, times: int = 1) -> None:
+        """Hold back the answer to the next ``times`` requests to ``path`` by ``seconds``.
+
+        The request takes effect first and only its answer is late, as when TikTok creates
+        an audience but answers after the client's timeout (unlike ``latency``, which
+        waits before handling every request).
+        """
+        if seconds <= 0:
+            raise ValueError("seconds must be positive")
+        if times < 1:
+            raise ValueError("times must be at least 1")
+        key = _normalize_path(path)
+        with self._lock:
+            self._delays.setdefault(key, deque()).append(_Delay(seconds, times))
+
     def clear_faults(self) -> None:
-        """Drop pending fail_next faults, latency and the rate limit window."""
+        """Drop pending fail_next faults and delays, latency and the rate limit window."""
         with self._lock:
             self._faults.clear()
+            self._delays.clear()
             self._window.clear()
             self.latency = 0.0
 
@@ -448,6 +471,17 @@ class TikTokEmulator:
             if fault.remaining <= 0:
                 queue.popleft()
             return fault
+
+    def _take_delay(self, key: str) -> float:
+        with self._lock:
+            queue = self._delays.get(key)
+            if not queue:
+                return 0.0
+            delay = queue[0]
+            delay.remaining -= 1
+            if delay.remaining <= 0:
+                queue.popleft()
+            return delay.seconds
 
     def _admit(self) -> bool:
         """Rolling one-second window; only admitted requests count, so N per second get in."""
@@ -828,6 +862,22 @@ class TikTokEmulator:
         if latency > 0:
             time.sleep(latency)
 
+        held = self._take_delay(key)
+        resp = self._answer(method, key, query, access_token, content_type, body, handler)
+        if held > 0:
+            time.sleep(held)
+        return resp
+
+    def _answer(
+        self,
+        method: str,
+        key: str,
+        query: dict[str, str],
+        access_token: str | None,
+        content_type: str,
+        body: bytes,
+        handler: Handler,
+    ) -> _Response:
         fault = self._take_fault(key)
         if fault is not None and fault.http_status is not None:
             status = fault.http_status
@@ -1632,7 +1682,9 @@ class _RequestHandler(BaseHTTPRequestHandler):
         for name, value in resp.headers:
             self.send_header(name, value)
         self.end_headers()
-        self.wfile.write(resp.body)
+        # A client that gave up waiting (an answer held back past its timeout) is gone.
+        with contextlib.suppress(ConnectionError):
+            self.wfile.write(resp.body)
 
 
 # ---------------------------------------------------------------------- demo / CLI

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import json
 import logging
+import math
 import random
 import threading
 import time
@@ -41,6 +42,7 @@ from tiktok_destination.errors import (
 
 __all__ = [
     "DEFAULT_BASE_URL",
+    "MIN_QPS",
     "SANDBOX_BASE_URL",
     "CallStats",
     "RetryPolicy",
@@ -51,6 +53,10 @@ logger = logging.getLogger(__name__)
 
 DEFAULT_BASE_URL = "https://business-api.tiktok.com/open_api/v1.3/"
 SANDBOX_BASE_URL = "https://sandbox-ads.tiktok.com/open_api/v1.3/"
+
+#: the slowest pacing a setting may ask for: below it a run's calls are hours apart and the
+#: step looks hung (0 is allowed only in code, meaning "do not pace")
+MIN_QPS = 0.1
 
 SUCCESS_CODES = frozenset({0, 20001})
 PARTIAL_SUCCESS_CODE = 20001
@@ -176,7 +182,7 @@ class _Pacer:
 class _Attempt:
     """Outcome of one HTTP attempt that did not succeed."""
 
-    __slots__ = ("code", "error_cls", "request_id", "retriable", "text")
+    __slots__ = ("code", "error_cls", "request_id", "retriable", "text", "uncertain")
 
     def __init__(
         self,
@@ -191,6 +197,9 @@ class _Attempt:
         self.code = code
         self.request_id = request_id
         self.retriable = issubclass(error_cls, RetriableError)
+        # No answer, a 5xx, an unreadable answer or a TikTok system error: the request may
+        # have been applied. Rate limits and write conflicts say it was not.
+        self.uncertain = error_cls is TikTokUnavailable
 
 
 def _join_path(path: str) -> str:
@@ -272,6 +281,11 @@ class TikTokClient:
         sleep: Callable[[float], None] = time.sleep,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
+        if qps != 0 and not MIN_QPS <= qps < math.inf:
+            raise ConfigurationError(
+                f"TikTok client: qps must be a number of at least {MIN_QPS} calls per second; "
+                "fix TIKTOK_QPS (template parameter TikTokQps) or [settings] tiktok_qps"
+            )
         self._token = access_token
         self._send_token = True
         self._base_url = base_url.rstrip("/") + "/"
@@ -304,9 +318,16 @@ class TikTokClient:
         encoded = {k: _encode_param(v) for k, v in (params or {}).items() if v is not None}
         return self._call("GET", path, params=encoded, body=None)
 
-    def post(self, path: str, body: Mapping[str, Any]) -> dict[str, Any]:
-        """POST a JSON ``body`` to ``path``. Returns the envelope's ``data``."""
-        return self._call("POST", path, params=None, body=body)
+    def post(
+        self, path: str, body: Mapping[str, Any], *, idempotent: bool = True
+    ) -> dict[str, Any]:
+        """POST a JSON ``body`` to ``path``. Returns the envelope's ``data``.
+
+        ``idempotent=False`` (a create): an attempt whose outcome is uncertain (timeout,
+        5xx, system error) is not repeated but raised as TikTokUnavailable, so the caller
+        can check what TikTok did before sending again.
+        """
+        return self._call("POST", path, params=None, body=body, idempotent=idempotent)
 
     def _call(
         self,
@@ -316,6 +337,7 @@ class TikTokClient:
         params: Mapping[str, str] | None,
         body: Mapping[str, Any] | None,
         secrets: Sequence[str] = (),
+        idempotent: bool = True,
     ) -> dict[str, Any]:
         rel = _join_path(path)
         url = self._base_url + rel
@@ -341,7 +363,11 @@ class TikTokClient:
             outcome = self._attempt(method, url, rel, params, data, headers, hidden, attempt)
             if isinstance(outcome, dict):
                 return outcome
-            if not outcome.retriable or attempt == attempts:
+            if (
+                not outcome.retriable
+                or attempt == attempts
+                or (outcome.uncertain and not idempotent)
+            ):
                 self._raise(method, rel, outcome, attempt)
             wait = self._retry.backoff(attempt, self._rng)
             if outcome.error_cls is TikTokRateLimited:
@@ -520,10 +546,16 @@ class TikTokClient:
             page += 1
 
     def create_audience(self, advertiser_id: str, name: str) -> str:
-        """Create a partner audience (the only kind ``segment/mapping`` may write to)."""
+        """Create a partner audience (the only kind ``segment/mapping`` may write to).
+
+        A create is not idempotent: after a timeout or 5xx it raises TikTokUnavailable
+        without sending again, since TikTok may have created the audience; the caller
+        looks the name up before creating again.
+        """
         data = self.post(
             "segment/audience/",
             {"advertiser_id": advertiser_id, "action": "create", "custom_audience_name": name},
+            idempotent=False,
         )
         audience_id = data.get("audience_id")
         if audience_id is None or isinstance(audience_id, float) or audience_id == "":

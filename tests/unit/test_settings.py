@@ -1,0 +1,50 @@
+"""Deployment settings from the environment: one QPS minimum for env, config and client."""
+
+from __future__ import annotations
+
+import pytest
+
+from tiktok_destination.config import load_config
+from tiktok_destination.errors import ConfigurationError
+from tiktok_destination.settings import load_settings
+from tiktok_destination.tiktok.client import TikTokClient
+
+
+@pytest.fixture(autouse=True)
+def _state_bucket(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("STATE_BUCKET", "settings-test")
+
+
+@pytest.mark.parametrize("raw", ["0.000001", "0.09", "0", "-1", "nan", "inf"])
+def test_tiktok_qps_below_the_minimum_is_a_configuration_error(
+    monkeypatch: pytest.MonkeyPatch, raw: str
+) -> None:
+    monkeypatch.setenv("TIKTOK_QPS", raw)
+    with pytest.raises(ConfigurationError) as info:
+        load_settings()
+    assert info.value.message.startswith(f"environment variable TIKTOK_QPS={raw!r} ")
+    assert "at least 0.1" in info.value.message
+    assert "TikTokQps" in info.value.message
+
+
+@pytest.mark.parametrize(("raw", "qps"), [("0.1", 0.1), ("2.5", 2.5), ("", 10.0)])
+def test_tiktok_qps_at_or_above_the_minimum_is_used(
+    monkeypatch: pytest.MonkeyPatch, raw: str, qps: float
+) -> None:
+    monkeypatch.setenv("TIKTOK_QPS", raw)
+    assert load_settings().tiktok_qps == qps
+
+
+def test_config_override_obeys_the_same_minimum(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("TIKTOK_QPS", raising=False)
+    config = load_config("[settings]\ntiktok_qps = 0.1\n")
+    assert load_settings().with_config(config).tiktok_qps == 0.1
+    with pytest.raises(ConfigurationError, match=r"tiktok_qps: .*at least 0\.1"):
+        load_config("[settings]\ntiktok_qps = 0.000001\n")
+
+
+@pytest.mark.parametrize("qps", [0.000001, -1.0, float("nan")])
+def test_a_client_refuses_a_qps_that_would_look_like_a_hang(qps: float) -> None:
+    # Run options reach the client directly (a run.json edited by hand, say).
+    with pytest.raises(ConfigurationError, match=r"at least 0\.1"):
+        TikTokClient("token", qps=qps)
