@@ -14,12 +14,14 @@ logger = Logger()
 class PreflightInput(BaseModel):
     input: dict[str, Any]
     execution_id: str
+    #: ``$$.Execution.StartTime``: orders overlapping runs of one audience (newest wins)
+    execution_started_at: str | None = None
 
 
 @logger.inject_lambda_context(clear_state=True)
 def lambda_handler(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
     request = PreflightInput.model_validate(event)
-    run = step_preflight(request.input, request.execution_id)
+    run = step_preflight(request.input, request.execution_id, request.execution_started_at)
     logger.info(
         "run resolved",
         run_id=run["run_id"],

@@ -198,6 +198,15 @@ def print_report(report: dict[str, Any] | None, out: TextIO = sys.stdout) -> Non
 
 
 def _finish(result: Any, args: argparse.Namespace, state_dir: Path) -> int:
+    lease = ((result.output or {}).get("run") or {}).get("lease") or {}
+    if result.succeeded and lease.get("status") == "duplicate":
+        _err(
+            f"run {lease.get('holder_run_id')} of this input is already in progress "
+            f"(execution {lease.get('holder_execution_id')}): nothing to do"
+        )
+        if args.json:
+            print(json.dumps({"status": "already_running", "lease": lease}, indent=2))
+        return 0
     report = result.report
     if report and report.get("run_id"):
         report_path = state_dir / "state-bucket" / "runs" / str(report["run_id"]) / "report.json"

@@ -105,6 +105,12 @@ class TikTokRequestRejected(FatalError):
     action = "tiktok_request_rejected"
 
 
+class RunInProgress(FatalError):
+    """Another run of the same audience or event set held the lease for every wait."""
+
+    action = "run_in_progress"
+
+
 class OAuthError(FatalError):
     """The OAuth callback could not complete (bad state, denied, bad auth_code)."""
 

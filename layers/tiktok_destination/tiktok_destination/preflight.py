@@ -24,12 +24,14 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, ValidationError
 
+from . import leases
 from .config import Config, load_config
 from .errors import (
     AdvertiserNotFound,
     ConfigurationError,
     EventSetNotFound,
     InputRejected,
+    RunInProgress,
 )
 from .runs import Run, Source, run_id_for
 from .secrets import load_access_token, load_app, load_credential
@@ -304,16 +306,80 @@ def _peek_csv_header(source: Source) -> list[str] | None:
     return [name.strip().lower() for name in row]
 
 
+def take_lease(
+    bucket: Bucket,
+    run: Run,
+    settings: Settings,
+    *,
+    previous: Any = None,
+    started_at: str | None = None,
+) -> dict[str, Any]:
+    """The target's lease for ``run``, counting the state machine's waits for it.
+
+    ``previous`` is the run payload of the last pass through Preflight in this execution
+    (the WaitForLease loop), which carries the number of waits so far.
+    """
+    waits = 0
+    if isinstance(previous, dict) and isinstance(previous.get("lease"), dict):
+        waits = int(previous["lease"].get("waits") or 0)
+    outcome = leases.acquire(
+        bucket,
+        run,
+        ttl_seconds=settings.lease_ttl_seconds,
+        is_running=leases.execution_is_running,
+        started_at=started_at,
+    )
+    if outcome.status == "busy":
+        if waits >= settings.lease_max_waits:
+            raise RunInProgress(
+                f"another run of this {_target(run)} (run {outcome.holder_run_id}, execution "
+                f"{outcome.holder_execution_id}) still holds its lease after {waits} waits of "
+                f"{settings.lease_wait_seconds} s; let it finish (or stop it), then re-run "
+                f"this input (run {run.run_id})"
+            )
+        waits += 1
+        logger.info(
+            "waiting for the lease",
+            extra={"holder_run_id": outcome.holder_run_id, "waits": waits, "lease": outcome.key},
+        )
+    elif outcome.status == "superseded":
+        logger.info(
+            "a run of this target that started later has finished: this older input is "
+            "not sent",
+            extra={"run_id": run.run_id, "newer_run_id": outcome.holder_run_id},
+        )
+    elif outcome.status == "duplicate":
+        logger.info(
+            "this input is already being run by another execution: nothing to do",
+            extra={"run_id": run.run_id, "holder_execution_id": outcome.holder_execution_id},
+        )
+    return outcome.as_dict() | {"waits": waits, "wait_seconds": settings.lease_wait_seconds}
+
+
+def _target(run: Run) -> str:
+    if run.kind == "custom_audience":
+        return f"audience '{run.resolved.audience_name}'"
+    return "offline event set"
+
+
 def preflight(
     event: dict[str, Any],
     execution_id: str,
     settings: Settings,
     *,
     client_factory: Callable[[str, Run], TikTokClient],
+    execution_started_at: str | None = None,
 ) -> Run:
     bucket = Bucket(settings.state_bucket)
     run = build_run(event, execution_id, settings, bucket)
     require_event_set_id(run)
+    run.lease = take_lease(
+        bucket, run, settings, previous=event.get("run"), started_at=execution_started_at
+    )
+    if run.lease["status"] != "acquired":
+        # Nothing is written under the run while another execution owns it: its Map
+        # children read runs/<id>/run.json and must keep seeing their own execution.
+        return run
     # Written before the checks so a run that fails them has an id to re-run by.
     bucket.put_json(run.paths.run, run.model_dump())
     token = load_access_token(settings, run.resolved.credential, fresh=True)

@@ -46,6 +46,8 @@ class Run(BaseModel):
     started_at: str
     #: run-shaping settings after the configuration's [settings] overrides
     options: dict[str, Any] = {}
+    #: the target's lease as Preflight found it (``leases.LeaseOutcome`` plus the wait count)
+    lease: dict[str, Any] | None = None
 
     @property
     def resolved(self) -> ResolvedTemplate:

@@ -71,6 +71,13 @@ class Settings:
     tiktok_max_retries: int
     tiktok_backoff_base: float
     tiktok_backoff_max: float
+    #: backstop expiry of a run's lease when Step Functions cannot say whether its holder
+    #: still runs (a live holder keeps its lease however long it takes)
+    lease_ttl_seconds: int = 21_600
+    #: a run of another file waits this long between tries for the lease...
+    lease_wait_seconds: int = 60
+    #: ...this many times, then fails with the workflow action RunInProgress
+    lease_max_waits: int = 60
 
     @property
     def app_secret_name(self) -> str:
@@ -127,4 +134,7 @@ def load_settings() -> Settings:
         tiktok_max_retries=_int("TIKTOK_MAX_RETRIES", 5),
         tiktok_backoff_base=_float("TIKTOK_BACKOFF_BASE", 0.5),
         tiktok_backoff_max=_float("TIKTOK_BACKOFF_MAX", 20.0),
+        lease_ttl_seconds=_int("LEASE_TTL_SECONDS", 21_600),
+        lease_wait_seconds=_int("LEASE_WAIT_SECONDS", 60),
+        lease_max_waits=_int("LEASE_MAX_WAITS", 60),
     )

@@ -19,7 +19,7 @@ from typing import Any
 import boto3
 
 from . import audience as audience_domain
-from . import offline_events
+from . import leases, offline_events
 from .errors import DestinationError, InputRejected
 from .preflight import build_run, preflight
 from .report import (
@@ -80,12 +80,15 @@ def recorded_failure(bucket: Bucket, run: Run, step: str) -> Iterator[None]:
 
 
 # ---------------------------------------------------------------- steps
-def step_preflight(event: dict[str, Any], execution_id: str) -> dict[str, Any]:
+def step_preflight(
+    event: dict[str, Any], execution_id: str, execution_started_at: str | None = None
+) -> dict[str, Any]:
     settings = load_settings()
     run = preflight(
         event,
         execution_id,
         settings,
+        execution_started_at=execution_started_at,
         client_factory=lambda token, run: make_client(settings, token, run),
     )
     return run.model_dump()
@@ -290,6 +293,8 @@ def step_report(run: Run, validate: dict[str, Any], chunk: dict[str, Any]) -> di
     }
     report["api"] = sum_calls(bucket, run)
     bucket.put_json(paths.report, report)
+    # Only now may the next run of this audience start: the snapshot is committed.
+    leases.release(bucket, run, completed=True)
     return {"report_key": paths.report, "bucket": bucket.name}
 
 
@@ -347,6 +352,10 @@ def step_notify(state: dict[str, Any], execution_id: str) -> dict[str, Any]:
         report = {"status": "failed", "execution_id": execution_id, "workflow_action": detail}
         report_key = f"executions/{execution_id.rsplit(':', 1)[-1]}/report.json"
     bucket.put_json(report_key, report)
+    if run is not None:
+        # A failed run gives its target back; the next run diffs against what it may have
+        # sent (pending journals), so nothing is lost by letting it go.
+        leases.release(bucket, run)
     _publish(settings, detail)
     cause = f"{action.title}: {message}\n" + "\n".join(
         f"{i}. {step}" for i, step in enumerate(action.steps, 1)

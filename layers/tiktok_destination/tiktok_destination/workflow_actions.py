@@ -158,6 +158,21 @@ ACTIONS: dict[str, WorkflowAction] = {
             ),
         ),
         WorkflowAction(
+            "RunInProgress",
+            "Another run of this audience is in progress",
+            "Runs of one audience (or offline event set) never overlap: overlapping runs would "
+            "each diff against the same base. This run waited for the other one to finish "
+            "and gave up after the configured number of waits.",
+            (
+                "Open the run named in the message (its execution is in the Step Functions "
+                "console) and let it finish, or stop it if it is stuck: a stopped execution "
+                "frees its lease at once.",
+                "Then re-run this input; raise LEASE_MAX_WAITS / LEASE_WAIT_SECONDS if runs "
+                "of one audience routinely take longer than the wait.",
+                RESOLVE,
+            ),
+        ),
+        WorkflowAction(
             "UnexpectedError",
             "Unexpected error",
             "A step failed in a way this product does not classify.",
@@ -183,6 +198,7 @@ _BY_CLASS: dict[str, str] = {
     "TikTokWriteConflict": "TikTokUnavailable",
     "RetriableError": "TikTokUnavailable",
     "TikTokRequestRejected": "TikTokRequestRejected",
+    "RunInProgress": "RunInProgress",
 }
 
 

@@ -1,0 +1,263 @@
+"""Leases: at most one live run per TikTok audience (or offline event set).
+
+Two runs of one audience that overlap would each diff against the same base and end as the
+union of both files, so every run takes the target's lease before Validate and gives it
+back in Report or Notify. A lease is one S3 object under ``leases/`` written with
+conditional requests, the same mechanism the OAuth callback uses for its single-use marker:
+
+- acquire: ``PutObject If-None-Match: *`` -- exactly one writer wins an empty slot;
+- take over a stale lease: ``PutObject If-Match: <etag read>`` -- a compare-and-swap, so two
+  runs that both saw the stale lease cannot both take it;
+- release: ``DeleteObject If-Match: <etag>`` after checking that this execution holds it.
+
+A lease is stale when its holder's execution is no longer running (asked of Step Functions,
+so an aborted or crashed execution frees its lease at once) or when it expired (the backstop
+for when that cannot be asked). A second execution of the *same* run (one S3 event delivered
+twice, a console start during a live run) while the first is live is a no-op; a run of
+another file waits in the state machine (``WaitForLease``) and gives up with the workflow
+action ``RunInProgress`` after a bounded number of waits.
+
+The newest start wins: a run that completes leaves ``<lease>.last.json`` naming its
+execution's start time, and a run that gets the lease after a run started *later* than
+itself completed is ``superseded`` (it sends nothing), so whatever order overlapping runs
+take the lease in, TikTok ends equal to the file of the last one started.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from typing import Any, Literal
+
+import boto3
+from botocore.exceptions import BotoCoreError, ClientError
+
+from .runs import Run
+from .storage import Bucket
+
+logger = logging.getLogger(__name__)
+
+LEASE_PREFIX = "leases/"
+_CONFLICT_CODES = {"PreconditionFailed", "ConditionalRequestConflict", "412", "NoSuchKey", "404"}
+_CAS_ATTEMPTS = 5
+
+Status = Literal["acquired", "duplicate", "busy", "superseded"]
+#: execution id -> True (running), False (finished or unknown to Step Functions), None
+#: (cannot tell: then only the expiry frees the lease)
+LivenessCheck = Callable[[str], bool | None]
+
+
+def lease_key(run: Run) -> str:
+    """One key per TikTok target: the audience (advertiser + name) or the event set."""
+    template = run.resolved
+    if run.kind == "custom_audience":
+        name = template.audience_name or ""
+        digest = hashlib.sha256(name.encode()).hexdigest()[:16]
+        return f"{LEASE_PREFIX}audience/{template.advertiser_id}/{digest}.json"
+    # Rows may name other event sets; the run-level one (or the template) is what runs of
+    # one feed share, and TikTok de-duplicates repeated event ids within 48 h anyway.
+    target = template.event_set_id or f"template-{run.destination}-{run.data_template}"
+    return f"{LEASE_PREFIX}event-set/{template.advertiser_id}/{target}.json"
+
+
+@dataclass(frozen=True)
+class LeaseOutcome:
+    status: Status
+    key: str
+    holder_run_id: str
+    holder_execution_id: str
+    expires_at: str
+
+    def as_dict(self) -> dict[str, Any]:
+        return dict(self.__dict__)
+
+
+def _error_code(err: ClientError) -> str:
+    return str(err.response.get("Error", {}).get("Code", ""))
+
+
+def _read(bucket: Bucket, key: str) -> tuple[dict[str, Any] | None, str | None]:
+    try:
+        got = bucket.s3.get_object(Bucket=bucket.name, Key=key)
+    except ClientError as err:
+        if _error_code(err) in {"NoSuchKey", "404", "NotFound"}:
+            return None, None
+        raise
+    try:
+        body = json.loads(got["Body"].read())
+    except ValueError:
+        body = {}  # a damaged lease is treated as stale below (no expiry, no holder)
+    return (body if isinstance(body, dict) else {}), str(got["ETag"])
+
+
+def _write(bucket: Bucket, key: str, body: dict[str, Any], **condition: str) -> bool:
+    """One conditional PutObject; False when another writer got there first."""
+    try:
+        bucket.s3.put_object(
+            Bucket=bucket.name,
+            Key=key,
+            Body=json.dumps(body, indent=1, sort_keys=True).encode(),
+            ContentType="application/json",
+            **condition,
+        )
+    except ClientError as err:
+        if _error_code(err) in _CONFLICT_CODES:
+            return False
+        raise
+    return True
+
+
+def _expired(lease: dict[str, Any], now: datetime) -> bool:
+    try:
+        return datetime.fromisoformat(str(lease["expires_at"])) <= now
+    except (KeyError, ValueError):
+        return True
+
+
+def _last_key(key: str) -> str:
+    return key.removesuffix(".json") + ".last.json"
+
+
+def _start_time(value: Any) -> datetime | None:
+    try:
+        parsed = datetime.fromisoformat(str(value).replace("Z", "+00:00"))
+    except ValueError:
+        return None
+    return parsed if parsed.tzinfo else parsed.replace(tzinfo=UTC)
+
+
+def acquire(
+    bucket: Bucket,
+    run: Run,
+    *,
+    ttl_seconds: int,
+    is_running: LivenessCheck,
+    started_at: str | None = None,
+    now: datetime | None = None,
+) -> LeaseOutcome:
+    """Take (or renew) the lease of ``run``'s target, or say who holds it.
+
+    ``started_at`` is the execution's start time (``$$.Execution.StartTime``): it orders
+    overlapping runs so that the last one started is the one TikTok ends up equal to.
+    """
+    key = lease_key(run)
+    now = now or datetime.now(UTC)
+    mine = {
+        "run_id": run.run_id,
+        "execution_id": run.execution_id,
+        "execution_started_at": started_at or now.isoformat(),
+        "destination": run.destination,
+        "data_template": run.data_template,
+        "acquired_at": now.isoformat(timespec="seconds"),
+        "expires_at": (now + timedelta(seconds=ttl_seconds)).isoformat(timespec="seconds"),
+    }
+    for _ in range(_CAS_ATTEMPTS):
+        if _write(bucket, key, mine, IfNoneMatch="*"):
+            return _superseded_or_acquired(bucket, run, key, mine)
+        held, etag = _read(bucket, key)
+        if held is None or etag is None:
+            continue  # released between our write and our read: try the empty slot again
+        holder = str(held.get("execution_id", ""))
+        if holder == run.execution_id:
+            # A redrive, or the state machine's wait loop coming back: renew in place.
+            if _write(bucket, key, mine | {"acquired_at": held.get("acquired_at")}, IfMatch=etag):
+                return _superseded_or_acquired(bucket, run, key, mine)
+            continue
+        # Trust Step Functions when it answers; the expiry is only for when it cannot.
+        running = is_running(holder) if holder else False
+        stale = running is False or (running is None and _expired(held, now))
+        if stale:
+            logger.warning(
+                "taking over a stale lease",
+                extra={"lease": key, "holder_run_id": held.get("run_id"), "expired": True},
+            )
+            if _write(bucket, key, mine, IfMatch=etag):
+                return _superseded_or_acquired(bucket, run, key, mine)
+            continue
+        status: Status = "duplicate" if held.get("run_id") == run.run_id else "busy"
+        return _outcome(status, key, held)
+    # Every compare-and-swap lost a race: somebody else is actively taking it.
+    held, _ = _read(bucket, key)
+    return _outcome("busy", key, held or {})
+
+
+def _superseded_or_acquired(
+    bucket: Bucket, run: Run, key: str, mine: dict[str, Any]
+) -> LeaseOutcome:
+    last, _ = _read(bucket, _last_key(key))
+    if last and last.get("run_id") != run.run_id:
+        theirs = _start_time(last.get("execution_started_at"))
+        ours = _start_time(mine["execution_started_at"])
+        if theirs and ours and theirs > ours:
+            release(bucket, run)
+            return _outcome("superseded", key, last)
+    return _outcome("acquired", key, mine)
+
+
+def _outcome(status: Status, key: str, holder: dict[str, Any]) -> LeaseOutcome:
+    return LeaseOutcome(
+        status=status,
+        key=key,
+        holder_run_id=str(holder.get("run_id", "")),
+        holder_execution_id=str(holder.get("execution_id", "")),
+        expires_at=str(holder.get("expires_at", "")),
+    )
+
+
+def execution_is_running(execution_arn: str) -> bool | None:
+    """Whether a Step Functions execution still runs; None when it cannot be asked."""
+    try:
+        status = boto3.client("stepfunctions").describe_execution(executionArn=execution_arn)
+    except ClientError as err:
+        if _error_code(err) in {"ExecutionDoesNotExist", "InvalidArn"}:
+            return False  # e.g. a local run whose process was killed
+        logger.warning(
+            "cannot tell whether the lease holder runs", extra={"code": _error_code(err)}
+        )
+        return None
+    except BotoCoreError:
+        return None
+    return str(status.get("status")) == "RUNNING"
+
+
+def release(bucket: Bucket, run: Run, *, completed: bool = False) -> bool:
+    """Give the lease back if this execution holds it; True when it was released.
+
+    ``completed``: the run finished its work (the snapshot is committed), so later runs of
+    older files are superseded by it.
+    """
+    key = lease_key(run)
+    held, etag = _read(bucket, key)
+    if held is None or etag is None or held.get("execution_id") != run.execution_id:
+        return False
+    if completed:
+        bucket.put_json(
+            _last_key(key),
+            {
+                "run_id": run.run_id,
+                "execution_id": run.execution_id,
+                "execution_started_at": held.get("execution_started_at"),
+                "source": run.source.uri,
+            },
+        )
+    try:
+        bucket.s3.delete_object(Bucket=bucket.name, Key=key, IfMatch=etag)
+    except ClientError as err:
+        if _error_code(err) in _CONFLICT_CODES:
+            return False  # taken over as stale meanwhile: it is no longer ours to delete
+        raise
+    return True
+
+
+__all__ = [
+    "LEASE_PREFIX",
+    "LeaseOutcome",
+    "acquire",
+    "execution_is_running",
+    "lease_key",
+    "release",
+]
