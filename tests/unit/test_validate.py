@@ -8,6 +8,7 @@ import hashlib
 import json
 from collections.abc import Mapping
 from datetime import UTC, datetime
+from decimal import Decimal
 from pathlib import Path
 from typing import Any
 
@@ -238,6 +239,12 @@ def test_parquet_numeric_phone_columns_are_national_digits(tmp_path: Path) -> No
     rows = [row for _, row in iter_rows(src, "parquet", source=SOURCE)[1]]
     assert rows[0] == {"phone": "4158444856", "phone_int": "4158444856"}
     assert rows[1] == {"phone": "14158444856", "phone_int": "14158444856"}
+    decimals = pa.array([Decimal("4158444856.00")], pa.decimal128(14, 2))
+    pq.write_table(pa.table({"phone": decimals}), tmp_path / "decimal.parquet")
+    _, members, _ = run_audience(
+        tmp_path, tmp_path / "decimal.parquet", file_format="parquet", user_id_types=("PHONE",)
+    )
+    assert members == [f"PHONE_SHA256\t{hashlib.sha256(b'+14158444856').hexdigest()}"]
 
     result, members, rejects = run_audience(
         tmp_path, src, file_format="parquet", user_id_types=("PHONE",)

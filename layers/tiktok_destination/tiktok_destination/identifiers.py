@@ -74,19 +74,16 @@ def _check_visible(value: str, column: str, *, removable: str = "") -> str:
         if category == removable:
             continue
         if category in _INVISIBLE:
+            which = f"U+{ord(ch):04X} {unicodedata.name(ch, '')}".strip()
             raise RowRejected(
                 column,
                 "invisible_character",
-                f"the {column} holds an invisible or control character (U+{ord(ch):04X}, "
-                f"{_char_name(ch)}) after trimming; such values come from copy-paste or "
-                "broken exports and would never match: clean the value at the source",
+                f"the {column} holds an invisible or control character ({which}) after trimming; "
+                "such values come from copy-paste or broken exports and would never match: "
+                "clean the value at the source",
             )
         kept.append(ch)
     return "".join(kept)
-
-
-def _char_name(ch: str) -> str:
-    return unicodedata.name(ch, "a control character")
 
 
 def _email_problem(value: str) -> str:
