@@ -220,6 +220,13 @@ def test_invalid_phone_is_dropped_when_the_email_is_valid() -> None:
     assert normalize(phone="12")["user"] == {"email": EMAIL_HASH}
 
 
+def test_email_with_an_invisible_character_is_never_hashed() -> None:
+    error = rejected(email="jane.doe\u200b@example.com", phone=None)
+    assert (error.column, error.reason_code) == ("email", "invisible_character")
+    assert "jane" not in error.message
+    assert normalize(email="jane.doe@example.com\x00", phone=PHONE)["user"] == {"phone": PHONE_HASH}
+
+
 def test_only_invalid_identifiers_reject_with_the_identifier_reason() -> None:
     error = rejected(email="not-an-email", phone=None)
     assert error.column == "email"

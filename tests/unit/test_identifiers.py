@@ -111,8 +111,6 @@ def test_invalid_email_raises_without_the_value(raw: str, hint: str) -> None:
         ("07911 123456", "GB", "+447911123456"),
         ("0044 7911 123456", "GB", "+447911123456"),
         ("(+1) 213-373-4253", "GB", "+12133734253"),
-        # a dropped "+": too long for the default region, so read as international
-        ("447911123456", "US", "+447911123456"),
         ("030 123456", "de", "+4930123456"),
     ],
 )
@@ -144,6 +142,118 @@ def test_invalid_phone_raises_without_the_value(raw: str, region: str) -> None:
     assert raw not in str(error)
     if len(digits) >= 5:
         assert digits not in str(error)
+
+
+# Real-world spellings of phone numbers, as exports and people write them: the E.164 each
+# must give, or the reason code of its rejection. A number is only international when written
+# so (+, 00, 011); nothing else is ever guessed to be another country's number.
+PHONE_SPELLINGS: list[tuple[str, str, str]] = [
+    # national, default region US
+    ("4158444856", "US", "+14158444856"),
+    ("415-844-4856", "US", "+14158444856"),
+    ("(415) 844-4856", "US", "+14158444856"),
+    ("415.844.4856", "US", "+14158444856"),
+    ("415 844 4856", "US", "+14158444856"),
+    ("  (415)844-4856\t", "US", "+14158444856"),
+    ("415\u00a0844\u00a04856", "US", "+14158444856"),  # no-break spaces
+    ("1 415 844 4856", "US", "+14158444856"),
+    ("1-415-844-4856", "US", "+14158444856"),
+    ("14158444856", "US", "+14158444856"),
+    ("1-800-356-9377", "US", "+18003569377"),
+    # written as international
+    ("+1 415 844 4856", "US", "+14158444856"),
+    ("+14158444856", "US", "+14158444856"),
+    ("(+1) 213-373-4253", "US", "+12133734253"),
+    ("+44 20 7946 0958", "US", "+442079460958"),
+    ("+447911123456", "US", "+447911123456"),
+    ("+41 58 444 85 60", "US", "+41584448560"),
+    ("+49 30 123456", "US", "+4930123456"),
+    ("011 44 20 7946 0958", "US", "+442079460958"),
+    ("0044 20 7946 0958", "US", "+442079460958"),
+    ("00 44 7911 123456", "US", "+447911123456"),
+    ("001 415 844 4856", "US", "+14158444856"),
+    # a dropped "+" is never guessed back: read in the default region, where it is invalid
+    ("447911123456", "US", "invalid_phone"),
+    ("41584448560", "US", "invalid_phone"),  # was read as the Swiss +41 58 444 85 60
+    ("4930123456", "US", "invalid_phone"),
+    # float renderings of a numeric column
+    ("4158444856.0", "US", "+14158444856"),
+    ("4158444856.00", "US", "+14158444856"),
+    ("14158444856.0", "US", "+14158444856"),
+    ("4.158444856E9", "US", "+14158444856"),
+    ("4.158444856e+09", "US", "+14158444856"),
+    ("1.4158444856E10", "US", "+14158444856"),
+    ("447911123456.0", "US", "invalid_phone"),
+    ("4.15844E+09", "US", "phone_lost_digits"),  # Excel's narrow-column rendering
+    ("4,15844E+09", "US", "phone_lost_digits"),  # the same from a German Excel
+    ("4.158445e+09", "US", "phone_lost_digits"),  # a Parquet float32 column
+    ("4158444856.5", "US", "invalid_phone"),
+    ("4158444856.25", "US", "invalid_phone"),
+    # extensions: TikTok matches the person's own number, never a switchboard's
+    ("415-844-4856 x123", "US", "phone_extension"),
+    ("(415) 844-4856 ext. 12", "US", "phone_extension"),
+    ("415 844 4856 extension 5", "US", "phone_extension"),
+    ("4158444856#123", "US", "phone_extension"),
+    ("+44 20 7946 0958 ext 4", "US", "phone_extension"),
+    # letters
+    ("1-800-FLOWERS", "US", "invalid_phone"),
+    ("415-844-4856 x", "US", "invalid_phone"),
+    ("tel:+14158444856", "US", "invalid_phone"),
+    ("n/a", "US", "invalid_phone"),
+    # too short, too long, impossible
+    ("844-4856", "US", "invalid_phone"),
+    ("12345", "US", "invalid_phone"),
+    ("415844485612", "US", "invalid_phone"),
+    ("+1 415 844 48561", "US", "invalid_phone"),
+    ("555-555-5555", "US", "invalid_phone"),
+    ("0", "US", "invalid_phone"),
+    ("+", "US", "invalid_phone"),
+    # invisible characters: format characters (bidi marks, zero-width, BOM) cannot change the
+    # digits and are dropped; controls and line separators are rejected
+    ("\u202a+1 415 844 4856\u202c", "US", "+14158444856"),
+    ("415\u200b844\u200b4856", "US", "+14158444856"),
+    ("\ufeff4158444856", "US", "+14158444856"),
+    ("415\x00844 4856", "US", "invisible_character"),
+    ("415\t844 4856", "US", "invisible_character"),
+    ("415 844 4856\u20284158444857", "US", "invisible_character"),
+    # other default regions
+    ("020 7946 0958", "GB", "+442079460958"),
+    ("07911 123456", "GB", "+447911123456"),
+    ("0044 7911 123456", "GB", "+447911123456"),
+    ("447911123456", "GB", "+447911123456"),  # GB's own country code, not a guess abroad
+    ("0118 496 0123", "GB", "+441184960123"),  # Reading: 011 is no international prefix here
+    ("011 44 20 7946 0958", "GB", "invalid_phone"),
+    ("4158444856.0", "GB", "invalid_phone"),
+    ("030 123456", "DE", "+4930123456"),
+    ("0049 30 123456", "DE", "+4930123456"),
+    ("030123456.0", "DE", "+4930123456"),  # the trunk 0 is kept, not lost to int()
+    ("+1 415 844 4856", "DE", "+14158444856"),
+]
+
+
+@pytest.mark.parametrize(("raw", "region", "expected"), PHONE_SPELLINGS)
+def test_phone_spellings(raw: str, region: str, expected: str) -> None:
+    if expected.startswith("+"):
+        assert normalize_phone(raw, region) == expected
+        assert hash_identifier("PHONE", raw, default_region=region) == sha(expected)
+        return
+    with pytest.raises(RowRejected) as caught:
+        normalize_phone(raw, region)
+    assert (caught.value.column, caught.value.reason_code) == ("phone", expected)
+    digits = "".join(ch for ch in raw if ch.isdigit())
+    if len(digits) >= 5:
+        assert digits not in str(caught.value)
+
+
+def test_phone_spellings_table_is_large_enough() -> None:
+    assert len(PHONE_SPELLINGS) >= 40
+    assert len({(raw, region) for raw, region, _ in PHONE_SPELLINGS}) == len(PHONE_SPELLINGS)
+
+
+def test_lost_digits_message_says_the_column_was_exported_as_a_number() -> None:
+    with pytest.raises(RowRejected, match="exported as a number") as caught:
+        normalize_phone("4.15844E+09", "US")
+    assert "15844" not in str(caught.value)
 
 
 def test_unknown_default_region_is_a_configuration_error() -> None:
@@ -223,3 +333,70 @@ def test_hash_identifier_rejects_invalid_value_without_quoting_it() -> None:
 def test_unknown_id_type_is_a_configuration_error() -> None:
     with pytest.raises(ConfigurationError, match="EMAIL, PHONE, IDFA, AAID"):
         hash_identifier("MAID", "x")
+
+
+INVISIBLE = [
+    "\x00",  # NUL
+    "\x07",
+    "\x7f",
+    "\u200b",  # zero-width space
+    "\u200c",
+    "\u200d",
+    "\u2060",  # word joiner
+    "\ufeff",  # byte order mark
+    "\u00ad",  # soft hyphen
+    "\u202e",  # right-to-left override
+    "\u2028",  # line separator
+    "\u2029",  # paragraph separator
+    "\ue000",  # private use
+    "\ud800",  # lone surrogate
+]
+
+
+INVISIBLE_PLACES = [
+    ("EMAIL", "jane", "@example.com"),
+    ("EMAIL", "jane@example.com", ""),  # trailing: strip() keeps zero-width characters
+    ("EMAIL", "", "jane@example.com"),
+    ("IDFA", "6d92078a-8246-4ba4-", "ae5b-76104861e7dc"),
+    ("AAID", "38400000-8cf0-11bd-b23e-10b96e40000d", ""),
+]
+
+
+@pytest.mark.parametrize(
+    ("char", "id_type", "before", "after"),
+    [
+        (char, *place)
+        for char in INVISIBLE
+        for place in INVISIBLE_PLACES
+        # line/paragraph separators are whitespace: at either end the usual trim removes them
+        if char.isprintable() or not char.isspace() or (place[1] and place[2])
+    ],
+)
+def test_invisible_character_is_rejected_never_hashed(
+    char: str, id_type: str, before: str, after: str
+) -> None:
+    column = id_type.lower()
+    raw = f" {before}{char}{after} "
+    with pytest.raises(RowRejected) as caught:
+        hash_identifier(id_type, raw)
+    error = caught.value
+    assert (error.column, error.reason_code) == (column, "invisible_character")
+    assert column in error.message
+    assert f"U+{ord(char):04X}" in error.message
+    for part in (before, after):
+        if part:
+            assert part not in str(error)
+
+
+def test_invisible_character_in_normalize_functions() -> None:
+    with pytest.raises(RowRejected, match="invisible"):
+        normalize_email("jane\u200b@example.com")
+    with pytest.raises(RowRejected, match="invisible"):
+        normalize_device_id("6d92078a-8246-4ba4-ae5b-76104861e7dc\x00", "IDFA")
+
+
+def test_usual_trim_still_applies_before_the_invisible_check() -> None:
+    assert normalize_email("\t jane@example.com \r\n") == "jane@example.com"
+    assert normalize_device_id("\x1f6d92078a-8246-4ba4-ae5b-76104861e7dc\x85", "AAID") == (
+        "6d92078a-8246-4ba4-ae5b-76104861e7dc"
+    )

@@ -8,6 +8,7 @@ import hashlib
 import json
 from collections.abc import Mapping
 from datetime import UTC, datetime
+from decimal import Decimal
 from pathlib import Path
 from typing import Any
 
@@ -206,18 +207,94 @@ def test_parquet_input(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     third = listed[2][1]
     assert isinstance(third, dict) and third["email"] is None  # empty string -> None
 
-    result, members, rejects = run_audience(tmp_path, src, file_format="parquet")
+    result, members, rejects = run_audience(
+        tmp_path, src, file_format="parquet", reject_threshold=1.0
+    )
     assert members == [
         f"EMAIL_SHA256\t{sha('jane@example.com')}",
         f"PHONE_SHA256\t{sha('+12133734253')}",
-        f"PHONE_SHA256\t{sha('+447911123456')}",
         f"EMAIL_SHA256\t{sha('bob@example.org')}",
     ]
+    # 447911123456 has lost its "+": read in the default region US it is no number
     assert [(r["row"], r["reason_code"]) for r in rejects] == [
+        ("2", "invalid_phone"),
         ("3", "no_identifier"),
         ("5", "invalid_email"),
     ]
     assert result.rows_received == 5
+
+
+def test_parquet_numeric_phone_columns_are_national_digits(tmp_path: Path) -> None:
+    # pandas writes a phone column with gaps as float64, a full one as int64: both must read
+    # as the digits of a default-region number, never as 4158444856.0 re-read as Swiss
+    # +41 58 444 85 60, nor as an international guess for a number that lost its "+".
+    table = pa.table(
+        {
+            "phone": pa.array([4158444856.0, 14158444856.0, 447911123456.0, None], pa.float64()),
+            "Phone_Int": pa.array([4158444856, 14158444856, 447911123456, None], pa.int64()),
+        }
+    )
+    src = tmp_path / "in.parquet"
+    pq.write_table(table, src)
+    rows = [row for _, row in iter_rows(src, "parquet", source=SOURCE)[1]]
+    assert rows[0] == {"phone": "4158444856", "phone_int": "4158444856"}
+    assert rows[1] == {"phone": "14158444856", "phone_int": "14158444856"}
+    decimals = pa.array([Decimal("4158444856.00")], pa.decimal128(14, 2))
+    pq.write_table(pa.table({"phone": decimals}), tmp_path / "decimal.parquet")
+    _, members, _ = run_audience(
+        tmp_path, tmp_path / "decimal.parquet", file_format="parquet", user_id_types=("PHONE",)
+    )
+    assert members == [f"PHONE_SHA256\t{hashlib.sha256(b'+14158444856').hexdigest()}"]
+
+    result, members, rejects = run_audience(
+        tmp_path, src, file_format="parquet", user_id_types=("PHONE",)
+    )
+    expected = hashlib.sha256(b"+14158444856").hexdigest()
+    assert members == [f"PHONE_SHA256\t{expected}", f"PHONE_SHA256\t{expected}"]
+    assert [(r["row"], r["column"], r["reason_code"]) for r in rejects] == [
+        ("3", "phone", "invalid_phone"),
+        ("4", "phone", "no_identifier"),
+    ]
+    assert result.rows_accepted == 2
+
+    pq.write_table(pa.table({"phone": table.column("Phone_Int")}), src)
+    _, members, rejects = run_audience(
+        tmp_path, src, file_format="parquet", user_id_types=("PHONE",)
+    )
+    assert members == [f"PHONE_SHA256\t{expected}", f"PHONE_SHA256\t{expected}"]
+    assert [r["reason_code"] for r in rejects] == ["invalid_phone", "no_identifier"]
+
+
+def test_parquet_float32_phone_is_never_read_as_a_neighbours_number(tmp_path: Path) -> None:
+    # float32 keeps 7 digits: 4158444856 is stored as 4158444800.0, another person's number
+    src = tmp_path / "in.parquet"
+    phones = pa.array([4158444856.0, 2.5, 1000.0, None], pa.float32())
+    pq.write_table(
+        pa.table({"email": [None, None, None, "jane@example.com"], "phone": phones}), src
+    )
+    rows = [row["phone"] for _, row in iter_rows(src, "parquet", source=SOURCE)[1]]
+    assert rows == ["4.158445e+09", "2.5", "1000", None]
+    _, members, rejects = run_audience(tmp_path, src, file_format="parquet", reject_threshold=1.0)
+    assert members == [f"EMAIL_SHA256\t{sha('jane@example.com')}"]
+    assert [r["reason_code"] for r in rejects] == [
+        "phone_lost_digits",
+        "invalid_phone",
+        "invalid_phone",
+    ]
+
+
+def test_invisible_character_in_an_audience_file_is_rejected(tmp_path: Path) -> None:
+    src = write_csv(
+        tmp_path / "in.csv",
+        "email,phone\njane\u200b@example.com,\nbob@example.org\x00,(213) 373-4253\n",
+    )
+    result, members, rejects = run_audience(tmp_path, src)
+    assert members == [f"PHONE_SHA256\t{sha('+12133734253')}"]
+    assert [(r["row"], r["column"], r["reason_code"]) for r in rejects] == [
+        ("1", "email", "invisible_character")
+    ]
+    assert "jane" not in rejects[0]["reason"]
+    assert result.dropped_identifiers_by_reason == {"invisible_character": 1}
 
 
 def test_parquet_binary_column(tmp_path: Path) -> None:

@@ -11,6 +11,8 @@ from __future__ import annotations
 
 import hashlib
 import re
+import unicodedata
+from decimal import Decimal
 
 import phonenumbers
 
@@ -36,7 +38,20 @@ _MD5_HEX = re.compile(r"[0-9a-fA-F]{32}")
 _EMAIL = re.compile(r"[^@\s]+@(?:[^@\s.]+\.)+[^@\s.]{2,}")
 _UUID = re.compile(r"[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}")
 _ZERO_UUID = "00000000-0000-0000-0000-000000000000"
-_DIGITS_ONLY = re.compile(r"[\d\s().\-]{8,}")
+# How spreadsheets and dataframes write a phone column they took for a number: a float with
+# a fraction (4158444856.0; at least 7 digits before the one dot, so dotted spellings like
+# 415.844.4856 or 089.1234567 stay phone spellings) or scientific notation (4.158444856E9,
+# Excel's 4.15844E+09, German Excel's 4,15844E+09).
+_NUMBER_RENDERING = re.compile(r"(\+?)(\d{7,}\.\d+|\d+(?:[.,]\d+)?[eE]\+?\d+)")
+_LETTER = re.compile(r"[^\W\d_]")
+# Unicode categories no identifier may hold: controls (NUL, tab), format characters
+# (zero-width space/joiners U+200B..U+200D, word joiner U+2060, BOM U+FEFF, bidi marks),
+# line/paragraph separators, private use and surrogates. str.isprintable() is False for
+# all of them, so the per-character look-up only runs for the rare value that needs it.
+_INVISIBLE = frozenset({"Cc", "Cf", "Zl", "Zp", "Co", "Cs"})
+# In a phone, format characters cannot change the digits, and phone apps insert them
+# (contacts copied from iOS come wrapped in U+202A..U+202C): they are removed, not rejected.
+_PHONE_REMOVABLE = "Cf"
 
 
 def is_sha256_hex(value: str) -> bool:
@@ -46,6 +61,29 @@ def is_sha256_hex(value: str) -> bool:
 
 def sha256_hex(value: str) -> str:
     return hashlib.sha256(value.encode("utf-8")).hexdigest()
+
+
+def _check_visible(value: str, column: str, *, removable: str = "") -> str:
+    """``value`` without the characters of category ``removable``; a ``RowRejected``
+    (``invisible_character``) for any other invisible or control character in it."""
+    if value.isprintable():
+        return value
+    kept: list[str] = []
+    for ch in value:
+        category = unicodedata.category(ch)
+        if category == removable:
+            continue
+        if category in _INVISIBLE:
+            which = f"U+{ord(ch):04X} {unicodedata.name(ch, '')}".strip()
+            raise RowRejected(
+                column,
+                "invisible_character",
+                f"the {column} holds an invisible or control character ({which}) after trimming; "
+                "such values come from copy-paste or broken exports and would never match: "
+                "clean the value at the source",
+            )
+        kept.append(ch)
+    return "".join(kept)
 
 
 def _email_problem(value: str) -> str:
@@ -73,7 +111,7 @@ def normalize_email(raw: str, *, strip_dots_and_tags: bool = False) -> str:
     ``strip_dots_and_tags`` applies TikTok's older customer-file rule as well: dots and a
     ``+tag`` are removed from the part before the ``@``.
     """
-    value = raw.strip().lower()
+    value = _check_visible(raw.strip(), "email").lower()
     if _EMAIL.fullmatch(value) is None:
         raise RowRejected(
             "email",
@@ -111,34 +149,79 @@ def _parse(text: str, region: str | None) -> phonenumbers.PhoneNumber | None:
         return None
 
 
+def _phone_rejected(reason_code: str, message: str) -> RowRejected:
+    return RowRejected("phone", reason_code, message)
+
+
+def _from_number_rendering(text: str) -> str:
+    """The digits of a float rendering of a whole number; ``text`` when it is no such rendering.
+
+    A rendering whose digits were rounded away (4.15844E+09) or that has a fraction
+    (4158444856.5) is rejected: any number read from it would be some other person's.
+    """
+    match = _NUMBER_RENDERING.fullmatch(text)
+    if match is None:
+        return text
+    sign, number_text = match.groups()
+    number = Decimal(number_text.replace(",", "."))  # the pattern only lets numbers through
+    exponent = number.as_tuple().exponent
+    if isinstance(exponent, int) and exponent > 0:
+        raise _phone_rejected(
+            "phone_lost_digits",
+            "the phone is written in scientific notation that has lost digits (like "
+            "1.23457E+09): the column was exported as a number and rounded; export the "
+            "phone column as text",
+        )
+    if number != number.to_integral_value():
+        raise _phone_rejected(
+            "invalid_phone",
+            "not a phone number: it is a number with a fraction; export the phone column as text",
+        )
+    if "." in number_text and "e" not in number_text.lower():
+        # The digits as written: int() would drop a leading 0 (a trunk prefix) of 030123456.0.
+        return sign + number_text.split(".", 1)[0]
+    return sign + str(int(number))
+
+
 def normalize_phone(raw: str, default_region: str = "US") -> str:
     """E.164 form (``+`` country code and digits): ``(+1) 213-373-4253`` -> ``+12133734253``.
 
-    A number without a country code is read in ``default_region``. The number must be a
-    valid number for its country (Google's libphonenumber rules), since TikTok can never
-    match a number that cannot exist.
+    A number is international only when written so: a leading ``+``, the default region's
+    international prefix (``00`` in most of the world, ``011`` in the US and Canada), or,
+    in the NANP regions where no national number starts with 0, ``00`` as well. Any other
+    number is read in ``default_region`` and never guessed to be international, since a
+    wrong guess hashes some other person's number. A float rendering of a whole number
+    (``4158444856.0``, ``4.158444856E9``) is read as its digits. The number must be valid
+    for its country (Google's libphonenumber rules): TikTok can never match a number that
+    cannot exist. Extensions and letters (vanity numbers) are rejected.
     """
     region = _check_region(default_region)
-    text = raw.strip()
+    text = _from_number_rendering(_check_visible(raw.strip(), "phone", removable=_PHONE_REMOVABLE))
+    if text.startswith("00") and phonenumbers.country_code_for_region(region) == 1:
+        # libphonenumber only knows 011 for NANP; 00 written there is the rest of the
+        # world's international prefix, as no NANP national number starts with 0.
+        text = "+" + text[2:]
     number = _parse(text, region)
-    if (
-        number is not None
-        and not text.startswith("+")
-        and _DIGITS_ONLY.fullmatch(text)
-        and not phonenumbers.is_possible_number(number)
-    ):
-        # Exports and numeric columns drop the leading "+" of international numbers
-        # (447911123456). Only a length impossible in the default region is retried as
-        # international: a wrong guess would hash some other person's number.
-        number = _parse("+" + text, None)
-    if number is not None and not phonenumbers.is_valid_number(number):
-        number = None
-    if number is None:
-        raise RowRejected(
-            "phone",
+    if number is not None and number.extension:
+        raise _phone_rejected(
+            "phone_extension",
+            "the phone has an extension, which TikTok cannot match (people sign up with "
+            "their own number, not a switchboard's); give the direct number without the "
+            "extension",
+        )
+    if _LETTER.search(text):
+        raise _phone_rejected(
             "invalid_phone",
-            "not a valid phone number: write it with its country code, like +44 20 7946 0958, "
-            f"or as a number of the default region {region}; check the number of digits",
+            "the phone contains letters; vanity numbers like 1-800-FLOWERS and text are not "
+            "accepted: write the number in digits, with its country code or as a number of "
+            f"the default region {region}",
+        )
+    if number is None or not phonenumbers.is_valid_number(number):
+        raise _phone_rejected(
+            "invalid_phone",
+            "not a valid phone number: write it with its country code, like +44 20 7946 0958 "
+            f"(or 00/011 and the country code), or as a number of the default region {region}; "
+            "a number without one is never read as international; check the number of digits",
         )
     return phonenumbers.format_number(number, phonenumbers.PhoneNumberFormat.E164)
 
@@ -149,7 +232,7 @@ def normalize_device_id(raw: str, id_type: str) -> str:
     if id_type not in ("IDFA", "AAID"):
         raise ConfigurationError(f"{id_type} is not a device id type; use IDFA or AAID")
     column = COLUMNS[id_type]
-    value = raw.strip().lower()
+    value = _check_visible(raw.strip(), column).lower()
     if _UUID.fullmatch(value) is None:
         hint = (
             "it looks like an MD5 hash, which is not accepted: give the raw id or its SHA-256"

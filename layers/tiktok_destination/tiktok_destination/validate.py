@@ -336,7 +336,21 @@ def _converted(array: pa.Array) -> list[str | None]:
         return [_empty_to_none(v) if v is not None else None for v in values]
     if pa.types.is_integer(kind):
         return [str(v) if v is not None else None for v in values]
+    if pa.types.is_float32(kind) or pa.types.is_float16(kind):
+        return [_as_short_float_text(v, kind.bit_width) for v in values]
     return [_as_text(v) for v in values]
+
+
+def _as_short_float_text(value: float | None, bit_width: int) -> str | None:
+    # A float32 holds whole numbers exactly only up to 2**24 (float16: 2**11): above that, a
+    # phone of 10 digits comes back as a neighbour's number (4158444856 -> 4158444736.0).
+    # Written in scientific notation with only the digits the type keeps, such a value is
+    # never read as digits that were not in the file (a phone column rejects it as
+    # phone_lost_digits).
+    exact, digits = (2**24, 7) if bit_width == 32 else (2**11, 3)
+    if value is not None and value == value and abs(value) > exact and value.is_integer():
+        return format(value, f".{digits - 1}e")
+    return _as_text(value)
 
 
 def _iter_parquet(src: Path, source: str) -> tuple[list[str], RowStream]:
