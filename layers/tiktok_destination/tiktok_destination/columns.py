@@ -194,12 +194,10 @@ def _toml(text: str) -> str:
 
 @dataclass
 class ColumnResolution:
-    """``used``: field -> header column (lowercase, stripped); ``how``: field -> "columns"
-    (explicit mapping), "name" or "alias"; ``ignored``: header column -> why it is unused;
-    ``missing``: fields asked for that no column supplies."""
+    """``used``: field -> header column (lowercase, stripped); ``ignored``: header column ->
+    why it is unused; ``missing``: identifier fields asked for that no column supplies."""
 
     used: dict[str, str] = field(default_factory=dict)
-    how: dict[str, str] = field(default_factory=dict)
     ignored: dict[str, str] = field(default_factory=dict)
     missing: list[str] = field(default_factory=list)
 
@@ -239,7 +237,6 @@ def resolve_columns(
                 f"columns (names are compared without case) or export the column"
             )
         result.used[target] = name
-        result.how[target] = "columns"
 
     taken = set(result.used.values())
     for target in fields:
@@ -263,7 +260,6 @@ def resolve_columns(
             )
         if claims:
             result.used[target] = claims[0]
-            result.how[target] = "name" if compact(claims[0]) == compact(target) else "alias"
             taken.add(claims[0])
 
     asked = [f for f in identifier_fields if f in fields]
