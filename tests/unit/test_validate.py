@@ -49,6 +49,7 @@ def run_audience(
     user_id_types: tuple[str, ...] = ("EMAIL", "PHONE"),
     default_region: str = "US",
     reject_threshold: float = 0.5,
+    ignore_columns: tuple[str, ...] = (),
 ) -> tuple[ValidationResult, list[str], list[dict[str, str]]]:
     members = tmp_path / "members.tsv"
     rejects = tmp_path / "rejects.csv"
@@ -61,6 +62,7 @@ def run_audience(
         reject_threshold=reject_threshold,
         out_members=members,
         out_rejects=rejects,
+        ignore_columns=ignore_columns,
     )
     return result, members.read_text().splitlines(), read_rejects(rejects)
 
@@ -246,8 +248,13 @@ def test_parquet_numeric_phone_columns_are_national_digits(tmp_path: Path) -> No
     )
     assert members == [f"PHONE_SHA256\t{hashlib.sha256(b'+14158444856').hexdigest()}"]
 
+    # Phone_Int is a second phone column: the run must be told it is left out on purpose.
     result, members, rejects = run_audience(
-        tmp_path, src, file_format="parquet", user_id_types=("PHONE",)
+        tmp_path,
+        src,
+        file_format="parquet",
+        user_id_types=("PHONE",),
+        ignore_columns=("Phone_Int",),
     )
     expected = hashlib.sha256(b"+14158444856").hexdigest()
     assert members == [f"PHONE_SHA256\t{expected}", f"PHONE_SHA256\t{expected}"]
@@ -412,14 +419,15 @@ def test_reject_threshold_out_of_range_is_configuration_error(tmp_path: Path) ->
 
 # ---------------------------------------------------------------- file-level errors
 def test_header_without_needed_columns(tmp_path: Path) -> None:
-    src = write_csv(tmp_path / "in.csv", "A,b,E-Mail\n1,2,jane@example.com\n")
+    # "E-Mail" is now read as email (separators are ignored); a misspelling is not.
+    src = write_csv(tmp_path / "in.csv", "A,b,Emial\n1,2,jane@example.com\n")
     with pytest.raises(InputRejected) as caught:
         run_audience(tmp_path, src)
     message = str(caught.value)
     assert message.startswith(f"{SOURCE}: none of the columns email, phone found")
-    assert "header has: a, b, e-mail" in message
+    assert "header has: a, b, emial" in message
     assert "expected at least one of: email, phone (the data template's user_id_types)" in message
-    assert "rename 'e-mail' to 'email'" in message
+    assert "rename 'emial' to 'email'" in message
     assert not (tmp_path / "members.tsv").exists()  # raised before reading rows
 
 
@@ -581,8 +589,8 @@ def test_events_missing_required_columns(tmp_path: Path) -> None:
 
 
 def test_events_rename_hint(tmp_path: Path) -> None:
-    src = write_csv(tmp_path / "in.csv", "event,Event ID,email\nPurchase,1,a@example.com\n")
-    with pytest.raises(InputRejected, match="rename 'event id' to 'event_id'"):
+    src = write_csv(tmp_path / "in.csv", "event,Event IDs,email\nPurchase,1,a@example.com\n")
+    with pytest.raises(InputRejected, match="rename 'event ids' to 'event_id'"):
         run_events(tmp_path, src)
 
 

@@ -36,6 +36,7 @@ from tiktok_destination.audience_names import (
     TIKTOK_TRUNCATED_PREFIX,
     tiktok_visible_name,
 )
+from tiktok_destination.columns import ALL_FIELDS, EVENT_FIELDS
 from tiktok_destination.errors import ConfigurationError
 from tiktok_destination.tiktok.client import MIN_QPS
 
@@ -133,6 +134,14 @@ _HINTS: dict[str, tuple[str, str]] = {
         f"a number of at least {MIN_QPS}, requests per second sent to TikTok",
         "tiktok_qps = 10",
     ),
+    "columns": (
+        "a table from field name to the file's header name",
+        'columns = { email = "Email Address" }',
+    ),
+    "ignore_columns": (
+        "a list of header names the run may leave unused",
+        'ignore_columns = ["secondary_email"]',
+    ),
 }
 
 # Keys that mean someone is about to commit a secret to the file.
@@ -143,6 +152,11 @@ _SECRET_KEY_RE = re.compile(r"token|secret|password|app_key|api_key", re.IGNOREC
 def _fail(message: str) -> PydanticCustomError:
     # The message is used verbatim; braces would be read as format fields.
     return PydanticCustomError(_ERROR_TYPE, message.replace("{", "(").replace("}", ")"))
+
+
+def _fail_toml(message: str) -> PydanticCustomError:
+    # Without a context pydantic leaves braces alone: inline-table examples stay copyable.
+    return PydanticCustomError(_ERROR_TYPE, message)
 
 
 def _example(field: str) -> str:
@@ -192,6 +206,44 @@ def _check_user_id_types(value: Any) -> Any:
             raise _fail(f"lists {upper} more than once; name each identifier type once")
         seen.append(upper)
     return tuple(seen)
+
+
+def _check_columns(value: Any) -> Any:
+    example = _example("columns")
+    if not isinstance(value, dict):
+        raise _fail_toml(f"must be a table from field name to header name, e.g. {example}")
+    checked: dict[str, str] = {}
+    seen: dict[str, str] = {}
+    for target, column in value.items():
+        if target not in ALL_FIELDS:
+            close = difflib.get_close_matches(target, ALL_FIELDS, n=1)
+            guess = f"did you mean {close[0]}? " if close else ""
+            raise _fail_toml(
+                f"{_quote(target)} is not a field; {guess}fields: {', '.join(ALL_FIELDS)}"
+            )
+        if not isinstance(column, str) or not column.strip():
+            raise _fail_toml(
+                f"{target} must be the file's header name as a non-empty quoted string, "
+                f"e.g. {example}"
+            )
+        key = column.strip().lower()
+        if key in seen:
+            raise _fail_toml(
+                f"{seen[key]} and {target} name the same column; one column feeds one field"
+            )
+        seen[key] = target
+        checked[target] = column.strip()
+    return checked
+
+
+def _check_ignore_columns(value: Any) -> Any:
+    example = _example("ignore_columns")
+    if isinstance(value, str) or not isinstance(value, list):
+        raise _fail_toml(f"must be a list of header names, e.g. {example}")
+    for position, item in enumerate(value, start=1):
+        if not isinstance(item, str) or not item.strip():
+            raise _fail_toml(f"entry {position} must be a non-empty quoted string, e.g. {example}")
+    return tuple(item.strip() for item in value)
 
 
 def _check_phone_region(value: Any) -> Any:
@@ -310,6 +362,8 @@ AudienceName = Annotated[str, BeforeValidator(_check_audience_name)]
 TestEventCode = Annotated[str, BeforeValidator(_check_test_event_code)]
 SourcePrefix = Annotated[str, BeforeValidator(_check_source_prefix)]
 Schedule = Annotated[str, BeforeValidator(_check_schedule)]
+ColumnMap = Annotated[dict[str, str], BeforeValidator(_check_columns)]
+IgnoreColumns = Annotated[tuple[str, ...], BeforeValidator(_check_ignore_columns)]
 
 
 # ------------------------------------------------------------------ models
@@ -362,6 +416,10 @@ class DataTemplate(_Table):
     event_set_id: EventSetId | None = None
     test_event_code: TestEventCode | None = None
     default_phone_region: PhoneRegion | None = None
+    #: our field name -> the file's header name (see columns.py for the resolution rule)
+    columns: ColumnMap | None = None
+    #: header columns the run may leave unused although they look like identifiers
+    ignore_columns: IgnoreColumns | None = None
 
 
 class Orchestration(_Table):
@@ -392,16 +450,22 @@ class ResolvedTemplate:
     event_set_id_source: str | None
     test_event_code: str | None
     default_phone_region: str | None
+    #: field -> header name, from the data template's ``columns``
+    columns: dict[str, str] = dataclasses.field(default_factory=dict)
+    ignore_columns: tuple[str, ...] = ()
 
     def as_dict(self) -> dict[str, Any]:
         data = dataclasses.asdict(self)
         data["user_id_types"] = list(self.user_id_types)
+        data["ignore_columns"] = list(self.ignore_columns)
         return data
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Any]) -> ResolvedTemplate:
         names = [f.name for f in dataclasses.fields(cls)]
-        missing = [n for n in names if n not in data]
+        # Runs recorded before columns existed lack them: they had no mapping.
+        optional = ("columns", "ignore_columns")
+        missing = [n for n in names if n not in data and n not in optional]
         unknown = sorted(k for k in data if k not in names)
         if missing or unknown:
             raise ConfigurationError(
@@ -412,7 +476,7 @@ class ResolvedTemplate:
                 )
                 + "; pass the dictionary produced by ResolvedTemplate.as_dict() unchanged"
             )
-        values = {n: data[n] for n in names}
+        values = {n: data[n] for n in names if n in data}
         types = values["user_id_types"]
         if isinstance(types, str) or not isinstance(types, Sequence):
             raise ConfigurationError(
@@ -420,6 +484,21 @@ class ResolvedTemplate:
                 "pass the dictionary produced by ResolvedTemplate.as_dict() unchanged"
             )
         values["user_id_types"] = tuple(types)
+        columns = values.get("columns", {})
+        ignore = values.get("ignore_columns", ())
+        if (
+            not isinstance(columns, Mapping)
+            or not all(isinstance(k, str) and isinstance(v, str) for k, v in columns.items())
+            or isinstance(ignore, str)
+            or not isinstance(ignore, Sequence)
+        ):
+            raise ConfigurationError(
+                "resolved template: columns must map field names to header names and "
+                "ignore_columns must be a list; pass the dictionary produced by "
+                "ResolvedTemplate.as_dict() unchanged"
+            )
+        values["columns"] = dict(columns)
+        values["ignore_columns"] = tuple(str(name) for name in ignore)
         return cls(**values)
 
 
@@ -528,6 +607,8 @@ class Config(_Table):
                 defaults.default_phone_region,
                 self.settings.default_phone_region,
             ),
+            columns=dict(template.columns or {}),
+            ignore_columns=tuple(template.ignore_columns or ()),
         )
 
 
@@ -600,6 +681,7 @@ def _reference_problems(config: Config, src: str) -> list[str]:
                 f"of: {_known(config.destinations)}"
             )
             continue
+        problems.extend(_column_problems(src, table, template, tdest))
         if tdest.kind == "custom_audience":
             if template.audience_name is None:
                 problems.append(
@@ -680,6 +762,33 @@ def _audience_name_collisions(config: Config, src: str) -> list[str]:
             f"differs within its first {TIKTOK_TRUNCATED_PREFIX} characters (or keep names at "
             f"most {TIKTOK_NAME_LIMIT} characters long)"
         )
+    return problems
+
+
+def _column_problems(src: str, table: str, template: DataTemplate, dest: Destination) -> list[str]:
+    """Mapped fields the template never reads, and columns both mapped and ignored."""
+    problems: list[str] = []
+    if dest.kind == "custom_audience":
+        types = template.user_id_types or dest.defaults.user_id_types or DEFAULT_USER_ID_TYPES
+        readable = tuple(t.lower() for t in types)
+        why = "the identifier types in user_id_types"
+    else:
+        readable = EVENT_FIELDS
+        why = "offline event fields"
+    for target in template.columns or {}:
+        if target not in readable:
+            problems.append(
+                f"{src}: [{table}] columns.{target}: this data template never reads "
+                f"{target} (it reads {why}: {', '.join(readable)}); remove it"
+                + (" or add it to user_id_types" if dest.kind == "custom_audience" else "")
+            )
+    mapped = {c.lower(): t for t, c in (template.columns or {}).items()}
+    for name in template.ignore_columns or ():
+        if name.lower() in mapped:
+            problems.append(
+                f"{src}: [{table}] ignore_columns: {_quote(name)} is also mapped to "
+                f"{mapped[name.lower()]} in columns; keep one of the two"
+            )
     return problems
 
 

@@ -25,6 +25,7 @@ from typing import Any
 from pydantic import BaseModel, ConfigDict, ValidationError
 
 from . import leases
+from .columns import resolve_event_columns
 from .config import Config, load_config
 from .errors import (
     AdvertiserNotFound,
@@ -270,10 +271,21 @@ def require_event_set_id(run: Run) -> None:
     Checked here, before any call to TikTok, by reading only the CSV header (a ranged GET).
     Parquet and compressed files are checked by validate, still before anything is sent.
     """
-    if run.kind != "offline_events" or run.resolved.event_set_id:
+    template = run.resolved
+    if run.kind != "offline_events" or template.event_set_id:
         return
     header = _peek_csv_header(run.source)
-    if header is not None and "event_set_id" not in header:
+    if header is None:
+        return
+    # The same rule as validate, so a mapped event_set_id column counts here too.
+    used = resolve_event_columns(
+        header,
+        columns=template.columns,
+        ignore_columns=template.ignore_columns,
+        source=run.source.uri,
+        data_template=run.data_template,
+    ).used
+    if "event_set_id" not in used:
         raise ConfigurationError(
             f"{run.source.uri}: no event_set_id: add an event_set_id column, pass "
             "event_set_id in the execution input, or set event_set_id in "
@@ -296,6 +308,8 @@ def _peek_csv_header(source: Source) -> list[str] | None:
         return None
     if body[:2] == b"\x1f\x8b":  # gzip: validate decompresses it
         return None
+    if b"\n" not in body and len(body) >= HEADER_PEEK_BYTES:
+        return None  # a header longer than the peek: its last name would be cut
     first = body.split(b"\n", 1)[0].decode("utf-8-sig", errors="replace")
     # The same delimiter rule as validate: another one only when the header has no comma.
     delimiter = next((d for d in ",;\t|" if d in first), ",")

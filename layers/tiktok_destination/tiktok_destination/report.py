@@ -60,6 +60,16 @@ def rejects_summary(bucket: Bucket, run: Run) -> dict[str, Any]:
     return {"rejected": len(rows), "by_reason": dict(by_reason.most_common()), "files": files}
 
 
+def columns_report(validation: dict[str, Any]) -> dict[str, Any]:
+    """Which header column fed each field, and which columns the run left unused."""
+    return {
+        "used": validation.get("columns_used", {}),
+        "ignored": validation.get("columns_ignored", {}),
+        # Identifier types the data template asks for that the file has no column for.
+        "identifiers_without_column": validation.get("columns_missing", []),
+    }
+
+
 def base_report(run: Run, status: str) -> dict[str, Any]:
     template = run.resolved
     return {

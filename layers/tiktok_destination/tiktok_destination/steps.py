@@ -26,6 +26,7 @@ from .report import (
     AUDIENCE_REMINDERS,
     EVENTS_REMINDERS,
     base_report,
+    columns_report,
     record_calls,
     rejects_summary,
     sum_calls,
@@ -112,6 +113,9 @@ def step_validate(run: Run) -> dict[str, Any]:
             "default_region": options.get("default_phone_region", settings.default_phone_region),
             "reject_threshold": float(options.get("reject_threshold", settings.reject_threshold)),
             "out_rejects": rejects,
+            "columns": template.columns,
+            "ignore_columns": template.ignore_columns,
+            "data_template": run.data_template,
         }
         output_key = paths.members if run.kind == "custom_audience" else paths.events
         try:
@@ -240,6 +244,7 @@ def step_report(run: Run, validate: dict[str, Any], chunk: dict[str, Any]) -> di
         "rejected_by_reason": rejects["by_reason"],
     }
     report["rejects_files"] = rejects["files"]
+    report["columns"] = columns_report(validation)
     done = bucket.count(f"{paths.plan(chunk['plan_id'])}done/")
     if run.kind == "custom_audience":
         with recorded_failure(bucket, run, "commit"):

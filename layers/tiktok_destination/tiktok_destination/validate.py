@@ -24,6 +24,9 @@ from decimal import Decimal
 from pathlib import Path
 from typing import IO, TYPE_CHECKING, Any, Literal
 
+from .columns import ColumnResolution, resolve_columns, resolve_event_columns
+from .columns import header_text as _header_text
+from .columns import looks_like_data as _looks_like_data
 from .errors import ConfigurationError, InputRejected, RowRejected
 from .identifiers import COLUMNS, ID_TYPES, SCHEMA, hash_identifier
 
@@ -48,14 +51,11 @@ PROGRESS_EVERY = 100_000
 PARQUET_BATCH_ROWS = 10_000
 _WRITE_BUFFER = 1 << 20
 _TOP_REASONS = 3
-_MAX_HEADER_SHOWN = 30
 
 _GZIP_MAGIC = b"\x1f\x8b"
 _PARQUET_MAGIC = b"PAR1"
 # Bytes that are not UTF-8 decode to these lone surrogates under "surrogateescape".
 _UNDECODABLE = re.compile("[\udc80-\udcff]")
-_UUID_LIKE = re.compile(r"[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-")
-_HEX_LIKE = re.compile(r"[0-9a-fA-F]{32,}")
 
 
 # ---------------------------------------------------------------- result
@@ -75,6 +75,17 @@ class ValidationResult:
     #: an invalid value in a row that was still accepted thanks to another identifier
     dropped_identifiers_by_reason: dict[str, int] = field(default_factory=dict)
     columns: list[str] = field(default_factory=list)
+    #: field -> the header column it was read from
+    columns_used: dict[str, str] = field(default_factory=dict)
+    #: header column -> why nothing was read from it
+    columns_ignored: dict[str, str] = field(default_factory=dict)
+    #: identifier fields the data template asks for that no column supplies
+    columns_missing: list[str] = field(default_factory=list)
+
+    def record_columns(self, resolution: ColumnResolution) -> None:
+        self.columns_used = dict(resolution.used)
+        self.columns_ignored = dict(resolution.ignored)
+        self.columns_missing = list(resolution.missing)
 
     def as_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
@@ -96,29 +107,6 @@ def detect_format(key: str) -> Literal["csv", "parquet"]:
 
 
 # ---------------------------------------------------------------- header helpers
-def _looks_like_data(name: str) -> bool:
-    """A header cell that may be a value (a file without header): never echo it."""
-    digits = sum(ch.isdigit() for ch in name)
-    return (
-        "@" in name
-        or digits >= 7
-        or _UUID_LIKE.match(name) is not None
-        or _HEX_LIKE.search(name) is not None
-    )
-
-
-def _header_text(header: Sequence[str]) -> str:
-    """The header for an error message, or a note when it seems to hold data."""
-    if any(_looks_like_data(name) for name in header):
-        return (
-            "the first line seems to hold data values, not column names (not shown because "
-            "they may be personal data); the first line must be a header"
-        )
-    shown = [name[:40] if name else "(empty)" for name in header[:_MAX_HEADER_SHOWN]]
-    more = len(header) - len(shown)
-    return "header has: " + ", ".join(shown) + (f" ... and {more} more" if more > 0 else "")
-
-
 def _rename_hints(header: Sequence[str], expected: Sequence[str]) -> str:
     """A hint to rename header names that are close to a missing expected name."""
     if any(_looks_like_data(name) for name in header):
@@ -469,8 +457,12 @@ def _check_usable(result: ValidationResult, reject_threshold: float) -> None:
 class _RowLoop:
     """Counting, the rejects file and progress logging shared by both file kinds."""
 
-    def __init__(self, result: ValidationResult, rejects: IO[str]):
+    def __init__(
+        self, result: ValidationResult, rejects: IO[str], columns: Mapping[str, str] | None = None
+    ):
         self.result = result
+        # Reasons name our field (email); the rejects file names the file's column.
+        self._columns = dict(columns or {})
         self.rejected: Counter[str] = Counter()
         self.by_type: Counter[str] = Counter()
         self.dropped: Counter[str] = Counter()
@@ -480,7 +472,8 @@ class _RowLoop:
     def reject(self, number: int, problem: RowRejected) -> None:
         self.result.rows_rejected += 1
         self.rejected[problem.reason_code] += 1
-        self._writer.writerow((number, problem.column, problem.reason_code, problem.message))
+        column = self._columns.get(problem.column, problem.column)
+        self._writer.writerow((number, column, problem.reason_code, problem.message))
 
     def tick(self, number: int) -> None:
         self.result.rows_received = number
@@ -523,6 +516,9 @@ def validate_audience_file(
     reject_threshold: float,
     out_members: Path,
     out_rejects: Path,
+    columns: Mapping[str, str] | None = None,
+    ignore_columns: Sequence[str] = (),
+    data_template: str | None = None,
 ) -> ValidationResult:
     """Hash every usable identifier of an audience file into ``out_members``.
 
@@ -530,6 +526,8 @@ def validate_audience_file(
     accepted when at least one identifier of the template's ``user_id_types`` is usable.
     ``out_rejects`` gets ``row,column,reason_code,reason`` per rejected row (header only when
     none). Both are fully written before a file-level ``InputRejected`` is raised.
+    ``columns``/``ignore_columns`` are the data template's (see ``columns.resolve_columns``);
+    ``data_template`` names the template in messages.
     """
     _check_threshold(reject_threshold)
     types: list[str] = []
@@ -550,12 +548,28 @@ def validate_audience_file(
     header, rows = iter_rows(src, file_format, source=source)
     with closing(rows):
         wanted = [COLUMNS[kind] for kind in types]
-        present = [(kind, COLUMNS[kind], SCHEMA[kind]) for kind in types if COLUMNS[kind] in header]
+        resolution = resolve_columns(
+            header,
+            wanted,
+            identifier_fields=wanted,
+            columns=columns,
+            ignore_columns=ignore_columns,
+            source=source,
+            data_template=data_template,
+        )
+        present = [
+            (kind, resolution.used[COLUMNS[kind]], SCHEMA[kind])
+            for kind in types
+            if COLUMNS[kind] in resolution.used
+        ]
         if not present:
+            where = f"[data_templates.{data_template}]" if data_template else "the data template"
             raise InputRejected(
                 f"{source}: none of the columns {', '.join(wanted)} found; "
                 f"{_header_text(header)}; expected at least one of: {', '.join(wanted)} (the "
-                f"data template's user_id_types){_rename_hints(header, wanted)}"
+                f"data template's user_id_types) or an alias of one (see the README), or a "
+                f'mapping such as columns = {{ {wanted[0]} = "..." }} in {where}'
+                f"{_rename_hints(header, wanted)}"
             )
         present_names = [column for _, column, _ in present]
         missing_problem = RowRejected(
@@ -565,8 +579,9 @@ def validate_audience_file(
         )
 
         result = ValidationResult(source=source, columns=header)
+        result.record_columns(resolution)
         with _open_out(out_members) as members, _open_out(out_rejects) as rejects:
-            loop = _RowLoop(result, rejects)
+            loop = _RowLoop(result, rejects, resolution.used)
             write = members.write
             for number, row in rows:
                 loop.tick(number)
@@ -622,28 +637,39 @@ def validate_events_file(
     out_events: Path,
     out_rejects: Path,
     data_template: str | None = None,
+    columns: Mapping[str, str] | None = None,
+    ignore_columns: Sequence[str] = (),
 ) -> ValidationResult:
     """Normalize every offline-event row into ``out_events`` (one JSON object per line).
 
     Each row goes through ``events.normalize_event_row``; rows it rejects go to
-    ``out_rejects`` like the audience's. ``data_template`` only names the template in the
-    error raised when no event set id is available.
+    ``out_rejects`` like the audience's. ``data_template`` names the template in messages;
+    ``columns``/``ignore_columns`` are its column mapping (see ``columns.resolve_columns``).
     """
     _check_threshold(reject_threshold)
     normalize_event_row = _event_row_normalizer()
 
     header, rows = iter_rows(src, file_format, source=source)
     with closing(rows):
-        missing = [name for name in ("event", "event_id") if name not in header]
-        if "email" not in header and "phone" not in header:
+        resolution = resolve_event_columns(
+            header,
+            columns=columns,
+            ignore_columns=ignore_columns,
+            source=source,
+            data_template=data_template,
+        )
+        used = resolution.used
+        missing = [name for name in ("event", "event_id") if name not in used]
+        if "email" not in used and "phone" not in used:
             missing.append("email or phone")
         if missing:
             raise InputRejected(
                 f"{source}: missing required column(s): {', '.join(missing)}; "
                 f"{_header_text(header)}; an offline events file needs event, event_id, and "
-                f"email or phone{_rename_hints(header, ['event', 'event_id', 'email', 'phone'])}"
+                f"email or phone (or a columns mapping in the data template to them)"
+                f"{_rename_hints(header, ['event', 'event_id', 'email', 'phone'])}"
             )
-        if "event_set_id" not in header and not (fallback_event_set_id or "").strip():
+        if "event_set_id" not in used and not (fallback_event_set_id or "").strip():
             where = f"[data_templates.{data_template}]" if data_template else "the data template"
             raise ConfigurationError(
                 f"{source}: no event_set_id: add an event_set_id column, pass event_set_id in "
@@ -651,14 +677,17 @@ def validate_events_file(
             )
 
         result = ValidationResult(source=source, columns=header)
+        result.record_columns(resolution)
         with _open_out(out_events) as events_out, _open_out(out_rejects) as rejects:
-            loop = _RowLoop(result, rejects)
+            loop = _RowLoop(result, rejects, used)
             write = events_out.write
-            for number, row in rows:
+            for number, read in rows:
                 loop.tick(number)
-                if isinstance(row, RowRejected):
-                    loop.reject(number, row)
+                if isinstance(read, RowRejected):
+                    loop.reject(number, read)
                     continue
+                # The event rules read our field names, whatever the file calls them.
+                row: Row = {name: read.get(column) for name, column in used.items()}
                 try:
                     event = normalize_event_row(
                         row,

@@ -1,0 +1,326 @@
+"""Which header column feeds which field: the one column resolution rule.
+
+A misnamed identifier column used to be skipped without a word, and in a mirrored audience
+a skipped column removes everybody it held. So, for every field a data template reads:
+
+1. an explicit ``columns = { email = "Email Address" }`` in the data template wins; a
+   mapped column missing from the header stops the run;
+2. otherwise the column named like the field or one of its well-known :data:`ALIASES`
+   (compared without case, spaces, ``_``, ``-`` or ``.``); two columns claiming one field
+   stop the run, asking for an explicit mapping;
+3. a column that looks like an identifier the template asks for (``customer_email``,
+   ``phone2``) but feeds nothing stops the run with a "did you mean" naming the exact
+   ``columns`` or ``ignore_columns`` line to add.
+
+Identifier columns of a type the template does not ask for, and any other column, are
+ignored and listed as such in the run report. Header names are echoed in messages only
+when they cannot be a value (a file without a header line starts with personal data).
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+
+from .errors import ConfigurationError, InputRejected
+
+#: identifier fields of custom audiences (the lowercase id types)
+IDENTIFIER_FIELDS: tuple[str, ...] = ("email", "phone", "idfa", "aaid")
+#: identifier fields an offline event carries
+EVENT_IDENTIFIER_FIELDS: tuple[str, ...] = ("email", "phone")
+#: every field ``events.normalize_event_row`` reads from a row
+EVENT_FIELDS: tuple[str, ...] = (
+    "event_set_id",
+    "event",
+    "event_id",
+    "timestamp",
+    "email",
+    "phone",
+    "event_channel",
+    "currency",
+    "value",
+    "price",
+    "quantity",
+    "content_type",
+    "content_id",
+    "content_category",
+    "content_name",
+    "brand",
+    "order_id",
+    "shop_id",
+    "description",
+)
+#: every field a ``columns`` mapping may name
+ALL_FIELDS: tuple[str, ...] = tuple(dict.fromkeys(IDENTIFIER_FIELDS + EVENT_FIELDS))
+
+#: other header names taken for a field without a mapping (also documented in the README).
+#: Pre-hashed names are included: a 64-hex value in an identifier column passes through.
+ALIASES: dict[str, tuple[str, ...]] = {
+    "email": (
+        "email_address",
+        "e_mail",
+        "e_mail_address",
+        "mail",
+        "email_addr",
+        "email_sha256",
+        "sha256_email",
+        "hashed_email",
+        "email_hash",
+    ),
+    "phone": (
+        "phone_number",
+        "phone_no",
+        "mobile",
+        "mobile_phone",
+        "mobile_number",
+        "cell",
+        "cell_phone",
+        "cellphone",
+        "telephone",
+        "tel",
+        "msisdn",
+        "phone_sha256",
+        "sha256_phone",
+        "hashed_phone",
+        "phone_hash",
+    ),
+    "idfa": (
+        "ios_advertising_id",
+        "ios_ad_id",
+        "apple_advertising_id",
+        "idfa_sha256",
+    ),
+    "aaid": (
+        "gaid",
+        "adid",
+        "google_advertising_id",
+        "google_ad_id",
+        "android_advertising_id",
+        "android_ad_id",
+        "aaid_sha256",
+    ),
+}
+
+_MAX_SHOWN = 30
+_SEPARATORS = re.compile(r"[\s_.\-]+")
+_WORDS = re.compile(r"[a-z]+")
+_UUID_LIKE = re.compile(r"[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-")
+_HEX_LIKE = re.compile(r"[0-9a-fA-F]{32,}")
+
+# Words that make a column about an identifier rather than the identifier itself
+# (email_opt_in, has_phone, phone_type, email_domain): such a column is not flagged.
+_METADATA_WORDS = frozenset(
+    """
+    opt optin optout opted consent consented verified valid validated status flag flags
+    subscribed unsubscribed subscription bounced bounce type domain date time timestamp at
+    updated created count permission allowed is has country code ext extension os carrier
+    format source sent opened clicked version app template preference preferences
+    frequency score quality provider
+    """.split()  # noqa: SIM905 - a word list reads better as a block
+)
+# Substrings (of the name without separators) and words that suggest an identifier.
+_LOOKS: dict[str, tuple[tuple[str, ...], frozenset[str]]] = {
+    "email": (("email",), frozenset({"mail"})),
+    "phone": (
+        ("phone", "mobile", "msisdn", "telephone"),
+        frozenset({"tel", "cell", "mob", "tlf"}),
+    ),
+    "idfa": (("idfa", "iosad", "appleadvertising"), frozenset()),
+    "aaid": (("aaid", "gaid", "adid", "androidad", "googlead"), frozenset()),
+}
+# Device-wide names could hold either advertising id.
+_DEVICE_HINTS: tuple[str, ...] = ("advertisingid", "deviceid", "maid")
+
+
+def compact(name: str) -> str:
+    """A header name without case, surrounding blanks, spaces, ``_``, ``-`` or ``.``."""
+    return _SEPARATORS.sub("", name.strip().lower())
+
+
+_ACCEPTED: dict[str, frozenset[str]] = {
+    name: frozenset({compact(name), *(compact(alias) for alias in ALIASES.get(name, ()))})
+    for name in ALL_FIELDS
+}
+
+
+def looks_like_data(name: str) -> bool:
+    """A header cell that may be a value (a file without header): never echo it."""
+    digits = sum(ch.isdigit() for ch in name)
+    return (
+        "@" in name
+        or digits >= 7
+        or _UUID_LIKE.match(name) is not None
+        or _HEX_LIKE.search(name) is not None
+    )
+
+
+def header_text(header: Sequence[str]) -> str:
+    """The header for an error message, or a note when it seems to hold data."""
+    if any(looks_like_data(name) for name in header):
+        return (
+            "the first line seems to hold data values, not column names (not shown because "
+            "they may be personal data); the first line must be a header"
+        )
+    shown = [name[:40] if name else "(empty)" for name in header[:_MAX_SHOWN]]
+    more = len(header) - len(shown)
+    return "header has: " + ", ".join(shown) + (f" ... and {more} more" if more > 0 else "")
+
+
+def identifier_kinds(name: str) -> list[str]:
+    """The identifier fields a header name looks like, best guess first (may be none)."""
+    key = compact(name)
+    exact = [f for f in IDENTIFIER_FIELDS if key in _ACCEPTED[f]]
+    if exact:
+        return exact
+    words = set(_WORDS.findall(name.lower()))
+    if words & _METADATA_WORDS:
+        return []
+    if any(hint in key for hint in _DEVICE_HINTS):
+        return ["idfa", "aaid"]
+    found = [
+        kind
+        for kind, (parts, whole_words) in _LOOKS.items()
+        if any(part in key for part in parts) or words & whole_words
+    ]
+    if "phone" in found and ("idfa" in found or "aaid" in found):
+        found.remove("phone")  # mobile_ad_id is a device id, not a phone number
+    return found
+
+
+def _toml(text: str) -> str:
+    return '"' + text.replace("\\", "\\\\").replace('"', '\\"') + '"'
+
+
+@dataclass
+class ColumnResolution:
+    """``used``: field -> header column (lowercase, stripped); ``ignored``: header column ->
+    why it is unused; ``missing``: identifier fields asked for that no column supplies."""
+
+    used: dict[str, str] = field(default_factory=dict)
+    ignored: dict[str, str] = field(default_factory=dict)
+    missing: list[str] = field(default_factory=list)
+
+
+def resolve_columns(
+    header: Sequence[str],
+    fields: Sequence[str],
+    *,
+    identifier_fields: Sequence[str],
+    columns: Mapping[str, str] | None = None,
+    ignore_columns: Iterable[str] = (),
+    source: str,
+    data_template: str | None = None,
+) -> ColumnResolution:
+    """Which header column feeds each of ``fields`` (the rules are in the module docstring).
+
+    ``identifier_fields`` are the identifiers the template asks for: an unused column that
+    looks like one of them stops the run. Raises ``InputRejected`` naming the fix.
+    """
+    where = f"[data_templates.{data_template}]" if data_template else "the data template"
+    names = [name.strip().lower() for name in header]
+    present = {name for name in names if name}
+    ignored = {name.strip().lower() for name in ignore_columns}
+    result = ColumnResolution()
+
+    for target, column in (columns or {}).items():
+        if target not in fields:
+            raise ConfigurationError(
+                f"{where} columns: {target} is not a field this data template reads; "
+                f"remove it (fields: {', '.join(fields)})"
+            )
+        name = column.strip().lower()
+        if name not in present:
+            raise InputRejected(
+                f"{source}: {where} maps {target} to column {_toml(column)}, which the file "
+                f"does not have; {header_text(names)}. Fix the name in the data template's "
+                f"columns (names are compared without case) or export the column"
+            )
+        result.used[target] = name
+
+    taken = set(result.used.values())
+    for target in fields:
+        if target in result.used:
+            continue
+        claims = [
+            name
+            for name in names
+            if name
+            and name not in taken
+            and name not in ignored
+            and not looks_like_data(name)
+            and compact(name) in _ACCEPTED[target]
+        ]
+        if len(claims) > 1:
+            first, second = claims[0], claims[1]
+            raise InputRejected(
+                f"{source}: columns '{first}' and '{second}' could both be the {target} "
+                f"column; say which one to use in {where}, e.g. columns = "
+                f"{{ {target} = {_toml(second)} }} and ignore_columns = [{_toml(first)}]"
+            )
+        if claims:
+            result.used[target] = claims[0]
+            taken.add(claims[0])
+
+    asked = [f for f in identifier_fields if f in fields]
+    problems: list[str] = []
+    for position, name in enumerate(names, start=1):
+        if not name or name in taken:
+            continue
+        if looks_like_data(name):
+            result.ignored[f"column {position}"] = "not used (its name is not shown)"
+            continue
+        if name in ignored:
+            result.ignored[name] = "listed in ignore_columns"
+            continue
+        kinds = identifier_kinds(name)
+        wanted = [kind for kind in kinds if kind in asked]
+        if wanted:
+            problems.append(_did_you_mean(name, wanted[0], result.used, where))
+        elif kinds:
+            result.ignored[name] = (
+                f"looks like {kinds[0]}, which this data template does not ask for"
+            )
+        else:
+            result.ignored[name] = "not a field this data template reads"
+    if problems:
+        raise InputRejected(f"{source}: " + " ".join(problems))
+    result.missing = [f for f in asked if f not in result.used]
+    return result
+
+
+def _did_you_mean(name: str, kind: str, used: Mapping[str, str], where: str) -> str:
+    ignore = f"ignore_columns = [{_toml(name)}]"
+    mapping = f"columns = {{ {kind} = {_toml(name)} }}"
+    a_kind = ("an " if kind[0] in "aeiou" else "a ") + kind
+    if kind in used:
+        return (
+            f"Column '{name}' looks like {a_kind} column but is not used ({kind} is read "
+            f"from column '{used[kind]}'). If it may be left out, add {ignore} to {where}; "
+            f"to read {kind} from it instead, set {mapping} there."
+        )
+    return (
+        f"Column '{name}' looks like {a_kind} column but is not used: no column is named "
+        f"{kind} or one of its aliases. Did you mean {mapping}? Add it to {where} (or "
+        f"rename the column to {kind}); if it is not {a_kind} column, add {ignore} there."
+    )
+
+
+def resolve_event_columns(
+    header: Sequence[str],
+    *,
+    columns: Mapping[str, str] | None = None,
+    ignore_columns: Iterable[str] = (),
+    source: str,
+    data_template: str | None = None,
+) -> ColumnResolution:
+    """:func:`resolve_columns` for an offline events file (validate and preflight)."""
+    return resolve_columns(
+        header,
+        EVENT_FIELDS,
+        identifier_fields=EVENT_IDENTIFIER_FIELDS,
+        columns=columns,
+        ignore_columns=ignore_columns,
+        source=source,
+        data_template=data_template,
+    )

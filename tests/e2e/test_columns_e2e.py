@@ -1,0 +1,124 @@
+"""Column mapping through the whole state machine: a mapped file syncs, a misnamed
+identifier column stops the run before anything reaches TikTok."""
+
+from __future__ import annotations
+
+import hashlib
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+import pytest
+
+from tests.conftest import ADVERTISER, CONFIG, EVENT_SET, write_csv
+from tiktok_destination.emulator import TikTokEmulator
+from tiktok_destination.local.runner import LocalDestination
+
+pytestmark = pytest.mark.e2e
+
+MAPPED = (
+    CONFIG
+    + """
+[data_templates.crm]
+destination = "acme_audiences"
+audience_name = "CRM customers"
+user_id_types = ["EMAIL", "PHONE"]
+columns = { email = "Customer E-mail", phone = "Contact Number" }
+ignore_columns = ["secondary_email"]
+
+[data_templates.store_sales]
+destination = "acme_offline"
+columns = { event = "Event Name", event_id = "Order No", event_set_id = "Pixel" }
+"""
+)
+
+PEOPLE = [("ann@example.com", "+14155550100"), ("bob@example.com", "+14155550101")]
+
+
+def sha(normalized: str) -> str:
+    return hashlib.sha256(normalized.encode("utf-8")).hexdigest()
+
+
+def expected_members(people: list[tuple[str, str]]) -> set[str]:
+    return {f"EMAIL_SHA256:{sha(e)}" for e, _ in people} | {
+        f"PHONE_SHA256:{sha(p)}" for _, p in people
+    }
+
+
+def the_audience(emulator: TikTokEmulator) -> dict:
+    found = emulator.audiences(ADVERTISER)
+    assert len(found) == 1, f"expected exactly one audience, found {len(found)}"
+    return found[0]
+
+
+def test_mapped_columns_sync_the_audience_and_the_report_says_which_column_fed_what(
+    local: LocalDestination, emulator: TikTokEmulator, tmp_path: Path
+) -> None:
+    local.put_config(MAPPED)
+    path = write_csv(
+        tmp_path / "crm.csv",
+        "Customer E-mail,Contact Number,secondary_email,first_name",
+        [f"{e.upper()},{p},other{i}@example.com,Name{i}" for i, (e, p) in enumerate(PEOPLE)],
+    )
+    result = local.run_file(path, "acme_audiences", "crm")
+    assert result.succeeded, result.cause
+    created = the_audience(emulator)
+    assert created["name"] == "CRM customers"
+    assert created["members"] == expected_members(PEOPLE)
+    assert result.report is not None
+    assert result.report["columns"] == {
+        "used": {"email": "customer e-mail", "phone": "contact number"},
+        "ignored": {
+            "secondary_email": "listed in ignore_columns",
+            "first_name": "not a field this data template reads",
+        },
+        "identifiers_without_column": [],
+    }
+
+
+def test_did_you_mean_stops_the_run_with_nothing_sent(
+    local: LocalDestination, emulator: TikTokEmulator, tmp_path: Path
+) -> None:
+    first = local.run_file(
+        write_csv(tmp_path / "day1.csv", "email,phone", [f"{e},{p}" for e, p in PEOPLE]),
+        "acme_audiences",
+        "vip",
+    )
+    assert first.succeeded, first.cause
+    before = the_audience(emulator)["members"]
+
+    # The export renamed the email column: before, this synced phones only and removed
+    # every email member.
+    emulator.reset_counters()
+    renamed = write_csv(
+        tmp_path / "day2.csv", "customer_email,phone", [f"{e},{p}" for e, p in PEOPLE]
+    )
+    result = local.run_file(renamed, "acme_audiences", "vip")
+    assert result.status == "FAILED"
+    assert result.error == "InputRejected"
+    assert result.report is not None
+    message = result.report["workflow_action"]["message"]
+    assert (
+        'Did you mean columns = { email = "customer_email" }? Add it to [data_templates.vip]'
+        in (message)
+    )
+    assert "ann@example.com" not in (result.cause or "") and "ann@" not in message
+    assert emulator.calls["segment/mapping/"] == 0
+    assert the_audience(emulator)["members"] == before
+
+
+def test_offline_events_mapping_including_the_event_set_column(
+    local: LocalDestination, emulator: TikTokEmulator, tmp_path: Path
+) -> None:
+    # No event_set_id in the template: preflight must find the mapped Pixel column.
+    local.put_config(MAPPED)
+    recent = (datetime.now(UTC) - timedelta(hours=2)).strftime("%Y-%m-%dT%H:%M:%SZ")
+    path = write_csv(
+        tmp_path / "sales.csv",
+        "Event Name,Order No,Email Address,Pixel,timestamp",
+        [f"Purchase,A1,ann@example.com,{EVENT_SET},{recent}"],
+    )
+    result = local.run_file(path, "acme_offline", "store_sales")
+    assert result.succeeded, result.cause
+    assert sorted(emulator.events_by_key) == [(EVENT_SET, "Purchase", "A1")]
+    assert result.report is not None
+    assert result.report["columns"]["used"]["email"] == "email address"
