@@ -44,6 +44,8 @@ AUDIENCE_LIMIT = 400
 TIKTOK_NAME_LIMIT = 70
 TIKTOK_TRUNCATED_PREFIX = 67
 SCHEMA_ORDER = tuple(SCHEMA[t] for t in ID_TYPES)
+#: written into a plan's prefix when its members became the committed snapshot
+COMMITTED_MARKER = "committed.json"
 
 
 def tiktok_visible_name(name: str) -> str:
@@ -241,6 +243,12 @@ def plan_audience(
     ).hexdigest()[:16]
     prefix = paths.plan(plan_id)
     existing = bucket.get_json(f"{prefix}plan.json")
+    if existing and bucket.exists(f"{prefix}{COMMITTED_MARKER}"):
+        # The snapshot came back to the same bytes (A, B, A, then B again): this plan was
+        # sent and committed once, but TikTok has held other members since. Its done
+        # markers are stale, so plan afresh.
+        bucket.delete_prefix(prefix)
+        existing = None
     if existing:
         # Same input, same base: reuse the plan so finished batches are not sent again.
         fields = AudiencePlan.__dataclass_fields__
@@ -433,6 +441,7 @@ def commit_audience(bucket: Bucket, run: Run, plan_id: str) -> dict[str, Any]:
     )
     for other in [run.run_id, *plan.get("pending_base", [])]:
         bucket.delete(keys.pending(other))
+    bucket.put_json(f"{prefix}{COMMITTED_MARKER}", {"run_id": run.run_id})
     return {"committed": True, "members": plan["members"]}
 
 
