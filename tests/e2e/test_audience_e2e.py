@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import math
 from pathlib import Path
 
@@ -166,3 +167,18 @@ def test_transient_tiktok_errors_are_retried(
     assert result.succeeded, result.cause
     assert audience(emulator)["members"] == members_of(rows)
     assert result.report is not None and result.report["api"]["retries"] >= 3
+
+
+def test_same_file_after_the_audience_came_back_to_an_earlier_state_is_sent_again(
+    local: LocalDestination, emulator: TikTokEmulator, tmp_path: Path
+) -> None:
+    # A, B, A, B with the same bytes under the same names: the second B has the same run id
+    # and the same committed snapshot (same bytes, same ETag) as the first, but TikTok holds
+    # A now, so B's batches must be sent again, not skipped as done.
+    a = [f"person{i}@example.com" for i in range(0, 6)]
+    b = [f"person{i}@example.com" for i in range(3, 9)]
+    for rows, name in ((a, "a.csv"), (b, "b.csv"), (a, "a.csv"), (b, "b.csv")):
+        result = local.run_file(write_csv(tmp_path / name, "email", rows), "acme_audiences", "vip")
+        assert result.succeeded, result.cause
+        expected = {"EMAIL_SHA256:" + hashlib.sha256(e.encode()).hexdigest() for e in rows}
+        assert audience(emulator)["members"] == expected, name

@@ -10,6 +10,10 @@ runs that never committed (``pending/`` journals) may have been applied. So
     surely_present = committed - deletes of pending runs   ->  adds    = new - surely_present
 
 which is why a failed run followed by a newer file still converges on the newer file.
+
+Mirror semantics make a bad export dangerous, so a plan is guarded before anything is
+uploaded or sent (:func:`check_removal`): its size is what TikTok may hold (``maybe_present``,
+the same base the deletes come from, so the removed share is never above 1).
 """
 
 from __future__ import annotations
@@ -17,8 +21,9 @@ from __future__ import annotations
 import hashlib
 import logging
 import re
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
+from fractions import Fraction
 from pathlib import Path
 from typing import Any
 
@@ -27,6 +32,7 @@ from .audience_names import tiktok_visible_name
 from .errors import (
     AudienceLimitReached,
     DestinationError,
+    MassRemovalBlocked,
     TikTokRequestRejected,
     TikTokUnavailable,
 )
@@ -39,6 +45,8 @@ logger = logging.getLogger(__name__)
 
 AUDIENCE_LIMIT = 400
 SCHEMA_ORDER = tuple(SCHEMA[t] for t in ID_TYPES)
+#: written into a plan's prefix when its members became the committed snapshot
+COMMITTED_MARKER = "committed.json"
 
 
 class AudienceKeys:
@@ -232,6 +240,50 @@ def _forget_membership(bucket: Bucket, keys: AudienceKeys) -> None:
     bucket.delete(keys.registry)
 
 
+# ------------------------------------------------------------------- guard
+def removal_blocked(current: int, removed: int, *, max_share: float, min_audience: int) -> bool:
+    """True when a plan removing ``removed`` of ``current`` members must not be sent.
+
+    Exactly ``max_share`` is allowed; 1 can never be exceeded, so it turns the guard off.
+    """
+    if current < min_audience or current == 0:
+        return False
+    # Compared as the decimal the configuration wrote: 0.57 * 100 is 56.99999999999999 in
+    # binary floating point, which would block a removal of exactly 57%.
+    return Fraction(removed, current) > Fraction(str(max_share))
+
+
+def check_removal(run: Run, current: int, removed: int, added: int) -> bool:
+    """Raise MassRemovalBlocked when the run's plan would remove too much of the audience.
+
+    Returns True when the plan is over the limit but the execution input allowed it.
+    """
+    template = run.resolved
+    max_share = template.max_removal_share
+    min_audience = template.mass_removal_min_audience
+    if not removal_blocked(current, removed, max_share=max_share, min_audience=min_audience):
+        return False
+    name = tiktok_visible_name(template.audience_name or "")
+    if run.options.get("allow_mass_removal", False):
+        logger.warning(
+            "removal guard lifted by allow_mass_removal for this execution",
+            extra={"current_members": current, "would_remove": removed, "would_add": added},
+        )
+        return True
+    raise MassRemovalBlocked(
+        f"audience '{name}' (advertiser {template.advertiser_id}): {run.source.uri} would "
+        f"remove more than max_removal_share {max_share:g} of it, so nothing was sent: current "
+        f"size {current:,}, would remove {removed:,} ({removed / current:.1%}), would add "
+        f"{added:,}. If the file is right, start a new execution with the same input and "
+        '"allow_mass_removal": true, or raise max_removal_share for this data template',
+        current_members=current,
+        would_remove=removed,
+        would_add=added,
+        max_removal_share=max_share,
+        min_audience=min_audience,
+    )
+
+
 # -------------------------------------------------------------------- plan
 @dataclass
 class AudiencePlan:
@@ -266,6 +318,12 @@ def plan_audience(
     ).hexdigest()[:16]
     prefix = paths.plan(plan_id)
     existing = bucket.get_json(f"{prefix}plan.json")
+    if existing and bucket.exists(f"{prefix}{COMMITTED_MARKER}"):
+        # The snapshot came back to the same bytes (A, B, A, then B again): this plan was
+        # sent and committed once, but TikTok has held other members since. Its done
+        # markers are stale, so plan afresh.
+        bucket.delete_prefix(prefix)
+        existing = None
     if existing:
         # Same input, same base: reuse the plan so finished batches are not sent again.
         fields = AudiencePlan.__dataclass_fields__
@@ -296,7 +354,7 @@ def plan_audience(
 
     adds_path, deletes_path = workdir / "adds.txt", workdir / "deletes.txt"
     read = sorting.read_lines
-    maybe_present = sorting.union(read(committed), *(read(p) for p in pending_adds))
+    maybe_present = _Counted(sorting.union(read(committed), *(read(p) for p in pending_adds)))
     removed = _write(deletes_path, sorting.difference(maybe_present, read(new_sorted)))
     # surely_present is read twice (adds and unchanged), so it goes to disk once.
     surely_path = workdir / "surely.txt"
@@ -307,6 +365,9 @@ def plan_audience(
     added = _write(adds_path, sorting.difference(read(new_sorted), read(surely_path)))
     unchanged = sum(1 for _ in sorting.intersection(read(new_sorted), read(surely_path)))
     surely_path.unlink()
+    # Before any upload: a blocked plan leaves no plan.json to be reused, no manifest for the
+    # Map, and no pending journal (TikTok cannot hold any of it).
+    mass_removal_allowed = check_removal(run, maybe_present.count, removed, added)
 
     manifest: list[dict[str, Any]] = []
     for action, source in (("delete", deletes_path), ("add", adds_path)):
@@ -338,8 +399,24 @@ def plan_audience(
         removed=removed,
         unchanged=unchanged,
     )
-    bucket.put_json(f"{prefix}plan.json", plan.as_dict() | {"pending_base": pending})
+    bucket.put_json(
+        f"{prefix}plan.json",
+        plan.as_dict() | {"pending_base": pending, "mass_removal_allowed": mass_removal_allowed},
+    )
     return plan
+
+
+class _Counted:
+    """Counts the lines of a stream as a consumer reads it."""
+
+    def __init__(self, lines: Iterable[str]):
+        self.lines = lines
+        self.count = 0
+
+    def __iter__(self) -> Iterator[str]:
+        for line in self.lines:
+            self.count += 1
+            yield line
 
 
 def _write(path: Path, lines: Iterator[str]) -> int:
@@ -439,6 +516,7 @@ def commit_audience(bucket: Bucket, run: Run, plan_id: str) -> dict[str, Any]:
     )
     for other in [run.run_id, *plan.get("pending_base", [])]:
         bucket.delete(keys.pending(other))
+    bucket.put_json(f"{prefix}{COMMITTED_MARKER}", {"run_id": run.run_id})
     return {"committed": True, "members": plan["members"]}
 
 
@@ -446,9 +524,11 @@ __all__ = [
     "AudienceKeys",
     "AudiencePlan",
     "batch_rows",
+    "check_removal",
     "commit_audience",
     "ensure_audience",
     "plan_audience",
+    "removal_blocked",
     "send_batch",
     "tiktok_visible_name",
 ]

@@ -2,7 +2,8 @@
 
     tiktok-destination demo
     tiktok-destination run FILE --config CONFIG --destination NAME --template NAME
-    tiktok-destination rerun RUN_ID --config CONFIG
+        [--allow-mass-removal]
+    tiktok-destination rerun RUN_ID --config CONFIG [--allow-mass-removal]
     tiktok-destination emulator
     tiktok-destination auth-link --credential NAME --redirect-uri URL
 
@@ -247,6 +248,7 @@ def cmd_run(args: argparse.Namespace) -> int:
                 for k, v in (
                     ("event_set_id", args.event_set_id),
                     ("test_event_code", args.test_event_code),
+                    ("allow_mass_removal", args.allow_mass_removal),
                 )
                 if v
             }
@@ -271,7 +273,8 @@ def cmd_rerun(args: argparse.Namespace) -> int:
         local = _local(args, config_text, base_url, emu, state_dir)
         try:
             _err(f"Re-running run {args.run_id}")
-            result = local.rerun(args.run_id)
+            extra = {"allow_mass_removal": True} if args.allow_mass_removal else None
+            result = local.rerun(args.run_id, extra)
         finally:
             local.__exit__(None, None, None)
     return _finish(result, args, state_dir)
@@ -330,6 +333,7 @@ def cmd_demo(args: argparse.Namespace) -> int:
                 verbose=args.verbose,
                 event_set_id=None,
                 test_event_code=None,
+                allow_mass_removal=False,
             )
             sys.stdout.flush()
             status = cmd_run(ns) or status
@@ -405,6 +409,12 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", required=True)
 
     def local_options(p: argparse.ArgumentParser) -> None:
+        p.add_argument(
+            "--allow-mass-removal",
+            action="store_true",
+            help="custom audiences: let this run remove more than max_removal_share of the "
+            "audience (resolves MassRemovalBlocked once the file is known to be right)",
+        )
         p.add_argument("--tiktok-url", help="TikTok API base URL (default: start the emulator)")
         p.add_argument(
             "--access-token",

@@ -17,7 +17,7 @@ import re
 import tomllib
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any, Literal, TypeVar
 
 import phonenumbers
 from pydantic import (
@@ -60,6 +60,11 @@ DEFAULT_USER_ID_TYPES: tuple[str, ...] = ("EMAIL", "PHONE")
 #: what an offline event carries in ``user`` (Events API 2.0: hashed email and phone)
 EVENT_USER_ID_TYPES: tuple[str, ...] = ("EMAIL", "PHONE")
 KINDS: tuple[str, ...] = ("custom_audience", "offline_events")
+#: the removal guard: a custom audience run stops (MassRemovalBlocked) when the file would
+#: remove more than this share of the members TikTok may hold ...
+DEFAULT_MAX_REMOVAL_SHARE = 0.5
+#: ... unless the audience has fewer members than this (small audiences churn in big shares)
+DEFAULT_MASS_REMOVAL_MIN_AUDIENCE = 1_000
 
 # The names become S3 key segments (inbox/<destination>/<template>/) and parts of
 # scheduler names, which allow only these characters; 64 is the Scheduler name limit.
@@ -141,6 +146,15 @@ _HINTS: dict[str, tuple[str, str]] = {
     "ignore_columns": (
         "a list of header names the run may leave unused",
         'ignore_columns = ["secondary_email"]',
+    ),
+    "max_removal_share": (
+        "a number from 0 to 1, the largest share of an audience's members one file may "
+        "remove (1 turns the guard off)",
+        "max_removal_share = 0.5",
+    ),
+    "mass_removal_min_audience": (
+        "a whole number from 0, the audience size below which the removal guard does not apply",
+        "mass_removal_min_audience = 1000",
     ),
 }
 
@@ -381,6 +395,8 @@ class Settings(_Table):
     mapping_batch_size: int | None = Field(default=None, ge=1, le=10_000)
     event_batch_size: int | None = Field(default=None, ge=1, le=1_000)
     tiktok_qps: float | None = Field(default=None, ge=MIN_QPS, allow_inf_nan=False)
+    max_removal_share: float | None = Field(default=None, ge=0, le=1)
+    mass_removal_min_audience: int | None = Field(default=None, ge=0)
 
 
 class Credential(_Table):
@@ -396,6 +412,8 @@ class DestinationDefaults(_Table):
     default_phone_region: PhoneRegion | None = None
     event_set_id: EventSetId | None = None
     test_event_code: TestEventCode | None = None
+    max_removal_share: float | None = Field(default=None, ge=0, le=1)
+    mass_removal_min_audience: int | None = Field(default=None, ge=0)
 
 
 class Destination(_Table):
@@ -420,6 +438,8 @@ class DataTemplate(_Table):
     columns: ColumnMap | None = None
     #: header columns the run may leave unused although they look like identifiers
     ignore_columns: IgnoreColumns | None = None
+    max_removal_share: float | None = Field(default=None, ge=0, le=1)
+    mass_removal_min_audience: int | None = Field(default=None, ge=0)
 
 
 class Orchestration(_Table):
@@ -453,6 +473,11 @@ class ResolvedTemplate:
     #: field -> header name, from the data template's ``columns``
     columns: dict[str, str] = dataclasses.field(default_factory=dict)
     ignore_columns: tuple[str, ...] = ()
+    #: the removal guard (custom audiences): data template > destination defaults >
+    #: [settings] > the built-in default. Defaults here so that a run payload written before
+    #: the guard existed still loads.
+    max_removal_share: float = DEFAULT_MAX_REMOVAL_SHARE
+    mass_removal_min_audience: int = DEFAULT_MASS_REMOVAL_MIN_AUDIENCE
 
     def as_dict(self) -> dict[str, Any]:
         data = dataclasses.asdict(self)
@@ -462,10 +487,14 @@ class ResolvedTemplate:
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Any]) -> ResolvedTemplate:
-        names = [f.name for f in dataclasses.fields(cls)]
-        # Runs recorded before columns existed lack them: they had no mapping.
-        optional = ("columns", "ignore_columns")
-        missing = [n for n in names if n not in data and n not in optional]
+        fields = dataclasses.fields(cls)
+        names = [f.name for f in fields]
+        required = [
+            f.name
+            for f in fields
+            if f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING
+        ]
+        missing = [n for n in required if n not in data]
         unknown = sorted(k for k in data if k not in names)
         if missing or unknown:
             raise ConfigurationError(
@@ -609,6 +638,18 @@ class Config(_Table):
             ),
             columns=dict(template.columns or {}),
             ignore_columns=tuple(template.ignore_columns or ()),
+            max_removal_share=_first_or(
+                DEFAULT_MAX_REMOVAL_SHARE,
+                template.max_removal_share,
+                defaults.max_removal_share,
+                self.settings.max_removal_share,
+            ),
+            mass_removal_min_audience=_first_or(
+                DEFAULT_MASS_REMOVAL_MIN_AUDIENCE,
+                template.mass_removal_min_audience,
+                defaults.mass_removal_min_audience,
+                self.settings.mass_removal_min_audience,
+            ),
         )
 
 
@@ -645,6 +686,10 @@ def load_config(text: str | bytes, *, source: str = "config.toml") -> Config:
     return config
 
 
+# Custom audiences only: offline events add, they never remove.
+_REMOVAL_GUARD_FIELDS = ("max_removal_share", "mass_removal_min_audience")
+
+
 def _reference_problems(config: Config, src: str) -> list[str]:
     problems: list[str] = []
 
@@ -663,8 +708,9 @@ def _reference_problems(config: Config, src: str) -> list[str]:
             )
         d = dest.defaults
         if dest.kind == "offline_events":
-            if d.user_id_types is not None:
-                not_applicable(f"{table}.defaults", "user_id_types", dest.kind)
+            for field in ("user_id_types", *_REMOVAL_GUARD_FIELDS):
+                if getattr(d, field) is not None:
+                    not_applicable(f"{table}.defaults", field, dest.kind)
         else:
             if d.event_set_id is not None:
                 not_applicable(f"{table}.defaults", "event_set_id", dest.kind)
@@ -692,7 +738,7 @@ def _reference_problems(config: Config, src: str) -> list[str]:
                 if getattr(template, field) is not None:
                     not_applicable(table, field, tdest.kind)
         else:
-            for field in ("audience_name", "user_id_types"):
+            for field in ("audience_name", "user_id_types", *_REMOVAL_GUARD_FIELDS):
                 if getattr(template, field) is not None:
                     not_applicable(table, field, tdest.kind)
 
@@ -902,8 +948,16 @@ def _check_input(value: Any, check: Callable[[Any], Any], field: str) -> None:
         raise ConfigurationError(f"orchestration input: {field}: must be a string")
 
 
-def _first(*values: str | None) -> str | None:
+_T = TypeVar("_T")
+
+
+def _first(*values: _T | None) -> _T | None:
     return next((v for v in values if v is not None), None)
+
+
+def _first_or(default: _T, *values: _T | None) -> _T:
+    found = _first(*values)
+    return default if found is None else found
 
 
 def _quote(name: str) -> str:

@@ -11,12 +11,17 @@ or TikTok code, and say what to do.
 
 from __future__ import annotations
 
+from typing import Any
+
 
 class DestinationError(Exception):
     """Base of every error this project raises on purpose."""
 
     #: the workflow action this failure maps to (see ``workflow_actions.py``)
     action: str = "unexpected_error"
+    #: structured numbers behind the failure (counts only, never personal data), carried
+    #: into the failure record, the notification and the failed run's report
+    details: dict[str, Any] | None = None
 
     def __init__(self, message: str, *, code: int | None = None, request_id: str | None = None):
         super().__init__(message)
@@ -67,6 +72,35 @@ class InputRejected(FatalError):
     action = "input_rejected"
     #: the validation counts when the whole file was read (so the report can show them)
     result: object | None = None
+
+
+class MassRemovalBlocked(FatalError):
+    """The file would remove more of a custom audience than ``max_removal_share`` allows.
+
+    Raised while planning, before any batch is sent: mirror semantics would turn a truncated
+    or near-empty export into mass deletions at TikTok.
+    """
+
+    action = "mass_removal_blocked"
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        current_members: int,
+        would_remove: int,
+        would_add: int,
+        max_removal_share: float,
+        min_audience: int,
+    ):
+        super().__init__(message)
+        self.details = {
+            "current_members": current_members,
+            "would_remove": would_remove,
+            "would_add": would_add,
+            "max_removal_share": max_removal_share,
+            "mass_removal_min_audience": min_audience,
+        }
 
 
 class AdvertiserNotFound(FatalError):

@@ -9,7 +9,9 @@ Three starts reach the same state machine:
   object under the prefix is sent;
 - a console start or re-run: ``{"bucket", "key", "destination", "data_template"}``.
 
-Any of them may add ``event_set_id`` and ``test_event_code`` (offline events). Before any
+Any of them may add ``event_set_id`` and ``test_event_code`` (offline events), and
+``"allow_mass_removal": true`` at the top level: this execution may remove more of a custom
+audience than ``max_removal_share`` allows (see ``audience.check_removal``). Before any
 data is sent the token is checked (``user/info/``), the advertiser must be one the token may
 act for, and an event set named at run level must exist.
 """
@@ -207,7 +209,10 @@ def build_run(event: dict[str, Any], execution_id: str, settings: Settings, buck
     template = config.resolve(
         destination, template_name, event_set_id=event_set_id, test_event_code=test_event_code
     )
+    allow_mass_removal = _allow_mass_removal(event)
     return Run(
+        # allow_mass_removal is not part of the id: the run is the input, so a re-run with it
+        # after a blocked run is the same run (nothing was planned or sent when it stopped).
         run_id=run_id_for(source, destination, template_name, salt=event_set_id or ""),
         execution_id=execution_id,
         kind=template.kind,  # type: ignore[arg-type]
@@ -217,18 +222,40 @@ def build_run(event: dict[str, Any], execution_id: str, settings: Settings, buck
         data_template=template_name,
         template=template.as_dict(),
         started_at=datetime.now(UTC).isoformat(timespec="seconds"),
-        options=run_options(settings.with_config(config), template.default_phone_region),
+        options=run_options(
+            settings.with_config(config),
+            template.default_phone_region,
+            allow_mass_removal=allow_mass_removal,
+        ),
     )
 
 
-def run_options(settings: Settings, template_region: str | None) -> dict[str, Any]:
+def run_options(
+    settings: Settings, template_region: str | None, *, allow_mass_removal: bool = False
+) -> dict[str, Any]:
     return {
         "reject_threshold": settings.reject_threshold,
         "mapping_batch_size": settings.mapping_batch_size,
         "event_batch_size": settings.event_batch_size,
         "tiktok_qps": settings.tiktok_qps,
         "default_phone_region": template_region or settings.default_phone_region,
+        # this execution only: a redrive or a new start without it is guarded again
+        "allow_mass_removal": allow_mass_removal,
     }
+
+
+def _allow_mass_removal(event: dict[str, Any]) -> bool:
+    """The execution input's ``allow_mass_removal``, for any of the three starts."""
+    value = event.get("allow_mass_removal", False)
+    # Only a JSON true lifts a safety guard: "false" as a string is truthy, and guessing
+    # what "yes" or 1 meant is how audiences get emptied.
+    if not isinstance(value, bool):
+        raise ConfigurationError(
+            "execution input: allow_mass_removal: must be true or false (a JSON boolean, "
+            'not a string or number), e.g. "allow_mass_removal": true; it lets this one '
+            "execution remove more of a custom audience than max_removal_share allows"
+        )
+    return value
 
 
 def check_access(client: TikTokClient, settings: Settings, run: Run) -> dict[str, Any]:
@@ -358,8 +385,7 @@ def take_lease(
         )
     elif outcome.status == "superseded":
         logger.info(
-            "a run of this target that started later has finished: this older input is "
-            "not sent",
+            "a run of this target that started later has finished: this older input is not sent",
             extra={"run_id": run.run_id, "newer_run_id": outcome.holder_run_id},
         )
     elif outcome.status == "duplicate":

@@ -75,6 +75,7 @@ def recorded_failure(bucket: Bucket, run: Run, step: str) -> Iterator[None]:
                 "code": exc.code,
                 "request_id": exc.request_id,
                 "execution_id": run.execution_id,
+                "details": exc.details,
             },
         )
         raise
@@ -266,6 +267,9 @@ def step_report(run: Run, validate: dict[str, Any], chunk: dict[str, Any]) -> di
             "removed": plan.get("removed", 0),
             "unchanged": plan.get("unchanged", 0),
         }
+        if plan.get("mass_removal_allowed"):
+            # Over max_removal_share, sent because the execution input allowed it.
+            report["members"]["mass_removal_allowed"] = True
         report["reminders"] = list(AUDIENCE_REMINDERS)
     else:
         if done < int(chunk.get("batches", 0)):
@@ -319,13 +323,18 @@ def step_notify(state: dict[str, Any], execution_id: str) -> dict[str, Any]:
             run = None
     if run is None:
         run = _rebuild_run(state, execution_id, settings, bucket)
-    if run is not None and not is_classified(error_name):
-        # A Map reports its child's failure under a States.* name: use the recorded cause.
+    mine: list[dict[str, Any]] = []
+    if run is not None:
         recorded = [bucket.get_json(o["Key"]) or {} for o in bucket.list(run.paths.failures)]
         mine = [r for r in recorded if r.get("execution_id") == run.execution_id]
-        if mine:
-            # The first failure is the cause; later ones (e.g. commit) are consequences.
-            error_name, message = str(mine[0]["error"]), str(mine[0]["message"])
+    if mine and not is_classified(error_name):
+        # A Map reports its child's failure under a States.* name: use the recorded cause.
+        # The first failure is the cause; later ones (e.g. commit) are consequences.
+        error_name, message = str(mine[0]["error"]), str(mine[0]["message"])
+    # The numbers behind the failure (e.g. MassRemovalBlocked's sizes), from its record.
+    details = next(
+        (r["details"] for r in mine if r.get("error") == error_name and r.get("details")), None
+    )
     action = action_for_error(error_name)
     detail = {
         "action": action.name,
@@ -340,6 +349,8 @@ def step_notify(state: dict[str, Any], execution_id: str) -> dict[str, Any]:
         "data_template": run.data_template if run else None,
         "source": run.source.uri if run else None,
     }
+    if details:
+        detail["details"] = details
     if run is not None:
         report = base_report(run, "failed")
         report["workflow_action"] = detail

@@ -116,6 +116,29 @@ ACTIONS: dict[str, WorkflowAction] = {
             ),
         ),
         WorkflowAction(
+            "MassRemovalBlocked",
+            "Mass removal blocked",
+            "The file would remove more of the audience than max_removal_share allows, so "
+            "the run stopped before any call changed the audience: every member missing from "
+            "a file is deleted at TikTok, and a truncated or near-empty export looks like "
+            "this. The message gives the current size, how many would be removed and added.",
+            (
+                "Check the file: read the run report (rows received, rejected by reason) and "
+                "the rejects file it names; compare the row count with what the query should "
+                "return.",
+                "If the export is wrong, fix the query or export and drop the corrected file "
+                "in the inbox (a new file is a new run).",
+                "If the removal is intended, start a new execution with the same input plus "
+                '"allow_mass_removal": true (console: {"bucket", "key", "destination", '
+                '"data_template", "allow_mass_removal": true}; locally `tiktok-destination '
+                "rerun RUN_ID --allow-mass-removal`). It applies to that execution only; a "
+                "redrive without it stops again.",
+                "Or, if such removals are normal for this audience, raise max_removal_share "
+                "(0 to 1; 1 turns the guard off) in the data template, the destination's "
+                "defaults or [settings], upload the configuration, then redrive.",
+            ),
+        ),
+        WorkflowAction(
             "ConfigurationError",
             "Configuration error",
             "The configuration document or the execution input is invalid or incomplete.",
@@ -192,6 +215,7 @@ _BY_CLASS: dict[str, str] = {
     "AudienceLimitReached": "AudienceLimitReached",
     "EventSetNotFound": "EventSetNotFound",
     "InputRejected": "InputRejected",
+    "MassRemovalBlocked": "MassRemovalBlocked",
     "ConfigurationError": "ConfigurationError",
     "TikTokRateLimited": "RateLimited",
     "TikTokUnavailable": "TikTokUnavailable",

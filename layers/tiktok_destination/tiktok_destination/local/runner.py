@@ -506,7 +506,7 @@ class LocalDestination:
             }
         return self.start(event)
 
-    def rerun(self, run_id: str) -> RunResult:
+    def rerun(self, run_id: str, extra: dict[str, Any] | None = None) -> RunResult:
         run = self.state_json(f"runs/{run_id}/run.json")
         if run is None:
             raise ConfigurationError(
@@ -524,7 +524,8 @@ class LocalDestination:
             event["event_set_id"] = template.get("event_set_id")
         if template.get("test_event_code"):
             event["test_event_code"] = template["test_event_code"]
-        return self.start(event)
+        # e.g. allow_mass_removal: it applies to one execution, so it is never carried over
+        return self.start({**event, **(extra or {})})
 
     def start(self, execution_input: dict[str, Any]) -> RunResult:
         return self.wait(self.begin(execution_input))
