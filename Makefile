@@ -5,7 +5,7 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: demo test test-unit test-integration test-e2e lint bench venv npm clean
+.PHONY: demo test test-unit test-integration test-e2e test-contract lint bench venv npm clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -36,6 +36,9 @@ test-integration: $(STAMP)
 
 test-e2e: $(STAMP)
 	$(BIN)/python -m pytest -q tests/e2e
+
+test-contract: $(STAMP)
+	$(BIN)/python -m pytest -q tests/contract
 
 lint: $(STAMP)
 	$(BIN)/ruff check .

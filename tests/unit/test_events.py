@@ -306,6 +306,16 @@ def test_currency_is_upper_cased_and_checked() -> None:
     assert "'EURO'" in error.message
 
 
+def test_an_iso_currency_tiktok_does_not_support_is_rejected_with_its_own_reason() -> None:
+    # XAU (gold) and AFN are ISO 4217 codes missing from TikTok's supported list.
+    for code in ("xau", "AFN"):
+        error = rejected(currency=code, value="10")
+        assert (error.column, error.reason_code) == ("currency", "unsupported_currency")
+        assert f"'{code}'" in error.message
+        assert "USD" in error.message
+    assert normalize(currency="vnd")["currency"] == "VND"  # on TikTok's list
+
+
 def test_value_needs_a_currency() -> None:
     error = rejected(value="10.00")
     assert (error.column, error.reason_code) == ("currency", "missing_currency")

@@ -385,6 +385,8 @@ FATAL_CODES = [
     (40007, TikTokRequestRejected, "does not exist"),
     (40011, TikTokRequestRejected, "batch size"),
     (41234, TikTokRequestRejected, "check the request"),
+    # named by no source found: not retried as a rate limit any more
+    (40133, TikTokRequestRejected, "check the request"),
 ]
 
 
@@ -415,7 +417,7 @@ def test_fatal_codes_map_to_their_class_without_retry(
 RETRIABLE_CODES = [
     (40016, TikTokRateLimited),
     (40100, TikTokRateLimited),
-    (40133, TikTokRateLimited),
+    (40132, TikTokRateLimited),  # REQUEST_FREQUENCY_LIMITED in TikTok's SDK
     (50000, TikTokUnavailable),
     (50002, TikTokUnavailable),
     (51000, TikTokUnavailable),

@@ -38,7 +38,7 @@ class RetriableError(DestinationError):
 
 
 class TikTokRateLimited(RetriableError):
-    """TikTok answered 40016/40100/40133 (too many requests) and in-process retries ran out."""
+    """TikTok answered 40016/40100/40132 (too many requests) and in-process retries ran out."""
 
     action = "rate_limited"
 

@@ -71,6 +71,20 @@ ISO_4217: frozenset[str] = frozenset(
     """.split()  # noqa: SIM905 - 181 codes read better as a block than as a list
 )
 
+# The currencies TikTok accepts for an event's value: not every ISO 4217 code. Taken from
+# TikTok's own Business SDK (tiktok/tiktok-business-ios-sdk, TikTokBusinessSDK/
+# TikTokConstants.m, the TTCurrency constants, 67 codes), the only machine-readable copy of
+# the list in TikTok's event docs that was found. A code outside it is a rejected row with
+# its reason, not an event that fails its whole batch at TikTok.
+TIKTOK_CURRENCIES: frozenset[str] = frozenset(
+    """
+    AED ARS AUD BDT BGN BHD BIF BOB BRL CAD CHF CLP CNY COP CRC CZK DKK DZD EGP EUR GBP GTQ
+    HKD HNL HUF IDR ILS INR IQD ISK JOD JPY KES KHR KRW KWD KZT LBP MAD MOP MXN MYR NGN NIO
+    NOK NZD OMR PEN PHP PKR PLN PYG QAR RON RUB SAR SEK SGD THB TRY TWD TZS UAH USD VES VND
+    ZAR
+    """.split()  # noqa: SIM905 - 67 codes read better as a block than as a list
+)
+
 MAX_EVENT_AGE = timedelta(days=28)
 MAX_FUTURE_SKEW = timedelta(minutes=5)
 
@@ -266,8 +280,17 @@ def _currency(row: Mapping[str, str | None]) -> str | None:
     value = _get(row, "currency")
     if value is None:
         return None
-    if value.upper() in ISO_4217:
-        return value.upper()
+    code = value.upper()
+    if code in TIKTOK_CURRENCIES:
+        return code
+    if code in ISO_4217:
+        raise RowRejected(
+            "currency",
+            "unsupported_currency",
+            f"currency {_quoted(value)} is an ISO 4217 code TikTok does not accept for event "
+            "values; convert the value to a supported currency such as USD or EUR (the list "
+            "is in docs/tiktok-contract.md)",
+        )
     raise RowRejected(
         "currency",
         "invalid_currency",

@@ -60,13 +60,21 @@ MIN_QPS = 0.1
 
 SUCCESS_CODES = frozenset({0, 20001})
 PARTIAL_SUCCESS_CODE = 20001
-RATE_LIMIT_CODES = frozenset({40016, 40100, 40133})
+# Throttle codes, as TikTok's official SDK names them (tiktok/tiktok-business-api-sdk,
+# python_sdk/business_api_client/tiktok_business/tiktok_code.py): 40100
+# REQUEST_TOO_FREQUENT, 40132 REQUEST_FREQUENCY_LIMITED, 40016 BIZ_FC_ERROR ("FC" read as
+# frequency control: the SDK gives no text, so that reading is ours). 40133 appears in no
+# source found and is not retried; see docs/tiktok-contract.md.
+RATE_LIMIT_CODES = frozenset({40016, 40100, 40132})
 UNAVAILABLE_CODES = frozenset({50000, 50002, 60001, 61000})
 WRITE_CONFLICT_CODES = frozenset({40202})
 PERMISSION_CODES = frozenset({40001, 40301})
 CREDENTIAL_CODES = frozenset({40102, 40104, 40105, 40106})
 ADVERTISER_NOT_FOUND_CODES = frozenset({40300})
 OAUTH_CODES = frozenset({40101, 40110, 40113})
+
+#: where ``offline/get/`` puts the event sets, in the order they are looked for
+_EVENT_SET_LIST_KEYS = ("event_set_list", "list")
 
 # TikTok's own messages are quoted in ours; a runaway message must not flood the report.
 _MAX_QUOTED_MESSAGE = 300
@@ -610,7 +618,21 @@ class TikTokClient:
             "offline/get/",
             {"advertiser_id": advertiser_id, "event_set_ids": list(event_set_ids)},
         )
-        return list(data.get("event_set_list") or [])
+        # TikTok's SDK gateway spec (yml_files/offline_get.yml) answers data.event_set_list;
+        # data.list is accepted too, since a wrong guess here would fail every offline run.
+        for key in _EVENT_SET_LIST_KEYS:
+            if key in data:
+                found = data[key]
+                if found is None:
+                    return []
+                if isinstance(found, list):
+                    return [s for s in found if isinstance(s, dict)]
+        seen = ", ".join(sorted(map(str, data))) or "none"
+        raise TikTokRequestRejected(
+            "TikTok GET offline/get/ answered success without a list of event sets: expected "
+            f"data.event_set_list or data.list (a list), saw keys: {seen}. TikTok may have "
+            "changed the answer's shape; report it with this message.",
+        )
 
     # ------------------------------------------------------------------ identity
     def user_info(self) -> dict[str, Any]:

@@ -1,0 +1,240 @@
+"""Our emulator against TikTok's documented samples: the answers it gives.
+
+Also the checks that keep the emulator independent of the package it tests: it imports
+nothing from it, and its own tables (written from TikTok's sources) must accept everything
+validate lets through, so a name or currency added to validate's lists by mistake fails here.
+"""
+
+from __future__ import annotations
+
+import ast
+import time
+from collections.abc import Iterator
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import pytest
+import requests
+
+import tiktok_destination.emulator as emulator_package
+from tests.contract._fixtures import load
+from tiktok_destination.emulator import TikTokEmulator
+from tiktok_destination.emulator.server import CURRENCIES, STANDARD_EVENTS, THROTTLE_CODES
+from tiktok_destination.errors import RowRejected
+from tiktok_destination.events import (
+    ISO_4217,
+    TIKTOK_CURRENCIES,
+    normalize_event_row,
+)
+from tiktok_destination.events import STANDARD_EVENTS as VALIDATE_EVENTS
+from tiktok_destination.tiktok.client import RetryPolicy, TikTokClient
+
+ADV = "7000000000000000001"
+EVENT_SET = "7100000000000000001"
+TOKEN = "contract-emulator-token"
+
+
+@pytest.fixture
+def emu() -> Iterator[TikTokEmulator]:
+    with TikTokEmulator() as emulator:
+        emulator.add_advertiser(ADV, "Acme")
+        emulator.add_event_set(ADV, EVENT_SET, "Store purchases")
+        emulator.add_token(TOKEN, [ADV])
+        yield emulator
+
+
+def call(emu: TikTokEmulator, method: str, path: str, **kwargs: Any) -> dict[str, Any]:
+    assert emu.base_url is not None
+    resp = requests.request(
+        method, emu.base_url + path, headers={"Access-Token": TOKEN}, timeout=5, **kwargs
+    )
+    assert resp.status_code == 200, resp.text
+    out: dict[str, Any] = resp.json()
+    return out
+
+
+def create_audience(emu: TikTokEmulator) -> str:
+    sample = load("segment_audience_create")
+    sample["request"]["advertiser_id"] = ADV
+    out = call(emu, "POST", sample["path"], json=sample["request"])
+    assert out["code"] == 0, out
+    audience_id: str = out["data"]["audience_id"]
+    return audience_id
+
+
+def track_sample(**event_overrides: Any) -> dict[str, Any]:
+    request: dict[str, Any] = load("event_track")["request"]
+    request["data"][0]["event_time"] = int(time.time()) - 3600
+    request["data"][0].update(event_overrides)
+    return request
+
+
+# ---------------------------------------------------------------- answers per endpoint
+def test_audience_create_answers_like_the_documented_sample(emu: TikTokEmulator) -> None:
+    sample = load("segment_audience_create")
+    sample["request"]["advertiser_id"] = ADV
+
+    out = call(emu, "POST", sample["path"], json=sample["request"])
+
+    assert set(out) == set(sample["response"])
+    assert out["code"] == 0
+    assert set(out["data"]) == set(sample["response"]["data"])
+    assert isinstance(out["data"]["audience_id"], str) and out["data"]["audience_id"].isdigit()
+
+
+def test_mapping_accepts_the_documented_body(emu: TikTokEmulator) -> None:
+    sample = load("segment_mapping_add")
+    audience_id = create_audience(emu)
+    request = sample["request"]
+    request["advertiser_ids"] = [ADV]
+    for person in request["batch_data"]:
+        for entry in person:
+            entry["audience_ids"] = [audience_id]
+
+    out = call(emu, "POST", sample["path"], json=request)
+
+    assert out["code"] == 0, out
+    assert set(out) == set(sample["response"])
+    assert len(emu.audience_members(audience_id)) == 3
+
+
+def test_audience_list_answers_the_documented_fields(emu: TikTokEmulator) -> None:
+    sample = load("dmp_custom_audience_list")
+    create_audience(emu)
+    documented = sample["response"]["data"]
+
+    out = call(emu, "GET", sample["path"], params={**sample["query"], "advertiser_id": ADV})
+
+    assert out["code"] == 0, out
+    assert set(out["data"]) == set(documented)
+    assert set(out["data"]["page_info"]) == set(documented["page_info"])
+    documented_item = documented["list"][0]
+    for item in out["data"]["list"]:
+        assert set(item) <= set(documented_item)
+        for key, value in item.items():
+            assert type(value) is type(documented_item[key]), key
+
+
+def test_offline_get_answers_event_set_list_with_documented_fields(emu: TikTokEmulator) -> None:
+    sample = load("offline_get")
+
+    out = call(emu, "GET", sample["path"], params=sample["query"])
+
+    assert out["code"] == 0, out
+    assert set(out["data"]) == set(sample["response"]["data"])
+    (event_set,) = out["data"]["event_set_list"]
+    assert {"event_set_id", "name"} <= set(event_set) <= set(sample["event_set_fields"])
+    assert event_set["event_set_id"] == EVENT_SET
+
+
+def test_event_track_accepts_the_documented_body(emu: TikTokEmulator) -> None:
+    sample = load("event_track")
+
+    out = call(emu, "POST", sample["path"], json=track_sample())
+
+    assert out["code"] == 0, out
+    assert set(out) == set(sample["response"])
+    assert [e["event_id"] for e in emu.received_events] == ["order-1001"]
+
+
+# ---------------------------------------------------------------- validate vs. TikTok's tables
+def test_every_event_name_validate_accepts_is_one_tiktok_accepts(emu: TikTokEmulator) -> None:
+    assert VALIDATE_EVENTS <= STANDARD_EVENTS, sorted(VALIDATE_EVENTS - STANDARD_EVENTS)
+    refused = {
+        name: out["message"]
+        for name in sorted(VALIDATE_EVENTS)
+        if (out := call(emu, "POST", "event/track/", json=track_sample(event=name)))["code"]
+    }
+    assert refused == {}
+
+
+def test_every_currency_validate_accepts_is_one_tiktok_accepts(emu: TikTokEmulator) -> None:
+    assert TIKTOK_CURRENCIES == CURRENCIES
+    sample = track_sample()
+    refused = []
+    for code in sorted(TIKTOK_CURRENCIES):
+        sample["data"][0]["properties"]["currency"] = code
+        if call(emu, "POST", "event/track/", json=sample)["code"]:
+            refused.append(code)
+    assert refused == []
+
+
+def test_an_iso_currency_tiktok_does_not_list_is_a_rejected_row_not_a_failed_batch(
+    emu: TikTokEmulator,
+) -> None:
+    unsupported = "AFN"  # ISO 4217, absent from TikTok's TTCurrency list
+    assert unsupported in ISO_4217 and unsupported not in CURRENCIES
+    sample = track_sample()
+    sample["data"][0]["properties"]["currency"] = unsupported
+    out = call(emu, "POST", "event/track/", json=sample)
+    assert out["code"] == 40002
+    assert "currency" in out["message"]
+
+    row = {"event": "CompletePayment", "event_id": "o-1", "email": "a@example.com"}
+    with pytest.raises(RowRejected) as info:
+        normalize_event_row(
+            {**row, "currency": "afn", "value": "10"},
+            row_number=2,
+            default_region="US",
+            fallback_event_set_id=EVENT_SET,
+            now=datetime.now(UTC),
+        )
+    assert (info.value.column, info.value.reason_code) == ("currency", "unsupported_currency")
+
+
+@pytest.mark.parametrize("code", sorted(THROTTLE_CODES))
+def test_the_client_retries_every_code_the_emulator_calls_throttling(
+    emu: TikTokEmulator, code: int
+) -> None:
+    assert emu.base_url is not None
+    emu.fail_next("user/info/", code=code)
+    client = TikTokClient(
+        TOKEN, base_url=emu.base_url, qps=0, sleep=lambda _s: None, retry=RetryPolicy()
+    )
+
+    client.user_info()
+
+    assert client.stats.retries == 1
+
+
+# ---------------------------------------------------------------- independence
+def _imports_outside_the_emulator(path: Path) -> list[str]:
+    found = []
+    for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"), filename=str(path))):
+        if isinstance(node, ast.ImportFrom):
+            module = node.module or ""
+            if node.level >= 2 or (
+                node.level == 0
+                and module.split(".")[0] == "tiktok_destination"
+                and not module.startswith("tiktok_destination.emulator")
+            ):
+                found.append(f"{path.name}:{node.lineno} from {'.' * node.level}{module}")
+        elif isinstance(node, ast.Import):
+            for alias in node.names:
+                if alias.name.split(".")[0] == "tiktok_destination" and not alias.name.startswith(
+                    "tiktok_destination.emulator"
+                ):
+                    found.append(f"{path.name}:{node.lineno} import {alias.name}")
+    return found
+
+
+def test_the_emulator_imports_nothing_from_the_package_it_tests() -> None:
+    package_dir = Path(emulator_package.__file__).parent
+    files = sorted(package_dir.rglob("*.py"))
+    assert {p.name for p in files} >= {"__init__.py", "server.py"}
+    offending = [hit for path in files for hit in _imports_outside_the_emulator(path)]
+    assert offending == []
+
+
+def test_the_import_check_would_catch_a_shared_table(tmp_path: Path) -> None:
+    probe = tmp_path / "probe.py"
+    probe.write_text(
+        "from ..events import STANDARD_EVENTS\n"
+        "from tiktok_destination.tiktok.client import RATE_LIMIT_CODES\n"
+        "import tiktok_destination.identifiers\n"
+        "from .server import TikTokEmulator\n"
+        "from tiktok_destination.emulator.server import ID_TYPES\n",
+        encoding="utf-8",
+    )
+    assert len(_imports_outside_the_emulator(probe)) == 3
