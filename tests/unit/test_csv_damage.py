@@ -16,7 +16,7 @@ from pathlib import Path
 import pytest
 
 from tiktok_destination import validate
-from tiktok_destination.errors import InputRejected, RowRejected
+from tiktok_destination.errors import DestinationError, InputRejected, RowRejected
 from tiktok_destination.validate import (
     LineCounts,
     ValidationResult,
@@ -258,7 +258,7 @@ def test_corrupt_gzip_is_input_rejected(tmp_path: Path) -> None:
 def test_gzip_cut_inside_its_header(tmp_path: Path) -> None:
     src = tmp_path / "in.csv.gz"
     src.write_bytes(_gzipped(tmp_path, 10)[:12])
-    with pytest.raises(InputRejected, match="cannot read the file before its header"):
+    with pytest.raises(InputRejected, match="cannot read the file at its header line"):
         run(tmp_path, src)
 
 
@@ -304,3 +304,14 @@ def test_report_lines_without_note_when_each_line_is_a_row(tmp_path: Path) -> No
         "multiline_rows": 0,
     }
     assert lines_report({"rows_received": 3, "lines": None}) is None  # Parquet
+
+
+def test_lines_the_reader_loses_stop_the_run(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # The cross-check: were swallowed lines ever dropped instead of read again, the physical
+    # line count would not add up and the run stops instead of removing those people.
+    monkeypatch.setattr(validate._LineFeed, "read_again", lambda self, lines: None)
+    src = rows_file(tmp_path, {2: '"12 inch'}, 5)
+    with pytest.raises(DestinationError, match="read 6 lines but accounted for 3"):
+        run(tmp_path, src)

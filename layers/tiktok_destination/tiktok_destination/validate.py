@@ -321,12 +321,12 @@ def _open_text(src: Path, source: str) -> IO[str]:
 
 
 def _unreadable(source: str, error: _Unreadable, rows: int, line: int) -> InputRejected:
-    where = f"after data row {rows:,} (line {line:,})" if line else "before its header"
+    where = f"after data row {rows:,} (line {line:,})" if line else "at its header line"
     return InputRejected(
         f"{source}: cannot read the file {where}: it is corrupt or cut short "
         f"({type(error.cause).__name__}; for a .gz file, the compressed data is damaged or "
-        "incomplete); nothing was sent. Upload the complete file again, and check that the "
-        "export or upload finished"
+        "incomplete). Upload the complete file again, and check that the export or upload "
+        "finished"
     )
 
 
@@ -690,10 +690,13 @@ def iter_rows(src: Path, file_format: str, *, source: str) -> tuple[list[str], R
 
     Row numbers count data rows from 1 (the header is not counted, nor are blank lines).
     A row is a dict from header name to value, with empty and blank values as ``None``;
-    a CSV row whose field count differs from the header's comes as a ``RowRejected``
-    (``malformed_row``) instead. A file that cannot be read at all raises ``InputRejected``,
-    naming the row where that is known. The stream owns the open file: it closes at the end
-    of the rows; close it yourself when stopping early.
+    a CSV row that cannot be read as one comes as a ``RowRejected`` instead: its field
+    count differs from the header's (``malformed_row``), or its quoting is broken
+    (``unterminated_quote``, ``field_too_large``, ``malformed_row``; the lines it swallowed
+    follow as rows of their own). A file that cannot be read at all raises
+    ``InputRejected``, naming the row where that is known. The stream owns the open file: it
+    closes at the end of the rows; close it yourself when stopping early. For a CSV,
+    ``stream.lines`` counts the physical lines.
     """
     if file_format == "csv":
         return _iter_csv(src, source)
