@@ -219,7 +219,7 @@ class RowStream(Iterator[NumberedRow]):
     ):
         self._rows = rows
         self._resource = resource
-        #: CSV: filled in as lines are read; ``physical`` is set once every row was read
+        #: CSV: complete once every row was read
         self.lines = lines
 
     def __next__(self) -> NumberedRow:
@@ -276,8 +276,8 @@ class _LineFeed:
         self.taken: list[str] = []
         #: lines read from the file (lines read again are not counted twice)
         self.read = 0
-        #: how many times the end of the file was reached (csv.reader asks again after it)
-        self.ends = 0
+        #: the end of the file was reached since the caller last cleared this
+        self.ended = False
 
     def __iter__(self) -> _LineFeed:
         return self
@@ -289,7 +289,7 @@ class _LineFeed:
             try:
                 line = next(self._text)
             except StopIteration:
-                self.ends += 1
+                self.ended = True
                 raise
             except (EOFError, OSError, zlib.error) as error:  # gzip.BadGzipFile is an OSError
                 raise _Unreadable(error) from None
@@ -511,13 +511,13 @@ def _csv_rows(
     counts: LineCounts,
 ) -> Iterator[NumberedRow]:
     width = len(header)
+    max_chars = MAX_FIELD_CHARS
     taken = feed.taken
     number = 0
     before = counts.header + counts.blank  # lines before the record being read
+    failure: Exception | None = None
     while True:
         taken.clear()
-        ends = feed.ends
-        problem: RowRejected | None = None
         try:
             fields = next(reader)
         except StopIteration:
@@ -525,35 +525,35 @@ def _csv_rows(
         except _Unreadable as error:
             raise _unreadable(source, error, number, before) from None
         except (csv.Error, _RecordTooLong) as error:
-            fields = []
-            problem = _broken_record(
-                error, taken, feed.ends > ends, f"line {before + 1:,} of the file"
-            )
+            fields, failure = [], error
         took = len(taken)
-        if problem is None:
-            if took == 1:
+        if took == 1 and fields and len(taken[0]) <= max_chars:
+            before += 1  # the common case: a whole row on one line of a sane size
+        else:
+            at = f"line {before + 1:,} of the file"
+            problem: RowRejected | None
+            if failure is not None:
+                problem = _broken_record(failure, taken, feed.ended, at)
+                failure, feed.ended = None, False
+            elif took == 1:
                 if not fields:
                     counts.blank += 1  # a blank line is not a row
                     before += 1
                     continue
-                if len(taken[0]) > MAX_FIELD_CHARS:
-                    problem = _too_large(fields, header, f"line {before + 1:,} of the file")
+                problem = _too_large(fields, header, at)
             else:
-                problem = _multiline_problem(
-                    fields, taken, header, delimiter, f"line {before + 1:,} of the file"
-                )
+                problem = _multiline_problem(fields, taken, header, delimiter, at)
+            if problem is not None:
+                # Only the first line is this row's; the lines it swallowed are rows again.
+                number += 1
+                feed.read_again(taken[1:])
+                before += 1
+                yield number, problem
+                continue
+            before += took
+            if took > 1:
+                counts.multiline_rows += 1
         number += 1
-        if problem is not None:
-            # Only the first line is this row's; the lines it swallowed are rows again.
-            feed.read_again(taken[1:])
-            before += 1
-            counts.in_rows += 1
-            yield number, problem
-            continue
-        before += took
-        counts.in_rows += took
-        if took > 1:
-            counts.multiline_rows += 1
         if not "".join(fields).isascii():
             _check_decodable(fields, header, number, source)
         if len(fields) != width:
@@ -575,12 +575,13 @@ def _csv_rows(
             {name: _empty_to_none(value) for name, value in zip(header, fields, strict=True)},
         )
     counts.physical = feed.read
-    if counts.physical != counts.header + counts.blank + counts.in_rows:
+    counts.in_rows = before - counts.header - counts.blank
+    if counts.physical != before:
         # Every line must be the header, blank or in a row; otherwise rows may be missing.
         raise DestinationError(
             f"{source}: validate read {counts.physical:,} lines but accounted for "
-            f"{counts.header + counts.blank + counts.in_rows:,}; stopping rather than risk "
-            "treating rows as absent (a bug: please report it)"
+            f"{before:,}; stopping rather than risk treating rows as absent (a bug: please "
+            "report it)"
         )
 
 
