@@ -242,7 +242,8 @@ class RowStream(Iterator[NumberedRow]):
 # lines after it again as rows of their own.
 
 #: No identifier or event field comes near this many characters; a longer value is almost
-#: always a quote left open that swallowed the lines after it.
+#: always a quote left open that swallowed the lines after it. Checked here rather than by
+#: lowering csv.field_size_limit, which is process-wide (csv's own 128 KiB stays a backstop).
 MAX_FIELD_CHARS = 64 * 1024
 #: A quoted value may hold line breaks (an address, a note); one running over more lines
 #: than this is a quote left open.
@@ -419,8 +420,8 @@ def _too_large(fields: Sequence[str], header: Sequence[str], at: str) -> RowReje
                 column,
                 "field_too_large",
                 f"a value of {len(value):,} characters ({at}), over the {MAX_FIELD_CHARS:,} "
-                "that any identifier or event field needs; a double quote opened in this row "
-                "and not closed causes this: check its quotes",
+                "that any identifier or event field needs; a double quote left open in this "
+                "row can cause this: check its quotes",
             )
     return None
 
@@ -447,13 +448,13 @@ def _broken_record(
             f"a double quote opened in this row ({at}) is never closed (the file ends "
             f"inside it); {_REREAD}; {_QUOTE_FIX}",
         )
-    if sum(map(len, lines)) > MAX_FIELD_CHARS:
+    if sum(map(len, lines)) > csv.field_size_limit():  # csv stopped at its own limit
         return RowRejected(
             "",
             "field_too_large",
             f"a value over {MAX_FIELD_CHARS:,} characters ({at}), more than any identifier or "
-            f"event field needs; a double quote opened in this row and not closed causes "
-            f"this; {_REREAD}",
+            f"event field needs; a double quote left open in this row can cause this; "
+            f"{_REREAD}",
         )
     if len(lines) > 1:
         return RowRejected(
