@@ -471,9 +471,15 @@ def test_non_utf8_names_the_row_and_column(tmp_path: Path) -> None:
 
 
 def test_unclosed_quote_in_huge_field_is_rejected(tmp_path: Path) -> None:
+    # Row 1's open quote swallows the huge line: row 1 is rejected, the huge line is row 2.
     src = write_csv(tmp_path / "in.csv", 'email\n"jane@example.com\n' + "x" * 200_000 + "\n")
-    with pytest.raises(InputRejected, match="data row 1 is not valid CSV"):
+    with pytest.raises(InputRejected, match="2 of 2 rows rejected"):
         run_audience(tmp_path, src)
+    rejects = read_rejects(tmp_path / "rejects.csv")
+    assert [(r["row"], r["reason_code"]) for r in rejects] == [
+        ("1", "field_too_large"),
+        ("2", "field_too_large"),
+    ]
 
 
 def test_unknown_user_id_type_is_configuration_error(tmp_path: Path) -> None:

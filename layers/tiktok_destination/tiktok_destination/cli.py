@@ -150,6 +150,9 @@ def print_report(report: dict[str, Any] | None, out: TextIO = sys.stdout) -> Non
             + (f" ({reasons})" if reasons else ""),
             file=out,
         )
+    lines_note = (report.get("lines") or {}).get("note")
+    if lines_note:
+        print(f"  lines        {lines_note}", file=out)
     if "audience" in report:
         aud, mem = report["audience"], report.get("members") or {}
         print(

@@ -36,7 +36,12 @@ from .secrets import load_access_token
 from .settings import Settings, load_settings
 from .storage import Bucket, scratch_dir
 from .tiktok.client import TikTokClient
-from .validate import ValidationResult, validate_audience_file, validate_events_file
+from .validate import (
+    ValidationResult,
+    lines_report,
+    validate_audience_file,
+    validate_events_file,
+)
 from .workflow_actions import action_for_error, is_classified, parse_step_error
 
 logger = logging.getLogger(__name__)
@@ -244,6 +249,10 @@ def step_report(run: Run, validate: dict[str, Any], chunk: dict[str, Any]) -> di
         "rejected": rejects["rejected"],
         "rejected_by_reason": rejects["by_reason"],
     }
+    lines = lines_report(validation)
+    if lines:
+        # The rows read against the file's physical lines, with a note when they differ.
+        report["lines"] = lines
     report["rejects_files"] = rejects["files"]
     report["columns"] = columns_report(validation)
     done = bucket.count(f"{paths.plan(chunk['plan_id'])}done/")
@@ -362,6 +371,9 @@ def step_notify(state: dict[str, Any], execution_id: str) -> dict[str, Any]:
             "rejected": rejects["rejected"],
             "rejected_by_reason": rejects["by_reason"],
         }
+        lines = lines_report(validation)
+        if lines:
+            report["lines"] = lines
         report["rejects_files"] = rejects["files"]
         report_key = run.paths.report
     else:

@@ -15,7 +15,8 @@ import gzip
 import json
 import logging
 import re
-from collections import Counter
+import zlib
+from collections import Counter, deque
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import closing
 from dataclasses import dataclass, field
@@ -27,7 +28,7 @@ from typing import IO, TYPE_CHECKING, Any, Literal
 from .columns import ColumnResolution, resolve_columns, resolve_event_columns
 from .columns import header_text as _header_text
 from .columns import looks_like_data as _looks_like_data
-from .errors import ConfigurationError, InputRejected, RowRejected
+from .errors import ConfigurationError, DestinationError, InputRejected, RowRejected
 from .identifiers import COLUMNS, ID_TYPES, SCHEMA, hash_identifier
 
 if TYPE_CHECKING:
@@ -60,6 +61,21 @@ _UNDECODABLE = re.compile("[\udc80-\udcff]")
 
 # ---------------------------------------------------------------- result
 @dataclass
+class LineCounts:
+    """Where the physical lines of a CSV went; ``physical == header + blank + in_rows``.
+
+    A line ends at ``\\n``, ``\\r\\n`` or ``\\r``. ``in_rows`` exceeds the row count when
+    quoted values hold line breaks (``multiline_rows`` rows take more than one line each).
+    """
+
+    physical: int = 0
+    header: int = 0
+    blank: int = 0
+    in_rows: int = 0
+    multiline_rows: int = 0
+
+
+@dataclass
 class ValidationResult:
     """Counts for the run report: every row received is either accepted or rejected."""
 
@@ -86,9 +102,41 @@ class ValidationResult:
         self.columns_used = dict(resolution.used)
         self.columns_ignored = dict(resolution.ignored)
         self.columns_missing = list(resolution.missing)
+    #: CSV only: the physical lines read and where they went (None for Parquet)
+    lines: LineCounts | None = None
 
     def as_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
+
+
+def lines_note(lines: LineCounts, rows: int) -> str | None:
+    """Why a CSV's row count differs from its line count, or None when each line is a row."""
+    if lines.physical == lines.header + rows:
+        return None
+    parts = [f"{lines.header} header line"]
+    if lines.blank:
+        parts.append(f"{lines.blank:,} blank line(s), skipped")
+    parts.append(f"{rows:,} rows on {lines.in_rows:,} lines")
+    note = f"the file has {lines.physical:,} lines but {rows:,} rows: {', '.join(parts)}"
+    if lines.multiline_rows:
+        note += (
+            f"; {lines.multiline_rows:,} row(s) hold quoted values with line breaks and take "
+            "more than one line each"
+        )
+    return note
+
+
+def lines_report(validation: Mapping[str, Any]) -> dict[str, Any] | None:
+    """The run report's ``lines`` section from a stored validation summary (CSV only)."""
+    stored = validation.get("lines")
+    if not isinstance(stored, Mapping):
+        return None
+    lines = LineCounts(**stored)
+    section: dict[str, Any] = dataclasses.asdict(lines)
+    note = lines_note(lines, int(validation.get("rows_received") or 0))
+    if note:
+        section["note"] = note
+    return section
 
 
 # ---------------------------------------------------------------- format detection
@@ -154,9 +202,13 @@ class RowStream(Iterator[NumberedRow]):
     """The rows of one open file. The file is closed at the end of the rows, on a read
     error, or by ``close()`` (which also works before the first row)."""
 
-    def __init__(self, rows: Iterator[NumberedRow], resource: Any):
+    def __init__(
+        self, rows: Iterator[NumberedRow], resource: Any, *, lines: LineCounts | None = None
+    ):
         self._rows = rows
         self._resource = resource
+        #: CSV: complete once every row was read
+        self.lines = lines
 
     def __next__(self) -> NumberedRow:
         try:
@@ -170,6 +222,77 @@ class RowStream(Iterator[NumberedRow]):
 
 
 # ---------------------------------------------------------------- CSV
+# Structural damage (a quote opened and never closed, a quote closing many lines later, a
+# huge value) must never make rows vanish: csv.reader would read every line up to the next
+# quote as one value, and the people on those lines would be removed from the audience. So
+# the reader hands csv.reader the physical lines itself, knows which lines each record
+# took, and when a record is damaged it rejects the record's first line and reads the
+# lines after it again as rows of their own.
+
+#: No identifier or event field comes near this many characters; a longer value is almost
+#: always a quote left open that swallowed the lines after it. Checked here rather than by
+#: lowering csv.field_size_limit, which is process-wide (csv's own 128 KiB stays a backstop).
+MAX_FIELD_CHARS = 64 * 1024
+#: A quoted value may hold line breaks (an address, a note); one running over more lines
+#: than this is a quote left open.
+MAX_RECORD_LINES = 100
+
+
+class _Unreadable(Exception):
+    """Reading the file failed part way: a corrupt or truncated gzip stream, or I/O."""
+
+    def __init__(self, cause: BaseException):
+        super().__init__(type(cause).__name__)
+        self.cause = cause
+
+
+class _RecordTooLong(Exception):
+    """The record being read already took more than MAX_RECORD_LINES lines."""
+
+
+class _LineFeed:
+    """The file's physical lines for ``csv.reader``, with a way to read lines again.
+
+    ``taken`` holds the lines handed out since the caller last cleared it (one record's),
+    so the lines a damaged record swallowed can be read again. A class, not a generator:
+    a generator that raises is finished, and this one raises ``_RecordTooLong`` to stop
+    ``csv.reader`` mid-record and is then read on.
+    """
+
+    def __init__(self, text: IO[str]):
+        self._text = text
+        self._again: deque[str] = deque()
+        self.taken: list[str] = []
+        #: lines read from the file (lines read again are not counted twice)
+        self.read = 0
+        #: the end of the file was reached since the caller last cleared this
+        self.ended = False
+
+    def __iter__(self) -> _LineFeed:
+        return self
+
+    def __next__(self) -> str:
+        if self._again:
+            line = self._again.popleft()
+        else:
+            try:
+                line = next(self._text)
+            except StopIteration:
+                self.ended = True
+                raise
+            except (EOFError, OSError, zlib.error) as error:  # gzip.BadGzipFile is an OSError
+                raise _Unreadable(error) from None
+            self.read += 1
+        taken = self.taken
+        taken.append(line)
+        if len(taken) > MAX_RECORD_LINES:
+            raise _RecordTooLong
+        return line
+
+    def read_again(self, lines: Sequence[str]) -> None:
+        self._again.extendleft(reversed(lines))
+
+
 def _open_text(src: Path, source: str) -> IO[str]:
     with open(src, "rb") as probe:
         magic = probe.read(4)
@@ -180,9 +303,20 @@ def _open_text(src: Path, source: str) -> IO[str]:
         )
     # surrogateescape instead of strict decoding: a bad byte then shows up in the one row
     # that holds it, so the error can name that row rather than a nearby read buffer.
+    # newline="": line ends are kept, so csv.reader sees line breaks inside quoted values.
     if magic.startswith(_GZIP_MAGIC):
         return gzip.open(src, "rt", encoding="utf-8-sig", errors="surrogateescape", newline="")
     return open(src, encoding="utf-8-sig", errors="surrogateescape", newline="")
+
+
+def _unreadable(source: str, error: _Unreadable, rows: int, line: int) -> InputRejected:
+    where = f"after data row {rows:,} (line {line:,})" if line else "at its header line"
+    return InputRejected(
+        f"{source}: cannot read the file {where}: it is corrupt or cut short "
+        f"({type(error.cause).__name__}; for a .gz file, the compressed data is damaged or "
+        "incomplete). Upload the complete file again, and check that the export or upload "
+        "finished"
+    )
 
 
 def _check_decodable(fields: Sequence[str], header: Sequence[str], row: int, source: str) -> None:
@@ -206,19 +340,33 @@ def _sniff_delimiter(header_line: str) -> str:
     return ","
 
 
+def _header_line(feed: _LineFeed, counts: LineCounts, source: str) -> str:
+    """The first line that is not blank; blank lines before it are skipped and counted."""
+    try:
+        for line in feed:
+            feed.taken.clear()
+            if line.strip():
+                counts.header = 1
+                return line
+            counts.blank += 1
+    except _Unreadable as error:
+        raise _unreadable(source, error, 0, 0) from None
+    raise InputRejected(
+        f"{source} is empty: expected a header line naming the columns "
+        "(for example email,phone) followed by one row per person or event"
+    )
+
+
 def _iter_csv(src: Path, source: str) -> tuple[list[str], RowStream]:
     text = _open_text(src, source)
     try:
-        first = text.readline()
-        if not first.strip():
-            raise InputRejected(
-                f"{source} is empty: expected a header line naming the columns "
-                "(for example email,phone) followed by one row per person or event"
-            )
+        feed = _LineFeed(text)
+        counts = LineCounts()
+        first = _header_line(feed, counts, source)
         delimiter = _sniff_delimiter(first)
-        reader = csv.reader(_chain_first(first, text), delimiter=delimiter)
         try:
-            raw_header = next(reader)
+            # Parsed alone: a quote left open in the header must not swallow rows into it.
+            raw_header = next(csv.reader((first,), delimiter=delimiter, strict=True))
         except csv.Error as error:
             raise InputRejected(
                 f"{source}: the header line is not valid CSV ({error}); check its quotes"
@@ -228,35 +376,178 @@ def _iter_csv(src: Path, source: str) -> tuple[list[str], RowStream]:
     except BaseException:
         text.close()
         raise
-    return header, RowStream(_csv_rows(reader, header, source), text)
+    # strict: a closing quote must end its value ('"x" y' is an error, not the value 'x y').
+    reader = csv.reader(feed, delimiter=delimiter, strict=True)
+    rows = _csv_rows(feed, reader, header, delimiter, source, counts)
+    return header, RowStream(rows, text, lines=counts)
 
 
-def _chain_first(first: str, rest: IO[str]) -> Iterator[str]:
-    yield first
-    yield from rest
+def _fits(fields: Sequence[str], width: int) -> bool:
+    # Trailing empty fields, as spreadsheets write, do not count.
+    return len(fields) == width or (len(fields) > width and not any(fields[width:]))
 
 
-def _csv_rows(reader: Iterator[list[str]], header: list[str], source: str) -> Iterator[NumberedRow]:
+def _rows_within(lines: Sequence[str], delimiter: str, width: int) -> int:
+    """How many of these lines would each be a whole row on their own."""
+    found = 0
+    for line in lines:
+        try:
+            fields = next(csv.reader((line,), delimiter=delimiter, strict=True), [])
+        except csv.Error:
+            continue
+        if fields and _fits(fields, width):
+            found += 1
+    return found
+
+
+def _too_large(fields: Sequence[str], header: Sequence[str], at: str) -> RowRejected | None:
+    for position, value in enumerate(fields):
+        if len(value) > MAX_FIELD_CHARS:
+            column = header[position] if position < len(header) else ""
+            return RowRejected(
+                column,
+                "field_too_large",
+                f"a value of {len(value):,} characters ({at}), over the {MAX_FIELD_CHARS:,} "
+                "that any identifier or event field needs; a double quote left open in this "
+                "row can cause this: check its quotes",
+            )
+    return None
+
+
+_REREAD = "the row is rejected and the lines after it are read as rows of their own"
+_QUOTE_FIX = 'close the quote, or write a double quote inside a value as two ("")'
+
+
+def _broken_record(
+    error: Exception, lines: Sequence[str], reached_end: bool, at: str
+) -> RowRejected:
+    """Why csv.reader could not read a record (``lines``: the lines it took)."""
+    if isinstance(error, _RecordTooLong):
+        return RowRejected(
+            "",
+            "unterminated_quote",
+            f"a quoted value opened in this row ({at}) runs over more than "
+            f"{MAX_RECORD_LINES} lines: its quote is not closed; {_REREAD}; {_QUOTE_FIX}",
+        )
+    if reached_end:
+        return RowRejected(
+            "",
+            "unterminated_quote",
+            f"a double quote opened in this row ({at}) is never closed (the file ends "
+            f"inside it); {_REREAD}; {_QUOTE_FIX}",
+        )
+    if sum(map(len, lines)) > csv.field_size_limit():  # csv stopped at its own limit
+        return RowRejected(
+            "",
+            "field_too_large",
+            f"a value over {MAX_FIELD_CHARS:,} characters ({at}), more than any identifier or "
+            f"event field needs; a double quote left open in this row can cause this; "
+            f"{_REREAD}",
+        )
+    if len(lines) > 1:
+        return RowRejected(
+            "",
+            "unterminated_quote",
+            f"a double quote opened in this row ({at}) is not closed on its line, and the next "
+            f"quote, {len(lines) - 1} line(s) later, does not end a value; {_REREAD}; "
+            f"{_QUOTE_FIX}",
+        )
+    return RowRejected(
+        "",
+        "malformed_row",
+        f"a quoted value is followed by other characters before the next delimiter ({at}); "
+        f"{_QUOTE_FIX}",
+    )
+
+
+def _multiline_problem(
+    fields: Sequence[str], lines: Sequence[str], header: Sequence[str], delimiter: str, at: str
+) -> RowRejected | None:
+    """Why a record whose quoted value holds line breaks is damage, or None when it is not."""
     width = len(header)
+    too_large = _too_large(fields, header, at)
+    if too_large is not None:
+        return too_large
+    spans = f"a quoted value in this row ({at}) spans {len(lines)} lines"
+    # Lines that are whole rows on their own are rows swallowed by a quote left open (in
+    # a one-column file, every line is); a real line break inside a note or an address
+    # rarely holds exactly as many delimiters as the header.
+    rows = _rows_within(lines[1:], delimiter, width)
+    if rows:
+        return RowRejected(
+            "",
+            "unterminated_quote",
+            f"{spans}, and {rows} of them look like rows of their own, so its quote is "
+            f"probably not closed where it should be; {_REREAD}; {_QUOTE_FIX}, or remove the "
+            "line breaks from the value",
+        )
+    if not _fits(fields, width):
+        return RowRejected(
+            "",
+            "unterminated_quote",
+            f"{spans} and then has {len(fields)} fields but the header has {width}, so its "
+            f"quote is probably not closed where it should be; {_REREAD}; {_QUOTE_FIX}",
+        )
+    return None
+
+
+def _csv_rows(
+    feed: _LineFeed,
+    reader: Iterator[list[str]],
+    header: list[str],
+    delimiter: str,
+    source: str,
+    counts: LineCounts,
+) -> Iterator[NumberedRow]:
+    width = len(header)
+    max_chars = MAX_FIELD_CHARS
+    taken = feed.taken
     number = 0
+    before = counts.header + counts.blank  # lines before the record being read
+    failure: Exception | None = None
     while True:
+        taken.clear()
         try:
             fields = next(reader)
         except StopIteration:
-            return
-        except csv.Error as error:
-            raise InputRejected(
-                f"{source}: data row {number + 1} is not valid CSV ({error}); look for "
-                "a double quote that is opened but never closed"
-            ) from None
-        if not fields:
-            continue  # a blank line is not a row
+            break
+        except _Unreadable as error:
+            raise _unreadable(source, error, number, before) from None
+        except (csv.Error, _RecordTooLong) as error:
+            fields, failure = [], error
+        took = len(taken)
+        if took == 1 and fields and len(taken[0]) <= max_chars:
+            before += 1  # the common case: a whole row on one line of a sane size
+        else:
+            at = f"line {before + 1:,} of the file"
+            problem: RowRejected | None
+            if failure is not None:
+                problem = _broken_record(failure, taken, feed.ended, at)
+                failure, feed.ended = None, False
+            elif took == 1:
+                if not fields:
+                    counts.blank += 1  # a blank line is not a row
+                    before += 1
+                    continue
+                problem = _too_large(fields, header, at)
+            else:
+                problem = _multiline_problem(fields, taken, header, delimiter, at)
+            if problem is not None:
+                # Only the first line is this row's; the lines it swallowed are rows again.
+                number += 1
+                feed.read_again(taken[1:])
+                before += 1
+                yield number, problem
+                continue
+            before += took
+            if took > 1:
+                counts.multiline_rows += 1
         number += 1
         if not "".join(fields).isascii():
             _check_decodable(fields, header, number, source)
         if len(fields) != width:
-            if len(fields) > width and not any(fields[width:]):
-                fields = fields[:width]  # trailing empty fields, as spreadsheets write
+            if _fits(fields, width):
+                fields = fields[:width]
             else:
                 yield (
                     number,
@@ -271,6 +562,15 @@ def _csv_rows(reader: Iterator[list[str]], header: list[str], source: str) -> It
         yield (
             number,
             {name: _empty_to_none(value) for name, value in zip(header, fields, strict=True)},
+        )
+    counts.physical = feed.read
+    counts.in_rows = before - counts.header - counts.blank
+    if counts.physical != before:
+        # Every line must be the header, blank or in a row; otherwise rows may be missing.
+        raise DestinationError(
+            f"{source}: validate read {counts.physical:,} lines but accounted for "
+            f"{before:,}; stopping rather than risk treating rows as absent (a bug: please "
+            "report it)"
         )
 
 
@@ -394,10 +694,13 @@ def iter_rows(src: Path, file_format: str, *, source: str) -> tuple[list[str], R
 
     Row numbers count data rows from 1 (the header is not counted, nor are blank lines).
     A row is a dict from header name to value, with empty and blank values as ``None``;
-    a CSV row whose field count differs from the header's comes as a ``RowRejected``
-    (``malformed_row``) instead. A file that cannot be read at all raises ``InputRejected``,
-    naming the row where that is known. The stream owns the open file: it closes at the end
-    of the rows; close it yourself when stopping early.
+    a CSV row that cannot be read as one comes as a ``RowRejected`` instead: its field
+    count differs from the header's (``malformed_row``), or its quoting is broken
+    (``unterminated_quote``, ``field_too_large``, ``malformed_row``; the lines it swallowed
+    follow as rows of their own). A file that cannot be read at all raises
+    ``InputRejected``, naming the row where that is known. The stream owns the open file: it
+    closes at the end of the rows; close it yourself when stopping early. For a CSV,
+    ``stream.lines`` counts the physical lines.
     """
     if file_format == "csv":
         return _iter_csv(src, source)
@@ -486,11 +789,15 @@ class _RowLoop:
                 self.result.rows_rejected,
             )
 
-    def close(self) -> None:
+    def close(self, rows: RowStream) -> None:
         result = self.result
         result.rejected_by_reason = dict(self.rejected.most_common())
         result.identifiers_by_type = dict(self.by_type.most_common())
         result.dropped_identifiers_by_reason = dict(self.dropped.most_common())
+        result.lines = rows.lines
+        note = lines_note(rows.lines, result.rows_received) if rows.lines else None
+        if note:
+            logger.info("validate %s: %s", result.source, note)
         logger.info(
             "validate %s done: %d rows, %d accepted, %d rejected, %d written",
             result.source,
@@ -609,7 +916,7 @@ def validate_audience_file(
                 result.identifiers_written += len(lines)
                 for dropped in problems:
                     loop.dropped[dropped.reason_code] += 1
-            loop.close()
+            loop.close(rows)
     _finish(result, reject_threshold)
     return result
 
@@ -703,7 +1010,7 @@ def validate_events_file(
                 result.rows_accepted += 1
                 result.identifiers_written += 1
                 _count_event_identifiers(loop, row, event, default_region)
-            loop.close()
+            loop.close(rows)
     _finish(result, reject_threshold)
     return result
 
