@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import csv
+import hashlib
 import io
+import json
 import time
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -153,6 +155,69 @@ def test_event_rejected_by_tiktok_is_isolated_and_the_rest_sent(
     )
     rejects = _rejects(local, report["run_id"])
     assert [(r["row"], r["reason_code"]) for r in rejects] == [("1", "tiktok_rejected")]
+
+
+def test_one_event_id_with_1001_people_sends_one_person_and_rejects_the_rest(
+    local: LocalDestination, emulator: TikTokEmulator, tmp_path: Path
+) -> None:
+    recent = iso(timedelta(hours=1))
+    rows = [f"Purchase,same,p{i}@example.com,,sku{i},1,1,USD,,crm,{recent}" for i in range(1001)]
+    path = write_csv(tmp_path / "one-id.csv", HEADER, rows)
+    result = local.run_file(path, "acme_offline", "purchases")
+    assert result.succeeded, result.cause
+
+    (event,) = emulator.received_events
+    assert event["user"] == {"email": hashlib.sha256(b"p0@example.com").hexdigest()}
+    assert [c["content_id"] for c in event["properties"]["contents"]] == ["sku0"]
+    report = result.report
+    assert report is not None
+    assert report["rows"]["rejected"] == 1000
+    assert report["rows"]["rejected_by_reason"] == {"event_id_conflict": 1000}
+    assert report["rows"]["in_events_sent"] == 1
+    assert report["events"]["event_id_conflict_rows"] == 1000
+    assert (report["events"]["built"], report["events"]["sent"]) == (1, 1)
+    rejects = _rejects(local, report["run_id"])
+    assert {r["reason_code"] for r in rejects} == {"event_id_conflict"}
+    assert sorted(int(r["row"]) for r in rejects) == list(range(2, 1002))
+    assert "@example.com" not in "\n".join(r["reason"] for r in rejects)
+
+
+def test_out_of_range_numbers_are_rejected_rows_and_only_finite_json_is_sent(
+    local: LocalDestination, emulator: TikTokEmulator, tmp_path: Path
+) -> None:
+    recent = iso(timedelta(hours=1))
+    good = [f"Purchase,g{i},g{i}@example.com,,sku,2.5,2,USD,5,crm,{recent}" for i in range(6)]
+    rows = [
+        *good[:2],
+        f"Purchase,v,v@example.com,,sku,1,1,USD,1e400,crm,{recent}",
+        *good[2:4],
+        f"Purchase,p,p@example.com,,sku,1e400,1,USD,,crm,{recent}",
+        f"Purchase,q,q@example.com,,sku,1,1e30,USD,,crm,{recent}",
+        f"Purchase,n,n@example.com,,sku,NaN,1,USD,,crm,{recent}",
+        *good[4:],
+    ]
+    path = write_csv(tmp_path / "numbers.csv", HEADER, rows)
+    result = local.run_file(path, "acme_offline", "purchases")
+    assert result.succeeded, result.cause
+
+    assert sorted(key[2] for key in emulator.events_by_key) == [f"g{i}" for i in range(6)]
+    # allow_nan=False raises on anything non-finite that reached the emulator.
+    json.dumps(emulator.received_events, allow_nan=False)
+    assert {e["properties"]["value"] for e in emulator.received_events} == {5.0}
+    report = result.report
+    assert report is not None
+    assert report["rows"]["rejected_by_reason"] == {
+        "invalid_value": 1,
+        "invalid_price": 2,
+        "invalid_quantity": 1,
+    }
+    rejects = _rejects(local, report["run_id"])
+    assert sorted((r["row"], r["column"]) for r in rejects) == [
+        ("3", "value"),
+        ("6", "price"),
+        ("7", "quantity"),
+        ("8", "price"),
+    ]
 
 
 def _lenient_config() -> str:

@@ -191,6 +191,21 @@ def test_post_requires_json_body(api: Api) -> None:
     assert "application/json" in resp.json()["message"]
 
 
+@pytest.mark.parametrize("constant", ["Infinity", "-Infinity", "NaN"])
+def test_nan_and_infinity_are_not_json(api: Api, emu: TikTokEmulator, constant: str) -> None:
+    # Python's json writes and reads these; a strict parser (TikTok's) refuses the body.
+    body = json.dumps(track([event(0)])).replace("19.0", constant)
+    resp = api.session.post(
+        api.base_url + "event/track/",
+        data=body,
+        headers={"Access-Token": TOKEN, "Content-Type": "application/json"},
+        timeout=5,
+    )
+    assert resp.json()["code"] == 40002
+    assert "not valid JSON" in resp.json()["message"]
+    assert emu.received_events == []
+
+
 # ---------------------------------------------------------------- auth
 def test_missing_unknown_and_revoked_token(api: Api, emu: TikTokEmulator) -> None:
     assert Api(api.base_url, token=None).get("user/info/")["code"] == 40104

@@ -6,6 +6,7 @@ import hashlib
 import json
 from collections.abc import Mapping
 from datetime import UTC, datetime, timedelta
+from decimal import Context, localcontext
 from typing import Any
 
 import pytest
@@ -322,26 +323,101 @@ def test_value_needs_a_currency() -> None:
     assert normalize(value="10", currency="USD")["value"] == 10.0
 
 
-@pytest.mark.parametrize("value", ["-1", "$10", "1,000.00", "abc", "NaN", "inf"])
+@pytest.mark.parametrize(
+    "value",
+    [
+        "-1",
+        "$10",
+        "1,000.00",
+        "abc",
+        "NaN",
+        "-NaN",
+        "sNaN",
+        "inf",
+        "-Infinity",
+        # Decimal reads these as finite; as floats they are infinite or absurd.
+        "1e400",
+        "1E+400",
+        "1" + "0" * 400,
+        "1e12",
+        "1000000000000.00",
+        "-1e400",
+    ],
+)
 def test_invalid_price_and_value(value: str) -> None:
-    assert rejected(price=value).reason_code == "invalid_price"
-    assert rejected(value=value, currency="USD").reason_code == "invalid_value"
+    price = rejected(price=value)
+    assert (price.column, price.reason_code) == ("price", "invalid_price")
+    amount = rejected(value=value, currency="USD")
+    assert (amount.column, amount.reason_code) == ("value", "invalid_value")
+    assert value not in price.message and value not in amount.message
+
+
+def test_amounts_up_to_just_below_one_trillion_are_accepted() -> None:
+    result = normalize(price="999999999999.99", value="999999999999.99", currency="IDR")
+    assert result["item"]["price"] == 999999999999.99
+    assert result["value"] == 999999999999.99
+    assert normalize(price="1e-400")["item"] == {"price": 0.0}
+    # "-0" is zero, not a negative amount, and is not sent as -0.0.
+    assert json.dumps(normalize(price="-0")["item"]) == '{"price": 0.0}'
+
+
+def test_amount_range_message_names_the_limit() -> None:
+    assert "below 1,000,000,000,000" in rejected(price="1e400").message
 
 
 def test_zero_price_is_allowed() -> None:
     assert normalize(price="0")["item"] == {"price": 0.0}
 
 
-@pytest.mark.parametrize(("value", "expected"), [("1", 1), ("2.0", 2), ("12", 12)])
+@pytest.mark.parametrize(
+    ("value", "expected"), [("1", 1), ("2.0", 2), ("12", 12), ("1e3", 1000), ("1000000", 1000000)]
+)
 def test_quantity_whole_numbers(value: str, expected: int) -> None:
     quantity = normalize(quantity=value)["item"]["quantity"]
     assert quantity == expected
     assert isinstance(quantity, int)
 
 
-@pytest.mark.parametrize("value", ["2.5", "0", "-1", "two", "1e400x"])
+@pytest.mark.parametrize(
+    "value",
+    [
+        "2.5",
+        "0",
+        "-1",
+        "two",
+        "1e400x",
+        "1e30",
+        "1e400",
+        "1000001",
+        "NaN",
+        "sNaN",
+        "inf",
+        "1.5e-999999999",
+    ],
+)
 def test_invalid_quantity(value: str) -> None:
-    assert rejected(quantity=value).reason_code == "invalid_quantity"
+    error = rejected(quantity=value)
+    assert (error.column, error.reason_code) == ("quantity", "invalid_quantity")
+    assert "1 to 1,000,000" in error.message
+
+
+def test_a_quantity_with_a_huge_exponent_is_rejected_at_once() -> None:
+    # int(Decimal("1e999999999")) would build a billion-digit number: minutes of CPU for
+    # one row (on the original main this test hangs rather than fails).
+    assert rejected(quantity="1e999999999").reason_code == "invalid_quantity"
+
+
+def test_a_row_with_a_bad_number_does_not_affect_the_next_row() -> None:
+    # The rows of one file go through one after the other: a rejected 1e400 leaves no state.
+    with pytest.raises(RowRejected):
+        normalize(row_number=2, value="1e400", currency="USD")
+    with pytest.raises(RowRejected):
+        normalize(row_number=3, price="1e400")
+    with pytest.raises(RowRejected):
+        normalize(row_number=4, quantity="1e30", price="1")
+    good = normalize(row_number=5, value="12.5", currency="USD", price="12.5", quantity="1")
+    assert good["value"] == 12.5
+    json.dumps(good, allow_nan=False)
 
 
 def test_content_type() -> None:
@@ -428,6 +504,25 @@ def test_no_value_but_prices_sums_price_times_quantity_with_default_quantity_one
     assert built.payload["properties"]["contents"][0] == {"price": 2.25, "content_id": "A"}
 
 
+def test_a_sum_of_price_times_quantity_not_below_one_trillion_sends_no_value() -> None:
+    rows = [
+        item_row(2, content_id="A", price="999999999999.99", quantity="1000000"),
+        item_row(3, content_id="B", price="999999999999.99", quantity="1000000"),
+    ]
+    built = build_event(rows)
+    assert "value" not in built.payload["properties"]
+    assert built.value_method == "none"
+    assert any("not below 1,000,000,000,000; sent no value" in c for c in built.conflicts)
+    json.dumps(built.payload, allow_nan=False)
+
+
+def test_the_sum_does_not_depend_on_the_callers_decimal_context() -> None:
+    rows = [item_row(2, content_id="A", price="123456.78", quantity="3")]
+    with localcontext(Context(prec=5)):
+        built = build_event(rows)
+    assert built.payload["properties"]["value"] == 370370.34
+
+
 def test_prices_without_currency_send_no_value() -> None:
     rows = [item_row(2, content_id="A", price="3", currency=None)]
     built = build_event(rows)
@@ -485,15 +580,69 @@ def test_conflicts_are_noted_and_the_first_row_wins() -> None:
     assert "row 4" in order_note
 
 
-def test_user_hashes_are_united_one_as_string_several_as_list() -> None:
-    other_email = hashlib.sha256(b"other@example.com").hexdigest()
+def test_user_hashes_of_one_person_are_united() -> None:
+    # Row 3 only has the phone, row 4 only the email: both agree with row 2's person.
     rows = [
         item_row(2, content_id="A", phone=PHONE),
-        item_row(3, content_id="B", email="other@example.com", phone=PHONE),
+        item_row(3, content_id="B", email=None, phone=PHONE),
         item_row(4, content_id="C"),
     ]
-    user = build_event(rows).payload["user"]
-    assert user == {"email": [EMAIL_HASH, other_email], "phone": PHONE_HASH}
+    built = build_event(rows)
+    assert built.payload["user"] == {"email": EMAIL_HASH, "phone": PHONE_HASH}
+    assert built.other_person == []
+    assert built.rows == [2, 3, 4]
+
+
+def test_a_later_row_adds_a_kind_the_first_row_lacked() -> None:
+    rows = [
+        item_row(2, content_id="A"),
+        item_row(3, content_id="B", phone=PHONE),
+        item_row(4, content_id="C", email=None, phone=PHONE),
+    ]
+    built = build_event(rows)
+    assert built.payload["user"] == {"email": EMAIL_HASH, "phone": PHONE_HASH}
+    assert built.other_person == []
+
+
+def test_rows_of_another_person_are_left_out_and_the_first_row_decides() -> None:
+    other = "other@example.com"
+    rows = [
+        item_row(5, content_id="C", email=other),
+        item_row(3, content_id="B"),
+        item_row(2, content_id="A"),
+    ]
+    built = build_event(rows)
+    # Row 2 is the lowest row number, whatever order the rows arrive in.
+    assert built.payload["user"] == {"email": EMAIL_HASH}
+    assert built.other_person == [(5, 2)]
+    assert built.rows == [2, 3]
+    assert [c["content_id"] for c in built.payload["properties"]["contents"]] == ["A", "B"]
+
+
+@pytest.mark.parametrize(
+    "columns",
+    [
+        # same phone, another email: a shared phone is not proof of one person
+        {"email": "other@example.com", "phone": PHONE},
+        # nothing shared: no way to tell it is the same person
+        {"email": None, "phone": "+1 415 555 0101"},
+    ],
+)
+def test_a_contradicting_or_unrelated_person_is_another_person(
+    columns: dict[str, str | None],
+) -> None:
+    rows = [item_row(2, content_id="A", phone=PHONE), item_row(3, content_id="B", **columns)]
+    built = build_event(rows)
+    assert built.payload["user"] == {"email": EMAIL_HASH, "phone": PHONE_HASH}
+    assert built.other_person == [(3, 2)]
+    assert built.rows == [2]
+
+
+def test_email_only_then_phone_only_is_not_assumed_to_be_one_person() -> None:
+    rows = [item_row(2, content_id="A"), item_row(3, content_id="B", email=None, phone=PHONE)]
+    built = build_event(rows)
+    assert built.payload["user"] == {"email": EMAIL_HASH}
+    assert built.other_person == [(3, 2)]
 
 
 def test_build_event_refuses_rows_of_different_events() -> None:

@@ -253,6 +253,17 @@ def test_track_events_body(server: FakeTikTok) -> None:
     assert "test_event_code" not in second
 
 
+@pytest.mark.parametrize("number", [float("inf"), float("-inf"), float("nan")])
+def test_a_non_finite_number_is_never_sent(server: FakeTikTok, number: float) -> None:
+    client = make_client(server)
+    event = {"event": "Purchase", "event_id": "o-1", "properties": {"value": number}}
+
+    with pytest.raises(TikTokRequestRejected, match="NaN or infinite") as raised:
+        client.track_events(EVENT_SET, [event])
+    assert server.requests == []
+    assert "event/track/" in raised.value.message
+
+
 def test_create_audience_returns_string_id_even_from_json_number(server: FakeTikTok) -> None:
     # A 19-digit JSON number must come back exactly, as a string.
     server.script(

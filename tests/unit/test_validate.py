@@ -584,6 +584,21 @@ def test_events_threshold_exceeded_still_writes_files(tmp_path: Path) -> None:
     assert len((tmp_path / "events.jsonl").read_text().splitlines()) == 1
 
 
+def test_a_non_finite_number_from_the_normalizer_is_never_written(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # The row rules reject such numbers; should one slip through, validate fails loudly
+    # rather than write the token Infinity (not JSON) on its way to TikTok.
+    def infinite_value(row: Mapping[str, str | None], **kwargs: Any) -> dict[str, Any]:
+        return {**fake_normalize_event_row(row, **kwargs), "value": float("inf")}
+
+    monkeypatch.setattr(events_module, "normalize_event_row", infinite_value)
+    src = write_csv(tmp_path / "in.csv", "event,event_id,email\nPurchase,1,a@example.com\n")
+    with pytest.raises(ValueError, match="not JSON compliant"):
+        run_events(tmp_path, src)
+    assert "Infinity" not in (tmp_path / "events.jsonl").read_text()
+
+
 def test_events_missing_required_columns(tmp_path: Path) -> None:
     src = write_csv(tmp_path / "in.csv", "event,order,name\nPurchase,1,Jane\n")
     with pytest.raises(InputRejected) as caught:

@@ -22,7 +22,7 @@ import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
-from decimal import ROUND_HALF_UP, Decimal, InvalidOperation
+from decimal import ROUND_HALF_UP, Context, Decimal, InvalidOperation, localcontext
 from typing import Any, Literal
 
 from .errors import RowRejected
@@ -90,6 +90,13 @@ MAX_FUTURE_SKEW = timedelta(minutes=5)
 
 #: Events API 2.0 rejects a whole request with more events than this.
 MAX_EVENTS_PER_REQUEST = 1000
+
+#: price and value must be below this, in any currency. Far above any real order (even in
+#: currencies with large numbers, like IDR), and small enough that a float keeps the cents
+#: and a sum of price x quantity stays finite.
+MAX_AMOUNT = Decimal(10**12)
+#: quantity is a whole number from 1 to this.
+MAX_QUANTITY = 1_000_000
 
 ITEM_FIELDS: tuple[str, ...] = (
     "price",
@@ -307,6 +314,8 @@ def _decimal(row: Mapping[str, str | None], column: str) -> Decimal | None:
         number = Decimal(value)
     except InvalidOperation:
         number = None
+    # is_finite first: comparing a NaN raises. Decimal reads "1e400" as finite, but its
+    # float is infinity, which json would write as the invalid token Infinity.
     if number is None or not number.is_finite() or number < 0:
         raise RowRejected(
             column,
@@ -314,7 +323,15 @@ def _decimal(row: Mapping[str, str | None], column: str) -> Decimal | None:
             f"{column} must be a number of 0 or more written plainly, like 12.50 "
             "(no currency symbol, no thousands separator)",
         )
-    return number
+    if number >= MAX_AMOUNT:
+        raise RowRejected(
+            column,
+            f"invalid_{column}",
+            f"{column} must be below {MAX_AMOUNT:,} (one trillion); a larger amount is "
+            "usually a column mix-up or an amount in the wrong unit",
+        )
+    # "-0" would otherwise be sent as -0.0.
+    return number if number else Decimal(0)
 
 
 def _amount(row: Mapping[str, str | None], column: str) -> float | None:
@@ -330,14 +347,18 @@ def _quantity(row: Mapping[str, str | None]) -> int | None:
         number = Decimal(value)
     except InvalidOperation:
         number = None
-    # "2.0" is how many exports write a whole number; "2.5" items is not a quantity.
-    if number is None or not number.is_finite() or number != number.to_integral_value():
-        number = None
-    if number is None or number < 1:
+    # "2.0" is how many exports write a whole number; "2.5" items is not a quantity. The
+    # range is checked before to_integral_value, which can fail on huge exponents.
+    if (
+        number is None
+        or not number.is_finite()
+        or not 1 <= number <= MAX_QUANTITY
+        or number != number.to_integral_value()
+    ):
         raise RowRejected(
             "quantity",
             "invalid_quantity",
-            "quantity must be a whole number of 1 or more, like 2",
+            f"quantity must be a whole number from 1 to {MAX_QUANTITY:,}, like 2",
         )
     return int(number)
 
@@ -440,11 +461,14 @@ class BuiltEvent:
     event_set_id: str
     event_channel: str | None
     payload: dict[str, Any]
-    #: every input row number of the group, duplicates included, so every row is accounted
+    #: every input row number in the event, duplicates included, so every row is accounted
     rows: list[int]
     value_method: Literal["row_value", "sum_price_quantity", "none"]
     #: (row, duplicate_of_row): rows identical to an earlier one, not added again
     duplicates: list[tuple[int, int]] = field(default_factory=list)
+    #: (row, first_row): rows of this event key that name another person; not in the event
+    #: and not in ``rows`` (the caller rejects them as ``event_id_conflict``)
+    other_person: list[tuple[int, int]] = field(default_factory=list)
     #: human notes on rows that disagreed and which value was used; no personal data
     conflicts: list[str] = field(default_factory=list)
 
@@ -482,25 +506,71 @@ def _first_value(
     return chosen
 
 
-def _sum_price_quantity(items: Sequence[Mapping[str, Any]]) -> float:
-    total = Decimal(0)
-    for item in items:
-        price = item.get("price")
-        if price is None:
+def _sum_price_quantity(items: Sequence[Mapping[str, Any]]) -> float | None:
+    """Sum of price x quantity to the cent; None when it is not below ``MAX_AMOUNT``."""
+    # Each product is below 10**18, so even a million items stay far inside 60 digits: no
+    # rounding, no InvalidOperation from quantize, whatever the caller's decimal context.
+    with localcontext(Context(prec=60)):
+        total = Decimal(0)
+        for item in items:
+            price = item.get("price")
+            if price is None:
+                continue
+            # str() first: Decimal(float) would carry the binary error into the rounding.
+            total += Decimal(str(price)) * int(item.get("quantity") or 1)
+        if not total.is_finite() or total >= MAX_AMOUNT:
+            return None
+        return float(total.quantize(Decimal("0.01"), rounding=ROUND_HALF_UP))
+
+
+def _same_person(person: Mapping[str, str], user: Mapping[str, str]) -> bool:
+    """Whether ``user`` shares a hash with ``person`` and contradicts none of its kinds."""
+    shared = False
+    for kind, digest in user.items():
+        known = person.get(kind)
+        if known is None:
             continue
-        # str() first: Decimal(float) would carry the binary error into the rounding.
-        total += Decimal(str(price)) * int(item.get("quantity") or 1)
-    return float(total.quantize(Decimal("0.01"), rounding=ROUND_HALF_UP))
+        if known != digest:
+            return False
+        shared = True
+    return shared
+
+
+def _split_people(
+    rows: Sequence[Mapping[str, Any]],
+) -> tuple[list[Mapping[str, Any]], dict[str, str], list[tuple[int, int]]]:
+    """Rows of the first row's person, that person's hashes, and (row, first row) of the rest.
+
+    One event is one person: TikTok would credit every hash in ``user`` with the purchase,
+    so rows of one event key that name someone else are not merged in. The person grows as
+    agreeing rows add a kind (a row with the email, then a row with email and phone).
+    """
+    first = rows[0]
+    person: dict[str, str] = dict(first.get("user") or {})
+    kept: list[Mapping[str, Any]] = [first]
+    others: list[tuple[int, int]] = []
+    for row in rows[1:]:
+        user: Mapping[str, str] = row.get("user") or {}
+        if _same_person(person, user):
+            for kind, digest in user.items():
+                person.setdefault(kind, digest)
+            kept.append(row)
+        else:
+            others.append((row["row"], first["row"]))
+    return kept, person, others
 
 
 def build_event(rows: Sequence[Mapping[str, Any]]) -> BuiltEvent:
     """Merge the normalized rows of one event (same :func:`event_group_key`) into one event.
 
-    ``contents`` gets one item per distinct row that has item fields; the user gets every
-    distinct hash; scalar properties come from the first row that has them, with a note in
-    ``conflicts`` when rows disagree. ``value`` is the rows' value when every row that has
-    one agrees, else the sum of price x quantity when items have prices (and a currency is
-    known), else it is left out.
+    Rows are taken in row-number order. The event is the person of the first row: a later
+    row belongs to it when it shares an email or phone hash with that person and has no
+    different hash of the same kind; other rows are left out and listed in
+    ``other_person``. ``contents`` gets one item per distinct row that has item fields; the
+    user gets the person's hashes; scalar properties come from the first row that has them,
+    with a note in ``conflicts`` when rows disagree. ``value`` is the rows' value when every
+    row that has one agrees, else the sum of price x quantity when items have prices (and a
+    currency is known) and that sum is below ``MAX_AMOUNT``, else it is left out.
     """
     if not rows:
         raise ValueError("build_event needs at least one row")
@@ -512,11 +582,14 @@ def build_event(rows: Sequence[Mapping[str, Any]]) -> BuiltEvent:
                 "sort rows by event_group_key and pass one run at a time"
             )
 
+    ordered = sorted(rows, key=lambda row: int(row["row"]))
+    same_person, person, other_person = _split_people(ordered)
+
     # Identical rows (a re-exported line, a join that fanned out) must not double an item.
     unique: list[Mapping[str, Any]] = []
     duplicates: list[tuple[int, int]] = []
     seen: dict[str, int] = {}
-    for row in rows:
+    for row in same_person:
         signature = repr(sorted((k, repr(v)) for k, v in row.items() if k != "row"))
         if signature in seen:
             duplicates.append((row["row"], seen[signature]))
@@ -532,16 +605,6 @@ def build_event(rows: Sequence[Mapping[str, Any]]) -> BuiltEvent:
             f"rows {_rows_text([first['row'], *differing_times])} disagree on event_time; "
             f"used {first['event_time']} from row {first['row']}"
         )
-
-    user_lists: dict[str, list[str]] = {}
-    for row in unique:
-        for kind, digest in row.get("user", {}).items():
-            hashes = user_lists.setdefault(kind, [])
-            if digest not in hashes:
-                hashes.append(digest)
-    user: dict[str, str | list[str]] = {
-        kind: hashes[0] if len(hashes) == 1 else hashes for kind, hashes in user_lists.items()
-    }
 
     contents = [dict(row["item"]) for row in unique if row.get("item")]
     content_type = _first_value(unique, "content_type", conflicts, quote=True)
@@ -569,7 +632,14 @@ def build_event(rows: Sequence[Mapping[str, Any]]) -> BuiltEvent:
                 f"rows {_rows_text([r['row'] for r in with_value])} disagree on value; {what}"
             )
         if has_prices and currency:
-            value, value_method = _sum_price_quantity(contents), "sum_price_quantity"
+            value = _sum_price_quantity(contents)
+            if value is None:
+                conflicts.append(
+                    f"rows {_rows_text([r['row'] for r in unique])}: the sum of price x "
+                    f"quantity is not below {MAX_AMOUNT:,}; sent no value"
+                )
+            else:
+                value_method = "sum_price_quantity"
         elif has_prices and not distinct_values:
             # A value without its currency is meaningless to TikTok's revenue reports.
             conflicts.append(
@@ -594,7 +664,7 @@ def build_event(rows: Sequence[Mapping[str, Any]]) -> BuiltEvent:
         "event": first["event"],
         "event_time": int(first["event_time"]),
         "event_id": first["event_id"],
-        "user": user,
+        "user": person,
     }
     if properties:
         payload["properties"] = properties
@@ -603,9 +673,10 @@ def build_event(rows: Sequence[Mapping[str, Any]]) -> BuiltEvent:
         event_set_id=str(first["event_set_id"]),
         event_channel=event_channel,
         payload=payload,
-        rows=[row["row"] for row in rows],
+        rows=[row["row"] for row in same_person],
         value_method=value_method,
         duplicates=duplicates,
+        other_person=other_person,
         conflicts=conflicts,
     )
 

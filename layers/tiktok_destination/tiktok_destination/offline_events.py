@@ -2,8 +2,9 @@
 
 Rows of one (event set, event, event_id) become ONE event whose ``contents`` lists every
 row's item: TikTok keeps only the first of repeated event_ids within 48 hours, so sending
-one event per row would silently drop items. Grouping is an external sort, so memory stays
-flat however large the file.
+one event per row would silently drop items. An event is one person, though: rows of the
+key that name someone else are rejected as ``event_id_conflict`` (see ``build_event``).
+Grouping is an external sort, so memory stays flat however large the file.
 """
 
 from __future__ import annotations
@@ -42,6 +43,8 @@ class EventPlan:
     events_built: int
     rows_in_events: int
     duplicate_rows: int
+    #: rows rejected because their event key already belongs to another person
+    event_id_conflict_rows: int = 0
     by_event: dict[str, int] = field(default_factory=dict)
     by_event_channel: dict[str, int] = field(default_factory=dict)
     value_method: dict[str, int] = field(default_factory=dict)
@@ -61,6 +64,17 @@ def _groups(sorted_path: Path) -> Iterator[list[dict[str, Any]]]:
     parsed = (line.rstrip("\n").split(_SEP, 2) for line in sorting.read_lines(sorted_path))
     for _, members in groupby(parsed, key=lambda parts: parts[0]):
         yield [json.loads(parts[2]) for parts in members]
+
+
+EVENT_ID_CONFLICT = "event_id_conflict"
+
+
+def _conflict_reason(first_row: int) -> str:
+    return (
+        f"same event set, event and event_id as row {first_row} but another person (email "
+        f"or phone); one event is one person, so only row {first_row}'s person is sent: give "
+        "each person's event its own event_id"
+    )
 
 
 def plan_events(bucket: Bucket, run: Run, *, batch_size: int, workdir: Path) -> EventPlan:
@@ -85,7 +99,7 @@ def plan_events(bucket: Bucket, run: Run, *, batch_size: int, workdir: Path) -> 
     methods: Counter[str] = Counter()
     conflicts: list[str] = []
     manifest: list[dict[str, Any]] = []
-    events_built = rows_in_events = duplicates = 0
+    events_built = rows_in_events = duplicates = other_person = 0
     rejects_path = workdir / "chunk-rejects.csv"
     current_set: str | None = None
     batch: list[BuiltEvent] = []
@@ -124,6 +138,9 @@ def plan_events(bucket: Bucket, run: Run, *, batch_size: int, workdir: Path) -> 
                 rejects.writerow(
                     (row, "", "duplicate_row", f"identical to row {original}; sent once")
                 )
+            for row, first in event.other_person:
+                other_person += 1
+                rejects.writerow((row, "event_id", EVENT_ID_CONFLICT, _conflict_reason(first)))
             if event.event_set_id != current_set or len(batch) >= batch_size:
                 flush()
                 current_set = event.event_set_id
@@ -137,7 +154,7 @@ def plan_events(bucket: Bucket, run: Run, *, batch_size: int, workdir: Path) -> 
                 conflicts.extend(event.conflicts[: 20 - len(conflicts)])
         flush()
     sorted_path.unlink()
-    if duplicates:
+    if duplicates or other_person:
         bucket.upload(rejects_path, paths.rejects("chunk"), content_type="text/csv")
     manifest_key = f"{prefix}manifest.json"
     bucket.put_json(manifest_key, manifest)
@@ -149,6 +166,7 @@ def plan_events(bucket: Bucket, run: Run, *, batch_size: int, workdir: Path) -> 
         events_built=events_built,
         rows_in_events=rows_in_events,
         duplicate_rows=duplicates,
+        event_id_conflict_rows=other_person,
         by_event=dict(by_event.most_common()),
         by_event_channel=dict(by_channel.most_common()),
         value_method=dict(methods.most_common()),

@@ -295,6 +295,7 @@ def step_report(run: Run, validate: dict[str, Any], chunk: dict[str, Any]) -> di
             "sent": totals["events_sent"],
             "rejected_by_tiktok": totals["events_rejected_by_tiktok"],
             "duplicate_rows_merged": plan.get("duplicate_rows", 0),
+            "event_id_conflict_rows": plan.get("event_id_conflict_rows", 0),
             "by_event": plan.get("by_event", {}),
             "by_event_channel": plan.get("by_event_channel", {}),
             "value_method": plan.get("value_method", {}),

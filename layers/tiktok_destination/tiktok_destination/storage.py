@@ -56,7 +56,8 @@ class Bucket:
         self.s3.put_object(
             Bucket=self.name,
             Key=key,
-            Body=json.dumps(value, indent=1, sort_keys=True).encode(),
+            # NaN/Infinity are not JSON: fail on write rather than store what TikTok refuses.
+            Body=json.dumps(value, indent=1, sort_keys=True, allow_nan=False).encode(),
             ContentType="application/json",
         )
 

@@ -1006,7 +1006,11 @@ def validate_events_file(
                 except RowRejected as problem:
                     loop.reject(number, problem)
                     continue
-                write(json.dumps(event, separators=(",", ":"), sort_keys=True) + "\n")
+                # allow_nan=False: a non-finite number that slipped past the row rules
+                # fails here, loudly, instead of travelling on as the invalid token NaN.
+                write(
+                    json.dumps(event, separators=(",", ":"), sort_keys=True, allow_nan=False) + "\n"
+                )
                 result.rows_accepted += 1
                 result.identifiers_written += 1
                 _count_event_identifiers(loop, row, event, default_region)

@@ -176,6 +176,11 @@ def _bad(message: str) -> _ApiError:
     return _ApiError(40002, message)
 
 
+def _refuse_constant(name: str) -> float:
+    # Python's json reads NaN/Infinity; strict JSON parsers (TikTok's) refuse them.
+    raise ValueError(f"{name} is not JSON")
+
+
 def _new_id() -> str:
     """A 19-digit numeric string, like TikTok's advertiser / audience / event set ids."""
     return str(secrets.randbelow(9 * 10**18) + 10**18)
@@ -1006,7 +1011,11 @@ class TikTokEmulator:
         if "application/json" not in req.content_type.lower():
             raise _bad("Content-Type must be application/json.")
         try:
-            body = json.loads(req.body.decode("utf-8")) if req.body else None
+            body = (
+                json.loads(req.body.decode("utf-8"), parse_constant=_refuse_constant)
+                if req.body
+                else None
+            )
         except (UnicodeDecodeError, ValueError) as err:
             raise _bad(f"Request body is not valid JSON: {err.__class__.__name__}.") from None
         if not isinstance(body, dict):

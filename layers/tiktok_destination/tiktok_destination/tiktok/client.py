@@ -355,7 +355,14 @@ class TikTokClient:
         data: bytes | None = None
         if body is not None:
             headers["Content-Type"] = "application/json"
-            data = json.dumps(body, separators=(",", ":")).encode("utf-8")
+            try:
+                data = json.dumps(body, separators=(",", ":"), allow_nan=False).encode("utf-8")
+            except ValueError:
+                # Python would write NaN/Infinity, which is not JSON; never send it.
+                raise TikTokRequestRejected(
+                    f"{rel}: the request holds a number that is NaN or infinite, which JSON "
+                    "cannot carry; it was not sent"
+                ) from None
         hidden = self._secrets | {s for s in secrets if s}
 
         attempts = max(self._retry.max_retries, 0) + 1

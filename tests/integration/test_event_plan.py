@@ -1,0 +1,110 @@
+"""Planning offline events: one event key never carries two people."""
+
+from __future__ import annotations
+
+import csv
+import hashlib
+import io
+import json
+from collections.abc import Iterator
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import boto3
+import pytest
+from moto import mock_aws
+
+from tiktok_destination.events import normalize_event_row
+from tiktok_destination.offline_events import plan_events
+from tiktok_destination.report import rejects_summary
+from tiktok_destination.runs import Run, Source
+from tiktok_destination.storage import Bucket
+
+NOW = datetime(2024, 5, 20, 12, 0, 0, tzinfo=UTC)
+SET_ID = "7654321098765432109"
+STATE = "plan-state"
+
+
+@pytest.fixture
+def bucket(monkeypatch: pytest.MonkeyPatch) -> Iterator[Bucket]:
+    monkeypatch.setenv("AWS_DEFAULT_REGION", "us-east-1")
+    monkeypatch.setenv("AWS_ACCESS_KEY_ID", "testing")
+    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "testing")
+    with mock_aws():
+        client = boto3.client("s3")
+        client.create_bucket(Bucket=STATE)
+        yield Bucket(STATE, client)
+
+
+def _run() -> Run:
+    return Run(
+        run_id="0123456789abcdef",
+        execution_id="arn:aws:states:us-east-1:123456789012:execution:sm:e1",
+        kind="offline_events",
+        state_bucket=STATE,
+        source=Source(bucket="in", key="events.csv", etag="x", format="csv"),
+        destination="acme_offline",
+        data_template="purchases",
+        template={},
+        started_at=NOW.isoformat(),
+    )
+
+
+def _row(number: int, email: str, content_id: str) -> dict[str, Any]:
+    return normalize_event_row(
+        {
+            "event": "Purchase",
+            "event_id": "order-1",
+            "email": email,
+            "content_id": content_id,
+            "price": "10",
+            "currency": "USD",
+        },
+        row_number=number,
+        default_region="US",
+        fallback_event_set_id=SET_ID,
+        now=NOW,
+    )
+
+
+def test_state_objects_never_hold_nan_or_infinity(bucket: Bucket) -> None:
+    with pytest.raises(ValueError, match="not JSON compliant"):
+        bucket.put_json("runs/x/batch.json", {"events": [{"value": float("inf")}]})
+    assert bucket.get_json("runs/x/batch.json") is None
+
+
+def test_three_rows_of_one_event_id_and_two_people_make_one_event_of_the_first(
+    bucket: Bucket, tmp_path: Path
+) -> None:
+    run = _run()
+    # Out of row order on purpose: the person of the lowest row number owns the event.
+    rows = [
+        _row(4, "ann@example.com", "B"),
+        _row(3, "bob@example.com", "X"),
+        _row(2, "ann@example.com", "A"),
+    ]
+    bucket.put_text(
+        run.paths.events, "".join(json.dumps(r) + "\n" for r in rows), content_type="text/plain"
+    )
+
+    plan = plan_events(bucket, run, batch_size=10, workdir=tmp_path)
+
+    assert (plan.events_built, plan.rows_in_events, plan.event_id_conflict_rows) == (1, 2, 1)
+    batch = bucket.get_json(bucket.get_json(plan.manifest_key)[0]["key"])
+    (event,) = batch["events"]
+    ann = hashlib.sha256(b"ann@example.com").hexdigest()
+    assert event["user"] == {"email": ann}
+    assert [c["content_id"] for c in event["properties"]["contents"]] == ["A", "B"]
+    assert batch["rows"] == [[2, 4]]
+
+    text = bucket.s3.get_object(Bucket=STATE, Key=run.paths.rejects("chunk"))["Body"].read()
+    (reject,) = list(csv.DictReader(io.StringIO(text.decode())))
+    assert (reject["row"], reject["column"], reject["reason_code"]) == (
+        "3",
+        "event_id",
+        "event_id_conflict",
+    )
+    assert "row 2" in reject["reason"] and "@" not in reject["reason"]
+    summary = rejects_summary(bucket, run)
+    assert (summary["rejected"], summary["by_reason"]) == (1, {"event_id_conflict": 1})
