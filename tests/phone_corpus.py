@@ -18,10 +18,12 @@ import phonenumbers
 from phonenumbers import PhoneMetadata, PhoneNumberType
 
 DEFAULT_REGIONS = ("US", "CA", "GB", "DE", "FR", "IN", "BR", "AU", "JP", "MX", "PR", "AG")
-NUMBER_REGIONS = DEFAULT_REGIONS + (
-    "IT", "ES", "NL", "CH", "SE", "NO", "RU", "KZ", "CN", "KR", "SG", "ZA", "NG", "AR", "IM",
-    "JE", "GG", "VA", "CC", "CX", "DM", "JM", "BS", "VI", "GU",
-)  # fmt: skip
+# regions that share a country code (+1, +44, +7, +39, +61) test the region routing
+NUMBER_REGIONS = (
+    *DEFAULT_REGIONS,
+    *("IT", "ES", "NL", "CH", "SE", "NO", "RU", "KZ", "CN", "KR", "SG", "ZA", "NG", "AR"),
+    *("IM", "JE", "GG", "VA", "CC", "CX", "DM", "JM", "BS", "VI", "GU"),
+)
 _TYPES = (
     PhoneNumberType.FIXED_LINE,
     PhoneNumberType.MOBILE,
@@ -45,14 +47,34 @@ def _examples() -> list[tuple[str, int, str]]:
     return found
 
 
+# US, Canada, Puerto Rico, Antigua, Cayman; toll-free, premium; 555, N11, 0xx, 1xx
+_AREAS = [
+    "212",
+    "213",
+    "310",
+    "415",
+    "416",
+    "604",
+    "514",
+    "613",
+    "787",
+    "268",
+    "345",
+    "800",
+    "888",
+    "877",
+    "900",
+    "555",
+    "911",
+    "011",
+    "123",
+]
+
+
 def _nanp(rng: random.Random) -> str:
     """Ten NANP digits: any area code (0xx, 1xx, N11, 555, toll-free), any exchange."""
     roll = rng.random()
-    if roll < 0.5:
-        area = rng.choice(("212", "213", "310", "415", "416", "604", "514", "787", "268", "800",
-                           "888", "877", "900", "555", "911", "011", "123", "613", "345"))  # fmt: skip
-    else:
-        area = f"{rng.randrange(1000):03d}"
+    area = rng.choice(_AREAS) if roll < 0.5 else f"{rng.randrange(1000):03d}"
     exchange = rng.choice(("555", "011", "123", "911", f"{rng.randrange(1000):03d}"))
     if rng.random() < 0.7:
         exchange = f"{rng.randrange(200, 1000):03d}"

@@ -156,6 +156,15 @@ def _phone_rejected(reason_code: str, message: str) -> RowRejected:
     return RowRejected("phone", reason_code, message)
 
 
+def _not_valid_phone(region: str) -> RowRejected:
+    return _phone_rejected(
+        "invalid_phone",
+        "not a valid phone number: write it with its country code, like +44 20 7946 0958 "
+        f"(or 00/011 and the country code), or as a number of the default region {region}; "
+        "a number without one is never read as international; check the number of digits",
+    )
+
+
 def _from_number_rendering(text: str) -> str:
     """The digits of a float rendering of a whole number; ``text`` when it is no such rendering.
 
@@ -219,7 +228,6 @@ def _from_number_rendering(text: str) -> str:
 #   which keeps the national number's leading zeros (Italian leading zero): the digits.
 # tests/unit/test_identifiers.py and `make bench-phones` (1,000,000 numbers) compare the
 # two paths on generated numbers of many regions and spellings: the same result for all.
-_PHONE_SEPARATORS = str.maketrans("", "", " ().-")
 _MAX_PARSE_LENGTH = 250  # phonenumbers' _MAX_INPUT_STRING_LENGTH
 _MAX_NATIONAL_LENGTH = 17  # and its _MAX_LENGTH_FOR_NSN
 # _number_type_helper's order; mobile only counts when its pattern differs from fixed line
@@ -234,6 +242,15 @@ _TYPE_DESCS = (
     "voicemail",
     "fixed_line",
 )
+#: what the fast path returns for a number it is sure the full path finds invalid
+_NOT_VALID = ""
+
+
+def _type_descs(metadata: PhoneMetadata) -> list[phonenumbers.PhoneNumberDesc | None]:
+    names = list(_TYPE_DESCS)
+    if not metadata.same_mobile_and_fixed_line_pattern:
+        names.append("mobile")
+    return [getattr(metadata, name) for name in names]
 
 
 def _desc_regex(desc: phonenumbers.PhoneNumberDesc | None) -> str | None:
@@ -252,74 +269,101 @@ def _desc_regex(desc: phonenumbers.PhoneNumberDesc | None) -> str | None:
 def _valid_regex(metadata: PhoneMetadata) -> re.Pattern[str] | None:
     """Digits of a number that _number_type_helper gives a type for in this region."""
     general = _desc_regex(metadata.general_desc)
-    names = list(_TYPE_DESCS)
-    if not metadata.same_mobile_and_fixed_line_pattern:
-        names.append("mobile")
-    types = [t for t in (_desc_regex(getattr(metadata, name)) for name in names) if t]
+    types = [t for t in map(_desc_regex, _type_descs(metadata)) if t]
     if general is None or not types:
         return None
     return re.compile(f"(?={general})(?:{'|'.join(types)})")
 
 
-_Route = tuple[re.Pattern[str] | None, re.Pattern[str] | None]
+def _shortest_valid(metadata: PhoneMetadata) -> int:
+    """The fewest digits a valid number of this region has (0: no sure answer)."""
+    general = metadata.general_desc
+    if general is None or not general.possible_length:
+        return 0
+    shortest = [
+        min(set(desc.possible_length) & set(general.possible_length), default=99)
+        for desc in _type_descs(metadata)
+        if desc is not None and desc.national_number_pattern
+    ]
+    if any(desc is not None and not desc.possible_length for desc in _type_descs(metadata)):
+        return 0
+    return min(shortest, default=99)
+
+
+class _Prefix:
+    """``regex.match(digits)`` of a national or international prefix pattern, with a
+    ``startswith`` for the plain-digit ones (1, 0, 011) that most regions have."""
+
+    def __init__(self, pattern: str | None):
+        self.literal = pattern if pattern and pattern.isdigit() and pattern.isascii() else None
+        self.regex = re.compile(pattern) if pattern and self.literal is None else None
+
+    def matches(self, digits: str) -> bool:
+        if self.literal is not None:
+            return digits.startswith(self.literal)
+        return self.regex is not None and self.regex.match(digits) is not None
 
 
 class _CountryRules:
     """What the fast path needs of one country calling code's metadata."""
 
     def __init__(self, country_code: int):
-        self.country_code = str(country_code)
+        self.plus_code = f"+{country_code}"
         main = PhoneMetadata.metadata_for_region(
             phonenumbers.region_code_for_country_code(country_code)
         )
-        self.main_prefix = _national_prefix(main)
+        self.main_prefix = _Prefix(main.national_prefix_for_parsing if main else None)
+        self.main_transforms = main is None or bool(main.national_prefix_transform_rule)
         # (leading digits, valid) per region, in region_code_for_number's order
-        self.routes: list[_Route] = []
+        self.routes: list[tuple[re.Pattern[str] | None, re.Pattern[str] | None]] = []
+        self.shortest_valid = 99
         for region in phonenumbers.COUNTRY_CODE_TO_REGION_CODE[country_code]:
             metadata = PhoneMetadata.metadata_for_region(region)
             if metadata is None:
                 continue
-            leading = (
-                re.compile(metadata.leading_digits) if metadata.leading_digits is not None else None
+            leading = metadata.leading_digits
+            self.routes.append(
+                (re.compile(leading) if leading is not None else None, _valid_regex(metadata))
             )
-            self.routes.append((leading, _valid_regex(metadata)))
+            self.shortest_valid = min(self.shortest_valid, _shortest_valid(metadata))
 
     def e164(self, national: str) -> str | None:
-        """+ code + national if is_valid_number holds for it, else None."""
-        if not 2 <= len(national) <= _MAX_NATIONAL_LENGTH:
+        """+ code + national when is_valid_number holds for it, _NOT_VALID when it does
+        not; None when parse would strip a national prefix (not sure)."""
+        if not 2 <= len(national) <= _MAX_NATIONAL_LENGTH or self.main_prefix.matches(national):
             return None
-        if self.main_prefix is not None and self.main_prefix.match(national):
-            return None  # parse would try to strip a national prefix
         for leading, valid in self.routes:
             if leading is not None and not leading.match(national):
                 continue
             if valid is not None and valid.match(national):
-                return f"+{self.country_code}{national}"
+                return self.plus_code + national
             if leading is not None:
-                return None  # the number is this region's, and not valid in it
-        return None
+                return _NOT_VALID  # the number is this region's, and not valid in it
+        return _NOT_VALID
 
 
-def _national_prefix(metadata: PhoneMetadata | None) -> re.Pattern[str] | None:
-    prefix = metadata.national_prefix_for_parsing if metadata is not None else None
-    return re.compile(prefix) if prefix else None
+_COUNTRY_RULES: dict[int, _CountryRules | None] = {}
 
 
-@cache
 def _country_rules(country_code: int) -> _CountryRules | None:
+    try:
+        return _COUNTRY_RULES[country_code]
+    except KeyError:
+        pass
     regions = phonenumbers.COUNTRY_CODE_TO_REGION_CODE.get(country_code)
-    if not regions or phonenumbers.REGION_CODE_FOR_NON_GEO_ENTITY in regions:
-        return None
-    return _CountryRules(country_code)
+    rules = None
+    if regions and phonenumbers.REGION_CODE_FOR_NON_GEO_ENTITY not in regions:
+        rules = _CountryRules(country_code)
+    return _COUNTRY_RULES.setdefault(country_code, rules)
 
 
 class _NanpRegion:
     """The national spellings of a default region with country code 1."""
 
-    def __init__(self, metadata: PhoneMetadata):
-        self.prefix = _national_prefix(metadata)
-        prefix = metadata.international_prefix
-        self.international = re.compile(prefix) if prefix else None
+    def __init__(self, metadata: PhoneMetadata, nanp: _CountryRules):
+        self.nanp = nanp
+        self.national_prefix = _Prefix(metadata.national_prefix_for_parsing)
+        self.international = _Prefix(metadata.international_prefix)
         general = metadata.general_desc
         # _test_number_length(11 digits) == TOO_LONG: then parse takes a leading 1 as the
         # country code whatever the pattern says
@@ -329,49 +373,70 @@ class _NanpRegion:
             and bool(general.possible_length)
             and max(general.possible_length) < 11
         )
+        # Without a transform rule the national number parse keeps is the digits or an
+        # end of them (after a country code or national prefix): fewer digits than any
+        # valid NANP number has can never be valid.
+        self.shortest_valid = (
+            0
+            if metadata.national_prefix_transform_rule or nanp.main_transforms
+            else nanp.shortest_valid
+        )
 
 
-@cache
+_NANP_REGIONS: dict[str, _NanpRegion | None] = {}
+
+
 def _nanp_region(region: str) -> _NanpRegion | None:
+    try:
+        return _NANP_REGIONS[region]
+    except KeyError:
+        pass
     metadata = PhoneMetadata.metadata_for_region(region)
-    if metadata is None or metadata.country_code != 1:
-        return None
-    return _NanpRegion(metadata)
+    nanp = _country_rules(1)
+    found = None
+    if metadata is not None and metadata.country_code == 1 and nanp is not None:
+        found = _NanpRegion(metadata, nanp)
+    return _NANP_REGIONS.setdefault(region, found)
 
 
 def _fast_e164(text: str, region: str) -> str | None:
-    """The E.164 that the full parse gives ``text``, when sure it is valid; else None."""
+    """What the full parse gives ``text``, when sure: the E.164, or _NOT_VALID for an
+    invalid number; None when not sure."""
     if len(text) > _MAX_PARSE_LENGTH:
         return None
-    compact = text.translate(_PHONE_SEPARATORS)
-    plus = compact.startswith("+")
-    digits = compact[1:] if plus else compact
-    if not (digits.isascii() and digits.isdigit()):
-        return None
-    if plus:
-        if digits[0] == "0" or len(digits) <= 2:
+    compact = (
+        text.replace(" ", "").replace("-", "").replace("(", "").replace(")", "").replace(".", "")
+    )
+    if compact.isdigit():
+        if not compact.isascii():
             return None
-        for size in (1, 2, 3):
-            code = int(digits[:size])
-            if code in phonenumbers.COUNTRY_CODE_TO_REGION_CODE:
-                rules = _country_rules(code)
-                return rules.e164(digits[size:]) if rules is not None else None
+        nanp = _nanp_region(region)
+        if nanp is None:
+            return None
+        if compact[0] not in "01":
+            national = compact  # no country code 1, no 011, no national prefix 1
+        elif len(compact) == 11 and compact[0] == "1" and nanp.eleven_too_long:
+            national = compact[1:]
+            if national[0] in "01":
+                return None
+        elif len(compact) < nanp.shortest_valid and not nanp.international.matches(compact):
+            return _NOT_VALID
+        else:
+            return None
+        if nanp.national_prefix.matches(national) or nanp.international.matches(compact):
+            return None
+        return nanp.nanp.e164(national)
+    if compact[:1] != "+":
         return None
-    nanp = _nanp_region(region)
-    if nanp is None:
+    digits = compact[1:]
+    if not (digits.isdigit() and digits.isascii()) or digits[0] == "0" or len(digits) <= 2:
         return None
-    if len(digits) == 11 and digits[0] == "1" and nanp.eleven_too_long:
-        national = digits[1:]
-    elif len(digits) == 10:
-        national = digits
-    else:
-        return None
-    if national[0] in "01" or (nanp.prefix is not None and nanp.prefix.match(national)):
-        return None
-    if nanp.international is not None and nanp.international.match(digits):
-        return None
-    rules = _country_rules(1)
-    return rules.e164(national) if rules is not None else None
+    for size in (1, 2, 3):
+        code = int(digits[:size])
+        if code in phonenumbers.COUNTRY_CODE_TO_REGION_CODE:
+            rules = _country_rules(code)
+            return rules.e164(digits[size:]) if rules is not None else None
+    return None
 
 
 def normalize_phone(raw: str, default_region: str = "US") -> str:
@@ -400,8 +465,10 @@ def _normalize_phone(raw: str, default_region: str, *, fast: bool) -> str:
         text = "+" + text[2:]
     if fast:
         e164 = _fast_e164(text, region)
-        if e164 is not None:
+        if e164:
             return e164
+        if e164 == _NOT_VALID:
+            raise _not_valid_phone(region)
     number = _parse(text, region)
     if number is not None and number.extension:
         raise _phone_rejected(
@@ -418,12 +485,7 @@ def _normalize_phone(raw: str, default_region: str, *, fast: bool) -> str:
             f"the default region {region}",
         )
     if number is None or not phonenumbers.is_valid_number(number):
-        raise _phone_rejected(
-            "invalid_phone",
-            "not a valid phone number: write it with its country code, like +44 20 7946 0958 "
-            f"(or 00/011 and the country code), or as a number of the default region {region}; "
-            "a number without one is never read as international; check the number of digits",
-        )
+        raise _not_valid_phone(region)
     return phonenumbers.format_number(number, phonenumbers.PhoneNumberFormat.E164)
 
 
