@@ -61,8 +61,11 @@ def is_sha256_hex(value: str) -> bool:
     return _SHA256_HEX.fullmatch(value) is not None
 
 
+_sha256 = hashlib.sha256
+
+
 def sha256_hex(value: str) -> str:
-    return hashlib.sha256(value.encode("utf-8")).hexdigest()
+    return _sha256(value.encode("utf-8")).hexdigest()
 
 
 def _check_visible(value: str, column: str, *, removable: str = "") -> str:
@@ -113,7 +116,10 @@ def normalize_email(raw: str, *, strip_dots_and_tags: bool = False) -> str:
     ``strip_dots_and_tags`` applies TikTok's older customer-file rule as well: dots and a
     ``+tag`` are removed from the part before the ``@``.
     """
-    value = _check_visible(raw.strip(), "email").lower()
+    value = raw.strip()
+    if not value.isprintable():  # the check's own first test, without the call
+        value = _check_visible(value, "email")
+    value = value.lower()
     if _EMAIL.fullmatch(value) is None:
         raise RowRejected(
             "email",
@@ -171,8 +177,6 @@ def _from_number_rendering(text: str) -> str:
     A rendering whose digits were rounded away (4.15844E+09) or that has a fraction
     (4158444856.5) is rejected: any number read from it would be some other person's.
     """
-    if "." not in text and "e" not in text and "E" not in text:
-        return text  # the pattern needs one of them: skip the regex for most phones
     match = _NUMBER_RENDERING.fullmatch(text)
     if match is None:
         return text
@@ -364,6 +368,12 @@ class _NanpRegion:
         self.nanp = nanp
         self.national_prefix = _Prefix(metadata.national_prefix_for_parsing)
         self.international = _Prefix(metadata.international_prefix)
+        # Plain-digit prefixes that start with 0 or 1 (the US's 1 and 011) cannot match the
+        # digits the fast path takes, which start with 2-9 or with 1 and then 2-9.
+        self.prefixes_cannot_match = all(
+            prefix.literal is not None and prefix.literal[0] in "01"
+            for prefix in (self.national_prefix, self.international)
+        )
         general = metadata.general_desc
         # _test_number_length(11 digits) == TOO_LONG: then parse takes a leading 1 as the
         # country code whatever the pattern says
@@ -404,6 +414,7 @@ def _fast_e164(text: str, region: str) -> str | None:
     invalid number; None when not sure."""
     if len(text) > _MAX_PARSE_LENGTH:
         return None
+    # str.replace five times is faster than str.translate or a regex for a short text
     compact = (
         text.replace(" ", "").replace("-", "").replace("(", "").replace(")", "").replace(".", "")
     )
@@ -423,7 +434,9 @@ def _fast_e164(text: str, region: str) -> str | None:
             return _NOT_VALID
         else:
             return None
-        if nanp.national_prefix.matches(national) or nanp.international.matches(compact):
+        if not nanp.prefixes_cannot_match and (
+            nanp.national_prefix.matches(national) or nanp.international.matches(compact)
+        ):
             return None
         return nanp.nanp.e164(national)
     if compact[:1] != "+":
@@ -458,7 +471,11 @@ def _normalize_phone(raw: str, default_region: str, *, fast: bool) -> str:
     """``normalize_phone``; ``fast=False`` skips the fast path (the equivalence tests
     compare both on a large generated corpus)."""
     region = _check_region(default_region)
-    text = _from_number_rendering(_check_visible(raw.strip(), "phone", removable=_PHONE_REMOVABLE))
+    text = raw.strip()
+    if not text.isprintable():  # the check's own first test, without the call
+        text = _check_visible(text, "phone", removable=_PHONE_REMOVABLE)
+    if "." in text or "e" in text or "E" in text:  # a rendering has one; most phones none
+        text = _from_number_rendering(text)
     if text.startswith("00") and phonenumbers.country_code_for_region(region) == 1:
         # libphonenumber only knows 011 for NANP; 00 written there is the rest of the
         # world's international prefix, as no NANP national number starts with 0.
@@ -515,6 +532,10 @@ def normalize_device_id(raw: str, id_type: str) -> str:
     return value
 
 
+# the id types as _check_type returns them: hash_identifier skips the check for these
+_HASHED = frozenset(SCHEMA)
+
+
 def _check_type(id_type: str) -> str:
     normalized = id_type.strip().upper()
     if normalized not in SCHEMA:
@@ -529,11 +550,11 @@ def hash_identifier(id_type: str, raw: str, *, default_region: str = "US") -> st
 
     A trimmed value that already is 64 lowercase hex characters is returned unchanged.
     """
-    kind = _check_type(id_type)
+    kind = id_type if id_type in _HASHED else _check_type(id_type)
     value = raw.strip()
-    if is_sha256_hex(value):
+    if len(value) == 64 and is_sha256_hex(value):
         return value
-    if _ANY_CASE_SHA256_HEX.fullmatch(value):
+    if len(value) == 64 and _ANY_CASE_SHA256_HEX.fullmatch(value):
         # Lowercasing would be a guess about how it was produced; the spec says lowercase.
         column = COLUMNS[kind]
         raise RowRejected(
@@ -545,7 +566,7 @@ def hash_identifier(id_type: str, raw: str, *, default_region: str = "US") -> st
     if kind == "EMAIL":
         normalized = normalize_email(value)
     elif kind == "PHONE":
-        normalized = normalize_phone(value, default_region)
+        normalized = _normalize_phone(value, default_region, fast=True)
     else:
         normalized = normalize_device_id(value, kind)
-    return sha256_hex(normalized)
+    return _sha256(normalized.encode("utf-8")).hexdigest()
