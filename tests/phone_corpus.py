@@ -12,10 +12,12 @@ must leave to the full parse.
 from __future__ import annotations
 
 import random
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 
 import phonenumbers
 from phonenumbers import PhoneMetadata, PhoneNumberType
+
+from tiktok_destination.errors import RowRejected
 
 DEFAULT_REGIONS = ("US", "CA", "GB", "DE", "FR", "IN", "BR", "AU", "JP", "MX", "PR", "AG")
 # regions that share a country code (+1, +44, +7, +39, +61) test the region routing
@@ -164,11 +166,9 @@ def phone_corpus(count: int, seed: int = 20251126) -> Iterator[tuple[str, str]]:
         yield _spell(rng, code, nsn), region
 
 
-def outcome(normalize: object, raw: str, region: str) -> str:
+def outcome(normalize: Callable[[str, str], str], raw: str, region: str) -> str:
     """The E.164 of ``normalize(raw, region)`` or ``reject:<reason code>:<message>``."""
-    from tiktok_destination.errors import RowRejected
-
     try:
-        return normalize(raw, region)  # type: ignore[operator,no-any-return]
+        return normalize(raw, region)
     except RowRejected as rejected:
         return f"reject:{rejected.reason_code}:{rejected.message}"
