@@ -257,8 +257,11 @@ def _type_descs(metadata: PhoneMetadata) -> list[phonenumbers.PhoneNumberDesc | 
     return [getattr(metadata, name) for name in names]
 
 
-def _desc_regex(desc: phonenumbers.PhoneNumberDesc | None) -> str | None:
-    """A regex for the digits that _is_number_matching_desc accepts, None if none."""
+def _desc_regex(
+    desc: phonenumbers.PhoneNumberDesc | None, checked: frozenset[int] | None = None
+) -> str | None:
+    """A regex for the digits that _is_number_matching_desc accepts, None if none.
+    ``checked``: lengths already required around it (no need to check them again)."""
     if desc is None or not desc.national_number_pattern:
         return None
     lengths = [n for n in desc.possible_length if n > 0]
@@ -266,15 +269,19 @@ def _desc_regex(desc: phonenumbers.PhoneNumberDesc | None) -> str | None:
         return None
     # the text is digits only, so a length is a number of \d
     sizes = "|".join(rf"\d{{{n}}}" for n in lengths)
-    guard = rf"(?=(?:{sizes})\Z)" if lengths else ""
+    needed = lengths and (checked is None or not checked <= set(lengths))
+    guard = rf"(?=(?:{sizes})\Z)" if needed else ""
     return rf"{guard}(?:{desc.national_number_pattern})\Z"
 
 
 def _valid_regex(metadata: PhoneMetadata) -> re.Pattern[str] | None:
     """Digits of a number that _number_type_helper gives a type for in this region."""
     general = _desc_regex(metadata.general_desc)
-    types = [t for t in map(_desc_regex, _type_descs(metadata)) if t]
-    if general is None or not types:
+    if general is None or metadata.general_desc is None:
+        return None
+    checked = frozenset(n for n in metadata.general_desc.possible_length if n > 0) or None
+    types = [t for t in (_desc_regex(d, checked) for d in _type_descs(metadata)) if t]
+    if not types:
         return None
     return re.compile(f"(?={general})(?:{'|'.join(types)})")
 
