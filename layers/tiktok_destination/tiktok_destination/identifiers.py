@@ -203,35 +203,40 @@ def _from_number_rendering(text: str) -> str:
 
 # ---------------------------------------------------------------- phone fast path
 # phonenumbers.parse + is_valid_number + format_number cost tens of microseconds a phone,
-# most of validate's time. For the common well-formed spellings, the fast path below gives
-# the same E.164 from the same libphonenumber metadata, and it never decides anything else:
-# whatever it is not sure of (and every invalid number) goes to the full parse.
+# most of validate's time. For the common well-formed spellings the fast path below gives
+# the full parse's answer from the same libphonenumber metadata: the E.164, or _NOT_VALID
+# (then the same invalid_phone rejection is raised). Whatever it is not sure of goes to the
+# full parse: it never guesses.
 #
 # Why it is exact. It only takes ``text`` (after the trimming, invisible-character,
-# float-rendering and 00 steps that both paths share) that is at most 250 characters of
-# ASCII digits and the separators " ().-", with at most one "+", before every digit. On
-# such text, phonenumbers.parse finds no extension (its labels need x, #, ~, ",", ";" or
-# letters), no letters and no RFC 3966 parts; it keeps the text from the "+" or first digit,
-# finds it viable (three or more digits with punctuation between), and works on the digits
-# alone. Then:
+# float-rendering and 00 steps that both paths share) of at most 250 characters, made of
+# ASCII digits and the separators " ().-" with at most one "+", before every digit. On such
+# text, phonenumbers.parse finds no extension (its labels need x, #, ~, ",", ";" or
+# letters), no letters and no RFC 3966 parts; it keeps the text from the "+" or first
+# digit and works on the digits alone (too few of them only fails parse, which the full
+# path also reports as invalid_phone). Then:
 # - "+" and digits: the country code is the first 1 to 3 digits that are one (codes are
 #   prefix-free; a leading 0 is none), the rest is the national number. parse then strips
 #   the national prefix of the code's main region when its national_prefix_for_parsing
 #   matches at the start: the fast path only takes numbers where it does not match.
-# - no "+", default region in the NANP (country code 1): 10 digits not starting with 0 or 1
-#   (so no international prefix 011, no country code 1, no national prefix) are the
-#   national number; "1" and 10 digits are country code 1 and the national number when the
-#   11 digits are too long for the region's general lengths (parse's own rule), the
-#   default region's and the US's (the main region's) national prefix not matching the 10.
+#   Non-geographic codes (+800...) go to the full parse.
+# - no "+", default region in the NANP (country code 1): digits starting with 2-9 are the
+#   national number as written (no international prefix 011, no country code 1, and the
+#   fast path checks that the region's national prefix does not match). "1" and 10 digits
+#   are country code 1 and the 10 when 11 digits are too long for the region's general
+#   lengths (parse's own rule) and neither the region's nor the US's (the code's main
+#   region) national prefix matches the 10. Fewer digits than any valid NANP number has,
+#   in a region without a national-prefix transform rule (one could add digits), are
+#   invalid whatever parse reads: every reading keeps the digits or an end of them.
 # - validity is is_valid_number's: the region is chosen as region_code_for_number does
 #   (the first region of the code whose leading digits match, or, for a region without
 #   leading digits, for which the number has a type), and the number must match that
-#   region's general description and one type (_number_type_helper's order and its
-#   possible-length checks), compiled once per region into one regex from the metadata.
+#   region's general description and one type (_number_type_helper's descriptions with
+#   their possible lengths), compiled once per region into one regex from the metadata.
 # - format_number(E164) is "+", the country code and the national significant number,
 #   which keeps the national number's leading zeros (Italian leading zero): the digits.
-# tests/unit/test_identifiers.py and `make bench-phones` (1,000,000 numbers) compare the
-# two paths on generated numbers of many regions and spellings: the same result for all.
+# tests/unit/test_identifiers.py (30,000 numbers) and `make bench-phones` (1,000,000)
+# compare both paths on generated numbers of many regions and spellings: no difference.
 _MAX_PARSE_LENGTH = 250  # phonenumbers' _MAX_INPUT_STRING_LENGTH
 _MAX_NATIONAL_LENGTH = 17  # and its _MAX_LENGTH_FOR_NSN
 # _number_type_helper's order; mobile only counts when its pattern differs from fixed line
