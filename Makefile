@@ -5,7 +5,7 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: demo test test-unit test-integration test-e2e test-contract lint bench venv npm clean
+.PHONY: demo test test-unit test-integration test-e2e test-contract lint bench bench-phones venv npm clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -44,9 +44,16 @@ lint: $(STAMP)
 	$(BIN)/ruff check .
 	$(BIN)/mypy layers/tiktok_destination/tiktok_destination functions
 
-## Long benchmarks, not run in CI: validate's peak memory and throughput vs file size.
+## Long benchmarks, not run in CI: validate's peak memory, throughput, and per-row cost
+## against bare SHA-256 of the same identifiers, at BENCH_ROWS rows (make bench BENCH_ROWS=200000).
+BENCH_ROWS ?= 1000000 5000000
 bench: $(STAMP)
-	$(BIN)/python tests/bench/bench_validate.py
+	$(BIN)/python tests/bench/bench_validate.py --rows $(BENCH_ROWS)
+
+## The phone fast path's equivalence proof: PHONES generated numbers through both paths.
+PHONES ?= 1000000
+bench-phones: $(STAMP)
+	$(BIN)/python -m tests.bench.bench_phones --count $(PHONES)
 
 clean:
 	rm -rf $(VENV) node_modules .tiktok-destination .pytest_cache .mypy_cache .ruff_cache

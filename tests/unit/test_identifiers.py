@@ -3,9 +3,12 @@
 from __future__ import annotations
 
 import hashlib
+from collections import Counter
 
 import pytest
 
+from tests.phone_corpus import outcome, phone_corpus
+from tiktok_destination import identifiers
 from tiktok_destination.errors import ConfigurationError, RowRejected
 from tiktok_destination.identifiers import (
     ID_TYPES,
@@ -400,3 +403,68 @@ def test_usual_trim_still_applies_before_the_invisible_check() -> None:
     assert normalize_device_id("\x1f6d92078a-8246-4ba4-ae5b-76104861e7dc\x85", "AAID") == (
         "6d92078a-8246-4ba4-ae5b-76104861e7dc"
     )
+
+
+# ---------------------------------------------------------------- phone fast path
+def _full_parse(raw: str, region: str) -> str:
+    return identifiers._normalize_phone(raw, region, fast=False)
+
+
+@pytest.mark.parametrize(
+    ("text", "region", "expected"),
+    [
+        ("(415) 844-4856", "US", "+14158444856"),
+        ("415.844.4856", "US", "+14158444856"),
+        ("1-415-844-4856", "US", "+14158444856"),
+        ("+1 415 844 4856", "DE", "+14158444856"),
+        ("416-967-1111", "US", "+14169671111"),  # Canada, read with region US
+        ("416-967-1111", "CA", "+14169671111"),
+        ("(268) 460-1234", "US", "+12684601234"),  # Antigua: leading digits 268
+        ("+44 7911 123456", "US", "+447911123456"),
+        ("+44 7624 123456", "US", "+447624123456"),  # Isle of Man, shares +44
+        ("+49 30 123456", "FR", "+4930123456"),
+        ("555-555-5555", "US", ""),  # answered as invalid, not sent to the full parse
+        ("12345", "US", ""),
+        ("07911 123456", "GB", None),  # national spellings outside the NANP: full parse
+        ("+44 (0) 20 7946 0958", "US", None),  # a national prefix after the code: full parse
+        ("011 44 20 7946 0958", "US", None),
+        ("+800 1234 5678", "US", None),  # non-geographic codes: full parse
+    ],
+)
+def test_fast_path_answers_common_spellings_and_leaves_the_rest(
+    text: str, region: str, expected: str | None
+) -> None:
+    assert identifiers._fast_e164(text, region) == expected
+
+
+@pytest.mark.parametrize(("raw", "region", "expected"), PHONE_SPELLINGS)
+def test_phone_spellings_same_with_and_without_fast_path(
+    raw: str, region: str, expected: str
+) -> None:
+    assert outcome(normalize_phone, raw, region) == outcome(_full_parse, raw, region)
+
+
+def test_fast_path_gives_exactly_what_the_full_parse_gives_on_a_generated_corpus(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """The fast version of `make bench-phones` (1,000,000 numbers): same E.164 or the same
+    rejection for every generated number of many regions and spellings."""
+    answered: Counter[str] = Counter()
+    fast = identifiers._fast_e164
+
+    def counting(text: str, region: str) -> str | None:
+        result = fast(text, region)
+        answered["full" if result is None else "valid" if result else "invalid"] += 1
+        return result
+
+    monkeypatch.setattr(identifiers, "_fast_e164", counting)
+    mismatches = [
+        (raw, region)
+        for raw, region in phone_corpus(30_000)
+        if outcome(normalize_phone, raw, region) != outcome(_full_parse, raw, region)
+    ]
+    assert mismatches == []
+    # the corpus exercises both of the fast path's answers, not only the fallback
+    assert answered["valid"] > 5_000
+    assert answered["invalid"] > 5_000
+    assert answered["full"] > 5_000
