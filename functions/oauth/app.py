@@ -8,14 +8,12 @@ the credential name and the advertiser count are logged, never the token or auth
 from datetime import UTC, datetime
 from typing import Any
 
-from aws_lambda_powertools import Logger
 from aws_lambda_powertools.utilities.typing import LambdaContext
 
 from tiktok_destination.errors import ConfigurationError, DestinationError, OAuthError
 from tiktok_destination.oauth import handle_callback, render_page
+from tiktok_destination.observability import logger, tracer
 from tiktok_destination.settings import load_settings
-
-logger = Logger()
 
 _HEADERS = {
     "Content-Type": "text/html; charset=utf-8",
@@ -31,6 +29,7 @@ def _response(status: int, body: str) -> dict[str, Any]:
 
 
 @logger.inject_lambda_context
+@tracer.capture_lambda_handler(capture_response=False)
 def lambda_handler(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
     path = event.get("rawPath") or "/"
     if path != "/":
