@@ -43,6 +43,8 @@ RUN_METRICS = (
 WORKFLOW_ACTION_METRIC = "WorkflowAction"
 #: Every metric the code emits: the dashboard and alarms in template.yaml name these.
 METRIC_NAMES = (*RUN_METRICS, WORKFLOW_ACTION_METRIC)
+RUN_DIMENSIONS = ("destination", "data_template")
+ACTION_DIMENSION = "Action"
 
 
 def _new_metrics() -> Metrics:
@@ -77,9 +79,7 @@ def emit_run_metrics(report: Mapping[str, Any]) -> None:
     if not counts:
         return
     metrics = _new_metrics()
-    metrics.add_dimensions(
-        destination=str(report["destination"]), data_template=str(report["data_template"])
-    )
+    metrics.add_dimensions(**{name: str(report[name]) for name in RUN_DIMENSIONS})
     for name, value in counts.items():
         metrics.add_metric(name=name, unit=MetricUnit.Count, value=value)
     metrics.flush_metrics()
@@ -88,13 +88,15 @@ def emit_run_metrics(report: Mapping[str, Any]) -> None:
 def emit_workflow_action(action: str) -> None:
     """One EMF line counting a raised workflow action by its name."""
     metrics = _new_metrics()
-    metrics.add_dimensions(Action=action)
+    metrics.add_dimensions(**{ACTION_DIMENSION: action})
     metrics.add_metric(name=WORKFLOW_ACTION_METRIC, unit=MetricUnit.Count, value=1)
     metrics.flush_metrics()
 
 
 __all__ = [
+    "ACTION_DIMENSION",
     "METRIC_NAMES",
+    "RUN_DIMENSIONS",
     "RUN_METRICS",
     "WORKFLOW_ACTION_METRIC",
     "emit_run_metrics",
