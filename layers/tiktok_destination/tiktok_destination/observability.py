@@ -20,14 +20,20 @@ Metrics are emitted by the steps (see ``tiktok_destination.metrics``), not here.
 from __future__ import annotations
 
 import logging
+import os
 
 from aws_lambda_powertools import Logger, Tracer
 from aws_lambda_powertools.logging.utils import copy_config_to_registered_loggers
 
+from .metrics import DEFAULT_SERVICE
+
 DOMAIN_LOGGER = "tiktok_destination"
 
-logger = Logger()
-tracer = Tracer()
+# The service names the logger once per process: a module imported before the environment
+# is set (a test collecting a handler) must not leave it "service_undefined".
+_service = os.environ.get("POWERTOOLS_SERVICE_NAME") or DEFAULT_SERVICE
+logger = Logger(service=_service)
+tracer = Tracer(service=_service)
 
 # copy_config_to_registered_loggers only finds loggers that exist already.
 logging.getLogger(DOMAIN_LOGGER)
