@@ -2,14 +2,12 @@
 
 from typing import Any, Literal
 
-from aws_lambda_powertools import Logger
 from aws_lambda_powertools.utilities.typing import LambdaContext
 from pydantic import BaseModel
 
+from tiktok_destination.observability import logger, tracer
 from tiktok_destination.runs import Run
 from tiktok_destination.steps import step_ensure_audience, step_map_audience_batch
-
-logger = Logger()
 
 
 class EnsureInput(BaseModel):
@@ -33,6 +31,7 @@ class MapInput(BaseModel):
 
 
 @logger.inject_lambda_context(clear_state=True)
+@tracer.capture_lambda_handler(capture_response=False)
 def lambda_handler(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
     if event.get("action") == "ensure":
         ensure = EnsureInput.model_validate(event)

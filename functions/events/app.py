@@ -2,13 +2,11 @@
 
 from typing import Any
 
-from aws_lambda_powertools import Logger
 from aws_lambda_powertools.utilities.typing import LambdaContext
 from pydantic import BaseModel
 
+from tiktok_destination.observability import logger, tracer
 from tiktok_destination.steps import step_send_event_batch
-
-logger = Logger()
 
 
 class EventBatch(BaseModel):
@@ -25,6 +23,7 @@ class SendInput(BaseModel):
 
 
 @logger.inject_lambda_context(clear_state=True)
+@tracer.capture_lambda_handler(capture_response=False)
 def lambda_handler(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
     request = SendInput.model_validate(event)
     logger.append_keys(run_id=request.run_id, batch=request.batch.index)

@@ -6,13 +6,11 @@ the action as its error name, and on a redrive resumes the run.
 
 from typing import Any, Literal
 
-from aws_lambda_powertools import Logger
 from aws_lambda_powertools.utilities.typing import LambdaContext
 from pydantic import BaseModel
 
+from tiktok_destination.observability import logger, tracer
 from tiktok_destination.steps import step_notify, step_raise_action
-
-logger = Logger()
 
 
 class NotifyInput(BaseModel):
@@ -29,6 +27,7 @@ class RaiseInput(BaseModel):
 
 
 @logger.inject_lambda_context(clear_state=True)
+@tracer.capture_lambda_handler(capture_response=False)
 def lambda_handler(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
     if event.get("mode") == "raise":
         raising = RaiseInput.model_validate(event)

@@ -8,14 +8,13 @@ the credential name and the advertiser count are logged, never the token or auth
 from datetime import UTC, datetime
 from typing import Any
 
-from aws_lambda_powertools import Logger
+from aws_lambda_powertools.utilities.data_classes import LambdaFunctionUrlEvent, event_source
 from aws_lambda_powertools.utilities.typing import LambdaContext
 
 from tiktok_destination.errors import ConfigurationError, DestinationError, OAuthError
 from tiktok_destination.oauth import handle_callback, render_page
+from tiktok_destination.observability import logger, tracer
 from tiktok_destination.settings import load_settings
-
-logger = Logger()
 
 _HEADERS = {
     "Content-Type": "text/html; charset=utf-8",
@@ -31,16 +30,17 @@ def _response(status: int, body: str) -> dict[str, Any]:
 
 
 @logger.inject_lambda_context
-def lambda_handler(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
-    path = event.get("rawPath") or "/"
-    if path != "/":
+@tracer.capture_lambda_handler(capture_response=False)
+@event_source(data_class=LambdaFunctionUrlEvent)
+def lambda_handler(event: LambdaFunctionUrlEvent, context: LambdaContext) -> dict[str, Any]:
+    if event.raw_path not in ("", "/"):
         # Browsers also ask for /favicon.ico; that is not an authorization attempt.
         return {
             "statusCode": 404,
             "headers": {"Content-Type": "text/plain; charset=utf-8", "Cache-Control": "no-store"},
             "body": "Not found",
         }
-    query: dict[str, str] = event.get("queryStringParameters") or {}
+    query = event.query_string_parameters
     settings = load_settings()
     try:
         result = handle_callback(

@@ -2,13 +2,11 @@
 
 from typing import Any
 
-from aws_lambda_powertools import Logger
 from aws_lambda_powertools.utilities.typing import LambdaContext
 from pydantic import BaseModel
 
+from tiktok_destination.observability import logger, tracer
 from tiktok_destination.steps import step_preflight
-
-logger = Logger()
 
 
 class PreflightInput(BaseModel):
@@ -19,6 +17,7 @@ class PreflightInput(BaseModel):
 
 
 @logger.inject_lambda_context(clear_state=True)
+@tracer.capture_lambda_handler(capture_response=False)
 def lambda_handler(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
     request = PreflightInput.model_validate(event)
     run = step_preflight(request.input, request.execution_id, request.execution_started_at)

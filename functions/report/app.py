@@ -2,14 +2,12 @@
 
 from typing import Any
 
-from aws_lambda_powertools import Logger
 from aws_lambda_powertools.utilities.typing import LambdaContext
 from pydantic import BaseModel, Field
 
+from tiktok_destination.observability import logger, tracer
 from tiktok_destination.runs import Run
 from tiktok_destination.steps import step_report
-
-logger = Logger()
 
 
 class ReportInput(BaseModel):
@@ -19,6 +17,7 @@ class ReportInput(BaseModel):
 
 
 @logger.inject_lambda_context(clear_state=True)
+@tracer.capture_lambda_handler(capture_response=False)
 def lambda_handler(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
     request = ReportInput.model_validate(event)
     logger.append_keys(run_id=request.run.run_id)

@@ -131,6 +131,38 @@ def _callback(query: dict[str, str] | None, raw_path: str = "/") -> dict[str, An
     return result
 
 
+def function_url_event(query: dict[str, str], raw_path: str = "/") -> dict[str, Any]:
+    """A Function URL request as Lambda delivers it (payload format 2.0), all fields set."""
+    return {
+        "version": "2.0",
+        "routeKey": "$default",
+        "rawPath": raw_path,
+        "rawQueryString": urlencode(query),
+        "cookies": ["tt_lang=en"],
+        "headers": {"host": "abc123.lambda-url.us-east-1.on.aws", "user-agent": "Mozilla/5.0"},
+        "queryStringParameters": query,
+        "requestContext": {
+            "accountId": "anonymous",
+            "apiId": "abc123",
+            "domainName": "abc123.lambda-url.us-east-1.on.aws",
+            "domainPrefix": "abc123",
+            "http": {
+                "method": "GET",
+                "path": raw_path,
+                "protocol": "HTTP/1.1",
+                "sourceIp": "203.0.113.7",
+                "userAgent": "Mozilla/5.0",
+            },
+            "requestId": "d1c8e0a2-4f5b-4c1e-9a7e-2b3c4d5e6f70",
+            "routeKey": "$default",
+            "stage": "$default",
+            "time": "24/Nov/2026:06:00:00 +0000",
+            "timeEpoch": 1795500000000,
+        },
+        "isBase64Encoded": False,
+    }
+
+
 def _link(settings: Settings, emu: TikTokEmulator, credential: str, **kw: Any) -> str:
     return authorization_link(settings, credential, REDIRECT_URI, portal_url=emu.portal_url, **kw)
 
@@ -203,6 +235,16 @@ def test_round_trip_stores_a_working_token(aws: Settings, emulator: TikTokEmulat
     # ... and the workflow steps read it through the (cleared) Parameters cache.
     assert secrets.load_access_token(aws, "acme") == token
     assert len(_used_states()) == 1
+
+
+def test_a_full_function_url_event_is_parsed(aws: Settings, emulator: TikTokEmulator) -> None:
+    query = _consent(emulator, _link(aws, emulator, "acme"))
+    resp = APP.lambda_handler(function_url_event(query), FakeContext())
+    assert resp["statusCode"] == 200, resp["body"]
+    assert _credential_secret(aws, "acme") is not None
+    # Any other path (the browser's favicon request) is not an authorization attempt.
+    other = APP.lambda_handler(function_url_event({}, "/favicon.ico"), FakeContext())
+    assert other["statusCode"] == 404
 
 
 def test_reauthorizing_replaces_the_token_in_place(aws: Settings, emulator: TikTokEmulator) -> None:

@@ -448,3 +448,112 @@ def test_redrive_is_granted_on_the_map_run_child_executions() -> None:
     # The parent executions are redriven by the operator, not by the machine itself.
     parent = f"arn:aws:states:{REGION}:{ACCOUNT}:execution:{STACK}:run-1"
     assert not _allows(statements, "states:RedriveExecution", parent)
+
+
+# ------------------------------------------------------------------ dashboard and alarms
+SUB_VARIABLE = re.compile(r"\$\{([A-Za-z0-9:.]+)\}")
+SEARCH_SCHEMA = re.compile(r"SEARCH\('\{([^}]*)\} MetricName=\"(\w+)\"")
+
+
+def _dashboard() -> dict[str, Any]:
+    import json
+
+    (dashboard,) = [
+        r["Properties"]
+        for r in TEMPLATE["Resources"].values()
+        if r["Type"] == "AWS::CloudWatch::Dashboard"
+    ]
+    body = dashboard["DashboardBody"]["Fn::Sub"]
+    assert isinstance(body, str)
+    # Every ${...} is a resource, attribute or pseudo parameter CloudFormation fills in.
+    for name in SUB_VARIABLE.findall(body):
+        assert name.startswith("AWS::") or name.split(".")[0] in TEMPLATE["Resources"], name
+    loaded = json.loads(SUB_VARIABLE.sub(lambda m: f"<{m.group(1)}>", body))
+    assert isinstance(loaded, dict)
+    return loaded
+
+
+def _dashboard_metrics() -> list[tuple[str, str, dict[str, str]]]:
+    """(namespace, metric name, {dimension: value}) of every series the dashboard shows;
+    a SEARCH expression's dimensions have the value "*"."""
+    found = []
+    for widget in _dashboard()["widgets"]:
+        for row in widget["properties"].get("metrics", []):
+            if isinstance(row[0], dict):
+                match = SEARCH_SCHEMA.search(row[0]["expression"])
+                assert match, row
+                namespace, *dims = (part.strip('"') for part in match.group(1).split(","))
+                found.append((namespace, match.group(2), dict.fromkeys(dims, "*")))
+            else:
+                namespace, name, *rest = [part for part in row if isinstance(part, str)]
+                found.append((namespace, name, dict(zip(rest[0::2], rest[1::2], strict=True))))
+    return found
+
+
+def test_the_dashboard_shows_every_metric_the_code_emits_with_its_dimensions() -> None:
+    from tiktok_destination.metrics import (
+        ACTION_DIMENSION,
+        METRIC_NAMES,
+        RUN_DIMENSIONS,
+        RUN_METRICS,
+        WORKFLOW_ACTION_METRIC,
+    )
+
+    ours = [
+        (name, tuple(sorted(dims)))
+        for ns, name, dims in _dashboard_metrics()
+        if ns == "<AWS::StackName>"
+    ]
+    assert {name for name, _ in ours} == set(METRIC_NAMES)
+    for name, dims in ours:
+        # The dimension sets metrics.py publishes: per run target, per action, or service.
+        if name == WORKFLOW_ACTION_METRIC:
+            assert dims == (ACTION_DIMENSION,)
+        else:
+            assert name in RUN_METRICS
+            assert dims in (tuple(sorted(RUN_DIMENSIONS)), ("service",)), (name, dims)
+
+
+def test_the_dashboard_shows_executions_and_dead_letter_queues() -> None:
+    series = _dashboard_metrics()
+    states = {name for ns, name, _ in series if ns == "AWS/States"}
+    assert {"ExecutionsStarted", "ExecutionsSucceeded", "ExecutionsFailed"} <= states
+    queues = {r for r, res in TEMPLATE["Resources"].items() if res["Type"] == "AWS::SQS::Queue"}
+    assert queues == {"InboxRuleDeadLetterQueue", "ScheduleDeadLetterQueue"}
+    body = TEMPLATE["Resources"]["Dashboard"]["Properties"]["DashboardBody"]["Fn::Sub"]
+    for queue in queues:
+        assert "${" + queue + ".QueueName}" in body
+
+
+def test_metrics_namespace_is_the_stack_and_service_matches_the_functions() -> None:
+    variables = TEMPLATE["Globals"]["Function"]["Environment"]["Variables"]
+    assert variables["POWERTOOLS_METRICS_NAMESPACE"] == {"Ref": "AWS::StackName"}
+    service = variables["POWERTOOLS_SERVICE_NAME"]
+    per_service = [dims for ns, _, dims in _dashboard_metrics() if "service" in dims]
+    assert per_service and all(dims == {"service": service} for dims in per_service)
+    alarm = TEMPLATE["Resources"]["TikTokRateLimitedAlarm"]["Properties"]
+    assert alarm["Namespace"] == {"Ref": "AWS::StackName"}
+    assert alarm["Dimensions"] == [{"Name": "service", "Value": service}]
+
+
+def test_failed_executions_and_rate_limiting_alarm_the_workflow_action_topic() -> None:
+    from tiktok_destination.metrics import METRIC_NAMES
+
+    alarms = {
+        name: r["Properties"]
+        for name, r in TEMPLATE["Resources"].items()
+        if r["Type"] == "AWS::CloudWatch::Alarm"
+    }
+    failed = [a for a in alarms.values() if a["MetricName"] == "ExecutionsFailed"]
+    assert len(failed) == 1
+    assert failed[0]["Namespace"] == "AWS/States"
+    assert failed[0]["Dimensions"] == [
+        {"Name": "StateMachineArn", "Value": {"Ref": "DestinationStateMachine"}}
+    ]
+    limited = [a for a in alarms.values() if a["MetricName"] == "TikTokRateLimited"]
+    assert len(limited) == 1 and "TikTokRateLimited" in METRIC_NAMES
+    for alarm in (failed[0], limited[0]):
+        assert alarm["AlarmActions"] == [{"Ref": "NotifyTopic"}]
+        assert alarm["Statistic"] == "Sum"
+        assert alarm["ComparisonOperator"] == "GreaterThanThreshold" and alarm["Threshold"] == 0
+        assert alarm["TreatMissingData"] == "notBreaching"

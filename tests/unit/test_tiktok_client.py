@@ -483,9 +483,27 @@ def test_retry_then_success_counts_retries_and_waits_out_rate_limit(
     assert client.stats.as_dict() == {
         "calls": 3,
         "retries": 2,
+        "rate_limited": 1,
         "by_endpoint": {"segment/mapping/": 3},
         "partial_messages": [],
     }
+
+
+def test_rate_limit_answers_are_counted_also_when_retries_run_out(server: FakeTikTok) -> None:
+    server.script(
+        envelope(code=50002, message="server error"),
+        envelope(code=40100, message="Requests made too frequently"),
+        envelope(code=40100, message="Requests made too frequently"),
+    )
+    fake = FakeClock()
+    policy = RetryPolicy(max_retries=2, backoff_base=0.01, backoff_max=0.05, rate_limit_wait=0.1)
+    client = make_client(server, retry=policy, sleep=fake.sleep, clock=fake.clock)
+
+    with pytest.raises(TikTokRateLimited):
+        client.post("segment/mapping/", {"x": 1})
+
+    # The server error is a retry but not a rate limit; the last answer counts too.
+    assert (client.stats.calls, client.stats.retries, client.stats.rate_limited) == (3, 2, 2)
 
 
 def test_backoff_never_exceeds_cap() -> None:
@@ -676,6 +694,7 @@ def test_defaults() -> None:
     assert CallStats().as_dict() == {
         "calls": 0,
         "retries": 0,
+        "rate_limited": 0,
         "by_endpoint": {},
         "partial_messages": [],
     }

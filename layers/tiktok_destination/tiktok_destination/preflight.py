@@ -24,6 +24,7 @@ from collections.abc import Callable
 from datetime import UTC, datetime
 from typing import Any
 
+from aws_lambda_powertools.utilities.data_classes import S3EventBridgeNotificationEvent
 from pydantic import BaseModel, ConfigDict, ValidationError
 
 from . import leases
@@ -113,24 +114,9 @@ def resolve_input(
 ) -> tuple[Source, str, str, str | None, str | None]:
     """(source, destination, data_template, event_set_id, test_event_code) for any start."""
     if event.get("detail-type") == "Object Created" or "detail" in event:
-        detail = event.get("detail") or {}
-        bucket = str((detail.get("bucket") or {}).get("name", ""))
-        obj = detail.get("object") or {}
-        key = str(obj.get("key", ""))
-        if not bucket or not key:
-            raise ConfigurationError(
-                "the S3 event has no detail.bucket.name / detail.object.key; is the "
-                "EventBridge rule forwarding the whole event?"
-            )
-        destination, template = _path_parts(key)
-        etag = str(obj.get("etag") or "") or (Bucket(bucket).etag(key) or "")
-        return (
-            Source(bucket=bucket, key=key, etag=etag, format=detect_format(key)),
-            destination,
-            template,
-            None,
-            None,
-        )
+        source = _s3_event_source(S3EventBridgeNotificationEvent(event))
+        destination, template = _path_parts(source.key)
+        return source, destination, template, None, None
     orchestration = event.get("orchestration")
     if orchestration is not None and "key" not in event:
         if isinstance(orchestration, str):
@@ -193,6 +179,30 @@ def resolve_input(
         named[1],
         direct.event_set_id,
         direct.test_event_code,
+    )
+
+
+def _s3_event_source(event: S3EventBridgeNotificationEvent) -> Source:
+    """The object an EventBridge ``Object Created`` event names."""
+    try:
+        bucket = event.detail.bucket.name
+        # The key as sent, not the data class's ``key``: that one URL-decodes as for S3's
+        # own notifications, but EventBridge sends the key as written (a ":" arrives as
+        # ":"), and decoding would read "a+b.csv" as "a b.csv", another object.
+        key = str(event.detail.object.raw_event["key"])
+        etag = event.detail.object.etag
+    except (KeyError, TypeError, AttributeError):
+        bucket = key = etag = ""
+    if not bucket or not key:
+        raise ConfigurationError(
+            "the S3 event has no detail.bucket.name / detail.object.key; is the "
+            "EventBridge rule forwarding the whole event?"
+        )
+    return Source(
+        bucket=bucket,
+        key=key,
+        etag=etag or Bucket(bucket).etag(key) or "",
+        format=detect_format(key),
     )
 
 

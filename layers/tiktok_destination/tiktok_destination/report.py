@@ -31,14 +31,20 @@ def record_calls(bucket: Bucket, run: Run, step: str, stats: dict[str, Any]) -> 
 
 
 def sum_calls(bucket: Bucket, run: Run) -> dict[str, Any]:
-    calls = retries = 0
+    calls = retries = rate_limited = 0
     by_endpoint: Counter[str] = Counter()
     for obj in bucket.list(run.paths.calls(run.execution_id)):
         stats = bucket.get_json(obj["Key"]) or {}
         calls += int(stats.get("calls", 0))
         retries += int(stats.get("retries", 0))
+        rate_limited += int(stats.get("rate_limited", 0))
         by_endpoint.update({k: int(v) for k, v in (stats.get("by_endpoint") or {}).items()})
-    return {"calls": calls, "retries": retries, "by_endpoint": dict(sorted(by_endpoint.items()))}
+    return {
+        "calls": calls,
+        "retries": retries,
+        "rate_limited": rate_limited,
+        "by_endpoint": dict(sorted(by_endpoint.items())),
+    }
 
 
 def rejects_summary(bucket: Bucket, run: Run) -> dict[str, Any]:

@@ -21,6 +21,7 @@ import boto3
 from . import audience as audience_domain
 from . import leases, offline_events
 from .errors import DestinationError, InputRejected
+from .metrics import emit_run_metrics, emit_workflow_action
 from .preflight import build_run, preflight
 from .report import (
     AUDIENCE_REMINDERS,
@@ -312,6 +313,7 @@ def step_report(run: Run, validate: dict[str, Any], chunk: dict[str, Any]) -> di
     }
     report["api"] = sum_calls(bucket, run)
     bucket.put_json(paths.report, report)
+    emit_run_metrics(report)
     # Only now may the next run of this audience start: the snapshot is committed.
     leases.release(bucket, run, completed=True)
     return {"report_key": paths.report, "bucket": bucket.name}
@@ -381,7 +383,9 @@ def step_notify(state: dict[str, Any], execution_id: str) -> dict[str, Any]:
         report = {"status": "failed", "execution_id": execution_id, "workflow_action": detail}
         report_key = f"executions/{execution_id.rsplit(':', 1)[-1]}/report.json"
     bucket.put_json(report_key, report)
+    emit_workflow_action(action.name)
     if run is not None:
+        emit_run_metrics(report)
         # A failed run gives its target back; the next run diffs against what it may have
         # sent (pending journals), so nothing is lost by letting it go.
         leases.release(bucket, run)

@@ -327,6 +327,7 @@ class LocalDestination:
             "TIKTOK_BASE_URL": self.tiktok_base_url,
             "POWERTOOLS_SERVICE_NAME": "tiktok-destination",
             "POWERTOOLS_METRICS_NAMESPACE": "tiktok-destination",
+            "POWERTOOLS_TRACE_DISABLED": "true",  # no X-Ray daemon here
             # Runs here overlap only when started side by side in one process (tests):
             # a run waiting for another run's lease need not wait AWS's minute.
             "LEASE_WAIT_SECONDS": "1",

@@ -140,12 +140,15 @@ class CallStats:
     """Counters the run report shows.
 
     ``calls`` counts every HTTP attempt (``by_endpoint`` splits it by path such as
-    ``"segment/mapping/"``); ``retries`` counts every re-attempt. ``partial_messages``
-    keeps TikTok's message for each partial success (code 20001).
+    ``"segment/mapping/"``); ``retries`` counts every re-attempt; ``rate_limited`` counts
+    the answers that were a rate-limit code (retried or not: a steady count means the QPS
+    setting is above what TikTok grants). ``partial_messages`` keeps TikTok's message for
+    each partial success (code 20001).
     """
 
     calls: int = 0
     retries: int = 0
+    rate_limited: int = 0
     by_endpoint: dict[str, int] = field(default_factory=dict)
     partial_messages: list[str] = field(default_factory=list)
 
@@ -153,6 +156,7 @@ class CallStats:
         return {
             "calls": self.calls,
             "retries": self.retries,
+            "rate_limited": self.rate_limited,
             "by_endpoint": dict(self.by_endpoint),
             "partial_messages": list(self.partial_messages),
         }
@@ -378,6 +382,9 @@ class TikTokClient:
             outcome = self._attempt(method, url, rel, params, data, headers, hidden, attempt)
             if isinstance(outcome, dict):
                 return outcome
+            if outcome.error_cls is TikTokRateLimited:
+                with self._stats_lock:
+                    self.stats.rate_limited += 1
             if (
                 not outcome.retriable
                 or attempt == attempts
