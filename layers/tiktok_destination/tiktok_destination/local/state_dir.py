@@ -37,9 +37,10 @@ INBOX_BUCKET_DIR = "inbox-bucket"
 LOCK_FILE = "lock"
 _PARTIAL_DIR = ".partial"  # temp files of writes in flight; a kill leaves them, a load drops them
 _ETAGS_DIR = ".etags"  # the ETag of an object that moto did not derive from its bytes
-#: Test-only: SIGKILL this process right after the Nth object write reaches the state dir,
-#: so an end-to-end test can crash a run at a chosen point and check the next run recovers.
-KILL_AFTER_WRITES_ENV = "TIKTOK_DESTINATION_TEST_KILL_AFTER_WRITES"
+#: Test-only, ``N:TEXT``: SIGKILL this process right after the Nth write or removal of an
+#: object whose key contains TEXT has reached the state dir (e.g. ``2:/done/``, after the
+#: second done marker), so an end-to-end test can crash a run at a chosen point.
+KILL_AFTER_ENV = "TIKTOK_DESTINATION_TEST_KILL_AFTER"
 
 
 class StateDirWriteError(FatalError):
@@ -114,8 +115,8 @@ class BucketMirror:
         self.failure: StateDirWriteError | None = None
         self._partial = state_dir / _PARTIAL_DIR
         self._lock = threading.Lock()
-        self._writes = 0
-        self._kill_after = int(os.environ.get(KILL_AFTER_WRITES_ENV) or 0)
+        count, _, text = os.environ.get(KILL_AFTER_ENV, "").partition(":")
+        self._kill_after = (int(count), text) if count else None
 
     # ------------------------------------------------------------------ paths
     def path(self, bucket: str, key: str) -> Path:
@@ -158,7 +159,7 @@ class BucketMirror:
                 _remove_file(sidecar)
         except OSError as err:
             raise self._error(key, err.strerror or str(err), err) from None
-        self._count()
+        self._written(key)
 
     def remove(self, bucket: str, key: str) -> None:
         try:
@@ -166,11 +167,14 @@ class BucketMirror:
             _remove_file(self._etag_path(bucket, key))
         except OSError as err:
             raise self._error(key, err.strerror or str(err), err) from None
-        self._count()
+        self._written(key)
 
-    def _count(self) -> None:
-        self._writes += 1
-        if self._kill_after and self._writes >= self._kill_after:
+    def _written(self, key: str) -> None:
+        if self._kill_after is None or self._kill_after[1] not in key:
+            return
+        remaining = self._kill_after[0] - 1
+        self._kill_after = (remaining, self._kill_after[1])
+        if remaining <= 0:
             os.kill(os.getpid(), signal.SIGKILL)
 
     # ------------------------------------------------------------------ load
@@ -294,7 +298,7 @@ def locked(
 
 __all__ = [
     "INBOX_BUCKET_DIR",
-    "KILL_AFTER_WRITES_ENV",
+    "KILL_AFTER_ENV",
     "STATE_BUCKET_DIR",
     "BucketMirror",
     "StateDirBusy",
