@@ -290,11 +290,13 @@ def test_a_directory_or_unreadable_input_is_one_line_and_exit_2(tmp_path: Path) 
     loop.symlink_to(tmp_path / "loop.csv")  # even root cannot read it
     target = ["--destination", "acme_audiences", "--template", "vip"]
     state = ["--state-dir", str(ws.state_dir)]
+    on_file = ["--state-dir", str(ws.config)]  # a file where the state dir should be
     cases = [
         (["run", str(tmp_path), "--config", str(ws.config), *target, *state], "is a directory"),
         (["run", str(ws.files["A"]), "--config", str(tmp_path), *target, *state], "directory"),
         (["run", str(loop), "--config", str(ws.config), *target, *state], "cannot be read"),
         (["rerun", "0123456789abcdef", "--config", str(tmp_path), *state], "is a directory"),
+        (["run", str(ws.files["A"]), "--config", str(ws.config), *target, *on_file], "cannot use"),
     ]
     for args, reason in cases:
         proc = cli_run(args)

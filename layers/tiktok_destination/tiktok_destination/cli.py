@@ -117,22 +117,25 @@ def _local(
         log_stream=_log_stream(state_dir, args.verbose),
     )
     local.__enter__()
-    local.put_config(config_text)
-    config = load_config(config_text, source=str(args.config))
-    token = args.access_token or os.environ.get("TIKTOK_ACCESS_TOKEN")
-    if emu is not None:
-        token = token or LOCAL_TOKEN
-        local.put_app(LOCAL_APP_ID, LOCAL_APP_SECRET)
-    if not token:
+    try:
+        local.put_config(config_text)  # a full state dir fails here already
+        config = load_config(config_text, source=str(args.config))
+        token = args.access_token or os.environ.get("TIKTOK_ACCESS_TOKEN")
+        if emu is not None:
+            token = token or LOCAL_TOKEN
+            local.put_app(LOCAL_APP_ID, LOCAL_APP_SECRET)
+        if not token:
+            raise DestinationError(
+                "--tiktok-url needs a token: pass --access-token or set TIKTOK_ACCESS_TOKEN"
+            )
+        for name in config.credentials:
+            advertisers = sorted(
+                {d.advertiser_id for d in config.destinations.values() if d.credential == name}
+            )
+            local.put_token(name, token, advertisers)
+    except BaseException:
         local.__exit__(None, None, None)
-        raise DestinationError(
-            "--tiktok-url needs a token: pass --access-token or set TIKTOK_ACCESS_TOKEN"
-        )
-    for name in config.credentials:
-        advertisers = sorted(
-            {d.advertiser_id for d in config.destinations.values() if d.credential == name}
-        )
-        local.put_token(name, token, advertisers)
+        raise
     return local
 
 

@@ -267,8 +267,15 @@ def locked(
 
     An ``flock`` dies with its process, so a killed command never leaves a stale lock.
     """
-    state_dir.mkdir(parents=True, exist_ok=True)
-    with (state_dir / LOCK_FILE).open("a+", encoding="utf-8") as fh:
+    try:
+        state_dir.mkdir(parents=True, exist_ok=True)
+        fh = (state_dir / LOCK_FILE).open("a+", encoding="utf-8")
+    except OSError as err:
+        raise StateDirWriteError(
+            f"cannot use {state_dir} as the state dir ({err.strerror or err}); pass a "
+            "directory you can write to as --state-dir"
+        ) from None
+    with fh:
         deadline = time.monotonic() + max(0.0, wait)
         told = False
         while True:
