@@ -210,7 +210,7 @@ def test_rerun_after_a_failed_run_sends_the_rest(tmp_path: Path) -> None:
 
 def test_a_second_command_on_a_state_dir_in_use_refuses_or_waits(tmp_path: Path) -> None:
     tiktok = external_tiktok()
-    tiktok.latency = 0.3  # a slower TikTok keeps the first run busy while the others start
+    tiktok.latency = 0.5  # a slower TikTok keeps the first run busy while the others start
     try:
         ws = Workspace(tmp_path, tiktok)
         first = cli_process(ws.run_args("A"))

@@ -22,6 +22,7 @@ import os
 import re
 import secrets
 import socket
+import sys
 import tempfile
 import threading
 import time
@@ -1580,6 +1581,12 @@ class _Server(ThreadingHTTPServer):
                 self._conns.add(conn)
             else:
                 self._conns.discard(conn)
+
+    def handle_error(self, request: Any, client_address: Any) -> None:
+        # A client that dies mid-request (a killed CLI) is not the server's error.
+        if isinstance(sys.exc_info()[1], ConnectionError):
+            return
+        super().handle_error(request, client_address)
 
     def close_connections(self) -> None:
         with self._conns_lock:
