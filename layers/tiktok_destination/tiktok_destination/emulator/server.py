@@ -747,12 +747,12 @@ class TikTokEmulator:
             with contextlib.suppress(OSError):
                 os.unlink(tmp)
             raise
-        # the rename itself must survive a power cut too
-        dir_fd = os.open(path.parent, os.O_RDONLY)
-        try:
-            os.fsync(dir_fd)
-        finally:
-            os.close(dir_fd)
+        if hasattr(os, "O_DIRECTORY"):  # POSIX: the rename itself must survive a power cut too
+            dir_fd = os.open(path.parent, os.O_RDONLY | os.O_DIRECTORY)
+            try:
+                os.fsync(dir_fd)
+            finally:
+                os.close(dir_fd)
 
     def persist(self, path: Path | str) -> None:
         """Save the state to ``path`` now, and after every request that changes it.

@@ -17,7 +17,6 @@ from __future__ import annotations
 import contextlib
 import datetime
 import errno
-import fcntl
 import hashlib
 import json
 import os
@@ -52,7 +51,9 @@ class StateDirBusy(DestinationError):
 
 
 def _fsync_dir(path: Path) -> None:
-    fd = os.open(path, os.O_RDONLY)
+    if not hasattr(os, "O_DIRECTORY"):
+        return  # Windows cannot open a directory; its renames are as durable as they get
+    fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
     try:
         os.fsync(fd)
     finally:
@@ -267,6 +268,8 @@ def locked(
 
     An ``flock`` dies with its process, so a killed command never leaves a stale lock.
     """
+    import fcntl  # POSIX only; imported here so the rest of the local runner loads anywhere
+
     try:
         state_dir.mkdir(parents=True, exist_ok=True)
         fh = (state_dir / LOCK_FILE).open("a+", encoding="utf-8")
