@@ -196,9 +196,10 @@ def test_rerun_after_a_failed_run_sends_the_rest(tmp_path: Path) -> None:
     tiktok = external_tiktok()
     try:
         ws = Workspace(tmp_path, tiktok)
-        tiktok.fail_next("segment/mapping/", http_status=503, times=10_000)
+        tiktok.fail_next("segment/audience/", http_status=503, times=10_000)
         failed = ws.run("A", env={"TIKTOK_MAX_RETRIES": "0"})
         assert failed.returncode == 2, failed.stderr
+        assert "TikTokUnavailable" in failed.stderr
         assert "Traceback" not in failed.stderr
         (run_dir,) = (ws.state_dir / "state-bucket" / "runs").iterdir()
         tiktok.clear_faults()
