@@ -908,3 +908,43 @@ def test_load_rejects_unknown_version_bad_json_and_malformed_state(
     assert emu.dump_state() == before
     assert emu.audience_members(audience_id) == set()
     assert api.get("user/info/")["code"] == 0
+
+
+def test_persist_saves_each_change_before_answering(
+    api: Api, emu: TikTokEmulator, tmp_path: Path
+) -> None:
+    path = tmp_path / "state" / "emulator.json"
+    (tmp_path / "state").mkdir()
+    (tmp_path / "state" / ".emulator.json.x1.tmp").write_text("{")  # left by a killed save
+    emu.persist(path)
+    assert sorted(p.name for p in path.parent.iterdir()) == ["emulator.json"]
+
+    audience_id = api.create_audience("Durable")
+    hashes = [sha(f"p{i}@example.com") for i in range(3)]
+    assert api.post("segment/mapping/", mapping(audience_id, hashes))["code"] == 0
+    # No save() or stop(): what was acknowledged is already in the file, as after a kill -9.
+    reloaded = TikTokEmulator()
+    assert reloaded.load(path) is True
+    assert reloaded.audience_members(audience_id) == {f"EMAIL_SHA256:{h}" for h in hashes}
+
+
+def test_persist_undoes_a_change_it_cannot_store_and_answers_503(
+    api: Api, emu: TikTokEmulator, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    path = tmp_path / "emulator.json"
+    emu.persist(path)
+    audience_id = api.create_audience("Kept")
+    on_disk = path.read_bytes()
+
+    def disk_full(_path: Path | str) -> None:
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(emu, "save", disk_full)
+    resp = api.post_raw("segment/mapping/", mapping(audience_id, [sha("p1@example.com")]))
+    assert resp.status_code == 503  # not acknowledged: the client retries it
+    assert emu.audience_members(audience_id) == set()  # and not applied either
+    assert path.read_bytes() == on_disk
+
+    monkeypatch.undo()
+    assert api.post("segment/mapping/", mapping(audience_id, [sha("p1@example.com")]))["code"] == 0
+    assert emu.audience_members(audience_id) == {f"EMAIL_SHA256:{sha('p1@example.com')}"}

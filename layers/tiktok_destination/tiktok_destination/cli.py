@@ -9,6 +9,7 @@
 
 Progress goes to stderr; the report to stdout (``--json``: the report alone, as JSON).
 Handler logs go to ``<state-dir>/logs/handlers.log`` (``--verbose``: also to stderr).
+``run`` and ``rerun`` hold the state dir's lock while they work (``--wait-lock``).
 """
 
 from __future__ import annotations
@@ -68,12 +69,13 @@ def tiktok_side(
             emu.add_event_set(
                 destination.advertiser_id, event_set_id, f"Event set {event_set_id[-4:]}"
             )
+    # The emulator stands in for a service that never loses what it acknowledged: each change
+    # is saved before it is answered, so a killed run leaves "TikTok" as it really would be.
+    emu.persist(saved)
     base_url = emu.start()
     try:
         yield base_url, emu
     finally:
-        state_dir.mkdir(parents=True, exist_ok=True)
-        emu.save(saved)
         emu.stop()
 
 
@@ -82,21 +84,25 @@ def _log_stream(state_dir: Path, verbose: bool) -> TextIO:
     stream = (state_dir / "logs" / "handlers.log").open("a", encoding="utf-8")
     if verbose:
         return _Tee(stream, sys.stderr)  # type: ignore[return-value]
-    return stream
+    return _Tee(stream)  # type: ignore[return-value]
 
 
 class _Tee:
+    """Log streams; a log line that cannot be written (disk full) is dropped, not a traceback."""
+
     def __init__(self, *streams: TextIO):
         self.streams = streams
 
     def write(self, text: str) -> int:
         for stream in self.streams:
-            stream.write(text)
+            with contextlib.suppress(OSError):
+                stream.write(text)
         return len(text)
 
     def flush(self) -> None:
         for stream in self.streams:
-            stream.flush()
+            with contextlib.suppress(OSError):
+                stream.flush()
 
 
 # ------------------------------------------------------------------ running
@@ -112,22 +118,25 @@ def _local(
         log_stream=_log_stream(state_dir, args.verbose),
     )
     local.__enter__()
-    local.put_config(config_text)
-    config = load_config(config_text, source=str(args.config))
-    token = args.access_token or os.environ.get("TIKTOK_ACCESS_TOKEN")
-    if emu is not None:
-        token = token or LOCAL_TOKEN
-        local.put_app(LOCAL_APP_ID, LOCAL_APP_SECRET)
-    if not token:
+    try:
+        local.put_config(config_text)  # a full state dir fails here already
+        config = load_config(config_text, source=str(args.config))
+        token = args.access_token or os.environ.get("TIKTOK_ACCESS_TOKEN")
+        if emu is not None:
+            token = token or LOCAL_TOKEN
+            local.put_app(LOCAL_APP_ID, LOCAL_APP_SECRET)
+        if not token:
+            raise DestinationError(
+                "--tiktok-url needs a token: pass --access-token or set TIKTOK_ACCESS_TOKEN"
+            )
+        for name in config.credentials:
+            advertisers = sorted(
+                {d.advertiser_id for d in config.destinations.values() if d.credential == name}
+            )
+            local.put_token(name, token, advertisers)
+    except BaseException:
         local.__exit__(None, None, None)
-        raise DestinationError(
-            "--tiktok-url needs a token: pass --access-token or set TIKTOK_ACCESS_TOKEN"
-        )
-    for name in config.credentials:
-        advertisers = sorted(
-            {d.advertiser_id for d in config.destinations.values() if d.credential == name}
-        )
-        local.put_token(name, token, advertisers)
+        raise
     return local
 
 
@@ -201,7 +210,7 @@ def print_report(report: dict[str, Any] | None, out: TextIO = sys.stdout) -> Non
         print(f"  note         {reminder}", file=out)
 
 
-def _finish(result: Any, args: argparse.Namespace, state_dir: Path) -> int:
+def _finish(result: Any, args: argparse.Namespace, state_dir: Path, local: Any) -> int:
     lease = ((result.output or {}).get("run") or {}).get("lease") or {}
     if result.succeeded and lease.get("status") == "duplicate":
         _err(
@@ -230,6 +239,11 @@ def _finish(result: Any, args: argparse.Namespace, state_dir: Path) -> int:
         print_report(report)
         if report_path:
             print(f"  report       {report_path}")
+    failure = local.mirror.failure if local.mirror is not None else None
+    if failure is not None:
+        # The step that failed may have been Notify's report itself: say what really happened.
+        _err(f"error: {failure.message}")
+        return 2
     if not result.succeeded:
         action = ACTIONS.get(result.error or "")
         if action and not (report and report.get("workflow_action")):
@@ -239,11 +253,38 @@ def _finish(result: Any, args: argparse.Namespace, state_dir: Path) -> int:
     return 0
 
 
+def _readable_file(path: str | Path, what: str) -> Path:
+    """``path`` as a file we can read, or one clear line (before anything starts)."""
+    file = Path(path)
+    if file.is_dir():
+        raise DestinationError(f"{what} {file} is a directory; pass a file")
+    try:
+        with file.open("rb") as fh:
+            fh.read(1)
+    except FileNotFoundError:
+        raise DestinationError(f"{what} {file}: no such file") from None
+    except OSError as err:
+        raise DestinationError(
+            f"{what} {file} cannot be read ({err.strerror or err}); check it and its permissions"
+        ) from None
+    return file
+
+
+def _lock(args: argparse.Namespace, state_dir: Path, command: str) -> Any:
+    from .local.state_dir import locked
+
+    return locked(state_dir, f"tiktok-destination {command}", wait=args.wait_lock, notify=_err)
+
+
 def cmd_run(args: argparse.Namespace) -> int:
     state_dir = Path(args.state_dir)
-    config_text = Path(args.config).read_bytes()
+    _readable_file(args.file, "FILE")
+    config_text = _readable_file(args.config, "--config").read_bytes()
     config = load_config(config_text, source=str(args.config))
-    with tiktok_side(config, tiktok_url=args.tiktok_url, state_dir=state_dir) as (base_url, emu):
+    with (
+        _lock(args, state_dir, "run"),
+        tiktok_side(config, tiktok_url=args.tiktok_url, state_dir=state_dir) as (base_url, emu),
+    ):
         local = _local(args, config_text, base_url, emu, state_dir)
         try:
             extra = {
@@ -259,7 +300,7 @@ def cmd_run(args: argparse.Namespace) -> int:
             result = local.run_file(Path(args.file), args.destination, args.template, extra)
         finally:
             local.__exit__(None, None, None)
-    return _finish(result, args, state_dir)
+    return _finish(result, args, state_dir, local)
 
 
 def cmd_rerun(args: argparse.Namespace) -> int:
@@ -270,9 +311,12 @@ def cmd_rerun(args: argparse.Namespace) -> int:
         else state_dir / "state-bucket" / "config" / "destinations.toml"
     )
     args.config = config_path
-    config_text = config_path.read_bytes()
+    config_text = _readable_file(config_path, "--config").read_bytes()
     config = load_config(config_text, source=str(config_path))
-    with tiktok_side(config, tiktok_url=args.tiktok_url, state_dir=state_dir) as (base_url, emu):
+    with (
+        _lock(args, state_dir, "rerun"),
+        tiktok_side(config, tiktok_url=args.tiktok_url, state_dir=state_dir) as (base_url, emu),
+    ):
         local = _local(args, config_text, base_url, emu, state_dir)
         try:
             _err(f"Re-running run {args.run_id}")
@@ -280,7 +324,7 @@ def cmd_rerun(args: argparse.Namespace) -> int:
             result = local.rerun(args.run_id, extra)
         finally:
             local.__exit__(None, None, None)
-    return _finish(result, args, state_dir)
+    return _finish(result, args, state_dir, local)
 
 
 def cmd_demo(args: argparse.Namespace) -> int:
@@ -337,6 +381,7 @@ def cmd_demo(args: argparse.Namespace) -> int:
                 event_set_id=None,
                 test_event_code=None,
                 allow_mass_removal=False,
+                wait_lock=0.0,
             )
             sys.stdout.flush()
             status = cmd_run(ns) or status
@@ -384,7 +429,9 @@ def cmd_schedules(args: argparse.Namespace) -> int:
     """Create, update and delete EventBridge Scheduler schedules for [orchestrations]."""
     from .schedules import sync_schedules
 
-    config = load_config(Path(args.config).read_bytes(), source=str(args.config))
+    config = load_config(
+        _readable_file(args.config, "--config").read_bytes(), source=str(args.config)
+    )
     changes = sync_schedules(
         config,
         state_machine_arn=args.state_machine_arn,
@@ -428,6 +475,14 @@ def build_parser() -> argparse.ArgumentParser:
             "--state-dir",
             default=str(DEFAULT_STATE_DIR),
             help="keeps the local state bucket between runs (default %(default)s)",
+        )
+        p.add_argument(
+            "--wait-lock",
+            type=float,
+            default=0.0,
+            metavar="SECONDS",
+            help="when another command is using the state dir, wait up to this long for it "
+            "(default: refuse at once)",
         )
         p.add_argument("--json", action="store_true", help="print only the report, as JSON")
         p.add_argument("--verbose", action="store_true", help="also print handler logs")
@@ -488,4 +543,7 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     except FileNotFoundError as exc:
         _err(f"error: {exc.filename}: no such file")
+        return 2
+    except (IsADirectoryError, PermissionError) as exc:
+        _err(f"error: {exc.filename}: {exc.strerror}")
         return 2

@@ -2,7 +2,7 @@
 
 A run's counts are taken from its report (the one place that adds them up), so a metric
 never disagrees with the report an operator opens next to it. Each call writes one EMF
-line to stdout; on Lambda, CloudWatch Logs turns it into metrics without an API call.
+line to stdout (``emf_sink``); on Lambda, CloudWatch Logs turns it into metrics without an API call.
 
 Dimensions stay bounded: ``destination`` and ``data_template`` are table names of the
 configuration document, ``Action`` is a name from the workflow-action catalogue. Each
@@ -15,12 +15,15 @@ not flush another run's counts under its own dimensions.
 
 from __future__ import annotations
 
+import json
 import os
-from collections.abc import Mapping
+import sys
+from collections.abc import Callable, Mapping
 from typing import Any
 
 from aws_lambda_powertools import Metrics
 from aws_lambda_powertools.metrics import MetricUnit
+from aws_lambda_powertools.metrics.functions import is_metrics_disabled
 from aws_lambda_powertools.metrics.provider.cloudwatch_emf.cloudwatch import (
     AmazonCloudWatchEMFProvider,
 )
@@ -45,6 +48,24 @@ WORKFLOW_ACTION_METRIC = "WorkflowAction"
 METRIC_NAMES = (*RUN_METRICS, WORKFLOW_ACTION_METRIC)
 RUN_DIMENSIONS = ("destination", "data_template")
 ACTION_DIMENSION = "Action"
+
+
+def _stdout(line: str) -> None:
+    sys.stdout.write(line + "\n")
+    sys.stdout.flush()
+
+
+#: Where EMF lines go: stdout on Lambda (CloudWatch Logs reads them there). The local
+#: runner points it at its handler log, so that metrics never mix into a CLI's
+#: ``--json`` output and no thread ever has to swap ``sys.stdout``.
+emf_sink: Callable[[str], None] = _stdout
+
+
+def _flush(metrics: Metrics) -> None:
+    if is_metrics_disabled():
+        return
+    emf_sink(json.dumps(metrics.serialize_metric_set(), separators=(",", ":")))
+    metrics.clear_metrics()
 
 
 def _new_metrics() -> Metrics:
@@ -82,7 +103,7 @@ def emit_run_metrics(report: Mapping[str, Any]) -> None:
     metrics.add_dimensions(**{name: str(report[name]) for name in RUN_DIMENSIONS})
     for name, value in counts.items():
         metrics.add_metric(name=name, unit=MetricUnit.Count, value=value)
-    metrics.flush_metrics()
+    _flush(metrics)
 
 
 def emit_workflow_action(action: str) -> None:
@@ -90,7 +111,7 @@ def emit_workflow_action(action: str) -> None:
     metrics = _new_metrics()
     metrics.add_dimensions(**{ACTION_DIMENSION: action})
     metrics.add_metric(name=WORKFLOW_ACTION_METRIC, unit=MetricUnit.Count, value=1)
-    metrics.flush_metrics()
+    _flush(metrics)
 
 
 __all__ = [

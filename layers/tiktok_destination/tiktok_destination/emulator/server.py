@@ -22,6 +22,7 @@ import os
 import re
 import secrets
 import socket
+import sys
 import tempfile
 import threading
 import time
@@ -335,6 +336,7 @@ class TikTokEmulator:
         #: the deduplicated view: (event_set_id, event, event_id) -> first event in 48 h
         self.events_by_key: dict[tuple[str, str, str], dict[str, Any]] = {}
 
+        self._persist_path: Path | None = None
         self._server: _Server | None = None
         self._thread: threading.Thread | None = None
         self.base_url: str | None = None
@@ -840,6 +842,43 @@ class TikTokEmulator:
             with contextlib.suppress(OSError):
                 os.unlink(tmp)
             raise
+        if hasattr(os, "O_DIRECTORY"):  # POSIX: the rename itself must survive a power cut too
+            dir_fd = os.open(path.parent, os.O_RDONLY | os.O_DIRECTORY)
+            try:
+                os.fsync(dir_fd)
+            finally:
+                os.close(dir_fd)
+
+    def persist(self, path: Path | str) -> None:
+        """Save the state to ``path`` now, and after every request that changes it.
+
+        The change is saved before the answer goes out, as a real service acknowledges only
+        what it has stored: a client never loses an acknowledged write, even when this process
+        is killed right after. A change that cannot be saved (disk full) is undone and the
+        request answers HTTP 503, so the client retries it.
+        """
+        path = Path(path)
+        with self._lock:
+            if path.parent.is_dir():
+                # temp files of saves that a kill interrupted
+                for stale in path.parent.glob(f".{path.name}.*.tmp"):
+                    with contextlib.suppress(OSError):
+                        stale.unlink()
+            self.save(path)
+            self._persist_path = path
+
+    def _commit(self) -> bool:
+        """Save a change when persisting (call with the lock held); False: it was undone."""
+        path = self._persist_path
+        if path is None:
+            return True
+        try:
+            self.save(path)
+        except OSError:
+            with contextlib.suppress(OSError, ValueError):
+                self.load(path)  # back to the last state a client was told about
+            return False
+        return True
 
     def load(self, path: Path | str) -> bool:
         """Replace the state with the one ``save`` wrote to ``path``.
@@ -891,11 +930,13 @@ class TikTokEmulator:
             key = "portal/auth"
             with self._lock:
                 self.calls[key] += 1
-            resp = (
-                self._portal(query)
-                if method == "GET"
-                else self._http_error(405, "Method Not Allowed", allow="GET")
-            )
+            if method == "GET":
+                with self._lock:
+                    resp = self._portal(query)
+                    if resp.status == 302 and not self._commit():
+                        resp = _html(503, "The authorization could not be stored; try again.")
+            else:
+                resp = self._http_error(405, "Method Not Allowed", allow="GET")
             self._log(method, key, resp.log_code)
             return resp
 
@@ -959,9 +1000,13 @@ class TikTokEmulator:
         try:
             with self._lock:
                 data = handler(self, req)
+                stored = method != "POST" or self._commit()
         except _ApiError as err:
             self._log(method, key, err.code)
             return _envelope(err.code, err.message, {})
+        if not stored:
+            self._log(method, key, 503)
+            return self._http_error(503, "The change could not be stored; try again.")
         self._log(method, key, 0)
         return _envelope(0, "OK", data)
 
@@ -1651,6 +1696,12 @@ class _Server(ThreadingHTTPServer):
                 self._conns.add(conn)
             else:
                 self._conns.discard(conn)
+
+    def handle_error(self, request: Any, client_address: Any) -> None:
+        # A client that dies mid-request (a killed CLI) is not the server's error.
+        if isinstance(sys.exc_info()[1], ConnectionError):
+            return
+        super().handle_error(request, client_address)
 
     def close_connections(self) -> None:
         with self._conns_lock:

@@ -8,7 +8,9 @@ replaced by an in-process call of the handler the function names.
 
 Two moto gaps are bridged here (see DESIGN.md): the EventBridge rule does not start the
 state machine, so the runner starts the execution with the event the rule would deliver;
-and Retry waits are real sleeps, so they are scaled down (``retry_wait_scale``).
+and Retry waits are real sleeps, so they are scaled down (``retry_wait_scale``). With a
+state dir, the buckets are written through to it (``state_dir.BucketMirror``), so an
+acknowledged write survives a crash as it would on S3.
 """
 
 from __future__ import annotations
@@ -32,6 +34,7 @@ from typing import Any
 import boto3
 
 from ..errors import ConfigurationError
+from .state_dir import INBOX_BUCKET_DIR, STATE_BUCKET_DIR, BucketMirror
 
 REGION = "us-east-1"
 ACCOUNT = "123456789012"
@@ -147,7 +150,12 @@ class _Context:
 
 
 class InProcessLambdas:
-    """Maps moto function names to our handlers and answers ``invoke`` in-process."""
+    """Maps moto function names to our handlers and answers ``invoke`` in-process.
+
+    Handlers log through Powertools' logger, whose handler is pointed at ``log_stream``.
+    ``sys.stdout`` is never swapped: Map children run on several threads at once, and a
+    process-wide redirect from one of them captures (and, on exit, misplaces) everyone's.
+    """
 
     def __init__(self, bundle: Bundle, log_stream: Any):
         self.bundle = bundle
@@ -157,6 +165,7 @@ class InProcessLambdas:
         self.invocations: list[tuple[str, str]] = []  # (function, outcome)
         self.faults: list[_Fault] = []
         self._lock = threading.Lock()
+        self._load_lock = threading.Lock()
 
     def register(self, function_name: str, spec: FunctionSpec) -> None:
         self.specs[function_name] = spec
@@ -165,17 +174,16 @@ class InProcessLambdas:
         module_file, attr = spec.handler.rsplit(".", 1)
         path = spec.code_dir / f"{module_file.replace('.', '/')}.py"
         module_name = f"tiktok_destination_fn_{spec.logical_id}"
-        module = sys.modules.get(module_name)
-        if module is None:
-            module_spec = importlib.util.spec_from_file_location(module_name, path)
-            if module_spec is None or module_spec.loader is None:
-                raise ConfigurationError(f"cannot load handler {path}")
-            module = importlib.util.module_from_spec(module_spec)
-            # Handler modules create Powertools loggers at import; bind them to our stream.
-            with contextlib.redirect_stdout(self.log_stream):
+        with self._load_lock:  # the first calls of a Map's function arrive together
+            module = sys.modules.get(module_name)
+            if module is None:
+                module_spec = importlib.util.spec_from_file_location(module_name, path)
+                if module_spec is None or module_spec.loader is None:
+                    raise ConfigurationError(f"cannot load handler {path}")
+                module = importlib.util.module_from_spec(module_spec)
                 module_spec.loader.exec_module(module)
-            sys.modules[module_name] = module
-        self.handlers[function_name] = getattr(module, attr)
+                sys.modules[module_name] = module
+            self.handlers[function_name] = getattr(module, attr)
 
     def _route_handler_logs(self) -> None:
         # Powertools binds its stream once, when the first handler module is imported; a
@@ -225,8 +233,7 @@ class InProcessLambdas:
             if fault is not None:
                 raise fault
             self._route_handler_logs()
-            with contextlib.redirect_stdout(self.log_stream):
-                result = handler(event, _Context(function_name))
+            result = handler(event, _Context(function_name))
         except Exception as exc:
             self.invocations.append((function_name, type(exc).__name__))
             response_headers["x-amz-function-error"] = "Unhandled"
@@ -264,8 +271,9 @@ class LocalDestination:
     """Deploys the bundle into moto and runs inputs through it.
 
     ``with LocalDestination(state_dir=...) as local: local.run_file(...)``. With
-    ``state_dir`` the state bucket (configuration, snapshots, registry, reports) is loaded
-    from and saved to that directory, so runs build on each other like in AWS.
+    ``state_dir`` the state bucket (configuration, snapshots, registry, reports) and the
+    inbox are loaded from that directory and every write reaches it before the S3 call
+    returns, so runs build on each other, and survive a crash, like in AWS.
     """
 
     def __init__(
@@ -290,6 +298,13 @@ class LocalDestination:
         self.poll_interval = poll_interval
         self.extra_environment = environment or {}
         self.lambdas = InProcessLambdas(self.bundle, self.log_stream)
+        self.mirror = (
+            BucketMirror(
+                state_dir, {STATE_BUCKET: STATE_BUCKET_DIR, INBOX_BUCKET: INBOX_BUCKET_DIR}
+            )
+            if state_dir is not None
+            else None
+        )
         self._stack = contextlib.ExitStack()
         self.state_machine_arn = ""
 
@@ -303,11 +318,7 @@ class LocalDestination:
         return self
 
     def __exit__(self, *exc: object) -> None:
-        try:
-            if self.state_dir is not None:
-                self.save_state()
-        finally:
-            self._stack.close()
+        self._stack.close()
 
     def _start(self) -> None:
         from moto import mock_aws
@@ -368,15 +379,26 @@ class LocalDestination:
         retrier_decl.time = _ScaledTime(self.retry_wait_scale)  # type: ignore[assignment]
         self._stack.callback(setattr, retrier_decl, "time", original_time)
 
-        from .. import secrets, storage
+        from .. import metrics, secrets, storage
 
+        log_stream = self.log_stream
+
+        def emf_to_handler_log(line: str) -> None:
+            log_stream.write(line + "\n")
+
+        self._stack.callback(setattr, metrics, "emf_sink", metrics.emf_sink)
+        metrics.emf_sink = emf_to_handler_log
         storage.s3_client.cache_clear()
         self._stack.callback(storage.s3_client.cache_clear)
         secrets.clear_cache()
         self._stack.callback(secrets.clear_cache)
         self._deploy()
-        if self.state_dir is not None:
-            self.load_state()
+        if self.mirror is not None:
+            from moto.core import DEFAULT_ACCOUNT_ID
+            from moto.s3.models import s3_backends
+
+            self.mirror.load(s3_backends[DEFAULT_ACCOUNT_ID]["aws"])
+            self._stack.callback(self.mirror.install())
 
     def _deploy(self) -> None:
         s3 = boto3.client("s3", region_name=REGION)
@@ -410,37 +432,6 @@ class LocalDestination:
             name=STATE_MACHINE_NAME, definition=definition, roleArn=role, type="STANDARD"
         )["stateMachineArn"]
         boto3.client("sns", region_name=REGION)  # topic stays unset locally: EventBridge only
-
-    # ---------------------------------------------------------- state dir
-    def load_state(self) -> None:
-        assert self.state_dir is not None
-        base = self.state_dir / "state-bucket"
-        if not base.is_dir():
-            return
-        s3 = boto3.client("s3", region_name=REGION)
-        for path in sorted(base.rglob("*")):
-            if path.is_file():
-                s3.upload_file(str(path), STATE_BUCKET, path.relative_to(base).as_posix())
-
-    def save_state(self) -> None:
-        assert self.state_dir is not None
-        base = self.state_dir / "state-bucket"
-        s3 = boto3.client("s3", region_name=REGION)
-        paginator = s3.get_paginator("list_objects_v2")
-        for page in paginator.paginate(Bucket=STATE_BUCKET):
-            for obj in page.get("Contents", []):
-                target = base / obj["Key"]
-                target.parent.mkdir(parents=True, exist_ok=True)
-                s3.download_file(STATE_BUCKET, obj["Key"], str(target))
-        # Keys deleted during the run (pending journals) must not come back next time.
-        live = {
-            obj["Key"]
-            for page in paginator.paginate(Bucket=STATE_BUCKET)
-            for obj in page.get("Contents", [])
-        }
-        for path in list(base.rglob("*")):
-            if path.is_file() and path.relative_to(base).as_posix() not in live:
-                path.unlink()
 
     # -------------------------------------------------------------- setup
     def put_config(self, text: str | bytes) -> None:
@@ -558,6 +549,13 @@ class LocalDestination:
                     entered.append(details["name"])
                     self.progress(f"→ {details['name']}")
                 exited = event.get("stateExitedEventDetails") or {}
+                if exited.get("name") == "Preflight":
+                    run_id = (json.loads(exited.get("output") or "{}").get("run") or {}).get(
+                        "run_id"
+                    )
+                    if run_id:
+                        # Shown early: after an interruption, `rerun RUN_ID` picks it up.
+                        self.progress(f"  run id {run_id}")
                 if exited.get("name") in ("ChunkAudience", "ChunkEvents"):
                     state = json.loads(exited.get("output") or "{}")
                     plan = {**state.get("chunk", {}), "run_id": state["run"]["run_id"]}
