@@ -161,6 +161,35 @@ def test_quoted_line_breaks_are_still_one_value(tmp_path: Path) -> None:
     assert rows.lines == LineCounts(physical=7, header=1, blank=0, in_rows=6, multiline_rows=2)
 
 
+def test_line_breaks_in_the_first_column_are_still_one_value(tmp_path: Path) -> None:
+    # The record's last line ends the value and then holds the rest of the row, as many
+    # fields as the header: that is not a row swallowed by a quote (found by the property
+    # test, tests/unit/test_csv_damage_property.py).
+    src = write(
+        tmp_path / "in.csv",
+        [
+            "note,email,phone",
+            '"Called twice\nleft a message",a@example.com,4158444856',
+            '"said ""hi""\nthen\nleft",b@example.com,4158444857',
+            "ok,c@example.com,4158444858",
+        ],
+    )
+    assert numbered(src) == [(1, "a@example.com"), (2, "b@example.com"), (3, "c@example.com")]
+
+
+def test_a_quote_closed_at_the_end_of_the_next_row_is_still_caught(tmp_path: Path) -> None:
+    # The next line up to the closing quote is a whole row: it was swallowed.
+    src = write(
+        tmp_path / "in.csv",
+        ["email,note", 'a@example.com,"12 inch', 'b@example.com,ok"', "c@example.com,fine"],
+    )
+    assert numbered(src) == [
+        (1, "unterminated_quote"),
+        (2, 'b@example.com'),
+        (3, "c@example.com"),
+    ]
+
+
 def test_one_column_file_never_reads_a_line_break_as_part_of_a_value(tmp_path: Path) -> None:
     # With one column every line is a whole row: a value over two lines is two rows.
     src = write(tmp_path / "in.csv", ["email", '"a@example.com', 'b@example.com"', "c@example.com"])

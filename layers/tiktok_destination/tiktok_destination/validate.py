@@ -387,10 +387,28 @@ def _fits(fields: Sequence[str], width: int) -> bool:
     return len(fields) == width or (len(fields) > width and not any(fields[width:]))
 
 
+def _until_closing_quote(line: str) -> str:
+    """The start of a line that begins inside a quoted value, up to the quote closing it."""
+    at = 0
+    while (at := line.find('"', at)) != -1:
+        if line.startswith('""', at):
+            at += 2  # an escaped quote inside the value
+            continue
+        return line[:at]
+    return line
+
+
 def _rows_within(lines: Sequence[str], delimiter: str, width: int) -> int:
-    """How many of these lines would each be a whole row on their own."""
+    """How many of a multi-line record's continuation lines would each be a whole row.
+
+    The last line holds the end of the quoted value and then the row's remaining fields:
+    only its part inside the value counts, else a line break in the first column of a row
+    (``"Called twice\nleft a message",a@example.com,...``) would look like a row itself.
+    """
     found = 0
-    for line in lines:
+    for index, line in enumerate(lines):
+        if index == len(lines) - 1:
+            line = _until_closing_quote(line)
         try:
             fields = next(csv.reader((line,), delimiter=delimiter, strict=True), [])
         except csv.Error:
