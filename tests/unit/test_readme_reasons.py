@@ -131,13 +131,13 @@ class Scan:
                     options = {o + str(part.value) for o in options}
                     continue
                 assert isinstance(part, ast.FormattedValue)
-                found = self.values(part.value, function, depth)
-                if not found and function is not None and function.name in IDENTIFIER_RULES:
+                parts = self.values(part.value, function, depth)
+                if not parts and function is not None and function.name in IDENTIFIER_RULES:
                     # The identifier rules name the identifier's column: invalid_{column}.
-                    found = set(COLUMNS.values())
-                if not found:
+                    parts = set(COLUMNS.values())
+                if not parts:
                     return set()
-                options = {o + f for o in options for f in found}
+                options = {o + p for o in options for p in parts}
             return options
         if isinstance(node, ast.Name) and node.id in _params(function) and depth < 5:
             assert function is not None
