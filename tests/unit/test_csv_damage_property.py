@@ -3,10 +3,11 @@
 For 240 seeded random audience files with random damage (open and stray quotes, quoted line
 breaks, controls and invisible characters, float and lost-digit phones, extensions, blank
 lines, oversize values, CRLF/CR, BOM, other delimiters, header aliases and a column
-mapping), validate and then the audience plan must agree with an oracle that knows what it
-wrote (tests/damaged_csv.py): the members planned are exactly the identifiers of the rows
-the rejects file does not list, each accepted row carries its own identifiers and nobody
-else's, and every other row is in the rejects file with a reason code README documents.
+mapping), validate must agree with an oracle that knows what it wrote (tests/damaged_csv.py):
+the members written are exactly the identifiers of the rows the rejects file does not list,
+each accepted row carries its own identifiers and nobody else's, and every other row is in
+the rejects file with a reason code README documents. For every sixth file the audience
+plan must then add exactly those members.
 """
 
 from __future__ import annotations
@@ -32,6 +33,9 @@ from tiktok_destination.storage import Bucket
 from tiktok_destination.validate import validate_audience_file
 
 FILES = 240
+# The members file is checked against the oracle for every file; the plan (S3 on moto, ~0.1 s
+# a file) for every sixth, to keep the whole property under ~10 s.
+PLAN_EVERY = 6
 ADV = "7000000000000000001"
 CONFIG = f"""
 [credentials.acme]
@@ -116,6 +120,8 @@ def test_random_damage_never_loses_or_misreads_a_row(
 ) -> None:
     file = generate(seed)
     members, found = validate(file, tmp_path)
+    if seed % PLAN_EVERY:
+        return
 
     run = run_for(file)
     bucket.upload(members, run.paths.members)
