@@ -61,6 +61,8 @@ EMAIL_INVISIBLE = (
 PHONE_FORMAT = ("\u200b", "\u200e", "\u200f", "\u2060", "\ufeff")
 PHONE_CONTROL = ("\x00", "\x07", "\x1b", "\x7f")
 MAX_FIELD = 65_536
+# Blank lines: empty, or only spaces and tabs (never the delimiter: ",," is a row).
+BLANK = ("", "", "", "  ", "\t", " \t ")
 
 # A quote left open is closed by the next quote in the file, which may be on its own line
 # ('"x" y': malformed_row) or run over a huge line (field_too_large).
@@ -342,11 +344,12 @@ def generate(
     oversize_left = [1 if oversize and rng.random() < 0.3 else 0]
 
     out: list[str] = []
+    blanks = [line for line in BLANK if delimiter not in line]
     blank = 0
     physical = 0
     multiline_rows = 0
     for _ in range(rng.choice((0, 0, 0, 1, 2))):
-        out.append("")
+        out.append(rng.choice(blanks))
         blank += 1
     out.append(delimiter.join(names[k] for k in order))
     physical += 1
@@ -359,7 +362,7 @@ def generate(
         multiline_rows += multiline
         if rng.random() < 0.08:
             for _ in range(rng.randint(1, 2)):
-                out.append("")
+                out.append(rng.choice(blanks))
                 blank += 1
     if not any(r.fate == "accepted" for r in expected):
         # A file with no usable row stops the run; keep every file one that runs.

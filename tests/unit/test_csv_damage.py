@@ -185,7 +185,7 @@ def test_a_quote_closed_at_the_end_of_the_next_row_is_still_caught(tmp_path: Pat
     )
     assert numbered(src) == [
         (1, "unterminated_quote"),
-        (2, 'b@example.com'),
+        (2, "b@example.com"),
         (3, "c@example.com"),
     ]
 
@@ -238,6 +238,28 @@ def test_blank_lines_between_rows_are_not_rows(tmp_path: Path) -> None:
     assert numbered(src) == [(1, email(1)), (2, email(2))]
     result, _, _, _ = run(tmp_path, src)
     assert result.lines == LineCounts(physical=6, header=1, blank=3, in_rows=2)
+
+
+def test_lines_of_only_spaces_are_blank_between_rows_as_before_the_header(
+    tmp_path: Path,
+) -> None:
+    # They were rows (malformed_row), numbering every row after them one too high. A line of
+    # only delimiters is still a row (with no values), and so is a quoted blank value.
+    src = write(
+        tmp_path / "in.csv",
+        ["  ", HEADER, f"{email(1)},a", "   ", f"{email(2)},b", "\t", ",", '"  "', f"{email(3)},c"],
+        end="\r\n",
+    )
+    assert numbered(src) == [
+        (1, email(1)),
+        (2, email(2)),
+        (3, None),
+        (4, "malformed_row"),
+        (5, email(3)),
+    ]
+    result, _, found, _ = run(tmp_path, src)
+    assert found == [("3", "no_identifier"), ("4", "malformed_row")]
+    assert result.lines == LineCounts(physical=9, header=1, blank=3, in_rows=5)
 
 
 def test_crlf_file_with_a_stray_quote(tmp_path: Path) -> None:

@@ -534,7 +534,12 @@ def _csv_rows(
         except (csv.Error, _RecordTooLong) as error:
             fields, failure = [], error
         took = len(taken)
-        if took == 1 and fields and len(taken[0]) <= max_chars:
+        if (
+            took == 1
+            and fields
+            and len(taken[0]) <= max_chars
+            and (len(fields) > 1 or not taken[0].isspace())
+        ):
             before += 1  # the common case: a whole row on one line of a sane size
         else:
             at = f"line {before + 1:,} of the file"
@@ -543,8 +548,10 @@ def _csv_rows(
                 problem = _broken_record(failure, taken, feed.ended, at)
                 failure, feed.ended = None, False
             elif took == 1:
-                if not fields:
-                    counts.blank += 1  # a blank line is not a row
+                if not fields or taken[0].isspace():
+                    # A blank line is not a row; nor is one of only spaces or tabs, as
+                    # before the header.
+                    counts.blank += 1
                     before += 1
                     continue
                 problem = _too_large(fields, header, at)
