@@ -135,6 +135,10 @@ class _Options:
     ambiguous: bool
     #: the share of rows that get damage of some kind
     damage_share: float
+    #: the share of values quoted although they need not be
+    quote_share: float = 0.1
+    #: a row (from 1) whose note opens a quote that nothing closes for many lines; 0: none
+    open_quote_row: int = 0
 
 
 # ------------------------------------------------------------------ identifiers
@@ -146,6 +150,9 @@ def _email(rng: random.Random, i: int) -> _Field:
     roll = rng.random()
     if roll < 0.05:
         return _Field("", ("absent", ""), "email_empty")
+    if roll < 0.09:
+        # Already a SHA-256 of the normalized address: passed through.
+        return _Field(sha(normalized), ("ok", email_id(normalized)), "email_prehashed", local)
     if roll < 0.15:
         written = f"  {written} "  # trimmed
     elif roll < 0.27:
@@ -211,8 +218,14 @@ def _phone(rng: random.Random, i: int, opts: _Options) -> _Field:
         )
     if opts.ambiguous and roll < 0.95:
         # 1 + ten digits: the NANP trunk prefix; the README does not promise how it reads.
-        text = rng.choice((f"1{digits}", f"1-{a}-{e}-{n}", f"1.{digits}E10", f"1{digits}.0"))
-        return _Field(text, ("maybe", own), "phone_trunk_1", digits)
+        if rng.random() < 0.5:
+            text = rng.choice((f"1{digits}", f"1-{a}-{e}-{n}", f"1.{digits}E10", f"1{digits}.0"))
+            return _Field(text, ("maybe", own), "phone_trunk_1", digits)
+        # Spellings the README does not name: a spreadsheet's text marker, two decimals, a
+        # German float.
+        mantissa = f"{digits[0]},{digits[1:]}"
+        text = rng.choice((f"'{digits}", f"{digits}.00", f"{mantissa}E+09"))
+        return _Field(text, ("maybe", own), "phone_odd_spelling", digits)
     return _Field(digits, ("ok", own), "", digits)
 
 
@@ -221,9 +234,10 @@ def _quote(text: str) -> str:
     return '"' + text.replace('"', '""') + '"'
 
 
-def _plain(rng: random.Random, text: str, delimiter: str) -> str:
+def _plain(rng: random.Random, text: str, delimiter: str, quote_share: float = 0.1) -> str:
     """A value as a CSV writer would write it (quoted when it must be, sometimes anyway)."""
-    if any(ch in text for ch in (delimiter, '"', "\r", "\n")) or (text and rng.random() < 0.1):
+    must = any(ch in text for ch in (delimiter, '"', "\r", "\n"))
+    if must or (text and rng.random() < quote_share):
         return _quote(text)
     return text
 
@@ -267,29 +281,51 @@ def _row(
     opts: _Options,
     oversize_left: list[int],
 ) -> tuple[str, Expected, int, bool]:
-    clean = rng.random() >= opts.damage_share
+    clean = rng.random() >= opts.damage_share or i == opts.open_quote_row
     if clean:
         local = f"ok{i}.person"
         address = f"{local}@{rng.choice(DOMAINS)}"
         a, e, n = rng.choice(AREAS), rng.choice(EXCHANGES), str(1000 + i)
         em = _Field(address, ("ok", email_id(address.lower())), "", local)
         ph = _Field(f"({a}) {e}-{n}", ("ok", phone_id(f"+1{a}{e}{n}")), "", a + e + n)
-        note, structure, lines = _plain(rng, _words(rng, 2), delimiter), "", 1
+        note, structure, lines = _plain(rng, _words(rng, 2), delimiter, opts.quote_share), "", 1
+        if i == opts.open_quote_row:
+            note, structure = '"' + _words(rng, 2), "unterminated_quote"
     else:
         em, ph = _email(rng, i), _phone(rng, i, opts)
         note, structure, lines = _note(rng, delimiter, eol, oversize_left)
-        if structure == "unterminated_quote" and rng.random() < 0.3:
-            # The quote opened at the start of the email instead: the rest of the line and
-            # the lines after it are inside it.
-            em = _Field('"' + em.text, em.outcome, em.damage, em.secret)
-            structure = "unterminated_quote_in_email"
+        where = rng.random()
+        if structure == "unterminated_quote" and where < 0.45:
+            # The quote opened at the start of the email or phone instead: the rest of the
+            # line and the lines after it are inside it.
+            if where < 0.3:
+                em = _Field('"' + em.text, em.outcome, em.damage, em.secret)
+                structure = "unterminated_quote_in_email"
+            else:
+                ph = _Field('"' + ph.text, ph.outcome, ph.damage, ph.secret)
+                structure = "unterminated_quote_in_phone"
             note = _plain(rng, _words(rng, 1), delimiter)
-    values = [
-        em.text if structure == "unterminated_quote_in_email" else _plain(rng, em.text, delimiter),
-        _plain(rng, ph.text, delimiter),
+    values: list[str | None] = [
+        em.text
+        if structure == "unterminated_quote_in_email"
+        else _plain(rng, em.text, delimiter, opts.quote_share),
+        ph.text
+        if structure == "unterminated_quote_in_phone"
+        else _plain(rng, ph.text, delimiter, opts.quote_share),
         note,
     ]
-    line = delimiter.join(values[k] for k in order)
+    shape = rng.random() if not clean and not structure else 1.0
+    if shape < 0.04:
+        values[2] = None
+        structure = "missing_field"
+    elif shape < 0.07:
+        values.append(_words(rng, 1))
+        structure = "extra_field"
+    elif shape < 0.11:
+        values.append("")
+        structure = "trailing_delimiter"
+    ordered = [values[k] for k in order] + values[3:]
+    line = delimiter.join(v for v in ordered if v is not None)
 
     damage = tuple(d for d in (em.damage, ph.damage, structure) if d)
     secrets = tuple(s for s in (em.secret, ph.secret) if s)
@@ -300,11 +336,11 @@ def _row(
     if ph.outcome[0] == "maybe":
         bad.add("phone_lost_digits" if ph.damage == "phone_float_short" else "invalid_phone")
     fate: Fate
-    if structure in ("unterminated_quote", "unterminated_quote_in_email"):
+    if structure.startswith("unterminated_quote"):
         fate, ids, maybe, reasons = "rejected", frozenset(), frozenset(), set(UNTERMINATED)
     elif structure == "field_too_large":
         fate, ids, maybe, reasons = "rejected", frozenset(), frozenset(), {"field_too_large"}
-    elif structure == "quote_then_text":
+    elif structure in ("quote_then_text", "missing_field", "extra_field"):
         fate, ids, maybe, reasons = "rejected", frozenset(), frozenset(), {"malformed_row"}
     else:
         reasons = bad or {"no_identifier"}
@@ -314,9 +350,10 @@ def _row(
             fate = "either"
         else:
             fate = "rejected"
-        if structure == "stray_quote":
-            # A quote inside an unquoted value: csv reads it as a character; rejecting the
-            # row is also fine, reading it as anyone else's is not.
+        if structure in ("stray_quote", "trailing_delimiter"):
+            # A quote inside an unquoted value (csv reads it as a character) or an empty field
+            # after the last column (spreadsheets write them): rejecting the row is fine too,
+            # reading it as anyone else's is not.
             fate = "rejected" if fate == "rejected" else "either"
             reasons |= {"malformed_row", "unterminated_quote"}
     expected = Expected(i, fate, ids, maybe, frozenset(reasons), damage, secrets)
@@ -331,6 +368,7 @@ def generate(
     ambiguous: bool = True,
     oversize: bool = True,
     damage_share: float = 0.4,
+    long_files: bool = True,
 ) -> DamagedFile:
     rng = random.Random(seed)
     opts = _Options(ambiguous=ambiguous, damage_share=damage_share)
@@ -341,6 +379,15 @@ def generate(
     delimiter = rng.choices((",", "\t", ";", "|"), weights=(70, 15, 10, 5))[0]
     eol = rng.choices(("\n", "\r\n", "\r"), weights=(55, 40, 5))[0]
     count = rng.randint(*rows)
+    if long_files and rng.random() < 0.08:
+        # A quote left open in one of the first rows, and little else quoted after it: it
+        # runs over more than 100 lines before any quote closes it.
+        count = rng.randint(130, 180)
+        opts = _Options(
+            ambiguous, damage_share=0.05, quote_share=0.0, open_quote_row=rng.randint(1, 20)
+        )
+    # Files glued together from two exports mix LF and CRLF (a lone CR would join them).
+    mixed = eol != "\r" and rng.random() < 0.08
     oversize_left = [1 if oversize and rng.random() < 0.3 else 0]
 
     out: list[str] = []
@@ -384,14 +431,15 @@ def generate(
         )
         physical += 1
     physical += blank
-    text = eol.join(out)
-    if out[-1] == "" or rng.random() < 0.85:
-        # Without a final line end a trailing blank entry would be no line at all.
-        text += eol
+    ends = [rng.choice(("\n", "\r\n")) if mixed else eol for _ in out]
+    if out[-1] and rng.random() < 0.15:
+        ends[-1] = ""  # no line end after the last line (a blank last line needs one)
+    text = "".join(line + end for line, end in zip(out, ends, strict=True))
     bom = rng.random() < 0.2
     data = (("\ufeff" if bom else "") + text).encode("utf-8")
     description = (
-        f"header {[names[k] for k in order]!r}, delimiter {delimiter!r}, eol {eol!r}, "
+        f"header {[names[k] for k in order]!r}, delimiter {delimiter!r}, eol {eol!r}"
+        f"{' mixed with the other' if mixed else ''}, "
         f"bom {bom}, {len(expected)} rows"
     )
     return DamagedFile(

@@ -79,8 +79,9 @@ def run_and_check(
 
 
 # Seed pairs chosen to cover, between them: a column mapping, the ; tab and , delimiters,
-# CRLF, CR and LF, quotes left open in a note and in an email, an oversize value.
-@pytest.mark.parametrize(("day1_seed", "day2_seed"), [(7002, 7010), (7009, 7104)])
+# CRLF, CR and LF, quotes left open in a note, an email and a phone, oversize values, rows
+# with a field missing or one too many.
+@pytest.mark.parametrize(("day1_seed", "day2_seed"), [(7002, 7103), (7009, 7105)])
 def test_random_damage_end_to_end(
     day1_seed: int,
     day2_seed: int,
@@ -88,12 +89,12 @@ def test_random_damage_end_to_end(
     emulator: TikTokEmulator,
     tmp_path: Path,
 ) -> None:
-    day1 = generate(day1_seed, rows=(30, 60), ambiguous=False, damage_share=0.5)
+    day1 = generate(day1_seed, rows=(30, 60), ambiguous=False, damage_share=0.5, long_files=False)
     first = run_and_check(local, emulator, day1, tmp_path / "day1.csv")
     before = audience(emulator)
     # Day 2 is another file: whoever it does not hold, or holds only in a rejected row, is
     # removed; nobody it accepts is missing.
-    day2 = generate(day2_seed, rows=(30, 60), ambiguous=False, damage_share=0.5)
+    day2 = generate(day2_seed, rows=(30, 60), ambiguous=False, damage_share=0.5, long_files=False)
     second = run_and_check(local, emulator, day2, tmp_path / "day2.csv")
     after = audience(emulator)
     assert before and after and before != after

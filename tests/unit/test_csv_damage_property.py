@@ -1,9 +1,10 @@
 """Issue 7's property: whatever damage a CSV holds, no row vanishes and none is misread.
 
-For 240 seeded random audience files with random damage (open and stray quotes, quoted line
-breaks, controls and invisible characters, float and lost-digit phones, extensions, blank
-lines, oversize values, CRLF/CR, BOM, other delimiters, header aliases and a column
-mapping), validate must agree with an oracle that knows what it wrote (tests/damaged_csv.py):
+For 240 seeded random audience files with random damage (quotes left open in any column,
+also for over 100 lines, stray quotes, quoted line breaks, rows with a field missing or one
+too many, controls and invisible characters, pre-hashed emails, float, short-float and
+lost-digit phones, extensions, blank lines of spaces and tabs, oversize values, CRLF, CR and
+mixed line ends, BOM, four delimiters, header aliases and a column mapping), validate must agree with an oracle that knows what it wrote (tests/damaged_csv.py):
 the members written are exactly the identifiers of the rows the rejects file does not list,
 each accepted row carries its own identifiers and nobody else's, and every other row is in
 the rejects file with a reason code README documents. For every sixth file the audience
@@ -146,6 +147,10 @@ def test_the_generator_covers_every_kind_of_damage() -> None:
             fates.add(row.fate)
         seen.update((f"delimiter {file.delimiter!r}", f"eol {file.eol!r}"))
         seen.add("blank lines" if file.blank_lines else "no blank lines")
+        if len(file.rows) > 100:
+            seen.add("long file")
+        if "mixed" in file.description:
+            seen.add("mixed line ends")
     assert fates == {"accepted", "rejected", "either"}
     assert {
         "email",
@@ -165,6 +170,14 @@ def test_the_generator_covers_every_kind_of_damage() -> None:
         "escaped_quotes",
         "field_too_large",
         "unterminated_quote_in_email",
+        "unterminated_quote_in_phone",
+        "missing_field",
+        "extra_field",
+        "trailing_delimiter",
+        "email_prehashed",
+        "phone_odd_spelling",
+        "long file",
+        "mixed line ends",
         "blank lines",
         "delimiter ','",
         "delimiter '\\t'",
