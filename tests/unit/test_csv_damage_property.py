@@ -4,11 +4,12 @@ For 240 seeded random audience files with random damage (quotes left open in any
 also for over 100 lines, stray quotes, quoted line breaks, rows with a field missing or one
 too many, controls and invisible characters, pre-hashed emails, float, short-float and
 lost-digit phones, extensions, blank lines of spaces and tabs, oversize values, CRLF, CR and
-mixed line ends, BOM, four delimiters, header aliases and a column mapping), validate must agree with an oracle that knows what it wrote (tests/damaged_csv.py):
-the members written are exactly the identifiers of the rows the rejects file does not list,
-each accepted row carries its own identifiers and nobody else's, and every other row is in
-the rejects file with a reason code README documents. For every sixth file the audience
-plan must then add exactly those members.
+mixed line ends, BOM, four delimiters, header aliases and a column mapping), validate must
+agree with an oracle that knows what it wrote (tests/damaged_csv.py): the members written
+are exactly the identifiers of the rows the rejects file does not list, each accepted row
+carries its own identifiers and nobody else's, and every other row is in the rejects file
+with a reason code README documents. For every sixth file the audience plan must then add
+exactly those members.
 """
 
 from __future__ import annotations
