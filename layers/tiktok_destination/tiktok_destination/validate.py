@@ -403,7 +403,7 @@ def _rows_within(lines: Sequence[str], delimiter: str, width: int) -> int:
 
     The last line holds the end of the quoted value and then the row's remaining fields:
     only its part inside the value counts, else a line break in the first column of a row
-    (``"Called twice\nleft a message",a@example.com,...``) would look like a row itself.
+    (``"Called twice\\nleft a message",a@example.com,...``) would look like a row itself.
     """
     found = 0
     for index, line in enumerate(lines):
