@@ -161,6 +161,35 @@ def test_quoted_line_breaks_are_still_one_value(tmp_path: Path) -> None:
     assert rows.lines == LineCounts(physical=7, header=1, blank=0, in_rows=6, multiline_rows=2)
 
 
+def test_line_breaks_in_the_first_column_are_still_one_value(tmp_path: Path) -> None:
+    # The record's last line ends the value and then holds the rest of the row, as many
+    # fields as the header: that is not a row swallowed by a quote (found by the property
+    # test, tests/unit/test_csv_damage_property.py).
+    src = write(
+        tmp_path / "in.csv",
+        [
+            "note,email,phone",
+            '"Called twice\nleft a message",a@example.com,4158444856',
+            '"said ""hi""\nthen\nleft",b@example.com,4158444857',
+            "ok,c@example.com,4158444858",
+        ],
+    )
+    assert numbered(src) == [(1, "a@example.com"), (2, "b@example.com"), (3, "c@example.com")]
+
+
+def test_a_quote_closed_at_the_end_of_the_next_row_is_still_caught(tmp_path: Path) -> None:
+    # The next line up to the closing quote is a whole row: it was swallowed.
+    src = write(
+        tmp_path / "in.csv",
+        ["email,note", 'a@example.com,"12 inch', 'b@example.com,ok"', "c@example.com,fine"],
+    )
+    assert numbered(src) == [
+        (1, "unterminated_quote"),
+        (2, "b@example.com"),
+        (3, "c@example.com"),
+    ]
+
+
 def test_one_column_file_never_reads_a_line_break_as_part_of_a_value(tmp_path: Path) -> None:
     # With one column every line is a whole row: a value over two lines is two rows.
     src = write(tmp_path / "in.csv", ["email", '"a@example.com', 'b@example.com"', "c@example.com"])
@@ -209,6 +238,28 @@ def test_blank_lines_between_rows_are_not_rows(tmp_path: Path) -> None:
     assert numbered(src) == [(1, email(1)), (2, email(2))]
     result, _, _, _ = run(tmp_path, src)
     assert result.lines == LineCounts(physical=6, header=1, blank=3, in_rows=2)
+
+
+def test_lines_of_only_spaces_are_blank_between_rows_as_before_the_header(
+    tmp_path: Path,
+) -> None:
+    # They were rows (malformed_row), numbering every row after them one too high. A line of
+    # only delimiters is still a row (with no values), and so is a quoted blank value.
+    src = write(
+        tmp_path / "in.csv",
+        ["  ", HEADER, f"{email(1)},a", "   ", f"{email(2)},b", "\t", ",", '"  "', f"{email(3)},c"],
+        end="\r\n",
+    )
+    assert numbered(src) == [
+        (1, email(1)),
+        (2, email(2)),
+        (3, None),
+        (4, "malformed_row"),
+        (5, email(3)),
+    ]
+    result, _, found, _ = run(tmp_path, src)
+    assert found == [("3", "no_identifier"), ("4", "malformed_row")]
+    assert result.lines == LineCounts(physical=9, header=1, blank=3, in_rows=5)
 
 
 def test_crlf_file_with_a_stray_quote(tmp_path: Path) -> None:

@@ -66,9 +66,6 @@ def _groups(sorted_path: Path) -> Iterator[list[dict[str, Any]]]:
         yield [json.loads(parts[2]) for parts in members]
 
 
-EVENT_ID_CONFLICT = "event_id_conflict"
-
-
 def _conflict_reason(first_row: int) -> str:
     return (
         f"same event set, event and event_id as row {first_row} but another person (email "
@@ -140,7 +137,7 @@ def plan_events(bucket: Bucket, run: Run, *, batch_size: int, workdir: Path) -> 
                 )
             for row, first in event.other_person:
                 other_person += 1
-                rejects.writerow((row, "event_id", EVENT_ID_CONFLICT, _conflict_reason(first)))
+                rejects.writerow((row, "event_id", "event_id_conflict", _conflict_reason(first)))
             if event.event_set_id != current_set or len(batch) >= batch_size:
                 flush()
                 current_set = event.event_set_id

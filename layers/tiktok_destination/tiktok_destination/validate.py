@@ -387,10 +387,28 @@ def _fits(fields: Sequence[str], width: int) -> bool:
     return len(fields) == width or (len(fields) > width and not any(fields[width:]))
 
 
+def _until_closing_quote(line: str) -> str:
+    """The start of a line that begins inside a quoted value, up to the quote closing it."""
+    at = 0
+    while (at := line.find('"', at)) != -1:
+        if line.startswith('""', at):
+            at += 2  # an escaped quote inside the value
+            continue
+        return line[:at]
+    return line
+
+
 def _rows_within(lines: Sequence[str], delimiter: str, width: int) -> int:
-    """How many of these lines would each be a whole row on their own."""
+    """How many of a multi-line record's continuation lines would each be a whole row.
+
+    The last line holds the end of the quoted value and then the row's remaining fields:
+    only its part inside the value counts, else a line break in the first column of a row
+    (``"Called twice\\nleft a message",a@example.com,...``) would look like a row itself.
+    """
     found = 0
-    for line in lines:
+    for index, line in enumerate(lines):
+        if index == len(lines) - 1:
+            line = _until_closing_quote(line)
         try:
             fields = next(csv.reader((line,), delimiter=delimiter, strict=True), [])
         except csv.Error:
@@ -516,7 +534,12 @@ def _csv_rows(
         except (csv.Error, _RecordTooLong) as error:
             fields, failure = [], error
         took = len(taken)
-        if took == 1 and fields and len(taken[0]) <= max_chars:
+        if (
+            took == 1
+            and fields
+            and len(taken[0]) <= max_chars
+            and (len(fields) > 1 or not taken[0].isspace())
+        ):
             before += 1  # the common case: a whole row on one line of a sane size
         else:
             at = f"line {before + 1:,} of the file"
@@ -525,8 +548,10 @@ def _csv_rows(
                 problem = _broken_record(failure, taken, feed.ended, at)
                 failure, feed.ended = None, False
             elif took == 1:
-                if not fields:
-                    counts.blank += 1  # a blank line is not a row
+                if not fields or taken[0].isspace():
+                    # A blank line is not a row; nor is one of only spaces or tabs, as
+                    # before the header.
+                    counts.blank += 1
                     before += 1
                     continue
                 problem = _too_large(fields, header, at)
