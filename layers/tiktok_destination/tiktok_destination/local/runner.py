@@ -37,6 +37,7 @@ REGION = "us-east-1"
 ACCOUNT = "123456789012"
 INBOX_BUCKET = "tiktok-destination-inbox-local"
 STATE_BUCKET = "tiktok-destination-state-local"
+RATE_LIMIT_TABLE = "tiktok-destination-rate-limit-local"
 CONFIG_KEY = "config/destinations.toml"
 SECRET_PREFIX = "tiktok-destination/"  # noqa: S105 - a name prefix, not a secret
 STATE_MACHINE_NAME = "tiktok-destination"
@@ -325,6 +326,7 @@ class LocalDestination:
             "CONFIG_KEY": CONFIG_KEY,
             "SECRET_PREFIX": SECRET_PREFIX,
             "TIKTOK_BASE_URL": self.tiktok_base_url,
+            "RATE_LIMIT_TABLE": RATE_LIMIT_TABLE,
             "POWERTOOLS_SERVICE_NAME": "tiktok-destination",
             "POWERTOOLS_METRICS_NAMESPACE": "tiktok-destination",
             # Runs here overlap only when started side by side in one process (tests):
@@ -381,6 +383,13 @@ class LocalDestination:
         s3 = boto3.client("s3", region_name=REGION)
         for bucket in (INBOX_BUCKET, STATE_BUCKET):
             s3.create_bucket(Bucket=bucket)
+        # The app-wide rate limiter's table, as template.yaml's RateLimitTable.
+        boto3.client("dynamodb", region_name=REGION).create_table(
+            TableName=RATE_LIMIT_TABLE,
+            KeySchema=[{"AttributeName": "pk", "KeyType": "HASH"}],
+            AttributeDefinitions=[{"AttributeName": "pk", "AttributeType": "S"}],
+            BillingMode="PAY_PER_REQUEST",
+        )
         iam = boto3.client("iam", region_name=REGION)
         role = iam.create_role(
             RoleName="tiktok-destination-local",
