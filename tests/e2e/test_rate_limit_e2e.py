@@ -8,6 +8,7 @@ shared limiter (DynamoDB, see rate_limit.py) spaces every call of every child of
 from __future__ import annotations
 
 import hashlib
+import json
 import math
 from pathlib import Path
 
@@ -81,3 +82,9 @@ def test_two_audiences_synced_together_stay_under_the_apps_qps(
     assert emulator.calls["segment/mapping/"] == batches, "each batch sent once, none retried"
     members = {a["name"]: a["members"] for a in emulator.audiences(ADVERTISER)}
     assert members == {"VIP customers": expected(vip), "Lapsed customers": expected(lapsed)}
+
+    # Each run's Map exported its children's results to S3 (ResultWriter) rather than
+    # collecting them into the state, whose 256 KiB a large audience's batches would pass.
+    exported = [k for k in local.state_keys("map-results/") if k.endswith("/manifest.json")]
+    assert len(exported) == 2, exported
+    assert all(r.output and "MapRunArn" not in json.dumps(r.output) for r in results)

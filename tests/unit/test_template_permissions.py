@@ -489,3 +489,18 @@ def test_the_steps_that_call_tiktok_take_slots_from_the_rate_limit_table() -> No
             assert variables.get("RATE_LIMIT_TABLE") == {"Ref": "RateLimitTable"}, function
         else:
             assert "RATE_LIMIT_TABLE" not in variables, function
+
+
+# ------------------------------------------------------------------ Map results
+def test_the_machine_exports_map_results_only_under_their_prefix_and_they_expire() -> None:
+    machine = TEMPLATE["Resources"]["DestinationStateMachine"]["Properties"]
+    statements = _statements(machine["Policies"])
+    exported = f"{STATE}/map-results/0123-map-run/SUCCEEDED_0.json"
+    for action in ("s3:PutObject", "s3:GetObject", "s3:AbortMultipartUpload"):
+        assert _allows(statements, action, exported), action
+    for kind, key in STATE_KEYS.items():
+        assert not _allows(statements, "s3:PutObject", f"{STATE}/{key}"), kind
+    rules = TEMPLATE["Resources"]["StateBucket"]["Properties"]["LifecycleConfiguration"]["Rules"]
+    assert any(r.get("Prefix") == "map-results/" and r.get("ExpirationInDays") for r in rules), (
+        "exported Map results must expire"
+    )

@@ -102,7 +102,7 @@ class Bundle:
     root: Path
     functions: dict[str, FunctionSpec]
     definition_path: Path
-    substitutions: dict[str, str]  # ${Name} -> function logical id
+    substitutions: dict[str, str]  # ${Name} -> function or bucket logical id
 
     @classmethod
     def load(cls, root: Path) -> Bundle:
@@ -126,6 +126,8 @@ class Bundle:
         for name, value in (machine.get("DefinitionSubstitutions") or {}).items():
             if isinstance(value, dict) and "Fn::GetAtt" in value:
                 substitutions[name] = str(value["Fn::GetAtt"][0])
+            elif isinstance(value, dict) and "Ref" in value:
+                substitutions[name] = str(value["Ref"])
         return cls(root, functions, root / str(machine["DefinitionUri"]), substitutions)
 
 
@@ -411,8 +413,9 @@ class LocalDestination:
             )["FunctionArn"]
             self.lambdas.register(name, spec)
         definition = self.bundle.definition_path.read_text()
+        values = {**arns, "StateBucket": STATE_BUCKET, "InboxBucket": INBOX_BUCKET}
         for name, logical_id in self.bundle.substitutions.items():
-            definition = definition.replace("${" + name + "}", arns[logical_id])
+            definition = definition.replace("${" + name + "}", values[logical_id])
         sfn = boto3.client("stepfunctions", region_name=REGION)
         self.state_machine_arn = sfn.create_state_machine(
             name=STATE_MACHINE_NAME, definition=definition, roleArn=role, type="STANDARD"
