@@ -4,7 +4,8 @@ Everything that talks to TikTok goes through :class:`TikTokClient`, so the rules
 contract live in one place: the ``Access-Token`` header, trailing-slash paths, JSON-string
 list parameters, the ``{code, message, request_id, data}`` envelope (errors come back with
 HTTP 200), the code table, in-process retries with capped full-jitter backoff, and pacing
-to the configured QPS.
+to the configured QPS (by an injected :class:`Pacer`: in AWS the app-wide limiter of
+:mod:`tiktok_destination.rate_limit`, shared by every Lambda).
 
 Errors raised here are the classes of :mod:`tiktok_destination.errors`; their class names
 are what the state machine's ``Retry``/``Catch`` match on. Messages and log lines never
