@@ -67,7 +67,9 @@ def next_at(client: Any) -> float:
 
 
 # ------------------------------------------------------------------ one pace, many callers
-def test_threads_with_their_own_limiters_never_exceed_the_qps(dynamodb: Any) -> None:
+def test_threads_with_their_own_limiters_never_exceed_the_qps(
+    dynamodb: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
     # Every thread is a Map child with its own limiter (and its own DynamoDB client, as in
     # its own Lambda); together they must keep to the app's pace.
     qps, threads, seconds = 20.0, 6, 2.0
@@ -90,16 +92,13 @@ def test_threads_with_their_own_limiters_never_exceed_the_qps(dynamodb: Any) -> 
             with lock:
                 starts.append(time.time())
 
-    rate_limit.sleep_until = recording_sleep_until  # type: ignore[assignment]
-    try:
-        begin = time.time()
-        workers = [threading.Thread(target=child, args=(begin + seconds,)) for _ in range(threads)]
-        for worker in workers:
-            worker.start()
-        for worker in workers:
-            worker.join()
-    finally:
-        rate_limit.sleep_until = real_sleep_until  # type: ignore[assignment]
+    monkeypatch.setattr(rate_limit, "sleep_until", recording_sleep_until)
+    begin = time.time()
+    workers = [threading.Thread(target=child, args=(begin + seconds,)) for _ in range(threads)]
+    for worker in workers:
+        worker.start()
+    for worker in workers:
+        worker.join()
 
     starts.sort()
     elapsed = starts[-1] - starts[0]

@@ -21,7 +21,11 @@ No reservation reads first, so callers do not collide and retry; a slot reserved
 caller that then dies, or wakes up too late to use it, just passes unused. The interval and
 the burst of one call are :class:`~tiktok_destination.tiktok.client.LocalPacer`'s
 (:func:`~tiktok_destination.tiktok.client.pacing_interval`: ``1/tiktok_qps`` plus
-headroom): TikTok counts calls per second, and a burst at a window edge answers 40100.
+headroom): TikTok counts calls per second, and a token bucket holding a second's worth of
+burst lets up to twice the QPS into one second after an idle spell (the burst, then the
+refill), which TikTok answers with 40100. Slots are wall-clock times compared across
+Lambdas; their hosts' clocks agree to within milliseconds (Amazon Time Sync), well inside
+the headroom.
 
 The wait is bounded: nobody queues behind more than ``max_queue`` seconds of reserved
 calls; a caller that finds a longer queue polls until ``max_wait`` runs out, then raises
