@@ -177,11 +177,33 @@ def test_function_substitutions_point_at_functions_the_machine_may_invoke() -> N
         if isinstance(p, dict) and "LambdaInvokePolicy" in p
     }
     for name, value in machine["DefinitionSubstitutions"].items():
+        if name == "StateBucketName":
+            assert value == {"Ref": "StateBucket"}, "ResultWriter exports to the state bucket"
+            continue
         assert name.endswith("FunctionArn"), name
         target, attribute = value["Fn::GetAtt"]
         assert attribute == "Arn", f"{name} must be !GetAtt {target}.Arn"
         assert target in functions, f"{name} points at {target}, which is not a function"
         assert target in invocable, f"state machine role lacks LambdaInvokePolicy for {target}"
+
+
+def test_distributed_maps_export_their_results_instead_of_collecting_them() -> None:
+    # At 100M members a Map has thousands to millions of children; their results collected
+    # into the state would pass Step Functions' 256 KiB payload limit and fail the run.
+    maps = {
+        name: state
+        for name, state in _states(_asl())
+        if state.get("Type") == "Map"
+        and state.get("ItemProcessor", {}).get("ProcessorConfig", {}).get("Mode") == "DISTRIBUTED"
+    }
+    assert set(maps) == {"MapAudienceBatches", "SendEventBatches"}
+    for name, state in maps.items():
+        assert state.get("ResultWriter") == {
+            "Resource": "arn:aws:states:::s3:putObject",
+            "Parameters": {"Bucket": "${StateBucketName}", "Prefix": "map-results"},
+        }, name
+        # The Map's own output (the ResultWriter's pointer) is not kept either.
+        assert "ResultPath" in state and state["ResultPath"] is None, name
 
 
 # ------------------------------------------------------------------ (4) error names

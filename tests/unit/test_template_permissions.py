@@ -24,6 +24,7 @@ ROOT = Path(__file__).resolve().parents[2]
 
 PARTITION, REGION, ACCOUNT, STACK = "aws", "us-east-1", "123456789012", "tiktok-destination"
 STATE = "arn:aws:s3:::state-bucket"
+RATE_LIMIT_TABLE = "arn:aws:dynamodb:us-east-1:123456789012:table/rate-limit"
 INBOX = "arn:aws:s3:::inbox-bucket"
 # Secrets Manager appends "-" and six random characters to every secret's ARN.
 SECRETS = f"arn:aws:secretsmanager:{REGION}:{ACCOUNT}:secret:"
@@ -127,7 +128,11 @@ def _parameter(name: str) -> str | None:
 
 
 def _att(name: str, attribute: str) -> str:
-    known = {("StateBucket", "Arn"): STATE, ("InboxBucket", "Arn"): INBOX}
+    known = {
+        ("StateBucket", "Arn"): STATE,
+        ("InboxBucket", "Arn"): INBOX,
+        ("RateLimitTable", "Arn"): RATE_LIMIT_TABLE,
+    }
     return known.get((name, attribute), f"<{name}.{attribute}>")
 
 
@@ -557,3 +562,54 @@ def test_failed_executions_and_rate_limiting_alarm_the_workflow_action_topic() -
         assert alarm["Statistic"] == "Sum"
         assert alarm["ComparisonOperator"] == "GreaterThanThreshold" and alarm["Threshold"] == 0
         assert alarm["TreatMissingData"] == "notBreaching"
+
+
+# ------------------------------------------------------------------ app-wide rate limit
+TIKTOK_CALLERS = {"PreflightFunction", "AudienceFunction", "EventsFunction"}
+DYNAMODB_ACTIONS = (
+    "dynamodb:UpdateItem",
+    "dynamodb:GetItem",
+    "dynamodb:PutItem",
+    "dynamodb:DeleteItem",
+    "dynamodb:Query",
+    "dynamodb:Scan",
+    "dynamodb:BatchWriteItem",
+    "dynamodb:DeleteTable",
+    "dynamodb:UpdateTable",
+)
+
+
+def test_the_steps_that_call_tiktok_take_slots_from_the_rate_limit_table() -> None:
+    table = TEMPLATE["Resources"]["RateLimitTable"]
+    assert table["Type"] == "AWS::DynamoDB::Table"
+    assert table["Properties"]["BillingMode"] == "PAY_PER_REQUEST"
+    assert table["Properties"]["KeySchema"] == [{"AttributeName": "pk", "KeyType": "HASH"}]
+    other_table = "arn:aws:dynamodb:us-east-1:123456789012:table/other"
+    for function in FUNCTIONS:
+        allowed = {a for a in DYNAMODB_ACTIONS if _may(function, a, RATE_LIMIT_TABLE)}
+        expected = (
+            {"dynamodb:UpdateItem", "dynamodb:GetItem"} if function in TIKTOK_CALLERS else set()
+        )
+        assert allowed == expected, function
+        assert not any(_may(function, a, other_table) for a in DYNAMODB_ACTIONS), function
+        variables = (_function(function).get("Environment") or {}).get("Variables") or {}
+        if function in TIKTOK_CALLERS:
+            # Without it the step paces only itself (settings.rate_limit_table).
+            assert variables.get("RATE_LIMIT_TABLE") == {"Ref": "RateLimitTable"}, function
+        else:
+            assert "RATE_LIMIT_TABLE" not in variables, function
+
+
+# ------------------------------------------------------------------ Map results
+def test_the_machine_exports_map_results_only_under_their_prefix_and_they_expire() -> None:
+    machine = TEMPLATE["Resources"]["DestinationStateMachine"]["Properties"]
+    statements = _statements(machine["Policies"])
+    exported = f"{STATE}/map-results/0123-map-run/SUCCEEDED_0.json"
+    for action in ("s3:PutObject", "s3:GetObject", "s3:AbortMultipartUpload"):
+        assert _allows(statements, action, exported), action
+    for kind, key in STATE_KEYS.items():
+        assert not _allows(statements, "s3:PutObject", f"{STATE}/{key}"), kind
+    rules = TEMPLATE["Resources"]["StateBucket"]["Properties"]["LifecycleConfiguration"]["Rules"]
+    assert any(r.get("Prefix") == "map-results/" and r.get("ExpirationInDays") for r in rules), (
+        "exported Map results must expire"
+    )

@@ -614,7 +614,8 @@ def test_pacing_does_not_sleep_when_calls_are_already_spaced(server: FakeTikTok)
     fake.now += 5.0  # idle time is not banked into a burst, nor slept again
     client.get("user/info/")
     client.get("user/info/")
-    assert fake.sleeps == [pytest.approx(0.5)]
+    # One interval at 2 QPS: half a second plus the pacing headroom.
+    assert fake.sleeps == [pytest.approx(0.5 * 1.2)]
 
 
 def test_qps_zero_disables_pacing(server: FakeTikTok) -> None:

@@ -78,6 +78,8 @@ class Settings:
     lease_wait_seconds: int = 60
     #: ...this many times, then fails with the workflow action RunInProgress
     lease_max_waits: int = 60
+    #: DynamoDB table of the app-wide rate limiter; empty: each client paces itself alone
+    rate_limit_table: str = ""
 
     @property
     def app_secret_name(self) -> str:
@@ -137,4 +139,5 @@ def load_settings() -> Settings:
         lease_ttl_seconds=_int("LEASE_TTL_SECONDS", 21_600),
         lease_wait_seconds=_int("LEASE_WAIT_SECONDS", 60),
         lease_max_waits=_int("LEASE_MAX_WAITS", 60),
+        rate_limit_table=os.environ.get("RATE_LIMIT_TABLE", ""),
     )

@@ -23,6 +23,7 @@ from . import leases, offline_events
 from .errors import DestinationError, InputRejected
 from .metrics import emit_run_metrics, emit_workflow_action
 from .preflight import build_run, preflight
+from .rate_limit import make_pacer
 from .report import (
     AUDIENCE_REMINDERS,
     EVENTS_REMINDERS,
@@ -51,7 +52,12 @@ logger = logging.getLogger(__name__)
 def make_client(settings: Settings, token: str, run: Run | None = None) -> TikTokClient:
     qps = float((run.options if run else {}).get("tiktok_qps") or settings.tiktok_qps)
     return TikTokClient(
-        token, base_url=settings.tiktok_base_url, qps=qps, retry=settings.retry_policy()
+        token,
+        base_url=settings.tiktok_base_url,
+        qps=qps,
+        retry=settings.retry_policy(),
+        # Every Map child of every run takes its slots from the one limiter of the app.
+        pacer=make_pacer(settings.rate_limit_table, settings.tiktok_base_url, qps),
     )
 
 

@@ -40,6 +40,7 @@ REGION = "us-east-1"
 ACCOUNT = "123456789012"
 INBOX_BUCKET = "tiktok-destination-inbox-local"
 STATE_BUCKET = "tiktok-destination-state-local"
+RATE_LIMIT_TABLE = "tiktok-destination-rate-limit-local"
 CONFIG_KEY = "config/destinations.toml"
 SECRET_PREFIX = "tiktok-destination/"  # noqa: S105 - a name prefix, not a secret
 STATE_MACHINE_NAME = "tiktok-destination"
@@ -104,7 +105,7 @@ class Bundle:
     root: Path
     functions: dict[str, FunctionSpec]
     definition_path: Path
-    substitutions: dict[str, str]  # ${Name} -> function logical id
+    substitutions: dict[str, str]  # ${Name} -> function or bucket logical id
 
     @classmethod
     def load(cls, root: Path) -> Bundle:
@@ -128,6 +129,8 @@ class Bundle:
         for name, value in (machine.get("DefinitionSubstitutions") or {}).items():
             if isinstance(value, dict) and "Fn::GetAtt" in value:
                 substitutions[name] = str(value["Fn::GetAtt"][0])
+            elif isinstance(value, dict) and "Ref" in value:
+                substitutions[name] = str(value["Ref"])
         return cls(root, functions, root / str(machine["DefinitionUri"]), substitutions)
 
 
@@ -336,6 +339,7 @@ class LocalDestination:
             "CONFIG_KEY": CONFIG_KEY,
             "SECRET_PREFIX": SECRET_PREFIX,
             "TIKTOK_BASE_URL": self.tiktok_base_url,
+            "RATE_LIMIT_TABLE": RATE_LIMIT_TABLE,
             "POWERTOOLS_SERVICE_NAME": "tiktok-destination",
             "POWERTOOLS_METRICS_NAMESPACE": "tiktok-destination",
             "POWERTOOLS_TRACE_DISABLED": "true",  # no X-Ray daemon here
@@ -404,6 +408,13 @@ class LocalDestination:
         s3 = boto3.client("s3", region_name=REGION)
         for bucket in (INBOX_BUCKET, STATE_BUCKET):
             s3.create_bucket(Bucket=bucket)
+        # The app-wide rate limiter's table, as template.yaml's RateLimitTable.
+        boto3.client("dynamodb", region_name=REGION).create_table(
+            TableName=RATE_LIMIT_TABLE,
+            KeySchema=[{"AttributeName": "pk", "KeyType": "HASH"}],
+            AttributeDefinitions=[{"AttributeName": "pk", "AttributeType": "S"}],
+            BillingMode="PAY_PER_REQUEST",
+        )
         iam = boto3.client("iam", region_name=REGION)
         role = iam.create_role(
             RoleName="tiktok-destination-local",
@@ -425,8 +436,9 @@ class LocalDestination:
             )["FunctionArn"]
             self.lambdas.register(name, spec)
         definition = self.bundle.definition_path.read_text()
+        values = {**arns, "StateBucket": STATE_BUCKET, "InboxBucket": INBOX_BUCKET}
         for name, logical_id in self.bundle.substitutions.items():
-            definition = definition.replace("${" + name + "}", arns[logical_id])
+            definition = definition.replace("${" + name + "}", values[logical_id])
         sfn = boto3.client("stepfunctions", region_name=REGION)
         self.state_machine_arn = sfn.create_state_machine(
             name=STATE_MACHINE_NAME, definition=definition, roleArn=role, type="STANDARD"

@@ -4,7 +4,8 @@ Everything that talks to TikTok goes through :class:`TikTokClient`, so the rules
 contract live in one place: the ``Access-Token`` header, trailing-slash paths, JSON-string
 list parameters, the ``{code, message, request_id, data}`` envelope (errors come back with
 HTTP 200), the code table, in-process retries with capped full-jitter backoff, and pacing
-to the configured QPS.
+to the configured QPS (by an injected :class:`Pacer`: in AWS the app-wide limiter of
+:mod:`tiktok_destination.rate_limit`, shared by every Lambda).
 
 Errors raised here are the classes of :mod:`tiktok_destination.errors`; their class names
 are what the state machine's ``Retry``/``Catch`` match on. Messages and log lines never
@@ -22,7 +23,7 @@ import threading
 import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any, Literal, NoReturn
+from typing import Any, Literal, NoReturn, Protocol
 
 import requests
 
@@ -42,11 +43,18 @@ from tiktok_destination.errors import (
 
 __all__ = [
     "DEFAULT_BASE_URL",
+    "LATE_TOLERANCE",
+    "MAX_LATE_SLOTS",
     "MIN_QPS",
+    "PACING_HEADROOM",
     "SANDBOX_BASE_URL",
     "CallStats",
+    "LocalPacer",
+    "Pacer",
     "RetryPolicy",
     "TikTokClient",
+    "pacing_interval",
+    "sleep_until",
 ]
 
 logger = logging.getLogger(__name__)
@@ -162,18 +170,51 @@ class CallStats:
         }
 
 
-class _Pacer:
-    """Spaces call starts at least ``1/qps`` apart.
+#: Calls are spaced this much wider than ``1/qps``. TikTok counts a call when it arrives,
+#: and network or scheduling jitter between two calls' starts must not squeeze one call
+#: more than the app's QPS into a second (at 10 QPS, 10% is 100 ms of slack per second).
+PACING_HEADROOM = 0.2
+#: A call that starts later than this (seconds) after its slot takes a new slot instead of
+#: crowding the calls queued behind it (a frozen or CPU-starved process wakes up late):
+#: half the headroom, leaving the other half for the way to TikTok.
+LATE_TOLERANCE = PACING_HEADROOM / 2
+#: ...at most this many times; then it goes late (a rare 40100 is retried).
+MAX_LATE_SLOTS = 5
+
+
+def pacing_interval(qps: float) -> float:
+    """Seconds between two call starts at ``qps`` (0: do not pace)."""
+    return (1.0 + PACING_HEADROOM) / qps if qps > 0 else 0.0
+
+
+def sleep_until(slot: float, clock: Callable[[], float], sleep: Callable[[float], None]) -> bool:
+    """Sleep until ``slot``; False when the call is already too late to use it."""
+    delay = slot - clock()
+    if delay > 0:
+        sleep(delay)
+    return clock() - slot <= LATE_TOLERANCE
+
+
+class Pacer(Protocol):
+    """Holds a call back until it may go: every HTTP attempt to TikTok waits on one first."""
+
+    def wait(self) -> None: ...
+
+
+class LocalPacer:
+    """Spaces this process's call starts :func:`pacing_interval` apart.
 
     A strict interval (a token bucket of capacity one) rather than a bursty bucket: TikTok
     counts per second, and a burst at a window edge is exactly what trips 40100. Slots are
     reserved under a lock and slept outside it, so threads sharing a client queue fairly.
+    It knows only its own process: where Lambdas of one TikTok app run side by side, the
+    app-wide limiter of :mod:`tiktok_destination.rate_limit` takes its place.
     """
 
     def __init__(
         self, qps: float, clock: Callable[[], float], sleep: Callable[[float], None]
     ) -> None:
-        self._interval = 1.0 / qps if qps > 0 else 0.0
+        self._interval = pacing_interval(qps)
         self._clock = clock
         self._sleep = sleep
         self._next_slot: float | None = None
@@ -182,13 +223,13 @@ class _Pacer:
     def wait(self) -> None:
         if self._interval <= 0:
             return
-        with self._lock:
-            now = self._clock()
-            slot = now if self._next_slot is None else max(now, self._next_slot)
-            self._next_slot = slot + self._interval
-        delay = slot - now
-        if delay > 0:
-            self._sleep(delay)
+        for _ in range(MAX_LATE_SLOTS + 1):
+            with self._lock:
+                now = self._clock()
+                slot = now if self._next_slot is None else max(now, self._next_slot)
+                self._next_slot = slot + self._interval
+            if sleep_until(slot, self._clock, self._sleep):
+                return
 
 
 class _Attempt:
@@ -278,7 +319,9 @@ class TikTokClient:
     """A paced, retrying client for one access token.
 
     ``sleep`` and ``clock`` are injectable so tests run instantly; ``session`` lets callers
-    share a connection pool (a session passed in is not closed by :meth:`close`).
+    share a connection pool (a session passed in is not closed by :meth:`close`). ``pacer``
+    decides when each attempt may go; without one, a :class:`LocalPacer` at ``qps`` paces
+    this client alone.
     """
 
     def __init__(
@@ -292,6 +335,7 @@ class TikTokClient:
         session: requests.Session | None = None,
         sleep: Callable[[float], None] = time.sleep,
         clock: Callable[[], float] = time.monotonic,
+        pacer: Pacer | None = None,
     ) -> None:
         if qps != 0 and not MIN_QPS <= qps < math.inf:
             raise ConfigurationError(
@@ -306,7 +350,7 @@ class TikTokClient:
         self._own_session = session is None
         self._session = session if session is not None else requests.Session()
         self._sleep = sleep
-        self._pacer = _Pacer(qps, clock, sleep)
+        self._pacer: Pacer = pacer if pacer is not None else LocalPacer(qps, clock, sleep)
         self._rng = random.Random()  # jitter only; not security-sensitive
         self._stats_lock = threading.Lock()
         # Values that must never leak into a message even if TikTok echoes them back.
