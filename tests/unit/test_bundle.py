@@ -366,6 +366,8 @@ def test_schedule_sample_has_the_shape_the_schedule_sends() -> None:
 STEP_SAMPLES = {
     "step-preflight.json": ("Preflight", "Parameters"),
     "step-validate.json": ("Validate", "Parameters"),
+    "step-validate-range.json": ("ValidateRanges", "ItemSelector"),
+    "step-validate-merge.json": ("MergeRanges", "Parameters"),
     "step-audience-ensure.json": ("EnsureAudience", "Parameters"),
     "step-chunk-audience.json": ("ChunkAudience", "Parameters"),
     "step-audience-map.json": ("MapAudienceBatches", "ItemSelector"),
@@ -415,7 +417,7 @@ def test_sample_runs_are_valid_run_payloads() -> None:
     assert kinds == {"custom_audience", "offline_events"}
     # Map children get the run id only; it must name a run the samples describe.
     known = {r["run_id"] for r in runs.values()}
-    for name in ("step-audience-map.json", "step-events-send.json"):
+    for name in ("step-audience-map.json", "step-events-send.json", "step-validate-range.json"):
         assert _event(name)["run_id"] in known, name
 
 

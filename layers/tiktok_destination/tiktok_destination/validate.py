@@ -103,6 +103,7 @@ class ValidationResult:
         self.columns_used = dict(resolution.used)
         self.columns_ignored = dict(resolution.ignored)
         self.columns_missing = list(resolution.missing)
+
     #: CSV only: the physical lines read and where they went (None for Parquet)
     lines: LineCounts | None = None
 
@@ -736,6 +737,13 @@ def _iter_parquet(
 ) -> tuple[list[str], RowStream]:
     """A Parquet file's header and rows; ``row_groups`` (numbered from 0) limits them to
     those groups, whose first row follows ``first_row`` rows of the earlier groups."""
+    parquet, header = open_parquet(src, source)
+    rows = _parquet_rows(parquet, header, source, row_groups=row_groups, number=first_row)
+    return header, RowStream(rows, parquet)
+
+
+def open_parquet(src: Path | IO[bytes], source: str) -> tuple[pq.ParquetFile, list[str]]:
+    """The open Parquet file and its normalized header (raises InputRejected when unusable)."""
     import pyarrow as pa
     import pyarrow.parquet as pq
 
@@ -755,8 +763,7 @@ def _iter_parquet(
     except BaseException:
         parquet.close()
         raise
-    rows = _parquet_rows(parquet, header, source, row_groups=row_groups, number=first_row)
-    return header, RowStream(rows, parquet)
+    return parquet, header
 
 
 def _parquet_rows(
