@@ -887,7 +887,8 @@ class _RowLoop:
         self._writer.writerow((number, column, problem.reason_code, problem.message))
 
     def tick(self, number: int) -> None:
-        self.result.rows_received = number
+        # Counted, not taken from the row number: a range's rows start after earlier ones.
+        self.result.rows_received += 1
         if number % PROGRESS_EVERY == 0:
             logger.info(
                 "validate %s: %d rows read, %d accepted, %d rejected",
