@@ -296,8 +296,9 @@ def _csv_ranges(
 
     def counted() -> Iterator[str]:
         for line in text:
-            # surrogateescape gives back exactly the bytes it decoded
-            read[0] += len(line.encode("utf-8", "surrogateescape"))
+            # An ASCII line is a byte a character; otherwise surrogateescape gives back
+            # exactly the bytes it decoded.
+            read[0] += len(line) if line.isascii() else len(line.encode("utf-8", "surrogateescape"))
             yield line
 
     def at_record_start(rows: int, lines: int) -> None:
