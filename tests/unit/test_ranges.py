@@ -27,7 +27,7 @@ from moto import mock_aws
 
 from tiktok_destination import ranges
 from tiktok_destination.config import load_config
-from tiktok_destination.errors import DestinationError, InputRejected
+from tiktok_destination.errors import DestinationError, InputRejected, RetriableError
 from tiktok_destination.runs import Run, Source
 from tiktok_destination.storage import Bucket
 from tiktok_destination.validate import validate_audience_file, validate_events_file
@@ -85,7 +85,7 @@ def s3(monkeypatch: pytest.MonkeyPatch) -> Iterator[tuple[Bucket, Bucket]]:
 
 def make_run(inbox: Bucket, data: bytes, name: str, *, kind: str = "custom_audience") -> Run:
     key = f"inbox/{'aud/vip' if kind == 'custom_audience' else 'evt/sales'}/{name}"
-    inbox.s3.put_object(Bucket=inbox.name, Key=key, Body=data)
+    etag = str(inbox.s3.put_object(Bucket=inbox.name, Key=key, Body=data)["ETag"]).strip('"')
     template = "vip" if kind == "custom_audience" else "sales"
     destination = "aud" if kind == "custom_audience" else "evt"
     fmt = "parquet" if name.endswith(".parquet") else "csv"
@@ -94,7 +94,7 @@ def make_run(inbox: Bucket, data: bytes, name: str, *, kind: str = "custom_audie
         execution_id="arn:aws:states:us-east-1:123456789012:execution:sm:x",
         kind=kind,  # type: ignore[arg-type]
         state_bucket="state",
-        source=Source(bucket="inbox", key=key, etag=sha(repr(data))[:32], format=fmt),
+        source=Source(bucket="inbox", key=key, etag=etag, format=fmt),
         destination=destination,
         data_template=template,
         template=load_config(CONFIG).resolve(destination, template).as_dict(),
@@ -422,6 +422,67 @@ def test_a_crashed_range_is_redone_and_the_finished_ones_are_not(
     want = reference(data, "crash.csv", tmp_path)
     assert members == want.members
     assert state.get_json(run.paths.validation) == want.validation
+
+
+def test_a_file_replaced_while_ranges_are_read_stops_the_run(
+    s3: tuple[Bucket, Bucket], tmp_path: Path
+) -> None:
+    state, inbox = s3
+    data = tricky_csv()
+    run = make_run(inbox, data, "replaced.csv")
+    plan = ranges.plan_validation(state, inbox, run, range_bytes=200, default_region="US", now=NOW)
+    ranges.validate_range(state, inbox, run, plan, 1, workdir=tmp_path)
+    # The export overwrites the key: the next range must not read the new file's bytes.
+    inbox.s3.put_object(Bucket=inbox.name, Key=run.source.key, Body=data.replace(b"note", b"NOTE"))
+    with pytest.raises(InputRejected, match="was replaced while this run was reading it"):
+        ranges.validate_range(state, inbox, run, plan, 2, workdir=tmp_path)
+    assert not state.exists(ranges.ValidateKeys(run, plan["validate_id"]).done(2))
+
+
+class FlakyS3:
+    """Answers range GETs of ``data``; the first ``fail`` reads break off part way."""
+
+    def __init__(self, data: bytes, fail: int):
+        self.data, self.fail, self.gets = data, fail, 0
+
+    def head_object(self, **_: Any) -> dict[str, Any]:
+        return {"ContentLength": len(self.data)}
+
+    def get_object(self, *, Range: str, **_: Any) -> dict[str, Any]:
+        self.gets += 1
+        first, last = (int(x) for x in Range.removeprefix("bytes=").split("-"))
+        part = self.data[first : last + 1]
+        broken = self.fail > 0
+        self.fail -= 1
+        return {"Body": _Body(part, broken)}
+
+
+class _Body:
+    def __init__(self, part: bytes, broken: bool):
+        self.part, self.broken = part, broken
+
+    def read(self, size: int) -> bytes:
+        if self.broken and len(self.part) > 3:
+            self.part, chunk = b"", self.part[:3]
+            self.broken = False
+            return chunk
+        if self.broken:
+            from botocore.exceptions import ReadTimeoutError
+
+            raise ReadTimeoutError(endpoint_url="s3")
+        chunk, self.part = self.part[:size], self.part[size:]
+        return chunk
+
+
+def test_a_range_read_that_breaks_off_is_asked_again_never_read_short() -> None:
+    data = bytes(range(256)) * 40
+    flaky = FlakyS3(data, fail=2)
+    raw = ranges.open_range(Bucket("inbox", client=flaky), "k", etag="e", start=100, end=9000)
+    assert raw.read() == data[100:9000]
+    assert flaky.gets >= 3
+    always = FlakyS3(b"xy", fail=1_000)
+    with pytest.raises(RetriableError, match="failed 3 times"):
+        ranges.open_range(Bucket("inbox", client=always), "k", etag="e").read()
 
 
 # ------------------------------------------------------------------ events and Parquet

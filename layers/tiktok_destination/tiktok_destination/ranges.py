@@ -82,16 +82,20 @@ _BOM = b"\xef\xbb\xbf"
 class S3Range(io.RawIOBase):
     """Bytes ``[start, end)`` of an S3 object, read by range GETs (no copy to ``/tmp``).
 
-    Seekable, so pyarrow can read a Parquet footer and row groups from it; a read that
-    breaks off is asked again from where it stopped.
+    Seekable, so pyarrow can read a Parquet footer and row groups from it. Every GET asks
+    for the run's ETag: ranges are read at different times by different children, and bytes
+    of a file replaced in between must never be mixed with the old one's.
     """
 
-    def __init__(self, bucket: Bucket, key: str, *, start: int = 0, end: int | None = None):
+    def __init__(
+        self, bucket: Bucket, key: str, *, etag: str, start: int = 0, end: int | None = None
+    ):
         super().__init__()
         self._bucket = bucket
         self._key = key
+        self._etag = etag
         self._start = start
-        self._end = end if end is not None else object_size(bucket, key)
+        self._end = end if end is not None else object_size(bucket, key, etag=etag)
         self._pos = start
 
     def readable(self) -> bool:
@@ -114,12 +118,13 @@ class S3Range(io.RawIOBase):
         if wanted <= 0:
             return 0
         got = 0
-        for attempt in range(1, _READ_ATTEMPTS + 1):
+        for _ in range(_READ_ATTEMPTS):
             try:
                 body = self._bucket.s3.get_object(
                     Bucket=self._bucket.name,
                     Key=self._key,
                     Range=f"bytes={self._pos + got}-{self._pos + wanted - 1}",
+                    **_if_match(self._etag),
                 )["Body"]
                 while got < wanted:
                     chunk = body.read(wanted - got)
@@ -127,41 +132,55 @@ class S3Range(io.RawIOBase):
                         break
                     view[got : got + len(chunk)] = chunk
                     got += len(chunk)
-                if got == wanted:
-                    break
             except ClientError as err:
-                _raise_missing(self._bucket, self._key, err)
+                _raise_gone(self._bucket, self._key, self._etag, err)
                 raise
-            except BotoCoreError as err:  # a dropped connection or a read timeout
-                if attempt == _READ_ATTEMPTS:
-                    raise RetriableError(
-                        f"reading {self._bucket.uri(self._key)} failed {attempt} times "
-                        f"({type(err).__name__}); the step is retried"
-                    ) from None
-        self._pos += got
-        return got
+            except BotoCoreError:  # a dropped connection or a read timeout: ask again
+                pass
+            if got == wanted:
+                self._pos += got
+                return got
+        # Never a short read: a range read short would leave its last rows out.
+        raise RetriableError(
+            f"reading {self._bucket.uri(self._key)} at byte {self._pos + got:,} failed "
+            f"{_READ_ATTEMPTS} times; the step is retried"
+        )
 
 
-def _raise_missing(bucket: Bucket, key: str, err: ClientError) -> None:
-    if err.response.get("Error", {}).get("Code") in {"404", "NoSuchKey", "NotFound"}:
+def _if_match(etag: str) -> dict[str, str]:
+    # An entity tag in a header is a quoted string; the run keeps it unquoted.
+    return {"IfMatch": f'"{etag.strip(chr(34))}"'} if etag else {}
+
+
+def _raise_gone(bucket: Bucket, key: str, etag: str, err: ClientError) -> None:
+    code = err.response.get("Error", {}).get("Code")
+    if code in {"404", "NoSuchKey", "NotFound"}:
         raise InputRejected(
             f"{bucket.uri(key)} does not exist (it may have been deleted or moved after the "
             "run started)"
         ) from None
-
-
-def object_size(bucket: Bucket, key: str) -> int:
-    head = bucket.head(key)
-    if head is None:
+    if code in {"412", "PreconditionFailed"}:
         raise InputRejected(
-            f"{bucket.uri(key)} does not exist (it may have been deleted or moved after the "
-            "run started)"
-        )
+            f"{bucket.uri(key)} was replaced while this run was reading it (its ETag is no "
+            f"longer {etag}), so this run stops before sending anything; start a run of the "
+            "new file (an upload to the inbox starts one)"
+        ) from None
+
+
+def object_size(bucket: Bucket, key: str, *, etag: str) -> int:
+    try:
+        head = bucket.s3.head_object(Bucket=bucket.name, Key=key, **_if_match(etag))
+    except ClientError as err:
+        _raise_gone(bucket, key, etag, err)
+        raise
     return int(head["ContentLength"])
 
 
-def open_range(bucket: Bucket, key: str, *, start: int = 0, end: int | None = None) -> IO[bytes]:
-    return io.BufferedReader(S3Range(bucket, key, start=start, end=end), buffer_size=READ_BLOCK)
+def open_range(
+    bucket: Bucket, key: str, *, etag: str, start: int = 0, end: int | None = None
+) -> IO[bytes]:
+    raw = S3Range(bucket, key, etag=etag, start=start, end=end)
+    return io.BufferedReader(raw, buffer_size=READ_BLOCK)
 
 
 # ---------------------------------------------------------------- keys
@@ -225,7 +244,7 @@ def plan_validation(
     if existing:
         return dict(existing)
     key = run.source.key
-    size = object_size(source, key)
+    size = object_size(source, key, etag=run.source.etag)
     if run.source.format == "parquet":
         ranges = _parquet_ranges(source, run, size, range_bytes)
         header_end = None
@@ -280,7 +299,7 @@ def _check_header(run: Run, header: list[str]) -> None:
 def _csv_ranges(
     source: Bucket, run: Run, size: int, range_bytes: int
 ) -> tuple[list[dict[str, Any]], int | None]:
-    raw = open_range(source, run.source.key, end=size)
+    raw = open_range(source, run.source.key, etag=run.source.etag, end=size)
     try:
         first = raw.peek(4)[:4]  # type: ignore[attr-defined]
     except BaseException:
@@ -333,7 +352,9 @@ def _csv_ranges(
 
 
 def _parquet_ranges(source: Bucket, run: Run, size: int, range_bytes: int) -> list[dict[str, Any]]:
-    parquet, header = open_parquet(open_range(source, run.source.key, end=size), run.source.uri)
+    parquet, header = open_parquet(
+        open_range(source, run.source.key, etag=run.source.etag, end=size), run.source.uri
+    )
     with contextlib.closing(parquet):
         _check_header(run, header)
         metadata = parquet.metadata
@@ -365,26 +386,26 @@ def _parquet_ranges(source: Bucket, run: Run, size: int, range_bytes: int) -> li
 def _open_rows(
     source: Bucket, run: Run, plan: Mapping[str, Any], spec: Mapping[str, Any]
 ) -> tuple[list[str], RowStream]:
-    key, uri = run.source.key, run.source.uri
+    key, uri, etag = run.source.key, run.source.uri, run.source.etag
     if plan["format"] == "parquet":
         groups = spec["row_groups"]
         return _iter_parquet(
-            open_range(source, key, end=plan["size"]),
+            open_range(source, key, etag=etag, end=plan["size"]),
             uri,
             row_groups=None if groups is None else list(range(groups[0], groups[1])),
             first_row=int(spec["rows_before"]),
         )
     if spec["start"] is None:
-        text = text_stream(open_range(source, key, end=plan["size"]), uri)
+        text = text_stream(open_range(source, key, etag=etag, end=plan["size"]), uri)
         return iter_csv_lines(text, text, uri)
     stack = contextlib.ExitStack()
     try:
         head = stack.enter_context(
-            text_stream(open_range(source, key, end=int(plan["header_end"])), uri)
+            text_stream(open_range(source, key, etag=etag, end=int(plan["header_end"])), uri)
         )
         body = stack.enter_context(
             text_stream(
-                open_range(source, key, start=int(spec["start"]), end=int(spec["end"])),
+                open_range(source, key, etag=etag, start=int(spec["start"]), end=int(spec["end"])),
                 uri,
                 file_start=False,
             )
