@@ -207,9 +207,17 @@ def tricky_csv(end: str = "\n") -> bytes:
 
 @pytest.mark.parametrize("end", ["\n", "\r\n"], ids=["lf", "crlf"])
 def test_every_range_size_gives_the_one_range_result(
-    s3: tuple[Bucket, Bucket], tmp_path: Path, end: str
+    s3: tuple[Bucket, Bucket], tmp_path: Path, end: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     state, inbox = s3
+    downloaded: list[str] = []
+    download = Bucket.download
+
+    def recorded(self: Bucket, key: str, path: Path) -> Path:
+        downloaded.append(self.name)
+        return download(self, key, path)
+
+    monkeypatch.setattr(Bucket, "download", recorded)
     data = tricky_csv(end)
     name = f"tricky-{len(end)}.csv"
     run = make_run(inbox, data, name)
@@ -223,6 +231,7 @@ def test_every_range_size_gives_the_one_range_result(
         seen_ranges.add(len(got.plan["ranges"]))
         assert_same(got, want)
     assert max(seen_ranges) >= 30 and min(seen_ranges) == 2
+    assert "inbox" not in downloaded, "the input is read by range GETs, never copied to /tmp"
 
 
 def test_ranges_start_at_record_starts_never_inside_a_quoted_line_break(
