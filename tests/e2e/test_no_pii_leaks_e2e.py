@@ -246,7 +246,6 @@ def test_hashed_outputs_hold_hashes_only(
         for k in objects
         if k.endswith(
             (
-                "validated/members.txt",
                 "snapshot.txt",
                 "adds.txt",
                 "deletes.txt",
@@ -254,8 +253,9 @@ def test_hashed_outputs_hold_hashes_only(
             )
         )
         or re.search(r"/batches/\d+-(add|delete)\.txt$", k)
+        or re.search(r"/validate/[0-9a-f]{16}/range-\d{5}/shard-[0-9a-f]\.txt$", k)
     ]
-    assert any(k.endswith("validated/members.txt") for k in member_files)
+    assert any("/shard-" in k for k in member_files)  # validate's hashed output
     assert any("/batches/" in k for k in member_files)
     for key in member_files:
         bad = [line for line in objects[key].splitlines() if not MEMBER_LINE.fullmatch(line)]
@@ -264,7 +264,8 @@ def test_hashed_outputs_hold_hashes_only(
     event_files = [
         k
         for k in objects
-        if k.endswith("validated/events.jsonl") or re.search(r"/batches/\d+\.json$", k)
+        if re.search(r"/validate/[0-9a-f]{16}/range-\d{5}/events\.jsonl$", k)
+        or re.search(r"/batches/\d+\.json$", k)
     ]
     assert len(event_files) == 2
     users = 0

@@ -84,9 +84,10 @@ def test_three_rows_of_one_event_id_and_two_people_make_one_event_of_the_first(
         _row(3, "bob@example.com", "X"),
         _row(2, "ann@example.com", "A"),
     ]
-    bucket.put_text(
-        run.paths.events, "".join(json.dumps(r) + "\n" for r in rows), content_type="text/plain"
-    )
+    # Validate publishes an index of its output files where chunk reads them (ranges.py).
+    data_key = f"runs/{run.run_id}/validated/events.jsonl"
+    bucket.put_text(data_key, "".join(json.dumps(r) + "\n" for r in rows))
+    bucket.put_json(run.paths.events, {"files": [{"key": data_key}]})
 
     plan = plan_events(bucket, run, batch_size=10, workdir=tmp_path)
 

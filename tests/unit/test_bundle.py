@@ -196,7 +196,7 @@ def test_distributed_maps_export_their_results_instead_of_collecting_them() -> N
         if state.get("Type") == "Map"
         and state.get("ItemProcessor", {}).get("ProcessorConfig", {}).get("Mode") == "DISTRIBUTED"
     }
-    assert set(maps) == {"MapAudienceBatches", "SendEventBatches"}
+    assert set(maps) == {"ValidateRanges", "MapAudienceBatches", "SendEventBatches"}
     for name, state in maps.items():
         assert state.get("ResultWriter") == {
             "Resource": "arn:aws:states:::s3:putObject",
@@ -388,6 +388,8 @@ def test_schedule_sample_has_the_shape_the_schedule_sends() -> None:
 STEP_SAMPLES = {
     "step-preflight.json": ("Preflight", "Parameters"),
     "step-validate.json": ("Validate", "Parameters"),
+    "step-validate-range.json": ("ValidateRanges", "ItemSelector"),
+    "step-validate-merge.json": ("MergeRanges", "Parameters"),
     "step-audience-ensure.json": ("EnsureAudience", "Parameters"),
     "step-chunk-audience.json": ("ChunkAudience", "Parameters"),
     "step-audience-map.json": ("MapAudienceBatches", "ItemSelector"),
@@ -437,7 +439,7 @@ def test_sample_runs_are_valid_run_payloads() -> None:
     assert kinds == {"custom_audience", "offline_events"}
     # Map children get the run id only; it must name a run the samples describe.
     known = {r["run_id"] for r in runs.values()}
-    for name in ("step-audience-map.json", "step-events-send.json"):
+    for name in ("step-audience-map.json", "step-events-send.json", "step-validate-range.json"):
         assert _event(name)["run_id"] in known, name
 
 

@@ -126,7 +126,11 @@ def test_random_damage_never_loses_or_misreads_a_row(
         return
 
     run = run_for(file)
-    bucket.upload(members, run.paths.members)
+    # Validate publishes an index of its output files where chunk reads them (ranges.py).
+    bucket.upload(members, f"runs/{run.run_id}/validated/members.txt")
+    bucket.put_json(
+        run.paths.members, {"files": [{"key": f"runs/{run.run_id}/validated/members.txt"}]}
+    )
     workdir = tmp_path / "plan"
     workdir.mkdir()
     plan = plan_audience(bucket, run, f"aud-{seed}", batch_size=10_000, workdir=workdir)

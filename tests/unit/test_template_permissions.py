@@ -88,7 +88,7 @@ DELETES = {
 # ... and reads (s3:GetObject); every reader also needs s3:ListBucket to see 404s.
 READS = {
     "PreflightFunction": {"config", "lease"},
-    "ValidateFunction": set(),
+    "ValidateFunction": {"run"},
     "ChunkFunction": {"run", "snapshot", "journal"},
     "AudienceFunction": {"run", "registry"},
     "EventsFunction": {"run"},

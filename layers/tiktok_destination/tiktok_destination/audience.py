@@ -37,6 +37,7 @@ from .errors import (
     TikTokUnavailable,
 )
 from .identifiers import ID_TYPES, SCHEMA
+from .ranges import validated_lines
 from .runs import Run
 from .storage import Bucket
 from .tiktok.client import TikTokClient
@@ -312,6 +313,7 @@ def plan_audience(
         for obj in bucket.list(keys.pending_prefix)
         if Path(obj["Key"]).stem != run.run_id
     )
+    # The index names every validated file with its digest: same etag, same members.
     members_etag = bucket.etag(paths.members)
     plan_id = hashlib.sha256(
         repr((committed_etag, pending, members_etag, batch_size, audience_id)).encode()
@@ -332,9 +334,9 @@ def plan_audience(
         return plan
 
     new_sorted = workdir / "members.sorted.txt"
-    raw = bucket.download(paths.members, workdir / "members.txt")
-    members = sorting.external_sort(sorting.read_lines(raw), new_sorted, workdir=workdir)
-    raw.unlink()
+    members = sorting.external_sort(
+        validated_lines(bucket, paths.members, workdir), new_sorted, workdir=workdir
+    )
 
     committed = workdir / "committed.txt"
     if committed_etag:

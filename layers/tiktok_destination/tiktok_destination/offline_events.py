@@ -15,7 +15,7 @@ import io
 import json
 import logging
 from collections import Counter
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from itertools import groupby
 from pathlib import Path
@@ -24,6 +24,7 @@ from typing import Any
 from . import sorting
 from .errors import TikTokRequestRejected
 from .events import BuiltEvent, build_event, event_group_key, track_body
+from .ranges import validated_lines
 from .runs import Run
 from .storage import Bucket
 from .tiktok.client import TikTokClient
@@ -54,8 +55,8 @@ class EventPlan:
         return dict(self.__dict__)
 
 
-def _sort_lines(path: Path) -> Iterator[str]:
-    for line in sorting.read_lines(path):
+def _sort_lines(lines: Iterable[str]) -> Iterator[str]:
+    for line in lines:
         row = json.loads(line)
         yield f"{event_group_key(row)}{_SEP}{int(row['row']):010d}{_SEP}{line.rstrip()}\n"
 
@@ -86,10 +87,10 @@ def plan_events(bucket: Bucket, run: Run, *, batch_size: int, workdir: Path) -> 
         plan.pending_batches = plan.batches - bucket.count(f"{prefix}done/")
         return plan
 
-    raw = bucket.download(paths.events, workdir / "events.jsonl")
     sorted_path = workdir / "events.sorted"
-    sorting.external_sort(_sort_lines(raw), sorted_path, workdir=workdir)
-    raw.unlink()
+    sorting.external_sort(
+        _sort_lines(validated_lines(bucket, paths.events, workdir)), sorted_path, workdir=workdir
+    )
 
     by_event: Counter[str] = Counter()
     by_channel: Counter[str] = Counter()

@@ -78,11 +78,13 @@ class RunPaths:
 
     @property
     def members(self) -> str:
-        return f"{self.prefix}validated/members.txt"
+        """The index of validate's hashed identifier files (``ranges.merge_ranges``)."""
+        return f"{self.prefix}validated/members.json"
 
     @property
     def events(self) -> str:
-        return f"{self.prefix}validated/events.jsonl"
+        """The index of validate's event row files (``ranges.merge_ranges``)."""
+        return f"{self.prefix}validated/events.json"
 
     @property
     def validation(self) -> str:

@@ -19,8 +19,8 @@ from typing import Any
 import boto3
 
 from . import audience as audience_domain
-from . import leases, offline_events
-from .errors import DestinationError, InputRejected
+from . import leases, offline_events, ranges
+from .errors import DestinationError
 from .metrics import emit_run_metrics, emit_workflow_action
 from .preflight import build_run, preflight
 from .rate_limit import make_pacer
@@ -38,12 +38,7 @@ from .secrets import load_access_token
 from .settings import Settings, load_settings
 from .storage import Bucket, scratch_dir
 from .tiktok.client import TikTokClient
-from .validate import (
-    ValidationResult,
-    lines_report,
-    validate_audience_file,
-    validate_events_file,
-)
+from .validate import lines_report
 from .workflow_actions import action_for_error, is_classified, parse_step_error
 
 logger = logging.getLogger(__name__)
@@ -109,64 +104,98 @@ def step_preflight(
 
 
 def step_validate(run: Run) -> dict[str, Any]:
+    """Plan the input's ranges; a one-range input is validated right here (today's cost).
+
+    Returns the validated pointer payload (``merged``: true), or the Map's manifest.
+    """
     settings = load_settings()
     bucket = Bucket(settings.state_bucket)
-    source = Bucket(run.source.bucket)
+    with recorded_failure(bucket, run, "validate"):
+        plan = ranges.plan_validation(
+            bucket,
+            Bucket(run.source.bucket),
+            run,
+            range_bytes=settings.validate_range_bytes,
+            default_region=run.options.get("default_phone_region", settings.default_phone_region),
+            now=datetime.now(UTC),
+        )
+    if len(plan["ranges"]) == 1:
+        step_validate_range(run.run_id, {"index": 1, "validate_id": plan["validate_id"]}, run)
+        return step_merge_ranges(run, plan["validate_id"], plan)
+    keys = ranges.ValidateKeys(run, plan["validate_id"])
+    return {
+        "merged": False,
+        "ranges": len(plan["ranges"]),
+        "bucket": bucket.name,
+        "manifest_key": keys.manifest,
+        "validate_id": plan["validate_id"],
+    }
+
+
+def step_validate_range(
+    run_id: str, item: dict[str, Any], run: Run | None = None
+) -> dict[str, Any]:
+    """One Map child: validate one range of the input (skipped when already done)."""
+    settings = load_settings()
+    bucket = Bucket(settings.state_bucket)
+    run = run or load_run(bucket, run_id)
+    index = int(item["index"])
+    plan = _validate_plan(bucket, run, str(item["validate_id"]))
     workdir = scratch_dir()
-    paths = run.paths
     try:
-        local = source.download(run.source.key, workdir / f"input.{run.source.format}")
-        out = workdir / "out"
-        rejects = workdir / "rejects.csv"
-        options = run.options
-        template = run.resolved
-        common = {
-            "source": run.source.uri,
-            "file_format": run.source.format,
-            "default_region": options.get("default_phone_region", settings.default_phone_region),
-            "reject_threshold": float(options.get("reject_threshold", settings.reject_threshold)),
-            "out_rejects": rejects,
-            "columns": template.columns,
-            "ignore_columns": template.ignore_columns,
-            "data_template": run.data_template,
-        }
-        output_key = paths.members if run.kind == "custom_audience" else paths.events
-        try:
-            with recorded_failure(bucket, run, "validate"):
-                if run.kind == "custom_audience":
-                    result = validate_audience_file(
-                        local, user_id_types=template.user_id_types, out_members=out, **common
-                    )
-                else:
-                    result = validate_events_file(
-                        local,
-                        fallback_event_set_id=template.event_set_id,
-                        now=datetime.now(UTC),
-                        out_events=out,
-                        **common,
-                    )
-        except InputRejected as err:
-            if isinstance(err.result, ValidationResult):
-                # The report of the failed run shows the counts behind the rejection.
-                bucket.put_json(paths.validation, err.result.as_dict())
-            raise
-        finally:
-            # Rejects are kept even when the run stops: they say which rows to fix.
-            if rejects.exists():
-                bucket.upload(rejects, paths.rejects("validate"), content_type="text/csv")
-        bucket.upload(out, output_key)
-        summary = result.as_dict()
-        bucket.put_json(paths.validation, summary)
+        with recorded_failure(bucket, run, f"validate-{index:05d}"):
+            record = ranges.validate_range(
+                bucket, Bucket(run.source.bucket), run, plan, index, workdir=workdir
+            )
+    finally:
+        shutil.rmtree(workdir, ignore_errors=True)
+    result = record["result"]
+    # Small: a Map child's result is dropped (ResultPath null) but still passes through.
+    return {"index": index, "rows_received": result["rows_received"]}
+
+
+def step_merge_ranges(
+    run: Run, validate_id: str, plan: dict[str, Any] | None = None
+) -> dict[str, Any]:
+    """After the Map: add the ranges up into today's validated payload (or InputRejected)."""
+    settings = load_settings()
+    bucket = Bucket(settings.state_bucket)
+    paths = run.paths
+    if plan is None:
+        plan = _validate_plan(bucket, run, validate_id)
+    workdir = scratch_dir()
+    try:
+        with recorded_failure(bucket, run, "validate"):
+            result = ranges.merge_ranges(
+                bucket,
+                run,
+                plan,
+                reject_threshold=float(
+                    run.options.get("reject_threshold", settings.reject_threshold)
+                ),
+                workdir=workdir,
+            )
     finally:
         shutil.rmtree(workdir, ignore_errors=True)
     return {
+        "merged": True,
+        "ranges": len(plan["ranges"]),
         "rows_received": result.rows_received,
         "rows_accepted": result.rows_accepted,
         "rows_rejected": result.rows_rejected,
-        "output_key": output_key,
+        "output_key": paths.members if run.kind == "custom_audience" else paths.events,
         "rejects_key": paths.rejects("validate"),
         "result_key": paths.validation,
     }
+
+
+def _validate_plan(bucket: Bucket, run: Run, vid: str) -> dict[str, Any]:
+    plan = bucket.get_json(ranges.ValidateKeys(run, vid).plan)
+    if plan is None:
+        raise DestinationError(
+            f"run {run.run_id} has no validate plan {vid}; re-run the input to plan it again"
+        )
+    return dict(plan)
 
 
 def step_ensure_audience(run: Run) -> dict[str, Any]:

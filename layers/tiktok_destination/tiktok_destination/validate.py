@@ -12,6 +12,7 @@ import csv
 import dataclasses
 import difflib
 import gzip
+import io
 import json
 import logging
 import re
@@ -102,6 +103,7 @@ class ValidationResult:
         self.columns_used = dict(resolution.used)
         self.columns_ignored = dict(resolution.ignored)
         self.columns_missing = list(resolution.missing)
+
     #: CSV only: the physical lines read and where they went (None for Parquet)
     lines: LineCounts | None = None
 
@@ -259,7 +261,7 @@ class _LineFeed:
     ``csv.reader`` mid-record and is then read on.
     """
 
-    def __init__(self, text: IO[str]):
+    def __init__(self, text: Iterator[str]):
         self._text = text
         self._again: deque[str] = deque()
         self.taken: list[str] = []
@@ -292,11 +294,32 @@ class _LineFeed:
     def read_again(self, lines: Sequence[str]) -> None:
         self._again.extendleft(reversed(lines))
 
+    @property
+    def pending(self) -> bool:
+        """Lines of a damaged record wait to be read again (not at a clean record start)."""
+        return bool(self._again)
+
 
 def _open_text(src: Path, source: str) -> IO[str]:
-    with open(src, "rb") as probe:
-        magic = probe.read(4)
+    # The text stream owns the file and closes it.
+    return text_stream(open(src, "rb"), source)
+
+
+def text_stream(raw: IO[bytes], source: str, *, file_start: bool = True) -> IO[str]:
+    """The CSV text of a binary stream; ``file_start`` False: a range inside the file.
+
+    A range inside the file starts at a record start: no gzip or Parquet check, and no
+    byte order mark to strip (one there would be a value's, as in the whole file).
+    """
+    if not file_start:
+        return io.TextIOWrapper(raw, encoding="utf-8", errors="surrogateescape", newline="")
+    try:
+        magic = _peek(raw, 4)
+    except BaseException:
+        raw.close()
+        raise
     if magic == _PARQUET_MAGIC:
+        raw.close()
         raise InputRejected(
             f"{source} is a Parquet file but its name says CSV; name it with a "
             f"{' or '.join(PARQUET_EXTENSIONS)} extension"
@@ -305,8 +328,15 @@ def _open_text(src: Path, source: str) -> IO[str]:
     # that holds it, so the error can name that row rather than a nearby read buffer.
     # newline="": line ends are kept, so csv.reader sees line breaks inside quoted values.
     if magic.startswith(_GZIP_MAGIC):
-        return gzip.open(src, "rt", encoding="utf-8-sig", errors="surrogateescape", newline="")
-    return open(src, encoding="utf-8-sig", errors="surrogateescape", newline="")
+        return gzip.open(raw, "rt", encoding="utf-8-sig", errors="surrogateescape", newline="")
+    return io.TextIOWrapper(raw, encoding="utf-8-sig", errors="surrogateescape", newline="")
+
+
+def _peek(raw: IO[bytes], size: int) -> bytes:
+    peek = getattr(raw, "peek", None)
+    if peek is not None:
+        return bytes(peek(size)[:size])
+    raise ConfigurationError("text_stream needs a buffered binary stream (one with peek)")
 
 
 def _unreadable(source: str, error: _Unreadable, rows: int, line: int) -> InputRejected:
@@ -359,8 +389,38 @@ def _header_line(feed: _LineFeed, counts: LineCounts, source: str) -> str:
 
 def _iter_csv(src: Path, source: str) -> tuple[list[str], RowStream]:
     text = _open_text(src, source)
+    return iter_csv_lines(text, text, source)
+
+
+@dataclass(frozen=True)
+class RangeStart:
+    """Where a range of a CSV starts: data rows and physical lines of the file before it."""
+
+    rows: int
+    lines: int
+
+
+def iter_csv_lines(
+    lines: Iterator[str],
+    resource: Any,
+    source: str,
+    *,
+    body: Iterator[str] | None = None,
+    start: RangeStart | None = None,
+    count_header: bool = True,
+    on_record_start: Callable[[int, int], None] | None = None,
+) -> tuple[list[str], RowStream]:
+    """The header and rows of CSV text: of the whole file, or of one range of it.
+
+    ``lines`` starts at the file's start (it gives the header). For a range, ``body`` holds
+    the range's lines (it starts at a record start the planner found) and ``start`` the rows
+    and lines before it, so row numbers and messages stay the file's own; ``count_header``
+    False leaves the header's lines to the first range. ``on_record_start(rows, lines)`` is
+    called wherever the reader stands at a clean record start (nothing to read again).
+    ``resource`` is closed with the stream.
+    """
     try:
-        feed = _LineFeed(text)
+        feed = _LineFeed(lines)
         counts = LineCounts()
         first = _header_line(feed, counts, source)
         delimiter = _sniff_delimiter(first)
@@ -374,12 +434,30 @@ def _iter_csv(src: Path, source: str) -> tuple[list[str], RowStream]:
         _check_decodable(raw_header, raw_header, 0, source)
         header = _normalize_header(raw_header, source)
     except BaseException:
-        text.close()
+        resource.close()
         raise
+    counts.physical = feed.read
+    number, first_line = 0, counts.header + counts.blank
+    if body is not None:
+        feed = _LineFeed(body)
+        if start is not None:
+            number, first_line = start.rows, start.lines
+        if not count_header:
+            counts = LineCounts()
     # strict: a closing quote must end its value ('"x" y' is an error, not the value 'x y').
     reader = csv.reader(feed, delimiter=delimiter, strict=True)
-    rows = _csv_rows(feed, reader, header, delimiter, source, counts)
-    return header, RowStream(rows, text, lines=counts)
+    rows = _csv_rows(
+        feed,
+        reader,
+        header,
+        delimiter,
+        source,
+        counts,
+        number=number,
+        first_line=first_line,
+        on_record_start=on_record_start,
+    )
+    return header, RowStream(rows, resource, lines=counts)
 
 
 def _fits(fields: Sequence[str], width: int) -> bool:
@@ -516,15 +594,22 @@ def _csv_rows(
     delimiter: str,
     source: str,
     counts: LineCounts,
+    *,
+    number: int,
+    first_line: int,
+    on_record_start: Callable[[int, int], None] | None = None,
 ) -> Iterator[NumberedRow]:
     width = len(header)
     max_chars = MAX_FIELD_CHARS
     taken = feed.taken
-    number = 0
-    before = counts.header + counts.blank  # lines before the record being read
+    before = first_line  # lines of the file before the record being read
+    start_read = feed.read
+    body_blank = 0
     failure: Exception | None = None
     while True:
         taken.clear()
+        if on_record_start is not None and not feed.pending:
+            on_record_start(number, before)
         try:
             fields = next(reader)
         except StopIteration:
@@ -552,6 +637,7 @@ def _csv_rows(
                     # A blank line is not a row; nor is one of only spaces or tabs, as
                     # before the header.
                     counts.blank += 1
+                    body_blank += 1
                     before += 1
                     continue
                 problem = _too_large(fields, header, at)
@@ -588,12 +674,13 @@ def _csv_rows(
             number,
             {name: _empty_to_none(value) for name, value in zip(header, fields, strict=True)},
         )
-    counts.physical = feed.read
-    counts.in_rows = before - counts.header - counts.blank
-    if counts.physical != before:
+    read = feed.read - start_read
+    counts.physical += read
+    counts.in_rows = before - first_line - body_blank
+    if read != before - first_line:
         # Every line must be the header, blank or in a row; otherwise rows may be missing.
         raise DestinationError(
-            f"{source}: validate read {counts.physical:,} lines but accounted for "
+            f"{source}: validate read {first_line + read:,} lines but accounted for "
             f"{before:,}; stopping rather than risk treating rows as absent (a bug: please "
             "report it)"
         )
@@ -666,7 +753,22 @@ def _as_short_float_text(value: float | None, bit_width: int) -> str | None:
     return _as_text(value)
 
 
-def _iter_parquet(src: Path, source: str) -> tuple[list[str], RowStream]:
+def _iter_parquet(
+    src: Path | IO[bytes],
+    source: str,
+    *,
+    row_groups: Sequence[int] | None = None,
+    first_row: int = 0,
+) -> tuple[list[str], RowStream]:
+    """A Parquet file's header and rows; ``row_groups`` (numbered from 0) limits them to
+    those groups, whose first row follows ``first_row`` rows of the earlier groups."""
+    parquet, header = open_parquet(src, source)
+    rows = _parquet_rows(parquet, header, source, row_groups=row_groups, number=first_row)
+    return header, RowStream(rows, parquet)
+
+
+def open_parquet(src: Path | IO[bytes], source: str) -> tuple[pq.ParquetFile, list[str]]:
+    """The open Parquet file and its normalized header (raises InputRejected when unusable)."""
     import pyarrow as pa
     import pyarrow.parquet as pq
 
@@ -686,14 +788,20 @@ def _iter_parquet(src: Path, source: str) -> tuple[list[str], RowStream]:
     except BaseException:
         parquet.close()
         raise
-    return header, RowStream(_parquet_rows(parquet, header, source), parquet)
+    return parquet, header
 
 
-def _parquet_rows(parquet: pq.ParquetFile, header: list[str], source: str) -> Iterator[NumberedRow]:
+def _parquet_rows(
+    parquet: pq.ParquetFile,
+    header: list[str],
+    source: str,
+    *,
+    row_groups: Sequence[int] | None,
+    number: int,
+) -> Iterator[NumberedRow]:
     import pyarrow as pa
 
-    number = 0
-    batches = parquet.iter_batches(batch_size=PARQUET_BATCH_ROWS)
+    batches = parquet.iter_batches(batch_size=PARQUET_BATCH_ROWS, row_groups=row_groups)
     while True:
         try:
             batch = next(batches)
@@ -804,7 +912,8 @@ class _RowLoop:
         self._writer.writerow((number, column, problem.reason_code, problem.message))
 
     def tick(self, number: int) -> None:
-        self.result.rows_received = number
+        # Counted, not taken from the row number: a range's rows start after earlier ones.
+        self.result.rows_received += 1
         if number % PROGRESS_EVERY == 0:
             logger.info(
                 "validate %s: %d rows read, %d accepted, %d rejected",
@@ -862,6 +971,26 @@ def validate_audience_file(
     ``data_template`` names the template in messages.
     """
     _check_threshold(reject_threshold)
+    types = audience_types(user_id_types)
+    header, rows = iter_rows(src, file_format, source=source)
+    result = validate_audience_rows(
+        header,
+        rows,
+        source=source,
+        user_id_types=types,
+        default_region=default_region,
+        out_members=out_members,
+        out_rejects=out_rejects,
+        columns=columns,
+        ignore_columns=ignore_columns,
+        data_template=data_template,
+    )
+    _finish(result, reject_threshold)
+    return result
+
+
+def audience_types(user_id_types: Sequence[str]) -> list[str]:
+    """The data template's ``user_id_types``, checked, upper-case and without repeats."""
     types: list[str] = []
     for id_type in user_id_types:
         kind = id_type.strip().upper()
@@ -876,33 +1005,72 @@ def validate_audience_file(
             f"user_id_types is empty; name at least one of {', '.join(ID_TYPES)} in the data "
             "template"
         )
+    return types
 
-    header, rows = iter_rows(src, file_format, source=source)
+
+def audience_columns(
+    header: Sequence[str],
+    types: Sequence[str],
+    *,
+    source: str,
+    columns: Mapping[str, str] | None = None,
+    ignore_columns: Sequence[str] = (),
+    data_template: str | None = None,
+) -> tuple[ColumnResolution, list[tuple[str, str, str]]]:
+    """The header's columns for an audience: ``(kind, column, schema)`` per identifier found;
+    raises InputRejected when none of the template's identifiers has a column."""
+    wanted = [COLUMNS[kind] for kind in types]
+    resolution = resolve_columns(
+        header,
+        wanted,
+        identifier_fields=wanted,
+        columns=columns,
+        ignore_columns=ignore_columns,
+        source=source,
+        data_template=data_template,
+    )
+    present = [
+        (kind, resolution.used[COLUMNS[kind]], SCHEMA[kind])
+        for kind in types
+        if COLUMNS[kind] in resolution.used
+    ]
+    if not present:
+        where = f"[data_templates.{data_template}]" if data_template else "the data template"
+        raise InputRejected(
+            f"{source}: none of the columns {', '.join(wanted)} found; "
+            f"{_header_text(header)}; expected at least one of: {', '.join(wanted)} (the "
+            f"data template's user_id_types) or an alias of one (see the README), or a "
+            f'mapping such as columns = {{ {wanted[0]} = "..." }} in {where}'
+            f"{_rename_hints(header, wanted)}"
+        )
+    return resolution, present
+
+
+def validate_audience_rows(
+    header: list[str],
+    rows: RowStream,
+    *,
+    source: str,
+    user_id_types: Sequence[str],
+    default_region: str,
+    out_members: Path,
+    out_rejects: Path,
+    columns: Mapping[str, str] | None = None,
+    ignore_columns: Sequence[str] = (),
+    data_template: str | None = None,
+) -> ValidationResult:
+    """The rows of an audience file (or of one range of it) into ``out_members`` and
+    ``out_rejects``, without the file-level checks (the caller adds up ranges first)."""
+    types = audience_types(user_id_types)
     with closing(rows):
-        wanted = [COLUMNS[kind] for kind in types]
-        resolution = resolve_columns(
+        resolution, present = audience_columns(
             header,
-            wanted,
-            identifier_fields=wanted,
+            types,
+            source=source,
             columns=columns,
             ignore_columns=ignore_columns,
-            source=source,
             data_template=data_template,
         )
-        present = [
-            (kind, resolution.used[COLUMNS[kind]], SCHEMA[kind])
-            for kind in types
-            if COLUMNS[kind] in resolution.used
-        ]
-        if not present:
-            where = f"[data_templates.{data_template}]" if data_template else "the data template"
-            raise InputRejected(
-                f"{source}: none of the columns {', '.join(wanted)} found; "
-                f"{_header_text(header)}; expected at least one of: {', '.join(wanted)} (the "
-                f"data template's user_id_types) or an alias of one (see the README), or a "
-                f'mapping such as columns = {{ {wanted[0]} = "..." }} in {where}'
-                f"{_rename_hints(header, wanted)}"
-            )
         present_names = [column for _, column, _ in present]
         missing_problem = RowRejected(
             ",".join(present_names),
@@ -946,7 +1114,6 @@ def validate_audience_file(
                 for dropped in problems:
                     loop.dropped[dropped.reason_code] += 1
             loop.close(rows)
-    _finish(result, reject_threshold)
     return result
 
 
@@ -983,35 +1150,88 @@ def validate_events_file(
     ``columns``/``ignore_columns`` are its column mapping (see ``columns.resolve_columns``).
     """
     _check_threshold(reject_threshold)
-    normalize_event_row = _event_row_normalizer()
-
     header, rows = iter_rows(src, file_format, source=source)
+    result = validate_events_rows(
+        header,
+        rows,
+        source=source,
+        default_region=default_region,
+        fallback_event_set_id=fallback_event_set_id,
+        now=now,
+        out_events=out_events,
+        out_rejects=out_rejects,
+        data_template=data_template,
+        columns=columns,
+        ignore_columns=ignore_columns,
+    )
+    _finish(result, reject_threshold)
+    return result
+
+
+def event_columns(
+    header: Sequence[str],
+    *,
+    source: str,
+    fallback_event_set_id: str | None,
+    data_template: str | None = None,
+    columns: Mapping[str, str] | None = None,
+    ignore_columns: Sequence[str] = (),
+) -> ColumnResolution:
+    """The header's columns for offline events; raises when a required one is missing."""
+    resolution = resolve_event_columns(
+        header,
+        columns=columns,
+        ignore_columns=ignore_columns,
+        source=source,
+        data_template=data_template,
+    )
+    used = resolution.used
+    missing = [name for name in ("event", "event_id") if name not in used]
+    if "email" not in used and "phone" not in used:
+        missing.append("email or phone")
+    if missing:
+        raise InputRejected(
+            f"{source}: missing required column(s): {', '.join(missing)}; "
+            f"{_header_text(header)}; an offline events file needs event, event_id, and "
+            f"email or phone (or a columns mapping in the data template to them)"
+            f"{_rename_hints(header, ['event', 'event_id', 'email', 'phone'])}"
+        )
+    if "event_set_id" not in used and not (fallback_event_set_id or "").strip():
+        where = f"[data_templates.{data_template}]" if data_template else "the data template"
+        raise ConfigurationError(
+            f"{source}: no event_set_id: add an event_set_id column, pass event_set_id in "
+            f"the execution input, or set event_set_id in {where}"
+        )
+    return resolution
+
+
+def validate_events_rows(
+    header: list[str],
+    rows: RowStream,
+    *,
+    source: str,
+    default_region: str,
+    fallback_event_set_id: str | None,
+    now: datetime,
+    out_events: Path,
+    out_rejects: Path,
+    data_template: str | None = None,
+    columns: Mapping[str, str] | None = None,
+    ignore_columns: Sequence[str] = (),
+) -> ValidationResult:
+    """The rows of an events file (or of one range of it) into ``out_events`` and
+    ``out_rejects``, without the file-level checks (the caller adds up ranges first)."""
+    normalize_event_row = _event_row_normalizer()
     with closing(rows):
-        resolution = resolve_event_columns(
+        resolution = event_columns(
             header,
+            source=source,
+            fallback_event_set_id=fallback_event_set_id,
+            data_template=data_template,
             columns=columns,
             ignore_columns=ignore_columns,
-            source=source,
-            data_template=data_template,
         )
         used = resolution.used
-        missing = [name for name in ("event", "event_id") if name not in used]
-        if "email" not in used and "phone" not in used:
-            missing.append("email or phone")
-        if missing:
-            raise InputRejected(
-                f"{source}: missing required column(s): {', '.join(missing)}; "
-                f"{_header_text(header)}; an offline events file needs event, event_id, and "
-                f"email or phone (or a columns mapping in the data template to them)"
-                f"{_rename_hints(header, ['event', 'event_id', 'email', 'phone'])}"
-            )
-        if "event_set_id" not in used and not (fallback_event_set_id or "").strip():
-            where = f"[data_templates.{data_template}]" if data_template else "the data template"
-            raise ConfigurationError(
-                f"{source}: no event_set_id: add an event_set_id column, pass event_set_id in "
-                f"the execution input, or set event_set_id in {where}"
-            )
-
         result = ValidationResult(source=source, columns=header)
         result.record_columns(resolution)
         with _open_out(out_events) as events_out, _open_out(out_rejects) as rejects:
@@ -1044,7 +1264,6 @@ def validate_events_file(
                 result.identifiers_written += 1
                 _count_event_identifiers(loop, row, event, default_region)
             loop.close(rows)
-    _finish(result, reject_threshold)
     return result
 
 

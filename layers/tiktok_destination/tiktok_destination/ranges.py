@@ -1,0 +1,619 @@
+"""Validate in ranges: plan the input, validate each range on its own, add the ranges up.
+
+One Lambda validates about 11-13M rows in its 15 minutes, so a large file is split into
+ranges that Map children validate side by side:
+
+- CSV: byte ranges that start at a record start. A byte offset in the middle of a CSV cannot
+  be told to be a record start without the quote state from the file's start (a quoted value
+  may hold line breaks), so the planner streams the object once with the very reader validate
+  uses (``validate.iter_csv_lines``: the damage rules included, no hashing) and marks a range
+  start every ``range_bytes`` where that reader stands at a clean record start: no lines of a
+  damaged record waiting to be read again. A child reading ``[start, end)`` with the rows and
+  lines before ``start`` therefore reads exactly the records, rejects and row numbers the
+  whole-file reader would (it never read past ``start`` before standing there).
+- gzip CSV: one range (a compressed stream cannot be entered in the middle).
+- Parquet: runs of whole row groups, by their uncompressed size.
+- A file of at most ``range_bytes`` is one range and is validated by the planning Lambda
+  itself, so small runs cost what they cost today.
+
+Each child writes, under ``runs/<run>/validate/<validate id>/range-<nnnnn>/``: audiences, the
+hashed identifiers split into ``SHARDS`` shards by the first hex character of the SHA-256
+(``shard-<x>.txt``, sorted, without repeats, empty shards left out); events, ``events.jsonl``;
+both, ``rejects.csv``; and last ``done.json`` (its counts), so a re-run skips a range whose
+marker exists and nothing half-written is ever read. The merge adds the counts up into
+``validation.json``, writes the rejects of every range as one ``rejects/validate.csv`` and an
+index of the output files (``validated/members.json`` or ``validated/events.json``) that
+chunk reads. A diff per shard can take the shards over: shard ``x`` of the new member set is
+the union of every range's ``shard-x.txt``.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import io
+import json
+import logging
+import shutil
+from collections import Counter
+from collections.abc import Iterator, Mapping, Sequence
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import IO, Any
+
+from botocore.exceptions import BotoCoreError, ClientError
+
+from . import sorting
+from .errors import DestinationError, InputRejected, RetriableError
+from .runs import Run
+from .storage import Bucket
+from .validate import (
+    REJECTS_HEADER,
+    LineCounts,
+    RangeStart,
+    RowStream,
+    ValidationResult,
+    _finish,
+    _iter_parquet,
+    audience_columns,
+    audience_types,
+    event_columns,
+    iter_csv_lines,
+    open_parquet,
+    text_stream,
+    validate_audience_rows,
+    validate_events_rows,
+)
+
+logger = logging.getLogger(__name__)
+
+#: Shards per audience, named by the first hex character of an identifier's SHA-256
+#: (``shard-0`` to ``shard-f``). Fixed: a snapshot kept per shard must be split the same way.
+SHARDS = 16
+#: One S3 range GET per read of this size.
+READ_BLOCK = 8 * 1024 * 1024
+#: Bumped when the range outputs change shape, so old range outputs are never reused.
+LAYOUT = 1
+_READ_ATTEMPTS = 3
+_BOM = b"\xef\xbb\xbf"
+
+
+# ---------------------------------------------------------------- S3 reads
+class S3Range(io.RawIOBase):
+    """Bytes ``[start, end)`` of an S3 object, read by range GETs (no copy to ``/tmp``).
+
+    Seekable, so pyarrow can read a Parquet footer and row groups from it. Every GET asks
+    for the run's ETag: ranges are read at different times by different children, and bytes
+    of a file replaced in between must never be mixed with the old one's.
+    """
+
+    def __init__(
+        self, bucket: Bucket, key: str, *, etag: str, start: int = 0, end: int | None = None
+    ):
+        super().__init__()
+        self._bucket = bucket
+        self._key = key
+        self._etag = etag
+        self._start = start
+        self._end = end if end is not None else object_size(bucket, key, etag=etag)
+        self._pos = start
+
+    def readable(self) -> bool:
+        return True
+
+    def seekable(self) -> bool:
+        return True
+
+    def tell(self) -> int:
+        return self._pos
+
+    def seek(self, offset: int, whence: int = io.SEEK_SET) -> int:
+        base = {io.SEEK_SET: 0, io.SEEK_CUR: self._pos, io.SEEK_END: self._end}[whence]
+        self._pos = max(self._start, base + offset)
+        return self._pos
+
+    def readinto(self, buffer: Any) -> int:
+        view = memoryview(buffer).cast("B")
+        wanted = min(len(view), self._end - self._pos)
+        if wanted <= 0:
+            return 0
+        got = 0
+        for _ in range(_READ_ATTEMPTS):
+            try:
+                body = self._bucket.s3.get_object(
+                    Bucket=self._bucket.name,
+                    Key=self._key,
+                    Range=f"bytes={self._pos + got}-{self._pos + wanted - 1}",
+                    **_if_match(self._etag),
+                )["Body"]
+                while got < wanted:
+                    chunk = body.read(wanted - got)
+                    if not chunk:
+                        break
+                    view[got : got + len(chunk)] = chunk
+                    got += len(chunk)
+            except ClientError as err:
+                _raise_gone(self._bucket, self._key, self._etag, err)
+                raise
+            except BotoCoreError:  # a dropped connection or a read timeout: ask again
+                pass
+            if got == wanted:
+                self._pos += got
+                return got
+        # Never a short read: a range read short would leave its last rows out.
+        raise RetriableError(
+            f"reading {self._bucket.uri(self._key)} at byte {self._pos + got:,} failed "
+            f"{_READ_ATTEMPTS} times; the step is retried"
+        )
+
+
+def _if_match(etag: str) -> dict[str, str]:
+    # An entity tag in a header is a quoted string; the run keeps it unquoted.
+    return {"IfMatch": f'"{etag.strip(chr(34))}"'} if etag else {}
+
+
+def _raise_gone(bucket: Bucket, key: str, etag: str, err: ClientError) -> None:
+    code = err.response.get("Error", {}).get("Code")
+    if code in {"404", "NoSuchKey", "NotFound"}:
+        raise InputRejected(
+            f"{bucket.uri(key)} does not exist (it may have been deleted or moved after the "
+            "run started)"
+        ) from None
+    if code in {"412", "PreconditionFailed"}:
+        raise InputRejected(
+            f"{bucket.uri(key)} was replaced while this run was reading it (its ETag is no "
+            f"longer {etag}), so this run stops before sending anything; start a run of the "
+            "new file (an upload to the inbox starts one)"
+        ) from None
+
+
+def object_size(bucket: Bucket, key: str, *, etag: str) -> int:
+    try:
+        head = bucket.s3.head_object(Bucket=bucket.name, Key=key, **_if_match(etag))
+    except ClientError as err:
+        _raise_gone(bucket, key, etag, err)
+        raise
+    return int(head["ContentLength"])
+
+
+def open_range(
+    bucket: Bucket, key: str, *, etag: str, start: int = 0, end: int | None = None
+) -> IO[bytes]:
+    raw = S3Range(bucket, key, etag=etag, start=start, end=end)
+    return io.BufferedReader(raw, buffer_size=READ_BLOCK)
+
+
+# ---------------------------------------------------------------- keys
+class ValidateKeys:
+    """Keys under ``runs/<run>/validate/<validate id>/``."""
+
+    def __init__(self, run: Run, validate_id: str):
+        self.prefix = f"{run.paths.prefix}validate/{validate_id}/"
+
+    @property
+    def plan(self) -> str:
+        return f"{self.prefix}plan.json"
+
+    @property
+    def manifest(self) -> str:
+        return f"{self.prefix}manifest.json"
+
+    def range_prefix(self, index: int) -> str:
+        return f"{self.prefix}range-{index:05d}/"
+
+    def done(self, index: int) -> str:
+        return f"{self.range_prefix(index)}done.json"
+
+
+def validate_id(run: Run, *, default_region: str, range_bytes: int) -> str:
+    """Names one way of validating one input: the same id means the same range outputs."""
+    material = json.dumps(
+        [
+            LAYOUT,
+            SHARDS,
+            range_bytes,
+            default_region,
+            run.kind,
+            run.source.model_dump(),
+            run.template,
+        ],
+        sort_keys=True,
+        default=str,
+    )
+    return hashlib.sha256(material.encode()).hexdigest()[:16]
+
+
+# ---------------------------------------------------------------- plan
+def plan_validation(
+    state: Bucket,
+    source: Bucket,
+    run: Run,
+    *,
+    range_bytes: int,
+    default_region: str,
+    now: datetime,
+) -> dict[str, Any]:
+    """The run's ranges (reused when an earlier execution planned the same validation).
+
+    Writes ``plan.json`` and the Map's ``manifest.json``; raises InputRejected when the
+    header already shows the file cannot be used.
+    """
+    vid = validate_id(run, default_region=default_region, range_bytes=range_bytes)
+    keys = ValidateKeys(run, vid)
+    existing = state.get_json(keys.plan)
+    if existing:
+        return dict(existing)
+    key = run.source.key
+    size = object_size(source, key, etag=run.source.etag)
+    if run.source.format == "parquet":
+        ranges = _parquet_ranges(source, run, size, range_bytes)
+        header_end = None
+    elif size <= range_bytes:
+        ranges, header_end = [_whole(size)], None
+    else:
+        ranges, header_end = _csv_ranges(source, run, size, range_bytes)
+    plan = {
+        "validate_id": vid,
+        "format": run.source.format,
+        "size": size,
+        "header_end": header_end,
+        "shards": SHARDS,
+        "range_bytes": range_bytes,
+        "default_region": default_region,
+        # Rows without an event time take this one, the same in every range and re-run.
+        "now": now.astimezone(UTC).isoformat(),
+        "ranges": ranges,
+    }
+    state.put_json(keys.manifest, [{"index": r["index"], "validate_id": vid} for r in ranges])
+    state.put_json(keys.plan, plan)  # last: a plan that exists is complete
+    logger.info("validate plan", extra={"ranges": len(ranges), "size": size, "validate_id": vid})
+    return plan
+
+
+def _whole(size: int) -> dict[str, Any]:
+    return {
+        "index": 1,
+        "start": None,
+        "end": size,
+        "rows_before": 0,
+        "lines_before": 0,
+        "row_groups": None,
+    }
+
+
+def _check_header(run: Run, header: list[str]) -> None:
+    """The header errors every range would raise, raised once, before the Map."""
+    template = run.resolved
+    common: dict[str, Any] = {
+        "source": run.source.uri,
+        "columns": template.columns,
+        "ignore_columns": template.ignore_columns,
+        "data_template": run.data_template,
+    }
+    if run.kind == "custom_audience":
+        audience_columns(header, audience_types(template.user_id_types), **common)
+    else:
+        event_columns(header, fallback_event_set_id=template.event_set_id, **common)
+
+
+def _csv_ranges(
+    source: Bucket, run: Run, size: int, range_bytes: int
+) -> tuple[list[dict[str, Any]], int | None]:
+    raw = open_range(source, run.source.key, etag=run.source.etag, end=size)
+    try:
+        first = raw.peek(4)[:4]  # type: ignore[attr-defined]
+    except BaseException:
+        raw.close()
+        raise
+    text = text_stream(raw, run.source.uri)
+    if first[:2] == b"\x1f\x8b":
+        text.close()
+        return [_whole(size)], None
+    offset = len(_BOM) if first[:3] == _BOM else 0
+    marks: list[tuple[int, int, int]] = []  # (byte offset, rows before, lines before)
+    read = [offset]
+
+    def counted() -> Iterator[str]:
+        for line in text:
+            # An ASCII line is a byte a character; otherwise surrogateescape gives back
+            # exactly the bytes it decoded.
+            read[0] += len(line) if line.isascii() else len(line.encode("utf-8", "surrogateescape"))
+            yield line
+
+    def at_record_start(rows: int, lines: int) -> None:
+        if not marks or read[0] - marks[-1][0] >= range_bytes:
+            marks.append((read[0], rows, lines))
+
+    header, rows = iter_csv_lines(counted(), text, run.source.uri, on_record_start=at_record_start)
+    with contextlib.closing(rows):
+        _check_header(run, header)
+        for _ in rows:
+            pass
+    if read[0] != size:
+        raise DestinationError(
+            f"{run.source.uri}: planning read {read[0]:,} of {size:,} bytes; stopping rather "
+            "than risk leaving rows out (a bug: please report it)"
+        )
+    starts = [m for m in marks if m[0] < size] or marks[:1]
+    if len(starts) <= 1:
+        return [_whole(size)], None
+    ranges = [
+        {
+            "index": i,
+            "start": start,
+            "end": starts[i][0] if i < len(starts) else size,
+            "rows_before": rows_before,
+            "lines_before": lines_before,
+            "row_groups": None,
+        }
+        for i, (start, rows_before, lines_before) in enumerate(starts, start=1)
+    ]
+    return ranges, starts[0][0]
+
+
+def _parquet_ranges(source: Bucket, run: Run, size: int, range_bytes: int) -> list[dict[str, Any]]:
+    parquet, header = open_parquet(
+        open_range(source, run.source.key, etag=run.source.etag, end=size), run.source.uri
+    )
+    with contextlib.closing(parquet):
+        _check_header(run, header)
+        metadata = parquet.metadata
+    groups = [metadata.row_group(i) for i in range(metadata.num_row_groups)]
+    if size <= range_bytes or len(groups) <= 1:
+        return [_whole(size)]
+    ranges: list[dict[str, Any]] = []
+    first = rows_before = taken = 0
+    for i, group in enumerate(groups):
+        # Uncompressed size: closer than the compressed bytes to the work a row costs.
+        taken += group.total_byte_size
+        if taken >= range_bytes or i == len(groups) - 1:
+            ranges.append(
+                {
+                    "index": len(ranges) + 1,
+                    "start": None,
+                    "end": size,
+                    "rows_before": rows_before,
+                    "lines_before": 0,
+                    "row_groups": [first, i + 1],
+                }
+            )
+            rows_before += sum(g.num_rows for g in groups[first : i + 1])
+            first, taken = i + 1, 0
+    return ranges
+
+
+# ---------------------------------------------------------------- one range
+def _open_rows(
+    source: Bucket, run: Run, plan: Mapping[str, Any], spec: Mapping[str, Any]
+) -> tuple[list[str], RowStream]:
+    key, uri, etag = run.source.key, run.source.uri, run.source.etag
+    if plan["format"] == "parquet":
+        groups = spec["row_groups"]
+        return _iter_parquet(
+            open_range(source, key, etag=etag, end=plan["size"]),
+            uri,
+            row_groups=None if groups is None else list(range(groups[0], groups[1])),
+            first_row=int(spec["rows_before"]),
+        )
+    if spec["start"] is None:
+        text = text_stream(open_range(source, key, etag=etag, end=plan["size"]), uri)
+        return iter_csv_lines(text, text, uri)
+    stack = contextlib.ExitStack()
+    try:
+        head = stack.enter_context(
+            text_stream(open_range(source, key, etag=etag, end=int(plan["header_end"])), uri)
+        )
+        body = stack.enter_context(
+            text_stream(
+                open_range(source, key, etag=etag, start=int(spec["start"]), end=int(spec["end"])),
+                uri,
+                file_start=False,
+            )
+        )
+    except BaseException:
+        stack.close()
+        raise
+    return iter_csv_lines(
+        head,
+        stack,
+        uri,
+        body=body,
+        start=RangeStart(int(spec["rows_before"]), int(spec["lines_before"])),
+        count_header=int(spec["index"]) == 1,
+    )
+
+
+def validate_range(
+    state: Bucket,
+    source: Bucket,
+    run: Run,
+    plan: Mapping[str, Any],
+    index: int,
+    *,
+    workdir: Path,
+) -> dict[str, Any]:
+    """Validate one range into its final keys, ``done.json`` last; skip a finished one."""
+    keys = ValidateKeys(run, str(plan["validate_id"]))
+    done = state.get_json(keys.done(index))
+    if done is not None:
+        logger.info("range already validated", extra={"range": index})
+        return dict(done)
+    spec = plan["ranges"][index - 1]
+    template = run.resolved
+    out, rejects = workdir / "out", workdir / "rejects.csv"
+    common: dict[str, Any] = {
+        "source": run.source.uri,
+        "default_region": plan["default_region"],
+        "out_rejects": rejects,
+        "columns": template.columns,
+        "ignore_columns": template.ignore_columns,
+        "data_template": run.data_template,
+    }
+    header, rows = _open_rows(source, run, plan, spec)
+    if run.kind == "custom_audience":
+        result = validate_audience_rows(
+            header, rows, user_id_types=template.user_id_types, out_members=out, **common
+        )
+    else:
+        result = validate_events_rows(
+            header,
+            rows,
+            fallback_event_set_id=template.event_set_id,
+            now=datetime.fromisoformat(str(plan["now"])),
+            out_events=out,
+            **common,
+        )
+    prefix = keys.range_prefix(index)
+    files: list[dict[str, Any]] = []
+    if run.kind == "custom_audience":
+        for shard, path, lines in shard_members(out, workdir):
+            key = f"{prefix}shard-{shard}.txt"
+            state.upload(path, key)
+            files.append({"key": key, "shard": shard, "lines": lines, "sha256": _digest(path)})
+            path.unlink()
+    else:
+        key = f"{prefix}events.jsonl"
+        state.upload(out, key)
+        files.append({"key": key, "lines": result.identifiers_written, "sha256": _digest(out)})
+    out.unlink()
+    state.upload(rejects, f"{prefix}rejects.csv", content_type="text/csv")
+    record = {"index": index, "result": result.as_dict(), "files": files}
+    state.put_json(keys.done(index), record)  # last: the range is complete
+    return record
+
+
+def shard_members(members: Path, workdir: Path) -> Iterator[tuple[str, Path, int]]:
+    """``(shard, sorted file, lines)`` per non-empty shard of ``TYPE\\thash`` lines."""
+    parts: dict[str, Path] = {}
+    with contextlib.ExitStack() as stack:
+        handles: dict[str, IO[str]] = {}
+        with members.open(encoding="utf-8") as lines:
+            for line in lines:
+                shard = line[line.index("\t") + 1]
+                handle = handles.get(shard)
+                if handle is None:
+                    parts[shard] = workdir / f"shard-{shard}.unsorted"
+                    handle = stack.enter_context(parts[shard].open("w", encoding="utf-8"))
+                    handles[shard] = handle
+                handle.write(line)
+    for shard in sorted(parts):
+        unsorted = parts[shard]
+        result = workdir / f"shard-{shard}.txt"
+        lines_written = sorting.external_sort(sorting.read_lines(unsorted), result, workdir=workdir)
+        unsorted.unlink()
+        yield shard, result, lines_written
+
+
+def _digest(path: Path) -> str:
+    sha = hashlib.sha256()
+    with path.open("rb") as fh:
+        for block in iter(lambda: fh.read(1 << 20), b""):
+            sha.update(block)
+    return sha.hexdigest()
+
+
+# ---------------------------------------------------------------- merge
+def add_up(source: str, results: Sequence[Mapping[str, Any]]) -> ValidationResult:
+    """One file's result from its ranges' results, in range order."""
+    total = ValidationResult(source=source)
+    counters: dict[str, Counter[str]] = {
+        "rejected_by_reason": Counter(),
+        "identifiers_by_type": Counter(),
+        "dropped_identifiers_by_reason": Counter(),
+    }
+    lines: LineCounts | None = LineCounts() if results and results[0].get("lines") else None
+    for part in results:
+        for name in ("rows_received", "rows_accepted", "rows_rejected", "identifiers_written"):
+            setattr(total, name, getattr(total, name) + int(part.get(name) or 0))
+        for name, counter in counters.items():
+            counter.update({k: int(v) for k, v in (part.get(name) or {}).items()})
+        if lines is not None:
+            for name, value in (part.get("lines") or {}).items():
+                setattr(lines, name, getattr(lines, name) + int(value))
+    first = results[0] if results else {}
+    total.columns = list(first.get("columns") or [])
+    total.columns_used = dict(first.get("columns_used") or {})
+    total.columns_ignored = dict(first.get("columns_ignored") or {})
+    total.columns_missing = list(first.get("columns_missing") or [])
+    for name, counter in counters.items():
+        setattr(total, name, dict(counter.most_common()))
+    total.lines = lines
+    return total
+
+
+def merge_ranges(
+    state: Bucket,
+    run: Run,
+    plan: Mapping[str, Any],
+    *,
+    reject_threshold: float,
+    workdir: Path,
+) -> ValidationResult:
+    """Add the ranges up: ``validation.json``, ``rejects/validate.csv`` and the output index.
+
+    Raises InputRejected (after writing all three) when the file as a whole is unusable.
+    """
+    keys = ValidateKeys(run, str(plan["validate_id"]))
+    paths = run.paths
+    records: list[dict[str, Any]] = []
+    for spec in plan["ranges"]:
+        record = state.get_json(keys.done(int(spec["index"])))
+        if record is None:
+            raise DestinationError(
+                f"range {spec['index']} of {len(plan['ranges'])} of {run.source.uri} was not "
+                "validated; re-run the same input to validate it"
+            )
+        records.append(record)
+    result = add_up(run.source.uri, [r["result"] for r in records])
+    rejects = workdir / "rejects.csv"
+    with rejects.open("w", encoding="utf-8", newline="") as out:
+        out.write(",".join(REJECTS_HEADER) + "\n")
+        for spec in plan["ranges"]:
+            part = workdir / "range-rejects.csv"
+            state.download(f"{keys.range_prefix(int(spec['index']))}rejects.csv", part)
+            with part.open(encoding="utf-8", newline="") as lines:
+                next(lines, None)  # each range's own header line
+                shutil.copyfileobj(lines, out)
+            part.unlink()
+    state.upload(rejects, paths.rejects("validate"), content_type="text/csv")
+    index = {
+        "validate_id": plan["validate_id"],
+        "kind": run.kind,
+        "shards": plan["shards"],
+        "ranges": len(records),
+        "files": [file for record in records for file in record["files"]],
+    }
+    state.put_json(paths.members if run.kind == "custom_audience" else paths.events, index)
+    state.put_json(paths.validation, result.as_dict())
+    _finish(result, reject_threshold)
+    return result
+
+
+def validated_lines(state: Bucket, index_key: str, workdir: Path) -> Iterator[str]:
+    """Every line of the validated output files the index lists, one file at a time."""
+    index = state.get_json(index_key)
+    if index is None:
+        raise DestinationError(
+            f"{state.uri(index_key)} is missing: validate did not finish; re-run the input"
+        )
+    for number, file in enumerate(index["files"]):
+        local = state.download(str(file["key"]), workdir / f"validated-{number:05d}.part")
+        yield from sorting.read_lines(local)
+        local.unlink()
+
+
+def plan_key(run: Run, vid: str) -> str:
+    return ValidateKeys(run, vid).plan
+
+
+__all__ = [
+    "SHARDS",
+    "S3Range",
+    "ValidateKeys",
+    "add_up",
+    "merge_ranges",
+    "plan_validation",
+    "shard_members",
+    "validate_range",
+    "validated_lines",
+]

@@ -1,0 +1,177 @@
+"""Validate in ranges through the whole state machine (issue 9): Plan, a Distributed Map of
+range children, the merge, then chunk as before. A file split into several ranges (a small
+VALIDATE_RANGE_BYTES) must leave TikTok and the report exactly as one range does; a crashed
+range child fails the run, and a re-run finishes it without sending anything twice.
+"""
+
+from __future__ import annotations
+
+import io
+from collections.abc import Iterator
+from contextlib import contextmanager
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from tests.conftest import ADVERTISER, CONFIG, EVENT_SET, TOKEN
+from tiktok_destination.emulator import TikTokEmulator
+from tiktok_destination.local.runner import (
+    LOCAL_APP_ID,
+    LOCAL_APP_SECRET,
+    LocalDestination,
+    RunResult,
+)
+
+pytestmark = pytest.mark.e2e
+RANGE_BYTES = "400"
+
+
+@contextmanager
+def deployment(range_bytes: str | None) -> Iterator[tuple[LocalDestination, TikTokEmulator]]:
+    """A fresh emulator and deployment, so two runs of one file can be compared."""
+    environment = {"VALIDATE_RANGE_BYTES": range_bytes} if range_bytes else {}
+    with TikTokEmulator() as emulator:
+        emulator.set_app(LOCAL_APP_ID, LOCAL_APP_SECRET)
+        emulator.add_advertiser(ADVERTISER, "Acme")
+        emulator.add_token(TOKEN, [ADVERTISER])
+        emulator.add_event_set(ADVERTISER, EVENT_SET, "Stores")
+        with LocalDestination(
+            tiktok_base_url=emulator.base_url or "",
+            retry_wait_scale=0.0,
+            log_stream=io.StringIO(),
+            environment=environment,
+        ) as local:
+            local.put_config(CONFIG)
+            local.put_app(LOCAL_APP_ID, LOCAL_APP_SECRET)
+            local.put_token("acme", TOKEN, [ADVERTISER])
+            yield local, emulator
+
+
+def audience_file(tmp_path: Path) -> Path:
+    """People with notes holding line breaks, blank lines and damaged rows throughout."""
+    lines = ["Email,PHONE,note"]
+    for i in range(60):
+        email, phone = f"person{i}@example.com", f"+1415555{i:04d}"
+        if i % 9 == 4:
+            lines.append(f'{email},{phone},"ring twice\r\nback door"')
+        elif i % 13 == 6:
+            lines.append("")
+            lines.append(f"{email},,")
+        elif i == 21:
+            lines.append(f'{email},{phone},"left open')  # rejected; the lines after are rows
+        elif i == 41:
+            lines.append(f"bad-email-{i},12,x")  # both identifiers invalid: rejected
+        else:
+            lines.append(f"{email},{phone},n{i}")
+    path = tmp_path / "ranged.csv"
+    path.write_bytes(("\n".join(lines) + "\n").encode())
+    return path
+
+
+def comparable(result: RunResult) -> dict[str, Any]:
+    assert result.report is not None
+    report = result.report
+    return {
+        "rows": report["rows"],
+        "lines": report.get("lines"),
+        "columns": report["columns"],
+        "members": report.get("members"),
+        "events": {k: v for k, v in (report.get("events") or {}).items()},
+        "batches": report["batches"],
+        "by_endpoint": report["api"]["by_endpoint"],
+    }
+
+
+def validate_states(result: RunResult) -> list[str]:
+    return [s for s in result.states if s in ("Validate", "ValidateRanges", "MergeRanges")]
+
+
+def test_a_file_in_ranges_leaves_the_audience_and_report_of_one_range(tmp_path: Path) -> None:
+    path = audience_file(tmp_path)
+    with deployment(None) as (local, emulator):
+        one = local.run_file(path, "acme_audiences", "vip")
+        assert one.succeeded, one.cause
+        assert validate_states(one) == ["Validate"]  # no Map for a small file
+        (want,) = emulator.audiences(ADVERTISER)
+    with deployment(RANGE_BYTES) as (local, emulator):
+        many = local.run_file(path, "acme_audiences", "vip")
+        assert many.succeeded, many.cause
+        assert validate_states(many) == ["Validate", "ValidateRanges", "MergeRanges"]
+        plan = many.output["validate"] if many.output else {}
+        assert plan["ranges"] >= 4
+        (got,) = emulator.audiences(ADVERTISER)
+        rejects = local.state_text(f"runs/{many.report['run_id']}/rejects/validate.csv")  # type: ignore[index]
+    assert got["members"] == want["members"]
+    assert comparable(many) == comparable(one)
+    report = many.report
+    assert report is not None
+    assert report["rows"]["received"] == report["rows"]["accepted"] + report["rows"]["rejected"]
+    assert report["rows"]["rejected_by_reason"] == {"unterminated_quote": 1, "invalid_email": 1}
+    assert report["lines"]["multiline_rows"] > 0 and report["lines"]["blank"] > 0
+    assert rejects is not None and "unterminated_quote" in rejects
+
+
+def test_a_crashed_range_child_fails_the_run_and_a_rerun_is_exact(tmp_path: Path) -> None:
+    path = audience_file(tmp_path)
+    with deployment(None) as (local, emulator):
+        one = local.run_file(path, "acme_audiences", "vip")
+        assert one.succeeded, one.cause
+        (want,) = emulator.audiences(ADVERTISER)
+        want_calls = emulator.calls["segment/mapping/"]
+    with deployment(RANGE_BYTES) as (local, emulator):
+        local.lambdas.inject_fault(
+            "ValidateFunction",
+            RuntimeError("the range child died"),
+            when=lambda event: event.get("action") == "range" and event["range"]["index"] == 2,
+        )
+        failed = local.run_file(path, "acme_audiences", "vip")
+        assert not failed.succeeded
+        # On AWS the Map fails with its child; moto does not enforce Map failure tolerance,
+        # and the merge refuses a range without its done marker: either way the run stops
+        # before chunk.
+        assert "ValidateRanges" in failed.states and failed.states[-2:] == ["Notify", "Failed"]
+        assert not {"ChunkAudience", "EnsureAudience"} & set(failed.states)
+        assert emulator.calls["segment/mapping/"] == 0 and emulator.audiences(ADVERTISER) == []
+        assert failed.report is not None
+        again = local.rerun(failed.report["run_id"])
+        assert again.succeeded, again.cause
+        (got,) = emulator.audiences(ADVERTISER)
+        assert got["members"] == want["members"]
+        assert emulator.calls["segment/mapping/"] == want_calls, "no batch sent twice"
+        assert comparable(again)["rows"] == comparable(one)["rows"]
+        assert comparable(again)["members"] == comparable(one)["members"]
+        # The same file once more: the audience is already right, nothing is sent.
+        emulator.reset_counters()
+        unchanged = local.run_file(path, "acme_audiences", "vip")
+        assert unchanged.succeeded, unchanged.cause
+        assert emulator.calls["segment/mapping/"] == 0
+
+
+def test_offline_events_in_ranges_send_what_one_range_sends(tmp_path: Path) -> None:
+    recent = (datetime.now(UTC) - timedelta(hours=2)).strftime("%Y-%m-%dT%H:%M:%SZ")
+    lines = ["event,event_id,email,content_id,price,quantity,currency,timestamp"]
+    for i in range(40):
+        # Orders of three rows each, so one event's rows fall into different ranges.
+        lines.append(f"Purchase,order-{i // 3},buyer{i // 3}@example.com,sku{i},2,1,USD,{recent}")
+    lines.append(f"Purchse,bad,x@example.com,sku,1,1,USD,{recent}")
+    path = tmp_path / "orders.csv"
+    path.write_text("\n".join(lines) + "\n", encoding="utf-8")
+    with deployment(None) as (local, emulator):
+        one = local.run_file(path, "acme_offline", "purchases")
+        assert one.succeeded, one.cause
+        want = sorted(
+            (e["event_id"], [c["content_id"] for c in e["properties"]["contents"]])
+            for e in emulator.received_events
+        )
+    with deployment("300") as (local, emulator):
+        many = local.run_file(path, "acme_offline", "purchases")
+        assert many.succeeded, many.cause
+        assert many.output is not None and many.output["validate"]["ranges"] >= 4
+        got = sorted(
+            (e["event_id"], [c["content_id"] for c in e["properties"]["contents"]])
+            for e in emulator.received_events
+        )
+    assert got == want and len(want) == 14
+    assert comparable(many) == comparable(one)
