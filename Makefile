@@ -47,6 +47,14 @@ lint: $(STAMP)
 ## Long benchmarks, not run in CI: validate's peak memory and throughput vs file size.
 bench: $(STAMP)
 	$(BIN)/python tests/bench/bench_validate.py
+	$(BIN)/python tests/bench/bench_diff.py
+	$(BIN)/python tests/bench/bench_sync_e2e.py
+
+.PHONY: bench-duckdb
+## DuckDB against our diff and validate (needs the bench extra; not a runtime dependency).
+bench-duckdb: $(STAMP)
+	$(BIN)/pip install --quiet -e '.[bench]'
+	$(BIN)/python tests/bench/bench_duckdb.py
 
 clean:
 	rm -rf $(VENV) node_modules .tiktok-destination .pytest_cache .mypy_cache .ruff_cache

@@ -59,6 +59,14 @@ def generate(work: Path, members: int) -> tuple[Path, Path]:
     return committed, raw
 
 
+def generate_apart(work: Path, members: int) -> None:
+    """``generate`` in a process of its own: a forked child's peak RSS starts from its
+    parent's, so the parent must never have held the sorted snapshot in memory."""
+    done = subprocess.run([sys.executable, __file__, "--generate", str(work), str(members)])
+    if done.returncode != 0:
+        raise SystemExit(f"generating {members:,} members failed")
+
+
 def expected_counts(members: int) -> dict[str, int]:
     churn = int(members * CHURN)
     return {"members": members, "added": churn, "removed": churn, "unchanged": members - churn}
@@ -132,7 +140,11 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--members", type=int, nargs="+", default=[1_000_000, 5_000_000])
     parser.add_argument("--keep", action="store_true", help="keep the generated files")
     parser.add_argument("--child", metavar="WORK", help=argparse.SUPPRESS)
+    parser.add_argument("--generate", nargs=2, help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
+    if args.generate:
+        generate(Path(args.generate[0]), int(args.generate[1]))
+        return
     if args.child:
         child(Path(args.child))
         return
@@ -145,7 +157,7 @@ def main(argv: list[str] | None = None) -> None:
     for members in args.members:
         work = Path(tempfile.mkdtemp(prefix="bench_diff_"))
         try:
-            generate(work, members)
+            generate_apart(work, members)
             m = measure(work, members)
         finally:
             if not args.keep:

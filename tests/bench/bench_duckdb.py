@@ -37,7 +37,7 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from bench_diff import expected_counts, generate, maxrss_bytes, run_child
+from bench_diff import expected_counts, generate_apart, maxrss_bytes, run_child
 from bench_validate import generate as generate_csv
 
 #: the Chunk/Validate Lambdas' memory (template.yaml); DuckDB spills past this share of it
@@ -108,7 +108,7 @@ def bench_diff(members: int, thread_counts: list[int]) -> list[str]:
     work = Path(tempfile.mkdtemp(prefix="bench_duckdb_diff_"))
     lines: list[str] = []
     try:
-        generate(work, members)
+        generate_apart(work, members)
         python = run_child([str(Path(__file__).with_name("bench_diff.py")), "--child", str(work)])
         reference = {name: _digest(work / "python" / name) for name in OUTPUTS}
         base = python["seconds"] / members * 1e6
