@@ -46,27 +46,39 @@ OUTPUTS = ("members.sorted.txt", "adds.txt", "deletes.txt")
 
 
 # ------------------------------------------------------------------ diff
-def diff_child(work: Path, threads: int) -> None:
+def diff_child(work: Path, variant: str) -> None:
+    """``variant``: the thread count, with a ``p`` when the inputs are read from Parquet."""
     import resource
 
     import duckdb
 
+    threads, parquet = int(variant.rstrip("p")), variant.endswith("p")
     baseline = maxrss_bytes(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss)
-    out = work / f"duckdb{threads}"
+    out = work / f"duckdb{variant}"
     out.mkdir()
-    started, cpu_started = time.perf_counter(), time.process_time()
-    con = duckdb.connect(config={"threads": threads, "memory_limit": MEMORY_LIMIT})
-    con.execute(f"SET temp_directory = '{out / 'spill'}'")
     # Our member lines are "<schema>\t<64 hex>": no quotes, no other tabs; the schema names
     # are never a prefix of one another, so (s, h) order is the line's code point order.
     # Built from this process's own temporary paths, never from input data.
-    create = (
-        "CREATE TABLE {} AS SELECT {} s, h FROM read_csv('{}', delim = '\t', quote = '', "
-        "escape = '', header = false, auto_detect = false, "
-        "columns = {{'s': 'VARCHAR', 'h': 'VARCHAR'}})"
+    text = (
+        "read_csv('{}', delim = '\t', quote = '', escape = '', header = false, "
+        "auto_detect = false, columns = {{'s': 'VARCHAR', 'h': 'VARCHAR'}})"
     )
-    con.execute(create.format("new", "DISTINCT", work / "members.txt"))
-    con.execute(create.format("old", "", work / "committed.txt"))
+    sources = {"new": work / "members.txt", "old": work / "committed.txt"}
+    if parquet:
+        # Untimed: what the diff would read if validate wrote Parquet instead of text.
+        setup = duckdb.connect()
+        for name, path in sources.items():
+            sources[name] = out / f"{name}.parquet"
+            convert = "COPY (SELECT * FROM {}) TO '{}'"
+            setup.execute(convert.format(text.format(path), sources[name]))
+        setup.close()
+        text = "read_parquet('{}')"
+    started, cpu_started = time.perf_counter(), time.process_time()
+    con = duckdb.connect(config={"threads": threads, "memory_limit": MEMORY_LIMIT})
+    con.execute(f"SET temp_directory = '{out / 'spill'}'")
+    create = "CREATE TABLE {} AS SELECT {} s, h FROM {}"
+    con.execute(create.format("new", "DISTINCT", text.format(sources["new"])))
+    con.execute(create.format("old", "", text.format(sources["old"])))
     copy = "COPY ({}) TO '{}' (FORMAT csv, DELIMITER '\t', HEADER false, QUOTE '')"
     con.execute(copy.format("SELECT s, h FROM new ORDER BY s, h", out / "members.sorted.txt"))
     removed = con.execute(
@@ -117,8 +129,8 @@ def bench_diff(members: int, thread_counts: list[int]) -> list[str]:
             f"diff {members:,} members, ours (external sort): {base:.2f} us/member wall, "
             f"{base_cpu:.2f} CPU, peak RSS {python['peak_rss'] / 2**20:.0f} MiB"
         )
-        for threads in thread_counts:
-            m = run_child([__file__, "--diff-child", str(work), str(threads)])
+        for threads in [*map(str, thread_counts), "1p"]:
+            m = run_child([__file__, "--diff-child", str(work), threads])
             counts = {k: m[k] for k in ("members", "added", "removed", "unchanged")}
             same = counts == expected_counts(members) and all(
                 _digest(work / f"duckdb{threads}" / name) == reference[name] for name in OUTPUTS
@@ -126,7 +138,8 @@ def bench_diff(members: int, thread_counts: list[int]) -> list[str]:
             per = m["seconds"] / members * 1e6
             per_cpu = m["cpu_seconds"] / members * 1e6
             lines.append(
-                f"diff {members:,} members, DuckDB {threads} thread(s): {per:.2f} us/member "
+                f"diff {members:,} members, DuckDB {threads.rstrip('p')} thread(s)"
+                f"{' from Parquet' if threads.endswith('p') else ''}: {per:.2f} us/member "
                 f"wall, {per_cpu:.2f} CPU, peak RSS {m['peak_rss'] / 2**20:.0f} MiB; "
                 f"ours/DuckDB wall {base / per:.2f}, CPU {base_cpu / per_cpu:.2f}; "
                 f"outputs identical: {same}"
@@ -324,7 +337,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--validate-child", nargs=3, help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     if args.diff_child:
-        diff_child(Path(args.diff_child[0]), int(args.diff_child[1]))
+        diff_child(Path(args.diff_child[0]), args.diff_child[1])
         return
     if args.validate_child:
         src, out_dir, engine = args.validate_child
