@@ -49,11 +49,19 @@ lint: $(STAMP)
 BENCH_ROWS ?= 1000000 5000000
 bench: $(STAMP)
 	$(BIN)/python tests/bench/bench_validate.py --rows $(BENCH_ROWS)
+	$(BIN)/python tests/bench/bench_diff.py
+	$(BIN)/python tests/bench/bench_sync_e2e.py
 
 ## The phone fast path's equivalence proof: PHONES generated numbers through both paths.
 PHONES ?= 1000000
 bench-phones: $(STAMP)
 	$(BIN)/python -m tests.bench.bench_phones --count $(PHONES)
+
+.PHONY: bench-duckdb
+## DuckDB against our diff and validate (needs the bench extra; not a runtime dependency).
+bench-duckdb: $(STAMP)
+	$(BIN)/pip install --quiet -e '.[bench]'
+	$(BIN)/python tests/bench/bench_duckdb.py
 
 clean:
 	rm -rf $(VENV) node_modules .tiktok-destination .pytest_cache .mypy_cache .ruff_cache
