@@ -42,7 +42,7 @@ test-contract: $(STAMP)
 
 lint: $(STAMP)
 	$(BIN)/ruff check .
-	$(BIN)/mypy layers/tiktok_destination/tiktok_destination functions
+	$(BIN)/mypy layers/tiktok_destination/tiktok_destination local/tiktok_destination_local functions
 
 ## Long benchmarks, not run in CI: validate's peak memory, throughput, and per-row cost
 ## against bare SHA-256 of the same identifiers, at BENCH_ROWS rows (make bench BENCH_ROWS=200000).

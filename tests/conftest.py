@@ -8,8 +8,8 @@ from pathlib import Path
 
 import pytest
 
-from tiktok_destination.emulator import TikTokEmulator
-from tiktok_destination.local.runner import (
+from tiktok_destination_local.emulator import TikTokEmulator
+from tiktok_destination_local.runner import (
     LOCAL_APP_ID,
     LOCAL_APP_SECRET,
     LocalDestination,

@@ -32,8 +32,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from bench_validate import generate
 
-from tiktok_destination.emulator import TikTokEmulator
-from tiktok_destination.local.runner import (
+from tiktok_destination_local.emulator import TikTokEmulator
+from tiktok_destination_local.runner import (
     LOCAL_APP_ID,
     LOCAL_APP_SECRET,
     LocalDestination,

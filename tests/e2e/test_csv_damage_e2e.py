@@ -11,8 +11,8 @@ from pathlib import Path
 import pytest
 
 from tests.conftest import ADVERTISER, CONFIG
-from tiktok_destination.emulator import TikTokEmulator
-from tiktok_destination.local.runner import LocalDestination
+from tiktok_destination_local.emulator import TikTokEmulator
+from tiktok_destination_local.runner import LocalDestination
 
 pytestmark = pytest.mark.e2e
 PEOPLE = 1200

@@ -18,8 +18,8 @@ import pytest
 
 from tests.conftest import ADVERTISER, CONFIG
 from tests.damaged_csv import DamagedFile, check_run, documented_reason_codes, generate
-from tiktok_destination.emulator import TikTokEmulator
-from tiktok_destination.local.runner import LocalDestination
+from tiktok_destination_local.emulator import TikTokEmulator
+from tiktok_destination_local.runner import LocalDestination
 
 pytestmark = pytest.mark.e2e
 

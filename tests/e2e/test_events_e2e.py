@@ -13,9 +13,9 @@ from pathlib import Path
 import pytest
 
 from tests.conftest import EVENT_SET, write_csv
-from tiktok_destination.emulator import TikTokEmulator
 from tiktok_destination.identifiers import hash_identifier
-from tiktok_destination.local.runner import LocalDestination
+from tiktok_destination_local.emulator import TikTokEmulator
+from tiktok_destination_local.runner import LocalDestination
 
 pytestmark = pytest.mark.e2e
 

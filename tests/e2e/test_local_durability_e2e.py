@@ -1,6 +1,6 @@
 """The local CLI survives kill -9, a full disk and a second CLI; rerun and --json work.
 
-Most tests drive real ``python -m tiktok_destination`` processes on a state dir in tmp_path.
+Most tests drive real ``python -m tiktok_destination_local`` processes on a state dir in tmp_path.
 "TikTok" is either the CLI's own emulator (its state in ``emulator.json``) or an emulator in
 this test process (``--tiktok-url``), which, like the real service, never forgets what it
 acknowledged however the CLI dies.
@@ -23,10 +23,10 @@ from typing import Any
 
 import pytest
 
-from tiktok_destination import cli
-from tiktok_destination.emulator import TikTokEmulator
-from tiktok_destination.local import state_dir as state_dir_module
-from tiktok_destination.local.state_dir import KILL_AFTER_ENV
+from tiktok_destination_local import cli
+from tiktok_destination_local import state_dir as state_dir_module
+from tiktok_destination_local.emulator import TikTokEmulator
+from tiktok_destination_local.state_dir import KILL_AFTER_ENV
 
 pytestmark = pytest.mark.e2e
 ROOT = Path(__file__).resolve().parents[2]
@@ -64,13 +64,17 @@ def cli_process(
 ) -> subprocess.Popen[str]:
     environment = {k: v for k, v in os.environ.items() if k != KILL_AFTER_ENV}
     environment["PYTHONPATH"] = os.pathsep.join(
-        [str(ROOT / "layers" / "tiktok_destination"), environment.get("PYTHONPATH", "")]
+        [
+            str(ROOT / "layers" / "tiktok_destination"),
+            str(ROOT / "local"),
+            environment.get("PYTHONPATH", ""),
+        ]
     )
     environment.update(env or {})
     if kill_after:
         environment[KILL_AFTER_ENV] = kill_after
     return subprocess.Popen(
-        [sys.executable, "-m", "tiktok_destination", *args],
+        [sys.executable, "-m", "tiktok_destination_local", *args],
         cwd=ROOT,
         env=environment,
         stdout=subprocess.PIPE,

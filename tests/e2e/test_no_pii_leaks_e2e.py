@@ -25,8 +25,8 @@ import phonenumbers
 import pytest
 
 from tests.conftest import TOKEN, write_csv
-from tiktok_destination.emulator import TikTokEmulator
-from tiktok_destination.local.runner import (
+from tiktok_destination_local.emulator import TikTokEmulator
+from tiktok_destination_local.runner import (
     LOCAL_APP_SECRET,
     REGION,
     STATE_BUCKET,

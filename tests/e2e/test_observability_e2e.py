@@ -16,9 +16,9 @@ from typing import Any
 import pytest
 
 from tests.conftest import write_csv
-from tiktok_destination.emulator import TikTokEmulator
-from tiktok_destination.local.runner import LocalDestination
 from tiktok_destination.metrics import METRIC_NAMES
+from tiktok_destination_local.emulator import TikTokEmulator
+from tiktok_destination_local.runner import LocalDestination
 
 pytestmark = pytest.mark.e2e
 

@@ -14,8 +14,8 @@ from pathlib import Path
 import pytest
 
 from tests.conftest import ADVERTISER, write_csv
-from tiktok_destination.emulator import TikTokEmulator
-from tiktok_destination.local.runner import LocalDestination
+from tiktok_destination_local.emulator import TikTokEmulator
+from tiktok_destination_local.runner import LocalDestination
 
 pytestmark = pytest.mark.e2e
 BATCH = 4  # mapping_batch_size in the test config
@@ -83,7 +83,7 @@ def test_a_run_waiting_too_long_fails_with_run_in_progress(
     emulator: TikTokEmulator, tmp_path: Path
 ) -> None:
     from tests.conftest import CONFIG, TOKEN
-    from tiktok_destination.local.runner import LOCAL_APP_ID, LOCAL_APP_SECRET
+    from tiktok_destination_local.runner import LOCAL_APP_ID, LOCAL_APP_SECRET
 
     with LocalDestination(
         tiktok_base_url=emulator.base_url or "",

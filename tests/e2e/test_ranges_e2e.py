@@ -16,8 +16,8 @@ from typing import Any
 import pytest
 
 from tests.conftest import ADVERTISER, CONFIG, EVENT_SET, TOKEN
-from tiktok_destination.emulator import TikTokEmulator
-from tiktok_destination.local.runner import (
+from tiktok_destination_local.emulator import TikTokEmulator
+from tiktok_destination_local.runner import (
     LOCAL_APP_ID,
     LOCAL_APP_SECRET,
     LocalDestination,

@@ -11,11 +11,11 @@ import pytest
 import requests
 
 from tests.conftest import ADVERTISER, CONFIG, TOKEN, write_csv
-from tiktok_destination.emulator import TikTokEmulator
 from tiktok_destination.identifiers import hash_identifier
-from tiktok_destination.local.runner import INBOX_BUCKET, LocalDestination
 from tiktok_destination.oauth import authorization_link
 from tiktok_destination.settings import load_settings
+from tiktok_destination_local.emulator import TikTokEmulator
+from tiktok_destination_local.runner import INBOX_BUCKET, LocalDestination
 
 pytestmark = pytest.mark.e2e
 REDIRECT_URI = "https://callback.example.com/"

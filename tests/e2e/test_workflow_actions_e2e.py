@@ -19,11 +19,11 @@ import boto3
 import pytest
 
 from tests.conftest import ADVERTISER, CONFIG, EVENT_SET, TOKEN, write_csv
-from tiktok_destination.emulator import TikTokEmulator
 from tiktok_destination.identifiers import hash_identifier
-from tiktok_destination.local.runner import REGION, LocalDestination, RunResult, project_root
 from tiktok_destination.tiktok import client as client_module
 from tiktok_destination.workflow_actions import ACTIONS
+from tiktok_destination_local.emulator import TikTokEmulator
+from tiktok_destination_local.runner import REGION, LocalDestination, RunResult, project_root
 
 pytestmark = pytest.mark.e2e
 

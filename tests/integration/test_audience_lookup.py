@@ -12,11 +12,11 @@ from moto import mock_aws
 from tiktok_destination import storage
 from tiktok_destination.audience import AudienceKeys, ensure_audience
 from tiktok_destination.config import ResolvedTemplate
-from tiktok_destination.emulator import TikTokEmulator
 from tiktok_destination.errors import RetriableError, TikTokUnavailable
 from tiktok_destination.runs import Run, Source
 from tiktok_destination.storage import Bucket
 from tiktok_destination.tiktok.client import RetryPolicy, TikTokClient
+from tiktok_destination_local.emulator import TikTokEmulator
 
 ADV = "7000000000000000301"
 TOKEN = "lookup-token-5e1f"

@@ -9,7 +9,7 @@ from pathlib import Path
 import boto3
 from boto3.s3.transfer import TransferConfig
 
-from tiktok_destination.local.runner import INBOX_BUCKET, STATE_BUCKET, LocalDestination
+from tiktok_destination_local.runner import INBOX_BUCKET, STATE_BUCKET, LocalDestination
 
 MB = 1024 * 1024
 

@@ -22,7 +22,6 @@ import requests
 from moto import mock_aws
 
 from tiktok_destination import secrets
-from tiktok_destination.emulator.server import TikTokEmulator
 from tiktok_destination.errors import OAuthError
 from tiktok_destination.oauth import (
     AUTH_URL,
@@ -38,6 +37,7 @@ from tiktok_destination.oauth import (
 )
 from tiktok_destination.settings import Settings, load_settings
 from tiktok_destination.tiktok.client import TikTokClient
+from tiktok_destination_local.emulator import TikTokEmulator
 
 ROOT = Path(__file__).resolve().parents[2]
 BUCKET = "oauth-test-state"

@@ -11,9 +11,9 @@ import boto3
 import pytest
 from moto import mock_aws
 
-from tiktok_destination.cli import main
 from tiktok_destination.config import load_config
-from tiktok_destination.schedules import sync_schedules
+from tiktok_destination_local.cli import main
+from tiktok_destination_local.schedules import sync_schedules
 
 MACHINE = "arn:aws:states:us-east-1:123456789012:stateMachine:tiktok-destination"
 ROLE = "arn:aws:iam::123456789012:role/tiktok-destination-ScheduleRole"

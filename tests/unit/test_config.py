@@ -21,10 +21,7 @@ from tiktok_destination.config import (
 )
 from tiktok_destination.errors import ConfigurationError
 
-SAMPLE = (
-    Path(__file__).resolve().parents[2]
-    / "layers/tiktok_destination/tiktok_destination/samples/config.toml"
-)
+SAMPLE = Path(__file__).resolve().parents[2] / "local/tiktok_destination_local/samples/config.toml"
 
 ADV = "7000000000000000001"
 ESET = "7100000000000000001"

@@ -17,8 +17,7 @@ from urllib.parse import parse_qs, urlsplit
 import pytest
 import requests
 
-from tiktok_destination.emulator import TikTokEmulator
-from tiktok_destination.emulator.server import STATE_VERSION
+from tiktok_destination_local.emulator import STATE_VERSION, TikTokEmulator
 
 APP_ID = "7300000000000000009"
 SECRET = "app-secret"
@@ -728,7 +727,10 @@ def test_state_summary_has_no_hashes(api: Api, emu: TikTokEmulator) -> None:
 
 
 def test_serve_forever_prints_url_and_stops_on_ctrl_c() -> None:
-    script = "from tiktok_destination.emulator import serve_forever; serve_forever('127.0.0.1', 0)"
+    script = (
+        "from tiktok_destination_local.emulator import serve_forever; "
+        "serve_forever('127.0.0.1', 0)"
+    )
     proc = subprocess.Popen(
         [sys.executable, "-c", script], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
     )

@@ -18,7 +18,7 @@ from typing import Any
 
 import pytest
 
-from tiktok_destination.local.runner import _CfnLoader
+from tiktok_destination_local.runner import _CfnLoader
 
 ROOT = Path(__file__).resolve().parents[2]
 

@@ -1,9 +1,10 @@
 """The one configuration document: credentials, destinations, data templates, orchestrations.
 
-The document is TOML (see ``samples/config.toml``), validated by pydantic at the edge so
-that a wrong destination or template fails before any call to TikTok. Every problem
-becomes one :class:`~tiktok_destination.errors.ConfigurationError` whose message has one
-line per problem, each naming the source, the table and the field, and saying the fix.
+The document is TOML (``local/tiktok_destination_local/samples/config.toml`` is an example),
+validated by pydantic at the edge so that a wrong destination or template fails before any
+call to TikTok. Every problem becomes one :class:`~tiktok_destination.errors.ConfigurationError`
+whose message has one line per problem, each naming the source, the table and the field, and
+saying the fix.
 
 Messages never echo the value that was written: a token pasted into the wrong key must not
 end up in a log line or a workflow notification.

@@ -29,7 +29,7 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
-from ..errors import DestinationError, FatalError
+from tiktok_destination.errors import DestinationError, FatalError
 
 STATE_BUCKET_DIR = "state-bucket"
 INBOX_BUCKET_DIR = "inbox-bucket"

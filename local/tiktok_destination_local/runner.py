@@ -33,7 +33,8 @@ from typing import Any
 
 import boto3
 
-from ..errors import ConfigurationError
+from tiktok_destination.errors import ConfigurationError
+
 from .state_dir import INBOX_BUCKET_DIR, STATE_BUCKET_DIR, BucketMirror
 
 REGION = "us-east-1"
@@ -51,7 +52,7 @@ LOCAL_APP_SECRET = "local-app-secret"  # noqa: S105 - the emulator's own app, no
 def project_root() -> Path:
     """The SAM bundle root: an env override, the working tree, or the source checkout."""
     candidates = [os.environ.get("TIKTOK_DESTINATION_ROOT", ""), str(Path.cwd())]
-    candidates.append(str(Path(__file__).resolve().parents[4]))
+    candidates.append(str(Path(__file__).resolve().parents[2]))
     for candidate in candidates:
         if (
             candidate
@@ -383,7 +384,7 @@ class LocalDestination:
         retrier_decl.time = _ScaledTime(self.retry_wait_scale)  # type: ignore[assignment]
         self._stack.callback(setattr, retrier_decl, "time", original_time)
 
-        from .. import metrics, secrets, storage
+        from tiktok_destination import metrics, secrets, storage
 
         log_stream = self.log_stream
 
@@ -447,7 +448,7 @@ class LocalDestination:
 
     # -------------------------------------------------------------- setup
     def put_config(self, text: str | bytes) -> None:
-        from ..config import load_config
+        from tiktok_destination.config import load_config
 
         load_config(text, source="--config")  # fail here, with the field, not mid-run
         body = text.encode() if isinstance(text, str) else text
@@ -461,7 +462,7 @@ class LocalDestination:
             sm.create_secret(Name=name, SecretString=json.dumps(value))
         except sm.exceptions.ResourceExistsException:
             sm.put_secret_value(SecretId=name, SecretString=json.dumps(value))
-        from .. import secrets
+        from tiktok_destination import secrets
 
         secrets.clear_cache()
 

@@ -26,9 +26,9 @@ from importlib import resources
 from pathlib import Path
 from typing import Any, TextIO
 
-from .config import Config, load_config
-from .errors import DestinationError
-from .workflow_actions import ACTIONS
+from tiktok_destination.config import Config, load_config
+from tiktok_destination.errors import DestinationError
+from tiktok_destination.workflow_actions import ACTIONS
 
 DEFAULT_STATE_DIR = Path(".tiktok-destination")
 LOCAL_TOKEN = "local-emulator-token"  # noqa: S105 - the emulator's token, not a secret
@@ -48,7 +48,7 @@ def tiktok_side(
         yield tiktok_url, None
         return
     from .emulator import TikTokEmulator
-    from .local.runner import LOCAL_APP_ID, LOCAL_APP_SECRET
+    from .runner import LOCAL_APP_ID, LOCAL_APP_SECRET
 
     emu = TikTokEmulator()
     saved = state_dir / "emulator.json"
@@ -109,7 +109,7 @@ class _Tee:
 def _local(
     args: argparse.Namespace, config_text: bytes, base_url: str, emu: Any, state_dir: Path
 ) -> Any:
-    from .local.runner import LOCAL_APP_ID, LOCAL_APP_SECRET, LocalDestination
+    from .runner import LOCAL_APP_ID, LOCAL_APP_SECRET, LocalDestination
 
     local = LocalDestination(
         state_dir=state_dir,
@@ -227,7 +227,7 @@ def _finish(result: Any, args: argparse.Namespace, state_dir: Path, local: Any) 
         report_path = None
     if report:
         # Locally the state bucket is a directory: show paths a reader can open.
-        from .local.runner import STATE_BUCKET
+        from .runner import STATE_BUCKET
 
         local_root = str(state_dir / "state-bucket") + "/"
         report["rejects_files"] = [
@@ -271,7 +271,7 @@ def _readable_file(path: str | Path, what: str) -> Path:
 
 
 def _lock(args: argparse.Namespace, state_dir: Path, command: str) -> Any:
-    from .local.state_dir import locked
+    from .state_dir import locked
 
     return locked(state_dir, f"tiktok-destination {command}", wait=args.wait_lock, notify=_err)
 
@@ -328,7 +328,7 @@ def cmd_rerun(args: argparse.Namespace) -> int:
 
 
 def cmd_demo(args: argparse.Namespace) -> int:
-    samples = resources.files("tiktok_destination") / "samples"
+    samples = resources.files("tiktok_destination_local") / "samples"
     workdir = Path(tempfile.mkdtemp(prefix="tiktok-destination-demo-"))
     try:
         for name in (
@@ -408,8 +408,8 @@ def cmd_auth_link(args: argparse.Namespace) -> int:
     Reads the app secret from Secrets Manager in the account and region of the environment
     (AWS_PROFILE / AWS_REGION; AWS_ENDPOINT_URL for a stand-in).
     """
-    from .oauth import cli_auth_link
-    from .settings import load_settings
+    from tiktok_destination.oauth import cli_auth_link
+    from tiktok_destination.settings import load_settings
 
     if args.state_bucket:
         os.environ["STATE_BUCKET"] = args.state_bucket
