@@ -30,6 +30,7 @@ from tiktok_destination.errors import (
     TikTokUnavailable,
     TikTokWriteConflict,
 )
+from tiktok_destination.events import track_body
 from tiktok_destination.tiktok.client import (
     DEFAULT_BASE_URL,
     CallStats,
@@ -251,6 +252,23 @@ def test_track_events_body(server: FakeTikTok) -> None:
         "test_event_code": "TEST123",
     }
     assert "test_event_code" not in second
+
+
+def test_track_events_sends_the_one_body_builder_and_its_limit(server: FakeTikTok) -> None:
+    # The send path builds its body with events.track_body: 1,001 events never leave.
+    client = make_client(server)
+    event = {"event": "Purchase", "event_time": 1700000000, "event_id": "o-1"}
+
+    client.track_events(EVENT_SET, [event] * 1000)
+    with pytest.raises(ValueError, match="1001 events"):
+        client.track_events(EVENT_SET, [event] * 1001)
+    with pytest.raises(ValueError, match="19-digit"):
+        client.track_events("123", [event])
+
+    assert len(server.requests) == 1
+    assert json.loads(server.requests[0].body) == track_body(
+        EVENT_SET, [event] * 1000, test_event_code=None
+    )
 
 
 def test_create_audience_returns_string_id_even_from_json_number(server: FakeTikTok) -> None:
