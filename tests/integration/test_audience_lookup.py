@@ -13,7 +13,12 @@ from tiktok_destination import storage
 from tiktok_destination.audience import AudienceKeys, ensure_audience
 from tiktok_destination.config import ResolvedTemplate
 from tiktok_destination.emulator import TikTokEmulator
-from tiktok_destination.errors import RetriableError, TikTokUnavailable
+from tiktok_destination.errors import (
+    AudienceLimitReached,
+    FatalError,
+    RetriableError,
+    TikTokUnavailable,
+)
 from tiktok_destination.runs import Run, Source
 from tiktok_destination.storage import Bucket
 from tiktok_destination.tiktok.client import RetryPolicy, TikTokClient
@@ -166,3 +171,185 @@ def test_creates_that_stay_uncertain_end_retriable_without_an_audience(
     assert emu.audiences(ADV) == []
     assert emu.calls["segment/audience/"] == 3
     assert bucket.get_json(AudienceKeys(ADV, "VIP customers").registry) is None
+
+
+# ------------------------------------------------------------------ the registry's audience is gone
+def delete_in_tiktok(client: TikTokClient, audience_id: str) -> None:
+    client.post(
+        "segment/audience/",
+        {"advertiser_id": ADV, "action": "delete", "delete_audience_id": audience_id},
+    )
+
+
+def leave_membership(bucket: Bucket, name: str) -> AudienceKeys:
+    """A committed snapshot and a pending journal, as earlier runs leave them."""
+    keys = AudienceKeys(ADV, name)
+    bucket.put_text(keys.snapshot, "EMAIL_SHA256\t" + "a" * 64 + "\n")
+    bucket.put_json(keys.pending("old-run"), {"run_id": "old-run", "plan_prefix": "x/"})
+    return keys
+
+
+def test_a_registered_audience_deleted_in_tiktok_is_found_again_by_name(
+    bucket: Bucket, emu: TikTokEmulator
+) -> None:
+    client = client_for(emu)
+    first = ensure_audience(client, bucket, run_for("vip", "VIP customers"))
+    keys = leave_membership(bucket, "VIP customers")
+    # Someone deleted it in Ads Manager and made a new one of the same name.
+    delete_in_tiktok(client, first["audience_id"])
+    remade = client.create_audience(ADV, "VIP customers")
+
+    found = ensure_audience(client, bucket, run_for("vip", "VIP customers"))
+
+    assert found == {"audience_id": remade, "created": False, "found_by": "name"}
+    assert bucket.get_json(keys.registry)["audience_id"] == remade
+    # Nothing we committed describes the adopted audience: the next plan starts from empty.
+    assert not bucket.exists(keys.snapshot)
+    assert not bucket.exists(keys.pending("old-run"))
+    assert emu.calls["segment/audience/"] == 3  # create, delete, create: none by ensure
+
+
+def test_a_registered_audience_deleted_in_tiktok_is_created_again(
+    bucket: Bucket, emu: TikTokEmulator
+) -> None:
+    client = client_for(emu)
+    first = ensure_audience(client, bucket, run_for("vip", "VIP customers"))
+    keys = leave_membership(bucket, "VIP customers")
+    delete_in_tiktok(client, first["audience_id"])
+
+    found = ensure_audience(client, bucket, run_for("vip", "VIP customers"))
+
+    assert found["found_by"] == "created" and found["created"] is True
+    assert found["audience_id"] != first["audience_id"]
+    assert [a["id"] for a in emu.audiences(ADV)] == [found["audience_id"]]
+    assert bucket.get_json(keys.registry)["audience_id"] == found["audience_id"]
+    assert not bucket.exists(keys.snapshot)
+    assert not bucket.exists(keys.pending("old-run"))
+
+
+def test_a_registered_audience_still_in_tiktok_keeps_its_membership(
+    bucket: Bucket, emu: TikTokEmulator
+) -> None:
+    client = client_for(emu)
+    first = ensure_audience(client, bucket, run_for("vip", "VIP customers"))
+    keys = leave_membership(bucket, "VIP customers")
+
+    again = ensure_audience(client, bucket, run_for("vip", "VIP customers"))
+
+    assert again == {"audience_id": first["audience_id"], "created": False, "found_by": "registry"}
+    assert bucket.exists(keys.snapshot)
+    assert bucket.exists(keys.pending("old-run"))
+
+
+# ------------------------------------------------------------------ names TikTok shows
+def test_a_long_name_matches_the_67_characters_and_dots_tiktok_shows(
+    bucket: Bucket, emu: TikTokEmulator
+) -> None:
+    client = client_for(emu)
+    listed = client.create_audience(ADV, NAME_A)
+    assert [a["name"] for a in emu.audiences(ADV)] == [PREFIX67 + "..."]
+    keys = leave_membership(bucket, NAME_A)
+
+    found = ensure_audience(client, bucket, run_for("newsletter", NAME_A))
+
+    assert (found["audience_id"], found["found_by"], found["created"]) == (listed, "name", False)
+    assert not bucket.exists(keys.snapshot), "an adopted audience has no snapshot of ours"
+    assert bucket.get_json(keys.registry)["audience_id"] == listed
+
+
+def test_several_audiences_of_one_name_adopt_the_oldest(
+    bucket: Bucket, emu: TikTokEmulator
+) -> None:
+    client = client_for(emu)
+    made: dict[int, str] = {}
+    # Created out of order, so neither listing order nor id order is creation order.
+    for offset in (200, 0, 100):
+        emu.clock = lambda offset=offset: 1_767_225_600.0 + offset  # type: ignore[misc]
+        made[offset] = client.create_audience(ADV, "VIP customers")
+
+    found = ensure_audience(client, bucket, run_for("vip", "VIP customers"))
+
+    assert (found["audience_id"], found["found_by"]) == (made[0], "name")
+    assert len(emu.audiences(ADV)) == 3
+
+
+# ------------------------------------------------------------------ the 400-audience limit
+class Listing:
+    """A client that lists given audiences and records creates (400 real creates are slow)."""
+
+    def __init__(self, audiences: list[dict[str, str]]) -> None:
+        self.audiences = audiences
+        self.created: list[str] = []
+
+    def iter_audiences(self, advertiser_id: str) -> Iterator[dict[str, str]]:
+        yield from self.audiences
+
+    def create_audience(self, advertiser_id: str, name: str) -> str:
+        self.created.append(name)
+        return "7300000000000000001"
+
+
+def others(count: int) -> list[dict[str, str]]:
+    return [
+        {"audience_id": f"72000000000000{n:05d}", "name": f"Other {n}", "audience_type": "Partner"}
+        for n in range(count)
+    ]
+
+
+def test_the_400th_audience_is_refused_before_creating(bucket: Bucket) -> None:
+    client = Listing(others(400))
+
+    with pytest.raises(AudienceLimitReached, match="already has 400 custom audiences") as info:
+        ensure_audience(client, bucket, run_for("vip", "VIP customers"))  # type: ignore[arg-type]
+
+    assert isinstance(info.value, FatalError)
+    assert client.created == []
+    assert bucket.get_json(AudienceKeys(ADV, "VIP customers").registry) is None
+
+
+def test_399_audiences_leave_room_for_one_more(bucket: Bucket) -> None:
+    client = Listing(others(399))
+
+    found = ensure_audience(client, bucket, run_for("vip", "VIP customers"))  # type: ignore[arg-type]
+
+    assert (found["audience_id"], found["found_by"]) == ("7300000000000000001", "created")
+    assert client.created == ["VIP customers"]
+
+
+def test_at_the_limit_an_audience_of_the_name_is_still_adopted(bucket: Bucket) -> None:
+    mine = {"audience_id": "7200000000000099999", "name": "VIP customers"}
+    client = Listing([*others(399), mine])
+
+    found = ensure_audience(client, bucket, run_for("vip", "VIP customers"))  # type: ignore[arg-type]
+
+    assert (found["audience_id"], found["found_by"]) == (mine["audience_id"], "name")
+    assert client.created == []
+
+
+def vip_listed_as(audience_type: str) -> dict[str, str]:
+    return {
+        "audience_id": "7200000000000088888",
+        "name": "VIP customers",
+        "audience_type": audience_type,
+    }
+
+
+@pytest.mark.parametrize("audience_type", ["Lookalike", "Customer File", "Engagement"])
+def test_only_partner_audiences_of_the_name_are_adopted(
+    bucket: Bucket, audience_type: str
+) -> None:
+    client = Listing([vip_listed_as(audience_type)])
+
+    found = ensure_audience(client, bucket, run_for("vip", "VIP customers"))  # type: ignore[arg-type]
+
+    assert found["found_by"] == "created"
+    assert client.created == ["VIP customers"]
+
+
+@pytest.mark.parametrize("audience_type", ["Partner", "PARTNER"])
+def test_partner_audiences_of_the_name_are_adopted(bucket: Bucket, audience_type: str) -> None:
+    client = Listing([vip_listed_as(audience_type)])
+
+    found = ensure_audience(client, bucket, run_for("vip", "VIP customers"))  # type: ignore[arg-type]
+
+    assert (found["audience_id"], found["found_by"]) == ("7200000000000088888", "name")

@@ -1,0 +1,291 @@
+"""Planning and sending on a moto bucket, without the state machine: how audience members and
+offline events are cut into batches, and how a mapping batch TikTok finds too big is split."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from collections.abc import Iterator, Sequence
+from pathlib import Path
+from typing import Any
+
+import boto3
+import pytest
+from moto import mock_aws
+
+from tiktok_destination import storage
+from tiktok_destination.audience import commit_audience, plan_audience, send_batch
+from tiktok_destination.config import ResolvedTemplate
+from tiktok_destination.errors import TikTokRequestRejected
+from tiktok_destination.offline_events import plan_events
+from tiktok_destination.runs import Run, Source
+from tiktok_destination.storage import Bucket
+
+ADV = "7000000000000000401"
+SET_A = "7100000000000000401"
+SET_B = "7100000000000000402"
+BUCKET = "planning-state"
+AUDIENCE_ID = "7200000000000000401"
+
+
+@pytest.fixture(scope="module")
+def moto_bucket() -> Iterator[Bucket]:
+    # One moto for the module (starting it is most of a test's time); each test empties it.
+    with pytest.MonkeyPatch.context() as patch:
+        for name, value in {
+            "AWS_ACCESS_KEY_ID": "testing",
+            "AWS_SECRET_ACCESS_KEY": "testing",
+            "AWS_DEFAULT_REGION": "us-east-1",
+        }.items():
+            patch.setenv(name, value)
+        storage.s3_client.cache_clear()
+        with mock_aws():
+            boto3.client("s3").create_bucket(Bucket=BUCKET)
+            yield Bucket(BUCKET)
+        storage.s3_client.cache_clear()
+
+
+@pytest.fixture
+def bucket(moto_bucket: Bucket) -> Iterator[Bucket]:
+    yield moto_bucket
+    moto_bucket.delete_prefix("")
+
+
+def run_for(kind: str, run_id: str = "run-1") -> Run:
+    resolved = ResolvedTemplate(
+        destination="dest",
+        data_template="tmpl",
+        credential="acme",
+        advertiser_id=ADV,
+        kind=kind,
+        audience_name="Planning audience" if kind == "custom_audience" else None,
+        user_id_types=("EMAIL",),
+        event_set_id=SET_A if kind == "offline_events" else None,
+        event_set_id_source=None,
+        test_event_code=None,
+        default_phone_region=None,
+        # The guard has its own tests; here a whole audience may be replaced.
+        max_removal_share=1.0,
+    )
+    return Run(
+        run_id=run_id,
+        execution_id="exec-1",
+        kind=kind,  # type: ignore[arg-type]
+        state_bucket=BUCKET,
+        source=Source(bucket="inbox", key=f"{run_id}.csv", etag="e1", format="csv"),
+        destination="dest",
+        data_template="tmpl",
+        template=resolved.as_dict(),
+        started_at="2026-01-01T00:00:00+00:00",
+    )
+
+
+def digest(n: int) -> str:
+    return hashlib.sha256(f"person{n}@example.com".encode()).hexdigest()
+
+
+def member_lines(numbers: Sequence[int]) -> list[str]:
+    return [f"EMAIL_SHA256\t{digest(n)}\n" for n in numbers]
+
+
+# ------------------------------------------------------------------ audience plan
+def plan_members(
+    bucket: Bucket, run: Run, numbers: Sequence[int], tmp_path: Path, *, batch_size: int
+) -> tuple[Any, list[dict[str, Any]]]:
+    bucket.put_text(run.paths.members, "".join(member_lines(numbers)))
+    workdir = tmp_path / run.run_id
+    workdir.mkdir()
+    plan = plan_audience(bucket, run, AUDIENCE_ID, batch_size=batch_size, workdir=workdir)
+    return plan, bucket.get_json(plan.manifest_key)
+
+
+def batch_members(bucket: Bucket, batch: dict[str, Any]) -> set[str]:
+    data = bucket.get_bytes(batch["key"])
+    assert data is not None
+    return set(data.decode().splitlines(keepends=True))
+
+
+@pytest.mark.parametrize(("members", "batches"), [(4, 1), (5, 2), (8, 2), (9, 3)])
+def test_audience_adds_are_cut_at_the_batch_size(
+    bucket: Bucket, tmp_path: Path, members: int, batches: int
+) -> None:
+    plan, manifest = plan_members(
+        bucket, run_for("custom_audience"), range(members), tmp_path, batch_size=4
+    )
+
+    assert (plan.batches, plan.pending_batches, plan.added, plan.removed) == (
+        batches,
+        batches,
+        members,
+        0,
+    )
+    assert [b["count"] for b in manifest] == [min(4, members - 4 * i) for i in range(batches)]
+    assert [b["index"] for b in manifest] == list(range(1, batches + 1))
+    assert {b["action"] for b in manifest} == {"add"}
+    sent = [line for b in manifest for line in sorted(batch_members(bucket, b))]
+    assert sorted(sent) == sorted(member_lines(range(members)))
+
+
+def test_audience_plan_deletes_the_departed_and_adds_the_new_only(
+    bucket: Bucket, tmp_path: Path
+) -> None:
+    first = run_for("custom_audience", "run-1")
+    plan, manifest = plan_members(bucket, first, range(6), tmp_path, batch_size=4)
+    for batch in manifest:
+        send_batch(Recorder(), bucket, first, AUDIENCE_ID, batch)
+    commit_audience(bucket, first, plan.plan_id)
+
+    second = run_for("custom_audience", "run-2")
+    plan, manifest = plan_members(bucket, second, [4, 5, 6, 7, 8], tmp_path, batch_size=4)
+
+    assert (plan.added, plan.removed, plan.unchanged, plan.members) == (3, 4, 2, 5)
+    # Deletes first, then adds, each cut at the batch size.
+    assert [(b["action"], b["count"]) for b in manifest] == [
+        ("delete", 4),
+        ("add", 3),
+    ]
+    assert batch_members(bucket, manifest[0]) == set(member_lines(range(4)))
+    assert batch_members(bucket, manifest[1]) == set(member_lines([6, 7, 8]))
+
+
+# ------------------------------------------------------------------ mapping: 40011 halving
+class Recorder:
+    """A client whose segment/mapping answers are scripted by the request's size."""
+
+    def __init__(self, *, max_ids: int | None = None, code: int = 40011) -> None:
+        self.max_ids = max_ids
+        self.code = code
+        self.requests: list[tuple[str, list[str], list[str]]] = []
+
+    def map_audience(
+        self,
+        advertiser_id: str,
+        action: str,
+        id_schema: Sequence[str],
+        batch_data: Sequence[Sequence[dict[str, Any]]],
+    ) -> dict[str, Any]:
+        ids = [entry["id"] for person in batch_data for entry in person if entry]
+        self.requests.append((action, list(id_schema), ids))
+        if self.max_ids is not None and len(ids) > self.max_ids:
+            raise TikTokRequestRejected("TikTok refused the batch", code=self.code)
+        return {}
+
+
+def mapping_batch(bucket: Bucket, run: Run, numbers: Sequence[int]) -> dict[str, Any]:
+    key = f"{run.paths.plan('p1')}batches/00001-add.txt"
+    bucket.put_text(key, "".join(member_lines(numbers)))
+    return {"index": 1, "action": "add", "key": key, "count": len(numbers), "plan_id": "p1"}
+
+
+def test_too_many_ids_40011_halves_the_batch_until_tiktok_takes_it(bucket: Bucket) -> None:
+    run = run_for("custom_audience")
+    client = Recorder(max_ids=2)
+
+    result = send_batch(client, bucket, run, AUDIENCE_ID, mapping_batch(bucket, run, range(5)))  # type: ignore[arg-type]
+
+    assert result == {"index": 1, "skipped": False, "sent": 5}
+    accepted = [ids for _, _, ids in client.requests if len(ids) <= 2]
+    assert [len(ids) for _, _, ids in client.requests] == [5, 2, 3, 1, 2]
+    assert sorted(i for ids in accepted for i in ids) == sorted(digest(n) for n in range(5))
+    assert {(action, tuple(schema)) for action, schema, _ in client.requests} == {
+        ("add", ("EMAIL_SHA256",))
+    }
+
+
+@pytest.mark.parametrize("code", [40002, 40001, None])
+def test_other_rejections_are_not_split_and_stop_the_batch(
+    bucket: Bucket, code: int | None
+) -> None:
+    run = run_for("custom_audience")
+    client = Recorder(max_ids=0, code=code)  # type: ignore[arg-type]
+    batch = mapping_batch(bucket, run, range(4))
+
+    with pytest.raises(TikTokRequestRejected):
+        send_batch(client, bucket, run, AUDIENCE_ID, batch)  # type: ignore[arg-type]
+
+    assert len(client.requests) == 1, "only 40011 (too many ids) may split a batch"
+    assert not bucket.exists(f"{run.paths.plan('p1')}done/00001.json")
+
+
+def test_a_single_id_tiktok_finds_too_many_is_not_split_forever(bucket: Bucket) -> None:
+    run = run_for("custom_audience")
+    client = Recorder(max_ids=0)
+
+    with pytest.raises(TikTokRequestRejected):
+        send_batch(client, bucket, run, AUDIENCE_ID, mapping_batch(bucket, run, [1]))  # type: ignore[arg-type]
+
+    assert len(client.requests) == 1
+
+
+# ------------------------------------------------------------------ event batches
+def event_row(n: int, event_set_id: str = SET_A) -> dict[str, Any]:
+    """A validated row as validate writes it to events.jsonl (identifiers already hashed)."""
+    return {
+        "row": n,
+        "event_set_id": event_set_id,
+        "event": "Purchase",
+        "event_id": f"order-{n:05d}",
+        "event_time": 1_700_000_000,
+        "user": {"email": digest(n)},
+    }
+
+
+def plan_rows(
+    bucket: Bucket, rows: Sequence[dict[str, Any]], tmp_path: Path, *, batch_size: int
+) -> tuple[Any, list[dict[str, Any]]]:
+    run = run_for("offline_events")
+    bucket.put_text(run.paths.events, "".join(json.dumps(r) + "\n" for r in rows))
+    plan = plan_events(bucket, run, batch_size=batch_size, workdir=tmp_path)
+    return plan, bucket.get_json(plan.manifest_key)
+
+
+@pytest.mark.parametrize(("events", "counts"), [(1000, [1000]), (1001, [1000, 1])])
+def test_events_are_cut_at_the_batch_size(
+    bucket: Bucket, tmp_path: Path, events: int, counts: list[int]
+) -> None:
+    plan, manifest = plan_rows(
+        bucket, [event_row(n) for n in range(2, events + 2)], tmp_path, batch_size=1000
+    )
+
+    assert [b["count"] for b in manifest] == counts
+    assert (plan.batches, plan.events_built, plan.rows_in_events) == (
+        len(counts),
+        events,
+        events,
+    )
+    bodies = [bucket.get_json(b["key"]) for b in manifest]
+    assert [len(body["events"]) for body in bodies] == counts
+    assert sum(len(body["rows"]) for body in bodies) == events
+
+
+def test_a_change_of_event_set_starts_a_new_batch(bucket: Bucket, tmp_path: Path) -> None:
+    rows = [event_row(n, SET_A) for n in range(2, 5)] + [event_row(n, SET_B) for n in range(5, 7)]
+
+    plan, manifest = plan_rows(bucket, rows[::-1], tmp_path, batch_size=1000)
+
+    assert [(b["event_set_id"], b["count"]) for b in manifest] == [(SET_A, 3), (SET_B, 2)]
+    for batch in manifest:
+        body = bucket.get_json(batch["key"])
+        assert body["event_set_id"] == batch["event_set_id"]
+        assert {e["event_id"] for e in body["events"]} <= {r["event_id"] for r in rows}
+        assert all(
+            r["event_set_id"] == batch["event_set_id"]
+            for r in rows
+            if r["event_id"] in {e["event_id"] for e in body["events"]}
+        )
+    assert plan.by_event == {"Purchase": 5}
+
+
+def test_rows_of_one_event_stay_in_one_event_across_the_batch_size(
+    bucket: Bucket, tmp_path: Path
+) -> None:
+    # Three rows of one order are one event (its items), so two events fit a batch of two.
+    rows = [event_row(n) for n in range(2, 5)]
+    for row in rows:
+        row["event_id"] = "order-shared"
+    rows.append(event_row(5))
+
+    plan, manifest = plan_rows(bucket, rows, tmp_path, batch_size=2)
+
+    assert [b["count"] for b in manifest] == [2]
+    assert (plan.events_built, plan.rows_in_events) == (2, 4)
