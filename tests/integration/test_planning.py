@@ -17,9 +17,10 @@ from tiktok_destination import storage
 from tiktok_destination.audience import commit_audience, plan_audience, send_batch
 from tiktok_destination.config import ResolvedTemplate
 from tiktok_destination.errors import TikTokRequestRejected
-from tiktok_destination.offline_events import plan_events
+from tiktok_destination.offline_events import plan_events, send_event_batch, sent_totals
 from tiktok_destination.runs import Run, Source
 from tiktok_destination.storage import Bucket
+from tiktok_destination.validate import REJECTS_HEADER
 
 ADV = "7000000000000000401"
 SET_A = "7100000000000000401"
@@ -289,3 +290,141 @@ def test_rows_of_one_event_stay_in_one_event_across_the_batch_size(
 
     assert [b["count"] for b in manifest] == [2]
     assert (plan.events_built, plan.rows_in_events) == (2, 4)
+
+
+def test_the_event_plan_counts_what_went_into_it(bucket: Bucket, tmp_path: Path) -> None:
+    first = event_row(2)
+    first.update(item={"price": 5.0, "quantity": 2}, currency="USD", event_channel="store")
+    again = dict(first, row=3)  # a re-exported line: identical apart from its row number
+    second = event_row(4)
+    second.update(event="Lead", value=7.0, currency="EUR")
+
+    plan, manifest = plan_rows(bucket, [first, again, second], tmp_path, batch_size=1000)
+
+    assert (plan.events_built, plan.rows_in_events, plan.duplicate_rows) == (2, 2, 1)
+    assert plan.by_event == {"Purchase": 1, "Lead": 1}
+    assert plan.by_event_channel == {"store": 1, "(none)": 1}
+    assert plan.value_method == {"sum_price_quantity": 1, "row_value": 1}
+    rejects = bucket.get_bytes(run_for("offline_events").paths.rejects("chunk"))
+    assert rejects is not None
+    assert rejects.decode().splitlines()[1:] == ["3,,duplicate_row,identical to row 2; sent once"]
+    body = bucket.get_json(manifest[0]["key"])
+    assert sorted(body["rows"]) == [[2, 3], [4]]
+
+
+def test_an_event_plan_without_duplicates_writes_no_rejects(bucket: Bucket, tmp_path: Path) -> None:
+    plan, _ = plan_rows(bucket, [event_row(2), event_row(3)], tmp_path, batch_size=1000)
+
+    assert plan.duplicate_rows == 0
+    assert not bucket.exists(run_for("offline_events").paths.rejects("chunk"))
+
+
+def test_conflict_notes_stop_at_twenty(bucket: Bucket, tmp_path: Path) -> None:
+    rows = []
+    for n in range(30):
+        for offset, channel in ((0, "store"), (1, "web")):
+            row = event_row(2 + 2 * n + offset)
+            row.update(event_id=f"order-{n:05d}", event_channel=channel)
+            rows.append(row)
+
+    plan, _ = plan_rows(bucket, rows, tmp_path, batch_size=1000)
+
+    assert plan.events_built == 30
+    assert len(plan.conflicts) == 20
+    assert all("disagree on event_channel" in note for note in plan.conflicts)
+
+
+def test_an_event_plan_is_reused_and_counts_the_batches_already_done(
+    bucket: Bucket, tmp_path: Path
+) -> None:
+    run = run_for("offline_events")
+    plan, _ = plan_rows(bucket, [event_row(n) for n in range(2, 7)], tmp_path, batch_size=2)
+    assert (plan.batches, plan.pending_batches) == (3, 3)
+    bucket.put_json(f"{run.paths.plan(plan.plan_id)}done/00001.json", {"index": 1})
+    # validate's output changing (rows without a time take "now") must not change the plan
+    bucket.put_text(run.paths.events, json.dumps(event_row(99)) + "\n")
+
+    again = plan_events(bucket, run, batch_size=2, workdir=tmp_path)
+
+    assert (again.plan_id, again.batches, again.pending_batches) == (plan.plan_id, 3, 2)
+    assert again.manifest_key == plan.manifest_key
+    assert again.events_built == 5
+
+
+# ------------------------------------------------------------------ sending event batches
+class EventRecorder:
+    """Accepts ``event/track/`` requests unless they hold an event whose id is refused."""
+
+    def __init__(self, refused: set[str]) -> None:
+        self.refused = refused
+        self.requests: list[list[str]] = []
+
+    def track_events(
+        self, event_set_id: str, data: Sequence[dict[str, Any]], *, test_event_code: str | None
+    ) -> dict[str, Any]:
+        ids = [event["event_id"] for event in data]
+        self.requests.append(ids)
+        if self.refused & set(ids):
+            raise TikTokRequestRejected("event 3 is invalid", code=40002)
+        return {}
+
+
+def test_a_refused_event_batch_is_bisected_down_to_the_bad_events(
+    bucket: Bucket, tmp_path: Path
+) -> None:
+    run = run_for("offline_events")
+    _, manifest = plan_rows(bucket, [event_row(n) for n in range(2, 7)], tmp_path, batch_size=10)
+    client = EventRecorder({"order-00003", "order-00006"})
+
+    result = send_event_batch(client, bucket, run, manifest[0])  # type: ignore[arg-type]
+
+    assert result == {"index": 1, "skipped": False, "sent": 3, "rejected_events": 2}
+    # Halves until each refused event stands alone; the others go through once.
+    assert client.requests == [
+        [f"order-{n:05d}" for n in range(2, 7)],
+        ["order-00002", "order-00003"],
+        ["order-00002"],
+        ["order-00003"],
+        ["order-00004", "order-00005", "order-00006"],
+        ["order-00004"],
+        ["order-00005", "order-00006"],
+        ["order-00005"],
+        ["order-00006"],
+    ]
+    rejects = bucket.get_bytes(run.paths.rejects("send-00001"))
+    assert rejects is not None
+    assert rejects.decode().splitlines() == [
+        ",".join(REJECTS_HEADER),
+        "3,,tiktok_rejected,TikTok rejected the event: event 3 is invalid",
+        "6,,tiktok_rejected,TikTok rejected the event: event 3 is invalid",
+    ]
+    assert sent_totals(bucket, run, manifest[0]["plan_id"]) == {
+        "events_sent": 3,
+        "events_rejected_by_tiktok": 2,
+    }
+    # Done: a second delivery of the same batch sends nothing.
+    again = send_event_batch(client, bucket, run, manifest[0])  # type: ignore[arg-type]
+    assert again == {"index": 1, "skipped": True, "sent": 0}
+    assert len(client.requests) == 9
+
+
+def test_an_accepted_event_batch_writes_no_rejects(bucket: Bucket, tmp_path: Path) -> None:
+    run = run_for("offline_events")
+    _, manifest = plan_rows(bucket, [event_row(2), event_row(3)], tmp_path, batch_size=10)
+    client = EventRecorder(set())
+
+    result = send_event_batch(client, bucket, run, manifest[0])  # type: ignore[arg-type]
+
+    assert result == {"index": 1, "skipped": False, "sent": 2, "rejected_events": 0}
+    assert client.requests == [["order-00002", "order-00003"]]
+    assert not bucket.exists(run.paths.rejects("send-00001"))
+
+
+def test_a_missing_batch_file_is_refused_with_the_fix(bucket: Bucket) -> None:
+    run = run_for("offline_events")
+    batch = {"index": 1, "key": "runs/run-1/plan/p/batches/00001.json", "plan_id": "p"}
+
+    with pytest.raises(TikTokRequestRejected, match="is missing; re-run the input to re-plan"):
+        send_event_batch(EventRecorder(set()), bucket, run, batch)  # type: ignore[arg-type]
+    with pytest.raises(TikTokRequestRejected, match="is missing; re-run the input to re-plan"):
+        send_batch(Recorder(), bucket, run, AUDIENCE_ID, dict(batch, action="add"))  # type: ignore[arg-type]
