@@ -14,9 +14,9 @@ import pytest
 from moto import mock_aws
 
 from tiktok_destination import storage
-from tiktok_destination.audience import commit_audience, plan_audience, send_batch
+from tiktok_destination.audience import AudienceKeys, commit_audience, plan_audience, send_batch
 from tiktok_destination.config import ResolvedTemplate
-from tiktok_destination.errors import TikTokRequestRejected
+from tiktok_destination.errors import DestinationError, TikTokRequestRejected
 from tiktok_destination.offline_events import plan_events, send_event_batch, sent_totals
 from tiktok_destination.runs import Run, Source
 from tiktok_destination.storage import Bucket
@@ -428,3 +428,93 @@ def test_a_missing_batch_file_is_refused_with_the_fix(bucket: Bucket) -> None:
         send_event_batch(EventRecorder(set()), bucket, run, batch)  # type: ignore[arg-type]
     with pytest.raises(TikTokRequestRejected, match="is missing; re-run the input to re-plan"):
         send_batch(Recorder(), bucket, run, AUDIENCE_ID, dict(batch, action="add"))  # type: ignore[arg-type]
+
+
+# ------------------------------------------------------------ audience: reuse, pending, commit
+def send_all(bucket: Bucket, run: Run, manifest: list[dict[str, Any]]) -> None:
+    for batch in manifest:
+        send_batch(Recorder(), bucket, run, AUDIENCE_ID, batch)  # type: ignore[arg-type]
+
+
+def test_an_audience_plan_is_reused_until_committed(bucket: Bucket, tmp_path: Path) -> None:
+    run = run_for("custom_audience")
+    plan, manifest = plan_members(bucket, run, range(6), tmp_path, batch_size=4)
+    send_batch(Recorder(), bucket, run, AUDIENCE_ID, manifest[0])  # type: ignore[arg-type]
+    (tmp_path / "again").mkdir()
+
+    again = plan_audience(bucket, run, AUDIENCE_ID, batch_size=4, workdir=tmp_path / "again")
+
+    assert (again.plan_id, again.batches, again.pending_batches) == (plan.plan_id, 2, 1)
+    assert (again.added, again.members) == (6, 6)
+
+
+def test_commit_needs_every_batch_then_makes_the_snapshot(bucket: Bucket, tmp_path: Path) -> None:
+    run = run_for("custom_audience")
+    plan, manifest = plan_members(bucket, run, range(6), tmp_path, batch_size=4)
+    send_batch(Recorder(), bucket, run, AUDIENCE_ID, manifest[1])  # type: ignore[arg-type]
+
+    with pytest.raises(DestinationError, match=r"1 of 2 batches did not finish \(first: 1\)"):
+        commit_audience(bucket, run, plan.plan_id)
+    keys = AudienceKeys(ADV, "Planning audience")
+    assert not bucket.exists(keys.snapshot)
+
+    send_all(bucket, run, manifest[:1])
+    assert commit_audience(bucket, run, plan.plan_id) == {"committed": True, "members": 6}
+    snapshot = bucket.get_bytes(keys.snapshot)
+    assert snapshot is not None
+    assert snapshot.decode() == "".join(sorted(member_lines(range(6))))
+    assert not bucket.exists(keys.pending(run.run_id)), "the journal goes once committed"
+
+
+def test_commit_of_an_unknown_plan_is_refused(bucket: Bucket) -> None:
+    with pytest.raises(DestinationError, match="not found; re-run the input"):
+        commit_audience(bucket, run_for("custom_audience"), "no-such-plan")
+
+
+def test_the_same_file_after_the_audience_moved_on_is_planned_afresh(
+    bucket: Bucket, tmp_path: Path
+) -> None:
+    # A, then B, then A's bytes again: the snapshot is back to what A's plan was made on,
+    # but that plan was committed once and its done markers are stale.
+    a, b = range(4), range(2, 6)
+    runs = [run_for("custom_audience", f"run-{n}") for n in range(3)]
+    for run, members in zip(runs, (a, b, a), strict=True):
+        plan, manifest = plan_members(bucket, run, members, tmp_path, batch_size=10)
+        send_all(bucket, run, manifest)
+        commit_audience(bucket, run, plan.plan_id)
+    (tmp_path / "b-again").mkdir()
+    bucket.put_text(runs[1].paths.members, "".join(member_lines(b)))
+
+    again = plan_audience(bucket, runs[1], AUDIENCE_ID, batch_size=10, workdir=tmp_path / "b-again")
+
+    assert (again.pending_batches, again.added, again.removed) == (2, 2, 2)
+
+
+def test_an_uncommitted_run_counts_as_maybe_applied(bucket: Bucket, tmp_path: Path) -> None:
+    base = run_for("custom_audience", "run-base")
+    plan, manifest = plan_members(bucket, base, range(4), tmp_path, batch_size=10)
+    send_all(bucket, base, manifest)
+    commit_audience(bucket, base, plan.plan_id)
+    # A run adding 4..7 and dropping 0..1 planned (and maybe sent) but never committed.
+    failed = run_for("custom_audience", "run-failed")
+    plan_members(bucket, failed, [2, 3, 4, 5, 6, 7], tmp_path, batch_size=10)
+
+    newer = run_for("custom_audience", "run-newer")
+    plan, manifest = plan_members(bucket, newer, [1, 2, 8], tmp_path, batch_size=10)
+
+    # Deletes: whatever TikTok may hold (0..7) minus the new file; adds: the new file minus
+    # what TikTok surely holds (2..3: the base without the failed run's deletes).
+    assert batch_members(bucket, manifest[0]) == set(member_lines([0, 3, 4, 5, 6, 7]))
+    assert batch_members(bucket, manifest[1]) == set(member_lines([1, 8]))
+    assert (plan.removed, plan.added, plan.unchanged) == (6, 2, 1)
+    commit_audience_after(bucket, newer, plan.plan_id, manifest)
+    keys = AudienceKeys(ADV, "Planning audience")
+    # Committing the newer run settles the failed one's journal too.
+    assert [o["Key"] for o in bucket.list(keys.pending_prefix)] == []
+
+
+def commit_audience_after(
+    bucket: Bucket, run: Run, plan_id: str, manifest: list[dict[str, Any]]
+) -> None:
+    send_all(bucket, run, manifest)
+    commit_audience(bucket, run, plan_id)
