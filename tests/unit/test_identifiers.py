@@ -400,3 +400,45 @@ def test_usual_trim_still_applies_before_the_invisible_check() -> None:
     assert normalize_device_id("\x1f6d92078a-8246-4ba4-ae5b-76104861e7dc\x85", "AAID") == (
         "6d92078a-8246-4ba4-ae5b-76104861e7dc"
     )
+
+
+@pytest.mark.parametrize(
+    ("raw", "problem"),
+    [
+        ("", "it is empty"),
+        ("jane doe@example.com", "it contains a space"),
+        ("jane.example.com", "it has no '@'"),
+        ("jane@@example.com", "it has more than one '@'"),
+        ("@example.com", "nothing comes before the '@'"),
+        ("jane@example", "the part after the '@' has no dot (expected a domain like example.com)"),
+        ("jane@example.c", "the domain after the '@' is not like example.com"),
+    ],
+)
+def test_invalid_email_message_names_the_problem_and_the_fix(raw: str, problem: str) -> None:
+    with pytest.raises(RowRejected) as caught:
+        normalize_email(raw)
+    assert caught.value.message == (
+        f"not an email address: {problem}; expected the form name@example.com"
+    )
+
+
+@pytest.mark.parametrize(
+    ("raw", "hint"),
+    [
+        ("not-a-device-id", "expected a UUID: 8-4-4-4-12 hex digits separated by dashes"),
+        (
+            "6d92078a82464ba4ae5b76104861e7dc",
+            "it looks like an MD5 hash, which is not accepted: give the raw id or its SHA-256",
+        ),
+    ],
+)
+def test_invalid_device_id_message_says_what_was_expected(raw: str, hint: str) -> None:
+    with pytest.raises(RowRejected) as caught:
+        normalize_device_id(raw, "AAID")
+    assert caught.value.message == f"not a valid AAID: {hint}"
+
+
+def test_a_non_device_id_type_is_a_configuration_error() -> None:
+    with pytest.raises(ConfigurationError) as caught:
+        normalize_device_id("6d92078a-8246-4ba4-ae5b-76104861e7dc", "EMAIL")
+    assert caught.value.message == "EMAIL is not a device id type; use IDFA or AAID"
