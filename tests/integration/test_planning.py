@@ -16,7 +16,7 @@ from moto import mock_aws
 from tiktok_destination import storage
 from tiktok_destination.audience import AudienceKeys, commit_audience, plan_audience, send_batch
 from tiktok_destination.config import ResolvedTemplate
-from tiktok_destination.errors import DestinationError, TikTokRequestRejected
+from tiktok_destination.errors import DestinationError, MassRemovalBlocked, TikTokRequestRejected
 from tiktok_destination.offline_events import plan_events, send_event_batch, sent_totals
 from tiktok_destination.runs import Run, Source
 from tiktok_destination.storage import Bucket
@@ -52,7 +52,7 @@ def bucket(moto_bucket: Bucket) -> Iterator[Bucket]:
     moto_bucket.delete_prefix("")
 
 
-def run_for(kind: str, run_id: str = "run-1") -> Run:
+def run_for(kind: str, run_id: str = "run-1", *, max_removal_share: float = 1.0) -> Run:
     resolved = ResolvedTemplate(
         destination="dest",
         data_template="tmpl",
@@ -65,8 +65,9 @@ def run_for(kind: str, run_id: str = "run-1") -> Run:
         event_set_id_source=None,
         test_event_code=None,
         default_phone_region=None,
-        # The guard has its own tests; here a whole audience may be replaced.
-        max_removal_share=1.0,
+        # The guard has its own tests; here a whole audience may be replaced by default.
+        max_removal_share=max_removal_share,
+        mass_removal_min_audience=1,
     )
     return Run(
         run_id=run_id,
@@ -518,3 +519,20 @@ def commit_audience_after(
 ) -> None:
     send_all(bucket, run, manifest)
     commit_audience(bucket, run, plan_id)
+
+
+def test_a_blocked_plan_names_the_audience_and_the_way_out(bucket: Bucket, tmp_path: Path) -> None:
+    base = run_for("custom_audience", "run-base")
+    plan, manifest = plan_members(bucket, base, range(4), tmp_path, batch_size=10)
+    commit_audience_after(bucket, base, plan.plan_id, manifest)
+    shrink = run_for("custom_audience", "run-shrink", max_removal_share=0.5)
+
+    with pytest.raises(MassRemovalBlocked) as info:
+        plan_members(bucket, shrink, [0], tmp_path, batch_size=10)
+
+    message = info.value.message
+    assert message.startswith(f"audience 'Planning audience' (advertiser {ADV}): ")
+    assert "current size 4, would remove 3 (75.0%), would add 0" in message
+    assert message.endswith(
+        '"allow_mass_removal": true, or raise max_removal_share for this data template'
+    )
