@@ -17,6 +17,7 @@ from tiktok_destination.errors import (
     AudienceLimitReached,
     FatalError,
     RetriableError,
+    TikTokRequestRejected,
     TikTokUnavailable,
 )
 from tiktok_destination.runs import Run, Source
@@ -353,3 +354,78 @@ def test_partner_audiences_of_the_name_are_adopted(bucket: Bucket, audience_type
     found = ensure_audience(client, bucket, run_for("vip", "VIP customers"))  # type: ignore[arg-type]
 
     assert (found["audience_id"], found["found_by"]) == ("7200000000000088888", "name")
+
+
+# ------------------------------------------------------------------ which of several, and refusals
+def listed(audience_id: str, create_time: str) -> dict[str, str]:
+    return {"audience_id": audience_id, "name": "VIP customers", "create_time": create_time}
+
+
+def test_the_oldest_is_chosen_by_create_time_then_by_id(
+    bucket: Bucket, caplog: pytest.LogCaptureFixture
+) -> None:
+    # Listing order and id order both disagree with creation order.
+    client = Listing(
+        [
+            listed("7200000000000000001", "2026-01-01 00:00:02"),
+            listed("7200000000000000005", "2026-01-01 00:00:00"),
+            listed("7200000000000000004", "2026-01-01 00:00:00"),
+            listed("7200000000000000002", "2026-01-01 00:00:01"),
+        ]
+    )
+
+    with caplog.at_level("WARNING", logger="tiktok_destination.audience"):
+        found = ensure_audience(client, bucket, run_for("vip", "VIP customers"))  # type: ignore[arg-type]
+
+    assert (found["audience_id"], found["found_by"]) == ("7200000000000000004", "name")
+    assert "several TikTok audiences share this name; using the oldest" in caplog.messages
+
+
+def test_one_audience_of_the_name_logs_no_warning(
+    bucket: Bucket, caplog: pytest.LogCaptureFixture
+) -> None:
+    client = Listing([listed("7200000000000000001", "2026-01-01 00:00:02")])
+
+    with caplog.at_level("WARNING", logger="tiktok_destination.audience"):
+        ensure_audience(client, bucket, run_for("vip", "VIP customers"))  # type: ignore[arg-type]
+
+    assert caplog.messages == []
+
+
+class RefusingCreate(Listing):
+    def __init__(self, message: str) -> None:
+        super().__init__([])
+        self.message = message
+
+    def create_audience(self, advertiser_id: str, name: str) -> str:
+        self.created.append(name)
+        raise TikTokRequestRejected(self.message, code=40002, request_id="req-7")
+
+
+@pytest.mark.parametrize(
+    "message", ["The number of custom audiences has reached the limit (400)", "Limit reached"]
+)
+def test_a_create_refused_for_the_limit_is_audience_limit_reached(
+    bucket: Bucket, message: str
+) -> None:
+    client = RefusingCreate(message)
+
+    with pytest.raises(AudienceLimitReached) as info:
+        ensure_audience(client, bucket, run_for("newsletter", NAME_A))  # type: ignore[arg-type]
+
+    error = info.value
+    assert (error.code, error.request_id) == (40002, "req-7")
+    assert error.message.startswith(
+        f"TikTok refused to create audience '{PREFIX67}...' for advertiser {ADV}: "
+    )
+    assert client.created == [NAME_A]
+
+
+def test_a_create_refused_for_another_reason_is_passed_on(bucket: Bucket) -> None:
+    client = RefusingCreate("Invalid parameters.")
+
+    with pytest.raises(TikTokRequestRejected) as info:
+        ensure_audience(client, bucket, run_for("vip", "VIP customers"))  # type: ignore[arg-type]
+
+    assert type(info.value) is TikTokRequestRejected
+    assert info.value.message == "Invalid parameters."
