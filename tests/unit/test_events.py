@@ -623,3 +623,35 @@ def test_track_body_refuses_no_events_and_bad_set_ids() -> None:
         track_body(SET_ID, [], test_event_code=None)
     with pytest.raises(ValueError, match=r"^event_set_id must be a 19-digit string$"):
         track_body(SET_ID[:-1], [one], test_event_code=None)
+
+
+@pytest.mark.parametrize(
+    ("columns", "column", "reason_code"),
+    [
+        ({"event_channel": "bogus"}, "event_channel", "invalid_event_channel"),
+        ({"currency": "XYZ"}, "currency", "invalid_currency"),
+        ({"quantity": "1.5"}, "quantity", "invalid_quantity"),
+        ({"price": "abc"}, "price", "invalid_price"),
+        ({"value": "abc", "currency": "USD"}, "value", "invalid_value"),
+        ({"content_type": "sku"}, "content_type", "invalid_content_type"),
+        ({"value": "5"}, "currency", "missing_currency"),
+    ],
+)
+def test_each_rejection_names_its_column(
+    columns: dict[str, str], column: str, reason_code: str
+) -> None:
+    error = rejected(**columns)
+    assert (error.column, error.reason_code) == (column, reason_code)
+
+
+def test_closed_lists_are_spelled_out_in_the_message() -> None:
+    assert rejected(event_channel="bogus").message == (
+        "event_channel 'bogus' is not allowed; use one of email, website, phone_call, "
+        "in_store, crm, other"
+    )
+    assert rejected(content_type="sku").message == (
+        "content_type 'sku' is not allowed; use product or product_group"
+    )
+    assert rejected(currency="XYZ").message == (
+        "currency 'XYZ' is not an ISO 4217 code; use a three-letter code such as USD, EUR or GBP"
+    )
