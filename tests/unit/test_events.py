@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import time
 from collections.abc import Mapping
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -654,4 +655,26 @@ def test_closed_lists_are_spelled_out_in_the_message() -> None:
     )
     assert rejected(currency="XYZ").message == (
         "currency 'XYZ' is not an ISO 4217 code; use a three-letter code such as USD, EUR or GBP"
+    )
+
+
+def test_exactly_28_days_old_is_still_accepted() -> None:
+    oldest = NOW - timedelta(days=28)
+    assert normalize(timestamp=oldest.isoformat())["event_time"] == int(oldest.timestamp())
+    assert rejected(timestamp=str(int(oldest.timestamp()) - 1)).reason_code == "stale_event"
+
+
+def test_a_stale_event_is_shown_in_utc_whatever_the_host_zone(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setenv("TZ", "America/New_York")
+    time.tzset()
+    try:
+        error = rejected(timestamp="2024-04-01T12:00:00+02:00")
+    finally:
+        monkeypatch.delenv("TZ")
+        time.tzset()
+    assert (error.column, error.reason_code) == ("timestamp", "stale_event")
+    assert error.message.startswith(
+        "the event happened at 2024-04-01T10:00:00Z, more than 28 days ago; "
     )
