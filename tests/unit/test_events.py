@@ -678,3 +678,14 @@ def test_a_stale_event_is_shown_in_utc_whatever_the_host_zone(
     assert error.message.startswith(
         "the event happened at 2024-04-01T10:00:00Z, more than 28 days ago; "
     )
+
+
+def test_a_national_phone_takes_the_runs_default_region() -> None:
+    row = normalize_event_row(
+        {"event": "Purchase", "event_id": "o-1", "phone": "07911 123456"},
+        row_number=2,
+        default_region="GB",
+        fallback_event_set_id=SET_ID,
+        now=NOW,
+    )
+    assert row["user"] == {"phone": hashlib.sha256(b"+447911123456").hexdigest()}
