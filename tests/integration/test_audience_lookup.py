@@ -429,3 +429,20 @@ def test_a_create_refused_for_another_reason_is_passed_on(bucket: Bucket) -> Non
 
     assert type(info.value) is TikTokRequestRejected
     assert info.value.message == "Invalid parameters."
+
+
+def test_other_templates_snapshots_and_journals_do_not_hide_their_registries(
+    bucket: Bucket, emu: TikTokEmulator
+) -> None:
+    client = client_for(emu)
+    first = ensure_audience(client, bucket, run_for("newsletter", NAME_A))
+    # "Other 7" sorts before NAME_A under audiences/<advertiser>/, so its snapshot and
+    # journal are listed before NAME_A's registry: reading on past them must not stop.
+    other = leave_membership(bucket, "Other 7")
+    bucket.put_json(other.registry, {"audience_id": "7200000000000000777", "name": "Other 7"})
+    assert other.prefix < AudienceKeys(ADV, NAME_A).prefix
+
+    second = ensure_audience(client, bucket, run_for("loyalty", NAME_B))
+
+    assert second["found_by"] == "created"
+    assert second["audience_id"] != first["audience_id"]

@@ -689,3 +689,30 @@ def test_a_national_phone_takes_the_runs_default_region() -> None:
         now=NOW,
     )
     assert row["user"] == {"phone": hashlib.sha256(b"+447911123456").hexdigest()}
+
+
+def test_a_missing_event_names_the_column_and_the_choices() -> None:
+    error = rejected(event=None)
+    assert (error.column, error.reason_code) == ("event", "missing_event")
+    assert error.message.startswith("event is required: set it to a TikTok standard event, one of ")
+
+
+def test_a_bad_event_set_id_says_where_it_came_from() -> None:
+    from_row = rejected(event_set_id="123")
+    assert (from_row.column, from_row.reason_code) == ("event_set_id", "invalid_event_set_id")
+    assert "the event_set_id column" in from_row.message
+    with pytest.raises(RowRejected) as caught:
+        normalize_columns({}, fallback="123")
+    assert "the destination's event set id" in caught.value.message
+    assert "the event_set_id column" not in caught.value.message
+
+
+def test_a_naive_now_is_read_as_utc() -> None:
+    row = {"event": "Purchase", "event_id": "o-1", "email": EMAIL, "timestamp": str(NOW_TS - 60)}
+    naive = normalize_event_row(
+        row, row_number=2, default_region="US", fallback_event_set_id=SET_ID,
+        now=NOW.replace(tzinfo=None),
+    )
+    assert naive == normalize_event_row(
+        row, row_number=2, default_region="US", fallback_event_set_id=SET_ID, now=NOW
+    )

@@ -442,3 +442,33 @@ def test_a_non_device_id_type_is_a_configuration_error() -> None:
     with pytest.raises(ConfigurationError) as caught:
         normalize_device_id("6d92078a-8246-4ba4-ae5b-76104861e7dc", "EMAIL")
     assert caught.value.message == "EMAIL is not a device id type; use IDFA or AAID"
+
+
+# ---------------------------------------------------------------- rules only mutations caught
+def test_a_rendering_one_digit_short_has_lost_a_digit() -> None:
+    # 4.158444856E+10 is 11 digits written with 10: the last one was rounded away.
+    with pytest.raises(RowRejected) as caught:
+        normalize_phone("4.158444856E+10")
+    assert caught.value.reason_code == "phone_lost_digits"
+
+
+def test_a_decimal_rendering_keeps_its_leading_trunk_zero() -> None:
+    assert normalize_phone("030123456.0", "DE") == "+4930123456"
+
+
+def test_an_unnamed_invisible_character_is_named_by_its_code_point_only() -> None:
+    with pytest.raises(RowRejected) as caught:
+        normalize_email("a\ue000@example.com")
+    assert "character (U+E000) after trimming" in caught.value.message
+
+
+def test_older_rule_drops_everything_from_the_first_plus() -> None:
+    assert normalize_email("a.b+c+d@x.com", strip_dots_and_tags=True) == "ab@x.com"
+
+
+def test_older_rule_rejects_an_address_left_empty() -> None:
+    with pytest.raises(RowRejected) as caught:
+        normalize_email("+tag@x.com", strip_dots_and_tags=True)
+    error = caught.value
+    assert (error.column, error.reason_code) == ("email", "invalid_email")
+    assert error.message == "nothing is left before the '@' once dots and the +tag are removed"

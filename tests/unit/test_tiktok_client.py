@@ -36,6 +36,7 @@ from tiktok_destination.tiktok.client import (
     CallStats,
     RetryPolicy,
     TikTokClient,
+    _advice,
 )
 
 TOKEN = "tok-7f3a9c1e5b2d4f6a8c0e"
@@ -180,13 +181,18 @@ def test_get_sends_token_header_slash_path_and_json_list_params(server: FakeTikT
 def test_get_serializes_tuple_and_dict_params_as_json(server: FakeTikTok) -> None:
     client = make_client(server)
 
-    client.get("/dmp/custom_audience/get", {"ids": ("1", "2"), "filtering": {"a": 1}, "x": None})
+    client.get(
+        "/dmp/custom_audience/get",
+        {"ids": ("1", "2"), "filtering": {"a": 1}, "x": None, "on": True, "off": False},
+    )
 
     req = server.last
     assert req.path == PREFIX + "dmp/custom_audience/get/"
     assert json.loads(req.query["ids"][0]) == ["1", "2"]
     assert json.loads(req.query["filtering"][0]) == {"a": 1}
     assert "x" not in req.query
+    # JSON booleans, as TikTok reads them, not Python's "True"
+    assert (req.query["on"], req.query["off"]) == (["true"], ["false"])
 
 
 def test_post_sends_json_body_and_content_type(server: FakeTikTok) -> None:
@@ -689,3 +695,11 @@ def test_defaults() -> None:
         "by_endpoint": {},
         "partial_messages": [],
     }
+
+
+def test_a_rejection_without_a_tiktok_code_gets_no_code_hint() -> None:
+    # An answer with no envelope (an HTTP 4xx) has no code; no code's hint may be borrowed.
+    assert _advice(TikTokRequestRejected, None, 1) == ""
+    assert _advice(TikTokRequestRejected, 40011, 1) == (
+        "Too many IDs in one request: lower the batch size."
+    )
