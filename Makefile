@@ -51,6 +51,8 @@ bench: $(STAMP)
 ## Mutation testing of the rule modules (mutmut; slow, not in CI). Config: [tool.mutmut].
 # mutmut only understands ./, src/ and source/ layouts, so the package is staged as
 # .mutation/src/tiktok_destination; mutmut's cache in .mutation/mutants survives re-runs.
+# Results stand until the code changes: after adding tests, re-test survivors by name with
+# `make mutation MUTANTS="name ..."`, or `rm -rf .mutation` for a fresh run.
 MUTATION_DIR := .mutation
 mutation: $(STAMP)
 	test -x $(BIN)/mutmut || $(BIN)/pip install --quiet -e '.[dev,mutation]'
@@ -58,7 +60,7 @@ mutation: $(STAMP)
 	mkdir -p $(MUTATION_DIR)/src
 	cp -a layers/tiktok_destination/tiktok_destination $(MUTATION_DIR)/src/
 	cp -a tests pyproject.toml $(MUTATION_DIR)/
-	cd $(MUTATION_DIR) && env -u PYTHONPATH $(abspath $(BIN))/mutmut run --max-children 2
+	cd $(MUTATION_DIR) && env -u PYTHONPATH $(abspath $(BIN))/mutmut run --max-children 2 $(MUTANTS)
 	cd $(MUTATION_DIR) && $(abspath $(BIN))/mutmut results
 
 clean:

@@ -52,7 +52,13 @@ def bucket(moto_bucket: Bucket) -> Iterator[Bucket]:
     moto_bucket.delete_prefix("")
 
 
-def run_for(kind: str, run_id: str = "run-1", *, max_removal_share: float = 1.0) -> Run:
+def run_for(
+    kind: str,
+    run_id: str = "run-1",
+    *,
+    max_removal_share: float = 1.0,
+    test_event_code: str | None = None,
+) -> Run:
     resolved = ResolvedTemplate(
         destination="dest",
         data_template="tmpl",
@@ -63,7 +69,7 @@ def run_for(kind: str, run_id: str = "run-1", *, max_removal_share: float = 1.0)
         user_id_types=("EMAIL",),
         event_set_id=SET_A if kind == "offline_events" else None,
         event_set_id_source=None,
-        test_event_code=None,
+        test_event_code=test_event_code,
         default_phone_region=None,
         # The guard has its own tests; here a whole audience may be replaced by default.
         max_removal_share=max_removal_share,
@@ -359,12 +365,14 @@ class EventRecorder:
     def __init__(self, refused: set[str]) -> None:
         self.refused = refused
         self.requests: list[list[str]] = []
+        self.sent_with: set[tuple[str, str | None]] = set()
 
     def track_events(
         self, event_set_id: str, data: Sequence[dict[str, Any]], *, test_event_code: str | None
     ) -> dict[str, Any]:
         ids = [event["event_id"] for event in data]
         self.requests.append(ids)
+        self.sent_with.add((event_set_id, test_event_code))
         if self.refused & set(ids):
             raise TikTokRequestRejected("event 3 is invalid", code=40002)
         return {}
@@ -373,7 +381,7 @@ class EventRecorder:
 def test_a_refused_event_batch_is_bisected_down_to_the_bad_events(
     bucket: Bucket, tmp_path: Path
 ) -> None:
-    run = run_for("offline_events")
+    run = run_for("offline_events", test_event_code="TEST123")
     _, manifest = plan_rows(bucket, [event_row(n) for n in range(2, 7)], tmp_path, batch_size=10)
     client = EventRecorder({"order-00003", "order-00006"})
 
@@ -403,6 +411,8 @@ def test_a_refused_event_batch_is_bisected_down_to_the_bad_events(
         "events_sent": 3,
         "events_rejected_by_tiktok": 2,
     }
+    # Every half goes to the same event set, with the run's test event code.
+    assert client.sent_with == {(SET_A, "TEST123")}
     # Done: a second delivery of the same batch sends nothing.
     again = send_event_batch(client, bucket, run, manifest[0])  # type: ignore[arg-type]
     assert again == {"index": 1, "skipped": True, "sent": 0}
@@ -536,3 +546,14 @@ def test_a_blocked_plan_names_the_audience_and_the_way_out(bucket: Bucket, tmp_p
     assert message.endswith(
         '"allow_mass_removal": true, or raise max_removal_share for this data template'
     )
+
+
+def test_sent_totals_add_up_every_done_marker(bucket: Bucket) -> None:
+    run = run_for("offline_events")
+    done = f"{run.paths.plan('p1')}done/"
+    bucket.put_json(f"{done}00001.json", {"index": 1, "sent": 5, "rejected_events": 1})
+    bucket.put_json(f"{done}00002.json", {"index": 2, "sent": 7, "rejected_events": 2})
+    # a marker without counts (a skipped batch) adds nothing
+    bucket.put_json(f"{done}00003.json", {"index": 3})
+
+    assert sent_totals(bucket, run, "p1") == {"events_sent": 12, "events_rejected_by_tiktok": 3}

@@ -716,3 +716,8 @@ def test_a_naive_now_is_read_as_utc() -> None:
     assert naive == normalize_event_row(
         row, row_number=2, default_region="US", fallback_event_set_id=SET_ID, now=NOW
     )
+
+
+def test_a_row_without_email_or_phone_is_rejected_on_the_email_column() -> None:
+    error = rejected(email=None)
+    assert (error.column, error.reason_code) == ("email", "missing_identifier")

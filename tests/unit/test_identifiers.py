@@ -472,3 +472,15 @@ def test_older_rule_rejects_an_address_left_empty() -> None:
     error = caught.value
     assert (error.column, error.reason_code) == ("email", "invalid_email")
     assert error.message == "nothing is left before the '@' once dots and the +tag are removed"
+
+
+def test_the_default_region_is_the_us() -> None:
+    assert normalize_phone("(213) 373-4253") == "+12133734253"
+    assert hash_identifier("PHONE", "(213) 373-4253") == sha("+12133734253")
+
+
+@pytest.mark.parametrize(("id_type", "column"), [("EMAIL", "email"), ("PHONE", "phone")])
+def test_an_uppercase_hash_is_rejected_in_its_column(id_type: str, column: str) -> None:
+    with pytest.raises(RowRejected) as caught:
+        hash_identifier(id_type, EXISTING_HASH.upper())
+    assert (caught.value.column, caught.value.reason_code) == (column, f"invalid_{column}")
