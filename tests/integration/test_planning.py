@@ -411,6 +411,10 @@ def test_a_refused_event_batch_is_bisected_down_to_the_bad_events(
         "events_sent": 3,
         "events_rejected_by_tiktok": 2,
     }
+    head = bucket.head(run.paths.rejects("send-00001"))
+    assert head is not None and head["ContentType"] == "text/csv"
+    done = bucket.get_json(f"{run.paths.plan(manifest[0]['plan_id'])}done/00001.json")
+    assert done == {"index": 1, "sent": 3, "rejected_events": 2}
     # Every half goes to the same event set, with the run's test event code.
     assert client.sent_with == {(SET_A, "TEST123")}
     # Done: a second delivery of the same batch sends nothing.
@@ -557,3 +561,13 @@ def test_sent_totals_add_up_every_done_marker(bucket: Bucket) -> None:
     bucket.put_json(f"{done}00003.json", {"index": 3})
 
     assert sent_totals(bucket, run, "p1") == {"events_sent": 12, "events_rejected_by_tiktok": 3}
+
+
+def test_another_batch_size_makes_another_event_plan(bucket: Bucket, tmp_path: Path) -> None:
+    run = run_for("offline_events")
+    first, _ = plan_rows(bucket, [event_row(n) for n in range(2, 7)], tmp_path, batch_size=2)
+
+    other = plan_events(bucket, run, batch_size=3, workdir=tmp_path)
+
+    assert other.plan_id != first.plan_id
+    assert (other.batches, other.pending_batches) == (2, 2)
