@@ -300,23 +300,32 @@ def test_rows_of_one_event_stay_in_one_event_across_the_batch_size(
 
 
 def test_the_event_plan_counts_what_went_into_it(bucket: Bucket, tmp_path: Path) -> None:
-    first = event_row(2)
-    first.update(item={"price": 5.0, "quantity": 2}, currency="USD", event_channel="store")
-    again = dict(first, row=3)  # a re-exported line: identical apart from its row number
-    second = event_row(4)
-    second.update(event="Lead", value=7.0, currency="EUR")
+    rows = []
+    for n in (2, 4):
+        row = event_row(n)
+        row.update(item={"price": 5.0, "quantity": 2}, currency="USD", event_channel="store")
+        rows += [row, dict(row, row=n + 1)]  # each re-exported: identical but for the row
+    lead = event_row(6)
+    lead.update(event="Lead", value=7.0, currency="EUR")
+    rows.append(lead)
 
-    plan, manifest = plan_rows(bucket, [first, again, second], tmp_path, batch_size=1000)
+    plan, manifest = plan_rows(bucket, rows, tmp_path, batch_size=1000)
 
-    assert (plan.events_built, plan.rows_in_events, plan.duplicate_rows) == (2, 2, 1)
-    assert plan.by_event == {"Purchase": 1, "Lead": 1}
-    assert plan.by_event_channel == {"store": 1, "(none)": 1}
-    assert plan.value_method == {"sum_price_quantity": 1, "row_value": 1}
-    rejects = bucket.get_bytes(run_for("offline_events").paths.rejects("chunk"))
+    assert (plan.events_built, plan.rows_in_events, plan.duplicate_rows) == (3, 3, 2)
+    assert plan.by_event == {"Purchase": 2, "Lead": 1}
+    assert plan.by_event_channel == {"store": 2, "(none)": 1}
+    assert plan.value_method == {"sum_price_quantity": 2, "row_value": 1}
+    key = run_for("offline_events").paths.rejects("chunk")
+    rejects = bucket.get_bytes(key)
     assert rejects is not None
-    assert rejects.decode().splitlines()[1:] == ["3,,duplicate_row,identical to row 2; sent once"]
+    assert rejects.decode().splitlines()[1:] == [
+        "3,,duplicate_row,identical to row 2; sent once",
+        "5,,duplicate_row,identical to row 4; sent once",
+    ]
+    head = bucket.head(key)
+    assert head is not None and head["ContentType"] == "text/csv"
     body = bucket.get_json(manifest[0]["key"])
-    assert sorted(body["rows"]) == [[2, 3], [4]]
+    assert sorted(body["rows"]) == [[2, 3], [4, 5], [6]]
 
 
 def test_an_event_plan_without_duplicates_writes_no_rejects(bucket: Bucket, tmp_path: Path) -> None:
@@ -327,18 +336,25 @@ def test_an_event_plan_without_duplicates_writes_no_rejects(bucket: Bucket, tmp_
 
 
 def test_conflict_notes_stop_at_twenty(bucket: Bucket, tmp_path: Path) -> None:
+    # Ten events with three notes each: the cap cuts into the seventh event's notes.
     rows = []
-    for n in range(30):
-        for offset, channel in ((0, "store"), (1, "web")):
+    for n in range(10):
+        for offset, text in ((0, "a"), (1, "b")):
             row = event_row(2 + 2 * n + offset)
-            row.update(event_id=f"order-{n:05d}", event_channel=channel)
+            row.update(
+                event_id=f"order-{n:05d}", event_channel="store" if offset else "crm",
+                shop_id=text, description=text,
+            )
             rows.append(row)
 
     plan, _ = plan_rows(bucket, rows, tmp_path, batch_size=1000)
 
-    assert plan.events_built == 30
+    assert plan.events_built == 10
     assert len(plan.conflicts) == 20
-    assert all("disagree on event_channel" in note for note in plan.conflicts)
+    assert plan.conflicts[-2:] == [
+        "rows 14,15 disagree on shop_id; used the one from row 14",
+        "rows 14,15 disagree on description; used the one from row 14",
+    ]
 
 
 def test_an_event_plan_is_reused_and_counts_the_batches_already_done(
