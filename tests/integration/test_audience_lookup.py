@@ -446,3 +446,16 @@ def test_other_templates_snapshots_and_journals_do_not_hide_their_registries(
 
     assert second["found_by"] == "created"
     assert second["audience_id"] != first["audience_id"]
+
+
+def test_of_two_an_audience_listed_without_create_time_counts_as_oldest(
+    bucket: Bucket, caplog: pytest.LogCaptureFixture
+) -> None:
+    untimed = {"audience_id": "7200000000000000009", "name": "VIP customers"}
+    client = Listing([listed("7200000000000000001", "2026-01-01 00:00:00"), untimed])
+
+    with caplog.at_level("WARNING", logger="tiktok_destination.audience"):
+        found = ensure_audience(client, bucket, run_for("vip", "VIP customers"))  # type: ignore[arg-type]
+
+    assert found["audience_id"] == "7200000000000000009"
+    assert "several TikTok audiences share this name; using the oldest" in caplog.messages
