@@ -455,8 +455,12 @@ def test_a_missing_batch_file_is_refused_with_the_fix(bucket: Bucket) -> None:
     run = run_for("offline_events")
     batch = {"index": 1, "key": "runs/run-1/plan/p/batches/00001.json", "plan_id": "p"}
 
-    with pytest.raises(TikTokRequestRejected, match="is missing; re-run the input to re-plan"):
+    uri = f"s3://{BUCKET}/runs/run-1/plan/p/batches/00001.json"
+    with pytest.raises(TikTokRequestRejected) as info:
         send_event_batch(EventRecorder(set()), bucket, run, batch)  # type: ignore[arg-type]
+    assert info.value.message == (
+        f"batch file {uri} is missing; re-run the input to re-plan"
+    )
     with pytest.raises(TikTokRequestRejected, match="is missing; re-run the input to re-plan"):
         send_batch(Recorder(), bucket, run, AUDIENCE_ID, dict(batch, action="add"))  # type: ignore[arg-type]
 
