@@ -141,6 +141,7 @@ def test_a_create_answered_after_the_client_timeout_makes_exactly_one_audience(
     assert [a["name"] for a in audiences] == ["VIP customers"]
     assert found["audience_id"] == audiences[0]["id"]
     assert found["created"] is True
+    assert found["found_by"] == "created (answer lost, found by name)"
     assert emu.calls["segment/audience/"] == 1
     registry = bucket.get_json(AudienceKeys(ADV, "VIP customers").registry)
     assert registry["audience_id"] == audiences[0]["id"]
@@ -459,3 +460,21 @@ def test_of_two_an_audience_listed_without_create_time_counts_as_oldest(
 
     assert found["audience_id"] == "7200000000000000009"
     assert "several TikTok audiences share this name; using the oldest" in caplog.messages
+
+
+class LosingCreate(Listing):
+    """Every create's answer is lost; the name lookup after it never finds the audience."""
+
+    def create_audience(self, advertiser_id: str, name: str) -> str:
+        self.created.append(name)
+        raise TikTokUnavailable("no answer", code=50002, request_id=f"req-{len(self.created)}")
+
+
+def test_uncertain_creates_end_with_the_last_answers_code_and_request_id(bucket: Bucket) -> None:
+    client = LosingCreate([])
+
+    with pytest.raises(TikTokUnavailable) as info:
+        ensure_audience(client, bucket, run_for("vip", "VIP customers"))  # type: ignore[arg-type]
+
+    assert (info.value.code, info.value.request_id) == (50002, "req-3")
+    assert client.created == ["VIP customers"] * 3
