@@ -164,6 +164,7 @@ class Recorder:
         self.max_ids = max_ids
         self.code = code
         self.requests: list[tuple[str, list[str], list[str]]] = []
+        self.targets: set[tuple[str, tuple[str, ...]]] = set()
 
     def map_audience(
         self,
@@ -174,6 +175,12 @@ class Recorder:
     ) -> dict[str, Any]:
         ids = [entry["id"] for person in batch_data for entry in person if entry]
         self.requests.append((action, list(id_schema), ids))
+        self.targets.update(
+            (advertiser_id, tuple(entry["audience_ids"]))
+            for person in batch_data
+            for entry in person
+            if entry
+        )
         if self.max_ids is not None and len(ids) > self.max_ids:
             raise TikTokRequestRejected("TikTok refused the batch", code=self.code)
         return {}
@@ -198,6 +205,21 @@ def test_too_many_ids_40011_halves_the_batch_until_tiktok_takes_it(bucket: Bucke
     assert {(action, tuple(schema)) for action, schema, _ in client.requests} == {
         ("add", ("EMAIL_SHA256",))
     }
+    assert client.targets == {(ADV, (AUDIENCE_ID,))}
+    done = bucket.get_json(f"{run.paths.plan('p1')}done/00001.json")
+    assert done == {"index": 1, "count": 5}
+    again = send_batch(client, bucket, run, AUDIENCE_ID, mapping_batch(bucket, run, range(5)))  # type: ignore[arg-type]
+    assert again == {"index": 1, "skipped": True, "sent": 0}
+    assert len(client.requests) == 5
+
+
+def test_two_ids_too_many_are_sent_one_by_one(bucket: Bucket) -> None:
+    run = run_for("custom_audience")
+    client = Recorder(max_ids=1)
+
+    send_batch(client, bucket, run, AUDIENCE_ID, mapping_batch(bucket, run, range(2)))  # type: ignore[arg-type]
+
+    assert [len(ids) for _, _, ids in client.requests] == [2, 1, 1]
 
 
 @pytest.mark.parametrize("code", [40002, 40001, None])
@@ -461,8 +483,9 @@ def test_a_missing_batch_file_is_refused_with_the_fix(bucket: Bucket) -> None:
     assert info.value.message == (
         f"batch file {uri} is missing; re-run the input to re-plan"
     )
-    with pytest.raises(TikTokRequestRejected, match="is missing; re-run the input to re-plan"):
+    with pytest.raises(TikTokRequestRejected) as info:
         send_batch(Recorder(), bucket, run, AUDIENCE_ID, dict(batch, action="add"))  # type: ignore[arg-type]
+    assert info.value.message == f"batch file {uri} is missing; re-run the input to re-plan"
 
 
 # ------------------------------------------------------------ audience: reuse, pending, commit
@@ -534,6 +557,8 @@ def test_an_uncommitted_run_counts_as_maybe_applied(bucket: Bucket, tmp_path: Pa
     failed = run_for("custom_audience", "run-failed")
     plan_members(bucket, failed, [2, 3, 4, 5, 6, 7], tmp_path, batch_size=10)
 
+    # A journal written without a plan (sorted first) must not end the reading of the others.
+    bucket.put_json(AudienceKeys(ADV, "Planning audience").pending("run-empty"), {})
     newer = run_for("custom_audience", "run-newer")
     plan, manifest = plan_members(bucket, newer, [1, 2, 8], tmp_path, batch_size=10)
 
@@ -591,3 +616,15 @@ def test_another_batch_size_makes_another_event_plan(bucket: Bucket, tmp_path: P
 
     assert other.plan_id != first.plan_id
     assert (other.batches, other.pending_batches) == (2, 2)
+
+
+def test_a_new_members_file_makes_a_new_audience_plan(bucket: Bucket, tmp_path: Path) -> None:
+    run = run_for("custom_audience")
+    first, _ = plan_members(bucket, run, range(4), tmp_path, batch_size=10)
+    bucket.put_text(run.paths.members, "".join(member_lines(range(6))))
+    (tmp_path / "again").mkdir()
+
+    again = plan_audience(bucket, run, AUDIENCE_ID, batch_size=10, workdir=tmp_path / "again")
+
+    assert again.plan_id != first.plan_id
+    assert (again.added, again.members) == (6, 6)
