@@ -4,6 +4,7 @@ whose answer is lost (timeout, 5xx) never leaving two audiences of one name."""
 from __future__ import annotations
 
 from collections.abc import Iterator
+from typing import Any
 
 import boto3
 import pytest
@@ -304,6 +305,8 @@ def test_the_400th_audience_is_refused_before_creating(bucket: Bucket) -> None:
     with pytest.raises(AudienceLimitReached, match="already has 400 custom audiences") as info:
         ensure_audience(client, bucket, run_for("vip", "VIP customers"))  # type: ignore[arg-type]
 
+    assert "so 'VIP customers' cannot be created" in info.value.message
+
     assert isinstance(info.value, FatalError)
     assert client.created == []
     assert bucket.get_json(AudienceKeys(ADV, "VIP customers").registry) is None
@@ -478,3 +481,50 @@ def test_uncertain_creates_end_with_the_last_answers_code_and_request_id(bucket:
 
     assert (info.value.code, info.value.request_id) == (50002, "req-3")
     assert client.created == ["VIP customers"] * 3
+
+
+class RegistryLookup(Listing):
+    """Answers the registry's id lookup with ``answer`` and records its parameters."""
+
+    def __init__(self, answer: dict[str, Any]) -> None:
+        super().__init__([])
+        self.answer = answer
+        self.params: list[dict[str, Any]] = []
+
+    def get(self, path: str, params: dict[str, Any]) -> dict[str, Any]:
+        self.params.append(params)
+        return self.answer
+
+
+def registered(bucket: Bucket) -> None:
+    bucket.put_json(
+        AudienceKeys(ADV, "VIP customers").registry,
+        {"advertiser_id": ADV, "audience_id": "7200000000000000042", "name": "VIP customers"},
+    )
+
+
+def test_the_registry_lookup_asks_for_its_one_audience(bucket: Bucket) -> None:
+    registered(bucket)
+    client = RegistryLookup({"list": [{"audience_id": "7200000000000000042"}]})
+
+    found = ensure_audience(client, bucket, run_for("vip", "VIP customers"))  # type: ignore[arg-type]
+
+    assert found == {"audience_id": "7200000000000000042", "created": False, "found_by": "registry"}
+    assert client.params == [
+        {
+            "advertiser_id": ADV,
+            "custom_audience_ids": ["7200000000000000042"],
+            "page": 1,
+            "page_size": 1,
+        }
+    ]
+
+
+def test_an_answer_without_a_list_means_the_registered_audience_is_gone(bucket: Bucket) -> None:
+    registered(bucket)
+    client = RegistryLookup({})
+
+    found = ensure_audience(client, bucket, run_for("vip", "VIP customers"))  # type: ignore[arg-type]
+
+    assert found["found_by"] == "created"
+    assert client.created == ["VIP customers"]
