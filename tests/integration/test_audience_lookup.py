@@ -11,7 +11,7 @@ import pytest
 from moto import mock_aws
 
 from tiktok_destination import storage
-from tiktok_destination.audience import AudienceKeys, ensure_audience
+from tiktok_destination.audience import AudienceKeys, ensure_audience, tiktok_visible_name
 from tiktok_destination.config import ResolvedTemplate
 from tiktok_destination.emulator import TikTokEmulator
 from tiktok_destination.errors import (
@@ -528,3 +528,8 @@ def test_an_answer_without_a_list_means_the_registered_audience_is_gone(bucket: 
 
     assert found["found_by"] == "created"
     assert client.created == ["VIP customers"]
+
+
+def test_a_name_of_exactly_70_characters_is_shown_whole() -> None:
+    assert tiktok_visible_name("x" * 70) == "x" * 70
+    assert tiktok_visible_name("x" * 71) == "x" * 67 + "..."

@@ -721,3 +721,10 @@ def test_a_naive_now_is_read_as_utc() -> None:
 def test_a_row_without_email_or_phone_is_rejected_on_the_email_column() -> None:
     error = rejected(email=None)
     assert (error.column, error.reason_code) == ("email", "missing_identifier")
+
+
+def test_five_minutes_ahead_is_accepted_and_a_second_more_is_the_future() -> None:
+    ahead = NOW_TS + 300
+    assert normalize(timestamp=str(ahead))["event_time"] == ahead
+    error = rejected(timestamp=str(ahead + 1))
+    assert (error.column, error.reason_code) == ("timestamp", "future_event")
