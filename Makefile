@@ -5,7 +5,7 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: demo test test-unit test-integration test-e2e test-contract lint bench bench-phones venv npm clean
+.PHONY: demo test test-unit test-integration test-e2e test-contract lint bench bench-phones mutation venv npm clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -63,5 +63,20 @@ bench-duckdb: $(STAMP)
 	$(BIN)/pip install --quiet -e '.[bench]'
 	$(BIN)/python tests/bench/bench_duckdb.py
 
+## Mutation testing of the rule modules (mutmut; slow, not in CI). Config: [tool.mutmut].
+# mutmut only understands ./, src/ and source/ layouts, so the package is staged as
+# .mutation/src/tiktok_destination; mutmut's cache in .mutation/mutants survives re-runs.
+# Results stand until the code changes: after adding tests, re-test survivors by name with
+# `make mutation MUTANTS="name ..."`, or `rm -rf .mutation` for a fresh run.
+MUTATION_DIR := .mutation
+mutation: $(STAMP)
+	test -x $(BIN)/mutmut || $(BIN)/pip install --quiet -e '.[dev,mutation]'
+	rm -rf $(MUTATION_DIR)/src $(MUTATION_DIR)/tests
+	mkdir -p $(MUTATION_DIR)/src
+	cp -a layers/tiktok_destination/tiktok_destination $(MUTATION_DIR)/src/
+	cp -a tests pyproject.toml $(MUTATION_DIR)/
+	cd $(MUTATION_DIR) && env -u PYTHONPATH $(abspath $(BIN))/mutmut run --max-children 2 $(MUTANTS)
+	cd $(MUTATION_DIR) && $(abspath $(BIN))/mutmut results
+
 clean:
-	rm -rf $(VENV) node_modules .tiktok-destination .pytest_cache .mypy_cache .ruff_cache
+	rm -rf $(VENV) node_modules .mutation .tiktok-destination .pytest_cache .mypy_cache .ruff_cache

@@ -9,7 +9,6 @@ from pathlib import Path
 import pytest
 
 from tests.conftest import ADVERTISER, write_csv
-from tiktok_destination.identifiers import hash_identifier
 from tiktok_destination_local.emulator import TikTokEmulator
 from tiktok_destination_local.runner import LocalDestination
 
@@ -18,15 +17,31 @@ BATCH = 4  # mapping_batch_size in the test config
 
 
 def people(start: int, stop: int) -> list[tuple[str, str]]:
-    return [(f"person{i}@example.com", f"+1415555{i:04d}") for i in range(start, stop)]
+    """Raw rows as a warehouse exports them: mixed-case emails, formatted phone numbers."""
+    return [(f"Person{i}@Example.COM", f"+1 (415) 555-{i:04d}") for i in range(start, stop)]
+
+
+def sha256(text: str) -> str:
+    return hashlib.sha256(text.encode()).hexdigest()
 
 
 def members_of(rows: list[tuple[str, str]]) -> set[str]:
+    """What TikTok must hold for ``people`` rows, normalized here by hand (email lowercased,
+    phone as E.164 digits after its "+"), independently of the product's hash_identifier."""
     out = set()
     for email, phone in rows:
-        out.add("EMAIL_SHA256:" + hash_identifier("EMAIL", email))
-        out.add("PHONE_SHA256:" + hash_identifier("PHONE", phone))
+        out.add("EMAIL_SHA256:" + sha256(email.lower()))
+        out.add("PHONE_SHA256:" + sha256("+" + "".join(c for c in phone if c.isdigit())))
     return out
+
+
+def test_members_of_is_hand_normalized() -> None:
+    # Literal digests of "person7@example.com" and "+14155550007": a slip in the helper
+    # cannot hide the same slip in the product.
+    assert members_of(people(7, 8)) == {
+        "EMAIL_SHA256:032e7bfddac15bfcb9e82d552c8c24a8c77182f76c53ba8450cf5bafdf824e93",
+        "PHONE_SHA256:7e475685f2d50543d33c8b32a7d626342dbf392a2afd422b497b63b2c5c4eed7",
+    }
 
 
 def audience(emu: TikTokEmulator) -> dict:

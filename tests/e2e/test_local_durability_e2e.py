@@ -261,14 +261,19 @@ def test_disk_full_fails_with_one_line_keeps_the_state_and_converges_next_run(
     capsys.readouterr()
 
     real_write = state_dir_module._write_file
-    writes = 0
+    after_journal = -1  # writes since the pending journal went down; -1: not yet
 
     def fills_up(path: Path, data: bytes, partial_dir: Path) -> None:
-        nonlocal writes
-        writes += 1
-        if writes > 28:  # past the plan and its journal, a few batches into the Map
-            raise OSError(errno.ENOSPC, "No space left on device")
+        # The disk fills a few writes after the journal, i.e. a few batches into the Map
+        # (counted from the journal, not from the start: validate's writes vary with it).
+        nonlocal after_journal
+        if after_journal >= 0:
+            after_journal += 1
+            if after_journal > 3:
+                raise OSError(errno.ENOSPC, "No space left on device")
         real_write(path, data, partial_dir)
+        if after_journal < 0 and "/pending/" in path.as_posix():
+            after_journal = 0
 
     monkeypatch.setattr(state_dir_module, "_write_file", fills_up)
     assert cli.main(ws.run_args("B")) == 2

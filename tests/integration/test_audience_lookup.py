@@ -4,15 +4,22 @@ whose answer is lost (timeout, 5xx) never leaving two audiences of one name."""
 from __future__ import annotations
 
 from collections.abc import Iterator
+from typing import Any
 
 import boto3
 import pytest
 from moto import mock_aws
 
 from tiktok_destination import storage
-from tiktok_destination.audience import AudienceKeys, ensure_audience
+from tiktok_destination.audience import AudienceKeys, ensure_audience, tiktok_visible_name
 from tiktok_destination.config import ResolvedTemplate
-from tiktok_destination.errors import RetriableError, TikTokUnavailable
+from tiktok_destination.errors import (
+    AudienceLimitReached,
+    FatalError,
+    RetriableError,
+    TikTokRequestRejected,
+    TikTokUnavailable,
+)
 from tiktok_destination.runs import Run, Source
 from tiktok_destination.storage import Bucket
 from tiktok_destination.tiktok.client import RetryPolicy, TikTokClient
@@ -135,6 +142,7 @@ def test_a_create_answered_after_the_client_timeout_makes_exactly_one_audience(
     assert [a["name"] for a in audiences] == ["VIP customers"]
     assert found["audience_id"] == audiences[0]["id"]
     assert found["created"] is True
+    assert found["found_by"] == "created (answer lost, found by name)"
     assert emu.calls["segment/audience/"] == 1
     registry = bucket.get_json(AudienceKeys(ADV, "VIP customers").registry)
     assert registry["audience_id"] == audiences[0]["id"]
@@ -166,3 +174,362 @@ def test_creates_that_stay_uncertain_end_retriable_without_an_audience(
     assert emu.audiences(ADV) == []
     assert emu.calls["segment/audience/"] == 3
     assert bucket.get_json(AudienceKeys(ADV, "VIP customers").registry) is None
+
+
+# ------------------------------------------------------------------ the registry's audience is gone
+def delete_in_tiktok(client: TikTokClient, audience_id: str) -> None:
+    client.post(
+        "segment/audience/",
+        {"advertiser_id": ADV, "action": "delete", "delete_audience_id": audience_id},
+    )
+
+
+def leave_membership(bucket: Bucket, name: str) -> AudienceKeys:
+    """A committed snapshot and a pending journal, as earlier runs leave them."""
+    keys = AudienceKeys(ADV, name)
+    bucket.put_text(keys.snapshot, "EMAIL_SHA256\t" + "a" * 64 + "\n")
+    bucket.put_json(keys.pending("old-run"), {"run_id": "old-run", "plan_prefix": "x/"})
+    return keys
+
+
+def test_a_registered_audience_deleted_in_tiktok_is_found_again_by_name(
+    bucket: Bucket, emu: TikTokEmulator
+) -> None:
+    client = client_for(emu)
+    first = ensure_audience(client, bucket, run_for("vip", "VIP customers"))
+    keys = leave_membership(bucket, "VIP customers")
+    # Someone deleted it in Ads Manager and made a new one of the same name.
+    delete_in_tiktok(client, first["audience_id"])
+    remade = client.create_audience(ADV, "VIP customers")
+
+    found = ensure_audience(client, bucket, run_for("vip", "VIP customers"))
+
+    assert found == {"audience_id": remade, "created": False, "found_by": "name"}
+    assert bucket.get_json(keys.registry)["audience_id"] == remade
+    # Nothing we committed describes the adopted audience: the next plan starts from empty.
+    assert not bucket.exists(keys.snapshot)
+    assert not bucket.exists(keys.pending("old-run"))
+    assert emu.calls["segment/audience/"] == 3  # create, delete, create: none by ensure
+
+
+def test_a_registered_audience_deleted_in_tiktok_is_created_again(
+    bucket: Bucket, emu: TikTokEmulator
+) -> None:
+    client = client_for(emu)
+    first = ensure_audience(client, bucket, run_for("vip", "VIP customers"))
+    keys = leave_membership(bucket, "VIP customers")
+    delete_in_tiktok(client, first["audience_id"])
+
+    found = ensure_audience(client, bucket, run_for("vip", "VIP customers"))
+
+    assert found["found_by"] == "created" and found["created"] is True
+    assert found["audience_id"] != first["audience_id"]
+    assert [a["id"] for a in emu.audiences(ADV)] == [found["audience_id"]]
+    assert bucket.get_json(keys.registry)["audience_id"] == found["audience_id"]
+    assert not bucket.exists(keys.snapshot)
+    assert not bucket.exists(keys.pending("old-run"))
+
+
+def test_a_registered_audience_still_in_tiktok_keeps_its_membership(
+    bucket: Bucket, emu: TikTokEmulator
+) -> None:
+    client = client_for(emu)
+    first = ensure_audience(client, bucket, run_for("vip", "VIP customers"))
+    keys = leave_membership(bucket, "VIP customers")
+
+    again = ensure_audience(client, bucket, run_for("vip", "VIP customers"))
+
+    assert again == {"audience_id": first["audience_id"], "created": False, "found_by": "registry"}
+    assert bucket.exists(keys.snapshot)
+    assert bucket.exists(keys.pending("old-run"))
+
+
+# ------------------------------------------------------------------ names TikTok shows
+def test_a_long_name_matches_the_67_characters_and_dots_tiktok_shows(
+    bucket: Bucket, emu: TikTokEmulator
+) -> None:
+    client = client_for(emu)
+    listed = client.create_audience(ADV, NAME_A)
+    assert [a["name"] for a in emu.audiences(ADV)] == [PREFIX67 + "..."]
+    keys = leave_membership(bucket, NAME_A)
+
+    found = ensure_audience(client, bucket, run_for("newsletter", NAME_A))
+
+    assert (found["audience_id"], found["found_by"], found["created"]) == (listed, "name", False)
+    assert not bucket.exists(keys.snapshot), "an adopted audience has no snapshot of ours"
+    assert bucket.get_json(keys.registry)["audience_id"] == listed
+
+
+def test_several_audiences_of_one_name_adopt_the_oldest(
+    bucket: Bucket, emu: TikTokEmulator
+) -> None:
+    client = client_for(emu)
+    made: dict[int, str] = {}
+    # Created out of order, so neither listing order nor id order is creation order.
+    for offset in (200, 0, 100):
+        emu.clock = lambda offset=offset: 1_767_225_600.0 + offset  # type: ignore[misc]
+        made[offset] = client.create_audience(ADV, "VIP customers")
+
+    found = ensure_audience(client, bucket, run_for("vip", "VIP customers"))
+
+    assert (found["audience_id"], found["found_by"]) == (made[0], "name")
+    assert len(emu.audiences(ADV)) == 3
+
+
+# ------------------------------------------------------------------ the 400-audience limit
+class Listing:
+    """A client that lists given audiences and records creates (400 real creates are slow)."""
+
+    def __init__(self, audiences: list[dict[str, str]]) -> None:
+        self.audiences = audiences
+        self.created: list[str] = []
+
+    def iter_audiences(self, advertiser_id: str) -> Iterator[dict[str, str]]:
+        yield from self.audiences
+
+    def create_audience(self, advertiser_id: str, name: str) -> str:
+        self.created.append(name)
+        return "7300000000000000001"
+
+
+def others(count: int) -> list[dict[str, str]]:
+    return [
+        {"audience_id": f"72000000000000{n:05d}", "name": f"Other {n}", "audience_type": "Partner"}
+        for n in range(count)
+    ]
+
+
+def test_the_400th_audience_is_refused_before_creating(bucket: Bucket) -> None:
+    client = Listing(others(400))
+
+    with pytest.raises(AudienceLimitReached, match="already has 400 custom audiences") as info:
+        ensure_audience(client, bucket, run_for("vip", "VIP customers"))  # type: ignore[arg-type]
+
+    assert "so 'VIP customers' cannot be created" in info.value.message
+
+    assert isinstance(info.value, FatalError)
+    assert client.created == []
+    assert bucket.get_json(AudienceKeys(ADV, "VIP customers").registry) is None
+
+
+def test_399_audiences_leave_room_for_one_more(bucket: Bucket) -> None:
+    client = Listing(others(399))
+
+    found = ensure_audience(client, bucket, run_for("vip", "VIP customers"))  # type: ignore[arg-type]
+
+    assert (found["audience_id"], found["found_by"]) == ("7300000000000000001", "created")
+    assert client.created == ["VIP customers"]
+
+
+def test_at_the_limit_an_audience_of_the_name_is_still_adopted(bucket: Bucket) -> None:
+    mine = {"audience_id": "7200000000000099999", "name": "VIP customers"}
+    client = Listing([*others(399), mine])
+
+    found = ensure_audience(client, bucket, run_for("vip", "VIP customers"))  # type: ignore[arg-type]
+
+    assert (found["audience_id"], found["found_by"]) == (mine["audience_id"], "name")
+    assert client.created == []
+
+
+def vip_listed_as(audience_type: str) -> dict[str, str]:
+    return {
+        "audience_id": "7200000000000088888",
+        "name": "VIP customers",
+        "audience_type": audience_type,
+    }
+
+
+@pytest.mark.parametrize("audience_type", ["Lookalike", "Customer File", "Engagement"])
+def test_only_partner_audiences_of_the_name_are_adopted(
+    bucket: Bucket, audience_type: str
+) -> None:
+    client = Listing([vip_listed_as(audience_type)])
+
+    found = ensure_audience(client, bucket, run_for("vip", "VIP customers"))  # type: ignore[arg-type]
+
+    assert found["found_by"] == "created"
+    assert client.created == ["VIP customers"]
+
+
+@pytest.mark.parametrize("audience_type", ["Partner", "PARTNER"])
+def test_partner_audiences_of_the_name_are_adopted(bucket: Bucket, audience_type: str) -> None:
+    client = Listing([vip_listed_as(audience_type)])
+
+    found = ensure_audience(client, bucket, run_for("vip", "VIP customers"))  # type: ignore[arg-type]
+
+    assert (found["audience_id"], found["found_by"]) == ("7200000000000088888", "name")
+
+
+# ------------------------------------------------------------------ which of several, and refusals
+def listed(audience_id: str, create_time: str) -> dict[str, str]:
+    return {"audience_id": audience_id, "name": "VIP customers", "create_time": create_time}
+
+
+def test_the_oldest_is_chosen_by_create_time_then_by_id(
+    bucket: Bucket, caplog: pytest.LogCaptureFixture
+) -> None:
+    # Listing order and id order both disagree with creation order.
+    client = Listing(
+        [
+            listed("7200000000000000001", "2026-01-01 00:00:02"),
+            listed("7200000000000000005", "2026-01-01 00:00:00"),
+            listed("7200000000000000004", "2026-01-01 00:00:00"),
+            listed("7200000000000000002", "2026-01-01 00:00:01"),
+        ]
+    )
+
+    with caplog.at_level("WARNING", logger="tiktok_destination.audience"):
+        found = ensure_audience(client, bucket, run_for("vip", "VIP customers"))  # type: ignore[arg-type]
+
+    assert (found["audience_id"], found["found_by"]) == ("7200000000000000004", "name")
+    assert "several TikTok audiences share this name; using the oldest" in caplog.messages
+
+
+def test_one_audience_of_the_name_logs_no_warning(
+    bucket: Bucket, caplog: pytest.LogCaptureFixture
+) -> None:
+    client = Listing([listed("7200000000000000001", "2026-01-01 00:00:02")])
+
+    with caplog.at_level("WARNING", logger="tiktok_destination.audience"):
+        ensure_audience(client, bucket, run_for("vip", "VIP customers"))  # type: ignore[arg-type]
+
+    assert caplog.messages == []
+
+
+class RefusingCreate(Listing):
+    def __init__(self, message: str) -> None:
+        super().__init__([])
+        self.message = message
+
+    def create_audience(self, advertiser_id: str, name: str) -> str:
+        self.created.append(name)
+        raise TikTokRequestRejected(self.message, code=40002, request_id="req-7")
+
+
+@pytest.mark.parametrize(
+    "message", ["The number of custom audiences has reached the limit (400)", "Limit reached"]
+)
+def test_a_create_refused_for_the_limit_is_audience_limit_reached(
+    bucket: Bucket, message: str
+) -> None:
+    client = RefusingCreate(message)
+
+    with pytest.raises(AudienceLimitReached) as info:
+        ensure_audience(client, bucket, run_for("newsletter", NAME_A))  # type: ignore[arg-type]
+
+    error = info.value
+    assert (error.code, error.request_id) == (40002, "req-7")
+    assert error.message.startswith(
+        f"TikTok refused to create audience '{PREFIX67}...' for advertiser {ADV}: "
+    )
+    assert client.created == [NAME_A]
+
+
+def test_a_create_refused_for_another_reason_is_passed_on(bucket: Bucket) -> None:
+    client = RefusingCreate("Invalid parameters.")
+
+    with pytest.raises(TikTokRequestRejected) as info:
+        ensure_audience(client, bucket, run_for("vip", "VIP customers"))  # type: ignore[arg-type]
+
+    assert type(info.value) is TikTokRequestRejected
+    assert info.value.message == "Invalid parameters."
+
+
+def test_other_templates_snapshots_and_journals_do_not_hide_their_registries(
+    bucket: Bucket, emu: TikTokEmulator
+) -> None:
+    client = client_for(emu)
+    first = ensure_audience(client, bucket, run_for("newsletter", NAME_A))
+    # "Other 7" sorts before NAME_A under audiences/<advertiser>/, so its snapshot and
+    # journal are listed before NAME_A's registry: reading on past them must not stop.
+    other = leave_membership(bucket, "Other 7")
+    bucket.put_json(other.registry, {"audience_id": "7200000000000000777", "name": "Other 7"})
+    assert other.prefix < AudienceKeys(ADV, NAME_A).prefix
+
+    second = ensure_audience(client, bucket, run_for("loyalty", NAME_B))
+
+    assert second["found_by"] == "created"
+    assert second["audience_id"] != first["audience_id"]
+
+
+def test_of_two_an_audience_listed_without_create_time_counts_as_oldest(
+    bucket: Bucket, caplog: pytest.LogCaptureFixture
+) -> None:
+    untimed = {"audience_id": "7200000000000000009", "name": "VIP customers"}
+    client = Listing([listed("7200000000000000001", "2026-01-01 00:00:00"), untimed])
+
+    with caplog.at_level("WARNING", logger="tiktok_destination.audience"):
+        found = ensure_audience(client, bucket, run_for("vip", "VIP customers"))  # type: ignore[arg-type]
+
+    assert found["audience_id"] == "7200000000000000009"
+    assert "several TikTok audiences share this name; using the oldest" in caplog.messages
+
+
+class LosingCreate(Listing):
+    """Every create's answer is lost; the name lookup after it never finds the audience."""
+
+    def create_audience(self, advertiser_id: str, name: str) -> str:
+        self.created.append(name)
+        raise TikTokUnavailable("no answer", code=50002, request_id=f"req-{len(self.created)}")
+
+
+def test_uncertain_creates_end_with_the_last_answers_code_and_request_id(bucket: Bucket) -> None:
+    client = LosingCreate([])
+
+    with pytest.raises(TikTokUnavailable) as info:
+        ensure_audience(client, bucket, run_for("vip", "VIP customers"))  # type: ignore[arg-type]
+
+    assert (info.value.code, info.value.request_id) == (50002, "req-3")
+    assert client.created == ["VIP customers"] * 3
+
+
+class RegistryLookup(Listing):
+    """Answers the registry's id lookup with ``answer`` and records its parameters."""
+
+    def __init__(self, answer: dict[str, Any]) -> None:
+        super().__init__([])
+        self.answer = answer
+        self.params: list[dict[str, Any]] = []
+
+    def get(self, path: str, params: dict[str, Any]) -> dict[str, Any]:
+        self.params.append(params)
+        return self.answer
+
+
+def registered(bucket: Bucket) -> None:
+    bucket.put_json(
+        AudienceKeys(ADV, "VIP customers").registry,
+        {"advertiser_id": ADV, "audience_id": "7200000000000000042", "name": "VIP customers"},
+    )
+
+
+def test_the_registry_lookup_asks_for_its_one_audience(bucket: Bucket) -> None:
+    registered(bucket)
+    client = RegistryLookup({"list": [{"audience_id": "7200000000000000042"}]})
+
+    found = ensure_audience(client, bucket, run_for("vip", "VIP customers"))  # type: ignore[arg-type]
+
+    assert found == {"audience_id": "7200000000000000042", "created": False, "found_by": "registry"}
+    assert client.params == [
+        {
+            "advertiser_id": ADV,
+            "custom_audience_ids": ["7200000000000000042"],
+            "page": 1,
+            "page_size": 1,
+        }
+    ]
+
+
+def test_an_answer_without_a_list_means_the_registered_audience_is_gone(bucket: Bucket) -> None:
+    registered(bucket)
+    client = RegistryLookup({})
+
+    found = ensure_audience(client, bucket, run_for("vip", "VIP customers"))  # type: ignore[arg-type]
+
+    assert found["found_by"] == "created"
+    assert client.created == ["VIP customers"]
+
+
+def test_a_name_of_exactly_70_characters_is_shown_whole() -> None:
+    assert tiktok_visible_name("x" * 70) == "x" * 70
+    assert tiktok_visible_name("x" * 71) == "x" * 67 + "..."

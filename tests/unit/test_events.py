@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import time
 from collections.abc import Mapping
 from datetime import UTC, datetime, timedelta
 from decimal import Context, localcontext
@@ -674,3 +675,205 @@ def test_track_body_limits() -> None:
         track_body(SET_ID, [one] * 1001, test_event_code=None)
     with pytest.raises(ValueError):
         track_body("123", [one], test_event_code=None)
+
+
+# ---------------------------------------------------------------- rules only mutations caught
+def test_exactly_1e11_is_still_seconds_not_milliseconds() -> None:
+    # 100000000000 read as seconds is in the year 5138 (future); as milliseconds, 1973.
+    assert rejected(timestamp="100000000000").reason_code == "future_event"
+    assert rejected(timestamp="100000000001").reason_code == "stale_event"
+
+
+def test_an_unquotable_value_is_called_the_value() -> None:
+    error = rejected(event="Purchase #1!")
+    assert error.message.startswith("the value is not a TikTok standard event name; ")
+
+
+def test_build_event_refuses_no_rows_and_rows_of_two_events() -> None:
+    with pytest.raises(ValueError, match=r"^build_event needs at least one row$"):
+        build_event([])
+    with pytest.raises(ValueError, match=r"^rows 2 and 3 belong to different events; "):
+        build_event([normalize(2, event_id="a"), normalize(3, event_id="b")])
+
+
+def test_two_rows_with_different_times_note_the_conflict() -> None:
+    early = normalize(2, timestamp=str(NOW_TS - 60))
+    late = normalize(3, timestamp=str(NOW_TS - 30))
+
+    event = build_event([early, late])
+
+    assert event.payload["event_time"] == NOW_TS - 60
+    assert event.conflicts == [f"rows 2,3 disagree on event_time; used {NOW_TS - 60} from row 2"]
+
+
+def test_a_duplicate_row_does_not_hide_the_rows_after_it() -> None:
+    first = normalize(2, content_id="sku1", price="5", currency="USD")
+    again = normalize(3, content_id="sku1", price="5", currency="USD")
+    other = normalize(4, content_id="sku2", price="7", currency="USD")
+
+    event = build_event([first, again, other])
+
+    assert event.duplicates == [(3, 2)]
+    assert [c["content_id"] for c in event.payload["properties"]["contents"]] == ["sku1", "sku2"]
+    assert event.rows == [2, 3, 4]
+
+
+def test_an_item_without_a_price_does_not_stop_the_sum() -> None:
+    free = normalize(2, content_id="gift", currency="USD")
+    paid = normalize(3, content_id="sku1", price="5", quantity="2", currency="USD")
+
+    event = build_event([free, paid])
+
+    assert event.payload["properties"]["value"] == 10.0
+    assert event.value_method == "sum_price_quantity"
+
+
+def test_the_sum_rounds_half_up_to_cents() -> None:
+    # Banker's rounding would give 0.12.
+    event = build_event([normalize(2, content_id="sku1", price="0.125", currency="USD")])
+    assert event.payload["properties"]["value"] == 0.13
+
+
+def test_rows_disagreeing_on_scalar_properties_take_the_first_and_say_so() -> None:
+    first = normalize(
+        2, content_id="a", content_type="product", shop_id="s1", description="one"
+    )
+    second = normalize(
+        3, content_id="b", content_type="product_group", shop_id="s2", description="two"
+    )
+
+    event = build_event([first, second])
+
+    properties = event.payload["properties"]
+    assert (properties["content_type"], properties["shop_id"], properties["description"]) == (
+        "product",
+        "s1",
+        "one",
+    )
+    assert event.conflicts == [
+        "rows 2,3 disagree on content_type; used product from row 2",
+        "rows 2,3 disagree on shop_id; used the one from row 2",
+        "rows 2,3 disagree on description; used the one from row 2",
+    ]
+
+
+def test_a_row_without_a_user_adds_no_identifier() -> None:
+    row = normalize(2)
+    bare = {k: v for k, v in normalize(3).items() if k != "user"}
+    bare["content_id"] = "x"
+
+    event = build_event([row, bare])
+
+    assert event.payload["user"] == {"email": EMAIL_HASH}
+
+
+def test_track_body_refuses_no_events_and_bad_set_ids() -> None:
+    one = payloads(1)[0]
+    with pytest.raises(ValueError, match=r"^track_body needs at least one event$"):
+        track_body(SET_ID, [], test_event_code=None)
+    with pytest.raises(ValueError, match=r"^event_set_id must be a 19-digit string$"):
+        track_body(SET_ID[:-1], [one], test_event_code=None)
+
+
+@pytest.mark.parametrize(
+    ("columns", "column", "reason_code"),
+    [
+        ({"event_channel": "bogus"}, "event_channel", "invalid_event_channel"),
+        ({"currency": "XYZ"}, "currency", "invalid_currency"),
+        ({"quantity": "1.5"}, "quantity", "invalid_quantity"),
+        ({"price": "abc"}, "price", "invalid_price"),
+        ({"value": "abc", "currency": "USD"}, "value", "invalid_value"),
+        ({"content_type": "sku"}, "content_type", "invalid_content_type"),
+        ({"value": "5"}, "currency", "missing_currency"),
+    ],
+)
+def test_each_rejection_names_its_column(
+    columns: dict[str, str], column: str, reason_code: str
+) -> None:
+    error = rejected(**columns)
+    assert (error.column, error.reason_code) == (column, reason_code)
+
+
+def test_closed_lists_are_spelled_out_in_the_message() -> None:
+    assert rejected(event_channel="bogus").message == (
+        "event_channel 'bogus' is not allowed; use one of email, website, phone_call, "
+        "in_store, crm, other"
+    )
+    assert rejected(content_type="sku").message == (
+        "content_type 'sku' is not allowed; use product or product_group"
+    )
+    assert rejected(currency="XYZ").message == (
+        "currency 'XYZ' is not an ISO 4217 code; use a three-letter code such as USD, EUR or GBP"
+    )
+
+
+def test_exactly_28_days_old_is_still_accepted() -> None:
+    oldest = NOW - timedelta(days=28)
+    assert normalize(timestamp=oldest.isoformat())["event_time"] == int(oldest.timestamp())
+    assert rejected(timestamp=str(int(oldest.timestamp()) - 1)).reason_code == "stale_event"
+
+
+def test_a_stale_event_is_shown_in_utc_whatever_the_host_zone(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setenv("TZ", "America/New_York")
+    time.tzset()
+    try:
+        error = rejected(timestamp="2024-04-01T12:00:00+02:00")
+    finally:
+        monkeypatch.delenv("TZ")
+        time.tzset()
+    assert (error.column, error.reason_code) == ("timestamp", "stale_event")
+    assert error.message.startswith(
+        "the event happened at 2024-04-01T10:00:00Z, more than 28 days ago; "
+    )
+
+
+def test_a_national_phone_takes_the_runs_default_region() -> None:
+    row = normalize_event_row(
+        {"event": "Purchase", "event_id": "o-1", "phone": "07911 123456"},
+        row_number=2,
+        default_region="GB",
+        fallback_event_set_id=SET_ID,
+        now=NOW,
+    )
+    assert row["user"] == {"phone": hashlib.sha256(b"+447911123456").hexdigest()}
+
+
+def test_a_missing_event_names_the_column_and_the_choices() -> None:
+    error = rejected(event=None)
+    assert (error.column, error.reason_code) == ("event", "missing_event")
+    assert error.message.startswith("event is required: set it to a TikTok standard event, one of ")
+
+
+def test_a_bad_event_set_id_says_where_it_came_from() -> None:
+    from_row = rejected(event_set_id="123")
+    assert (from_row.column, from_row.reason_code) == ("event_set_id", "invalid_event_set_id")
+    assert "the event_set_id column" in from_row.message
+    with pytest.raises(RowRejected) as caught:
+        normalize_columns({}, fallback="123")
+    assert "the destination's event set id" in caught.value.message
+    assert "the event_set_id column" not in caught.value.message
+
+
+def test_a_naive_now_is_read_as_utc() -> None:
+    row = {"event": "Purchase", "event_id": "o-1", "email": EMAIL, "timestamp": str(NOW_TS - 60)}
+    naive = normalize_event_row(
+        row, row_number=2, default_region="US", fallback_event_set_id=SET_ID,
+        now=NOW.replace(tzinfo=None),
+    )
+    assert naive == normalize_event_row(
+        row, row_number=2, default_region="US", fallback_event_set_id=SET_ID, now=NOW
+    )
+
+
+def test_a_row_without_email_or_phone_is_rejected_on_the_email_column() -> None:
+    error = rejected(email=None)
+    assert (error.column, error.reason_code) == ("email", "missing_identifier")
+
+
+def test_five_minutes_ahead_is_accepted_and_a_second_more_is_the_future() -> None:
+    ahead = NOW_TS + 300
+    assert normalize(timestamp=str(ahead))["event_time"] == ahead
+    error = rejected(timestamp=str(ahead + 1))
+    assert (error.column, error.reason_code) == ("timestamp", "future_event")

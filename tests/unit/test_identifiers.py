@@ -468,3 +468,87 @@ def test_fast_path_gives_exactly_what_the_full_parse_gives_on_a_generated_corpus
     assert answered["valid"] > 5_000
     assert answered["invalid"] > 5_000
     assert answered["full"] > 5_000
+
+
+@pytest.mark.parametrize(
+    ("raw", "problem"),
+    [
+        ("", "it is empty"),
+        ("jane doe@example.com", "it contains a space"),
+        ("jane.example.com", "it has no '@'"),
+        ("jane@@example.com", "it has more than one '@'"),
+        ("@example.com", "nothing comes before the '@'"),
+        ("jane@example", "the part after the '@' has no dot (expected a domain like example.com)"),
+        ("jane@example.c", "the domain after the '@' is not like example.com"),
+    ],
+)
+def test_invalid_email_message_names_the_problem_and_the_fix(raw: str, problem: str) -> None:
+    with pytest.raises(RowRejected) as caught:
+        normalize_email(raw)
+    assert caught.value.message == (
+        f"not an email address: {problem}; expected the form name@example.com"
+    )
+
+
+@pytest.mark.parametrize(
+    ("raw", "hint"),
+    [
+        ("not-a-device-id", "expected a UUID: 8-4-4-4-12 hex digits separated by dashes"),
+        (
+            "6d92078a82464ba4ae5b76104861e7dc",
+            "it looks like an MD5 hash, which is not accepted: give the raw id or its SHA-256",
+        ),
+    ],
+)
+def test_invalid_device_id_message_says_what_was_expected(raw: str, hint: str) -> None:
+    with pytest.raises(RowRejected) as caught:
+        normalize_device_id(raw, "AAID")
+    assert caught.value.message == f"not a valid AAID: {hint}"
+
+
+def test_a_non_device_id_type_is_a_configuration_error() -> None:
+    with pytest.raises(ConfigurationError) as caught:
+        normalize_device_id("6d92078a-8246-4ba4-ae5b-76104861e7dc", "EMAIL")
+    assert caught.value.message == "EMAIL is not a device id type; use IDFA or AAID"
+
+
+# ---------------------------------------------------------------- rules only mutations caught
+def test_a_rendering_one_digit_short_has_lost_a_digit() -> None:
+    # 4.158444856E+10 is 11 digits written with 10: the last one was rounded away.
+    with pytest.raises(RowRejected) as caught:
+        normalize_phone("4.158444856E+10")
+    assert caught.value.reason_code == "phone_lost_digits"
+
+
+def test_a_decimal_rendering_keeps_its_leading_trunk_zero() -> None:
+    assert normalize_phone("030123456.0", "DE") == "+4930123456"
+
+
+def test_an_unnamed_invisible_character_is_named_by_its_code_point_only() -> None:
+    with pytest.raises(RowRejected) as caught:
+        normalize_email("a\ue000@example.com")
+    assert "character (U+E000) after trimming" in caught.value.message
+
+
+def test_older_rule_drops_everything_from_the_first_plus() -> None:
+    assert normalize_email("a.b+c+d@x.com", strip_dots_and_tags=True) == "ab@x.com"
+
+
+def test_older_rule_rejects_an_address_left_empty() -> None:
+    with pytest.raises(RowRejected) as caught:
+        normalize_email("+tag@x.com", strip_dots_and_tags=True)
+    error = caught.value
+    assert (error.column, error.reason_code) == ("email", "invalid_email")
+    assert error.message == "nothing is left before the '@' once dots and the +tag are removed"
+
+
+def test_the_default_region_is_the_us() -> None:
+    assert normalize_phone("(213) 373-4253") == "+12133734253"
+    assert hash_identifier("PHONE", "(213) 373-4253") == sha("+12133734253")
+
+
+@pytest.mark.parametrize(("id_type", "column"), [("EMAIL", "email"), ("PHONE", "phone")])
+def test_an_uppercase_hash_is_rejected_in_its_column(id_type: str, column: str) -> None:
+    with pytest.raises(RowRejected) as caught:
+        hash_identifier(id_type, EXISTING_HASH.upper())
+    assert (caught.value.column, caught.value.reason_code) == (column, f"invalid_{column}")

@@ -48,3 +48,39 @@ def test_a_client_refuses_a_qps_that_would_look_like_a_hang(qps: float) -> None:
     # Run options reach the client directly (a run.json edited by hand, say).
     with pytest.raises(ConfigurationError, match=r"at least 0\.1"):
         TikTokClient("token", qps=qps)
+
+
+@pytest.mark.parametrize(
+    ("name", "raw"),
+    [
+        ("MAPPING_BATCH_SIZE", "0"),
+        ("MAPPING_BATCH_SIZE", "-5"),
+        ("MAPPING_BATCH_SIZE", "10001"),
+        ("EVENT_BATCH_SIZE", "0"),
+        ("EVENT_BATCH_SIZE", "1001"),
+    ],
+)
+def test_batch_sizes_outside_tiktoks_limits_are_configuration_errors(
+    monkeypatch: pytest.MonkeyPatch, name: str, raw: str
+) -> None:
+    monkeypatch.setenv(name, raw)
+    with pytest.raises(ConfigurationError) as info:
+        load_settings()
+    high = "10,000" if name == "MAPPING_BATCH_SIZE" else "1,000"
+    assert info.value.message == (
+        f"environment variable {name}={raw!r} must be a whole number from 1 to {high}; "
+        f"set it in that range, or leave it empty for the default {high}"
+    )
+
+
+@pytest.mark.parametrize(
+    ("mapping", "events"), [("1", "1"), ("10000", "1000"), ("", ""), ("250", "500")]
+)
+def test_batch_sizes_within_tiktoks_limits_are_used(
+    monkeypatch: pytest.MonkeyPatch, mapping: str, events: str
+) -> None:
+    monkeypatch.setenv("MAPPING_BATCH_SIZE", mapping)
+    monkeypatch.setenv("EVENT_BATCH_SIZE", events)
+    settings = load_settings()
+    assert settings.mapping_batch_size == int(mapping or 10_000)
+    assert settings.event_batch_size == int(events or 1_000)

@@ -30,11 +30,13 @@ from tiktok_destination.errors import (
     TikTokUnavailable,
     TikTokWriteConflict,
 )
+from tiktok_destination.events import track_body
 from tiktok_destination.tiktok.client import (
     DEFAULT_BASE_URL,
     CallStats,
     RetryPolicy,
     TikTokClient,
+    _advice,
 )
 
 TOKEN = "tok-7f3a9c1e5b2d4f6a8c0e"
@@ -179,13 +181,18 @@ def test_get_sends_token_header_slash_path_and_json_list_params(server: FakeTikT
 def test_get_serializes_tuple_and_dict_params_as_json(server: FakeTikTok) -> None:
     client = make_client(server)
 
-    client.get("/dmp/custom_audience/get", {"ids": ("1", "2"), "filtering": {"a": 1}, "x": None})
+    client.get(
+        "/dmp/custom_audience/get",
+        {"ids": ("1", "2"), "filtering": {"a": 1}, "x": None, "on": True, "off": False},
+    )
 
     req = server.last
     assert req.path == PREFIX + "dmp/custom_audience/get/"
     assert json.loads(req.query["ids"][0]) == ["1", "2"]
     assert json.loads(req.query["filtering"][0]) == {"a": 1}
     assert "x" not in req.query
+    # JSON booleans, as TikTok reads them, not Python's "True"
+    assert (req.query["on"], req.query["off"]) == (["true"], ["false"])
 
 
 def test_post_sends_json_body_and_content_type(server: FakeTikTok) -> None:
@@ -262,6 +269,23 @@ def test_a_non_finite_number_is_never_sent(server: FakeTikTok, number: float) ->
         client.track_events(EVENT_SET, [event])
     assert server.requests == []
     assert "event/track/" in raised.value.message
+
+
+def test_track_events_sends_the_one_body_builder_and_its_limit(server: FakeTikTok) -> None:
+    # The send path builds its body with events.track_body: 1,001 events never leave.
+    client = make_client(server)
+    event = {"event": "Purchase", "event_time": 1700000000, "event_id": "o-1"}
+
+    client.track_events(EVENT_SET, [event] * 1000)
+    with pytest.raises(ValueError, match="1001 events"):
+        client.track_events(EVENT_SET, [event] * 1001)
+    with pytest.raises(ValueError, match="19-digit"):
+        client.track_events("123", [event])
+
+    assert len(server.requests) == 1
+    assert json.loads(server.requests[0].body) == track_body(
+        EVENT_SET, [event] * 1000, test_event_code=None
+    )
 
 
 def test_create_audience_returns_string_id_even_from_json_number(server: FakeTikTok) -> None:
@@ -398,6 +422,9 @@ FATAL_CODES = [
     (41234, TikTokRequestRejected, "check the request"),
     # named by no source found: not retried as a rate limit any more
     (40133, TikTokRequestRejected, "check the request"),
+    # just past the 51000-51999 system-error range
+    (52000, TikTokRequestRejected, "check the request"),
+    (50999, TikTokRequestRejected, "check the request"),
 ]
 
 
@@ -699,3 +726,11 @@ def test_defaults() -> None:
         "by_endpoint": {},
         "partial_messages": [],
     }
+
+
+def test_a_rejection_without_a_tiktok_code_gets_no_code_hint() -> None:
+    # An answer with no envelope (an HTTP 4xx) has no code; no code's hint may be borrowed.
+    assert _advice(TikTokRequestRejected, None, 1) == ""
+    assert _advice(TikTokRequestRejected, 40011, 1) == (
+        "Too many IDs in one request: lower the batch size."
+    )

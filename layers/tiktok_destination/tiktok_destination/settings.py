@@ -12,6 +12,7 @@ from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING
 
 from .errors import ConfigurationError
+from .events import MAX_EVENTS_PER_REQUEST
 from .tiktok.client import MIN_QPS, RetryPolicy
 
 if TYPE_CHECKING:
@@ -19,6 +20,8 @@ if TYPE_CHECKING:
 
 DEFAULT_TIKTOK_BASE_URL = "https://business-api.tiktok.com/open_api/v1.3/"
 DEFAULT_RANGE_BYTES = 256 * 1024 * 1024
+#: ``segment/mapping`` identifiers per request (more answer 40011); [settings] has the same cap
+MAX_MAPPING_IDS = 10_000
 
 
 def _float(name: str, default: float) -> float:
@@ -43,16 +46,23 @@ def _qps(name: str, default: float) -> float:
     return value
 
 
-def _int(name: str, default: int) -> int:
+def _int(name: str, default: int, *, low: int | None = None, high: int | None = None) -> int:
     raw = os.environ.get(name, "")
     if not raw:
         return default
     try:
-        return int(raw)
+        value = int(raw)
     except ValueError:
         raise ConfigurationError(
             f"environment variable {name}={raw!r} is not a whole number"
         ) from None
+    # A batch size outside TikTok's per-request limit fails every batch at send time.
+    if (low is not None and value < low) or (high is not None and value > high):
+        raise ConfigurationError(
+            f"environment variable {name}={raw!r} must be a whole number from {low:,} to "
+            f"{high:,}; set it in that range, or leave it empty for the default {default:,}"
+        )
+    return value
 
 
 @dataclass(frozen=True)
@@ -133,8 +143,8 @@ def load_settings() -> Settings:
         tiktok_qps=_qps("TIKTOK_QPS", 10.0),
         secret_prefix=os.environ.get("SECRET_PREFIX", "tiktok-destination/"),
         reject_threshold=_float("REJECT_THRESHOLD", 0.2),
-        mapping_batch_size=_int("MAPPING_BATCH_SIZE", 10_000),
-        event_batch_size=_int("EVENT_BATCH_SIZE", 1_000),
+        mapping_batch_size=_int("MAPPING_BATCH_SIZE", 10_000, low=1, high=MAX_MAPPING_IDS),
+        event_batch_size=_int("EVENT_BATCH_SIZE", 1_000, low=1, high=MAX_EVENTS_PER_REQUEST),
         default_phone_region=os.environ.get("DEFAULT_PHONE_REGION", "") or "US",
         notify_topic_arn=os.environ.get("NOTIFY_TOPIC_ARN", ""),
         event_bus_name=os.environ.get("EVENT_BUS_NAME", "") or "default",
