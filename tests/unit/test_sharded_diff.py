@@ -16,6 +16,7 @@ import boto3
 import pytest
 from moto import mock_aws
 
+from tiktok_destination import audience as audience_domain
 from tiktok_destination.audience import AudienceKeys, commit_audience, plan_audience
 from tiktok_destination.config import load_config
 from tiktok_destination.runs import Run, Source
@@ -285,3 +286,42 @@ def test_a_commit_that_stops_before_the_manifest_leaves_the_old_snapshot_in_forc
     # Only the generation in force is kept.
     kept = {obj["Key"].split("/")[-2] for obj in bucket.list(KEYS.generations_prefix)}
     assert kept == {plans[1].plan_id}
+
+
+def test_tmp_holds_one_shard_at_a_time(
+    bucket: Bucket, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    rng = random.Random(3)
+    committed = {member(rng) for _ in range(800)}
+    shards = {}
+    for shard, lines in by_shard(committed).items():
+        key = KEYS.generation("1111111111111111", shard)
+        bucket.s3.put_object(Bucket="state", Key=key, Body=text(lines))
+        shards[shard] = key
+    bucket.put_json(KEYS.snapshot, {"generation": "1111111111111111", "shards": shards})
+    new = set(sorted(committed)[:600]) | {member(rng) for _ in range(200)}
+    run = make_run("4" * 16)
+    put_validated(bucket, run, [new, set(sorted(new)[::3])])
+    workdir = tmp_path / "plan"
+    workdir.mkdir()
+    real_diff = audience_domain.diff_shard
+    seen: list[tuple[list[str], int]] = []
+
+    def watched(*args: Any, **kwargs: Any) -> Any:
+        held = [p for p in workdir.rglob("*") if p.is_file()]
+        seen.append(
+            (
+                sorted({p.relative_to(workdir).parts[0] for p in held}),
+                sum(len(p.read_bytes()) for p in held),
+            )
+        )
+        return real_diff(*args, **kwargs)
+
+    monkeypatch.setattr(audience_domain, "diff_shard", watched)
+    plan = plan_audience(bucket, run, "aud-1", batch_size=10_000, workdir=workdir)
+
+    assert (plan.members, plan.unchanged) == (len(new), 600)
+    # Each shard's diff sees only its own scratch dir: the shards before it are gone.
+    assert [dirs for dirs, _ in seen] == [[f"shard-{s}"] for s in "0123456789abcdef"]
+    whole = len(text(new)) + len(text(committed))
+    assert max(size for _, size in seen) < whole / 4
