@@ -19,6 +19,7 @@ from moto import mock_aws
 from tiktok_destination import audience as audience_domain
 from tiktok_destination.audience import AudienceKeys, commit_audience, plan_audience
 from tiktok_destination.config import load_config
+from tiktok_destination.errors import DestinationError
 from tiktok_destination.runs import Run, Source
 from tiktok_destination.storage import Bucket
 
@@ -325,3 +326,17 @@ def test_tmp_holds_one_shard_at_a_time(
     assert [dirs for dirs, _ in seen] == [[f"shard-{s}"] for s in "0123456789abcdef"]
     whole = len(text(new)) + len(text(committed))
     assert max(size for _, size in seen) < whole / 4
+
+
+def test_a_member_outside_the_16_shards_stops_the_plan(bucket: Bucket, tmp_path: Path) -> None:
+    # The shard loop visits 0-f only: a line of another shard must stop the run, not vanish.
+    hashed = "A" + "0" * 63
+    bucket.s3.put_object(
+        Bucket="state", Key=KEYS.legacy_snapshot, Body=f"EMAIL_SHA256\t{hashed}\n".encode()
+    )
+    run = make_run("5" * 16)
+    put_validated(bucket, run, [{f"EMAIL_SHA256\t{'0' * 64}"}])
+    with pytest.raises(DestinationError, match="shard 'A'") as raised:
+        plan_audience(bucket, run, "aud-1", batch_size=10, workdir=tmp_path)
+    assert hashed not in str(raised.value)
+    assert list(bucket.list(KEYS.pending_prefix)) == []

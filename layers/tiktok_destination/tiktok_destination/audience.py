@@ -348,6 +348,8 @@ class _ShardedSet:
     ):
         self.name = name
         self.keys: dict[str, list[str]] = {k: list(v) for k, v in (keys or {}).items()}
+        for shard, found in self.keys.items():
+            _check_shard(shard, found[0] if found else name)
         self.whole = list(whole)
         self._split: dict[str, list[Path]] | None = None
 
@@ -375,9 +377,20 @@ class _ShardedSet:
                 into.mkdir()
                 local = bucket.download(key, into / "whole.txt")
                 for shard, path, _ in shard_members(local, into):
-                    self._split.setdefault(shard, []).append(path)
+                    self._split.setdefault(_check_shard(shard, key), []).append(path)
                 local.unlink()
         return self._split
+
+
+def _check_shard(shard: str, where: str) -> str:
+    """A shard the loop over ``SHARD_NAMES`` would never visit would lose its members."""
+    if shard not in SHARD_NAMES:
+        raise DestinationError(
+            f"{where} holds members of shard {shard!r}, which is not one of "
+            f"{SHARD_NAMES[0]}-{SHARD_NAMES[-1]} (a line that is not TYPE<tab>lowercase "
+            "SHA-256); nothing was planned. Re-run the input; if it persists, report it"
+        )
+    return shard
 
 
 def _committed_set(bucket: Bucket, keys: AudienceKeys) -> tuple[str | None, _ShardedSet]:
