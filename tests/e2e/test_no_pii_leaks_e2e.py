@@ -254,7 +254,9 @@ def test_hashed_outputs_hold_hashes_only(
         )
         or re.search(r"/batches/\d+-(add|delete)\.txt$", k)
         or re.search(r"/validate/[0-9a-f]{16}/range-\d{5}/shard-[0-9a-f]\.txt$", k)
+        or re.search(r"/(snapshot|snapshots/[0-9a-f]{16}|adds|deletes)/shard-[0-9a-f]\.txt$", k)
     ]
+    assert any("/snapshots/" in k for k in member_files)  # the committed snapshot's shards
     assert any("/shard-" in k for k in member_files)  # validate's hashed output
     assert any("/batches/" in k for k in member_files)
     for key in member_files:

@@ -16,6 +16,7 @@ from typing import Any
 import pytest
 
 from tests.conftest import ADVERTISER, CONFIG, EVENT_SET, TOKEN
+from tiktok_destination import audience as audience_domain
 from tiktok_destination_local.emulator import TikTokEmulator
 from tiktok_destination_local.runner import (
     LOCAL_APP_ID,
@@ -175,3 +176,78 @@ def test_offline_events_in_ranges_send_what_one_range_sends(tmp_path: Path) -> N
         )
     assert got == want and len(want) == 14
     assert comparable(many) == comparable(one)
+
+
+def changed_file(tmp_path: Path) -> Path:
+    """The next export: some people left (0-14), some joined (60-74), the rest stayed."""
+    lines = ["Email,PHONE,note"]
+    lines += [f"person{i}@example.com,+1415555{i:04d},n{i}" for i in range(15, 75)]
+    path = tmp_path / "changed.csv"
+    path.write_bytes(("\n".join(lines) + "\n").encode())
+    return path
+
+
+def test_a_crashed_range_child_and_a_crashed_diff_then_a_rerun_are_exact(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Issue 9.3's acceptance: the diff runs shard by shard, and one that dies half-way (some
+    shards' files written, no manifest, no journal) is redone whole by the re-run."""
+    first, second = audience_file(tmp_path), changed_file(tmp_path)
+    with deployment(RANGE_BYTES) as (local, emulator):
+        assert local.run_file(first, "acme_audiences", "vip").succeeded
+        emulator.reset_counters()
+        clean = local.run_file(second, "acme_audiences", "vip")
+        assert clean.succeeded, clean.cause
+        (want,) = emulator.audiences(ADVERTISER)
+        want_calls = emulator.calls["segment/mapping/"]
+        assert clean.report is not None
+        assert clean.report["members"]["added"] > 0 and clean.report["members"]["removed"] > 0
+
+    real_diff = audience_domain.diff_shard
+    diffed: list[Path] = []
+    crash = False
+
+    def dies_at_shard_a(new: Path, *args: Any, **kwargs: Any) -> Any:
+        diffed.append(new)
+        if crash and new.parent.name == "shard-a":
+            raise RuntimeError("the chunk Lambda died in the middle of the diff")
+        return real_diff(new, *args, **kwargs)
+
+    monkeypatch.setattr(audience_domain, "diff_shard", dies_at_shard_a)
+    with deployment(RANGE_BYTES) as (local, emulator):
+        assert local.run_file(first, "acme_audiences", "vip").succeeded
+        emulator.reset_counters()
+        crash = True
+        local.lambdas.inject_fault(
+            "ValidateFunction",
+            RuntimeError("the range child died"),
+            when=lambda event: event.get("action") == "range" and event["range"]["index"] == 2,
+        )
+        diffed.clear()
+        failed = local.run_file(second, "acme_audiences", "vip")
+        assert not failed.succeeded and "ChunkAudience" not in failed.states
+        assert failed.report is not None
+        run_id = failed.report["run_id"]
+
+        diff_died = local.rerun(run_id)
+        assert not diff_died.succeeded
+        assert "ChunkAudience" in diff_died.states and "MapAudienceBatches" not in str(
+            diff_died.states
+        )
+        assert [p.parent.name for p in diffed][-1] == "shard-a"  # shards 0-9 were diffed
+        assert emulator.calls["segment/mapping/"] == 0
+        # Nothing of the half-done plan is visible: no journal, the first file's snapshot.
+        assert [k for k in local.state_keys("audiences/") if "/pending/" in k] == []
+
+        crash = False
+        again = local.rerun(run_id)
+        assert again.succeeded, again.cause
+        (got,) = emulator.audiences(ADVERTISER)
+        assert got["members"] == want["members"]
+        assert emulator.calls["segment/mapping/"] == want_calls, "no batch sent twice"
+        assert again.report is not None
+        assert again.report["members"] == clean.report["members"]
+        emulator.reset_counters()
+        unchanged = local.run_file(second, "acme_audiences", "vip")
+        assert unchanged.succeeded, unchanged.cause
+        assert emulator.calls["segment/mapping/"] == 0

@@ -534,9 +534,14 @@ def test_commit_needs_every_batch_then_makes_the_snapshot(bucket: Bucket, tmp_pa
 
     send_all(bucket, run, manifest[:1])
     assert commit_audience(bucket, run, plan.plan_id) == {"committed": True, "members": 6}
-    snapshot = bucket.get_bytes(keys.snapshot)
-    assert snapshot is not None
-    assert snapshot.decode() == "".join(sorted(member_lines(range(6))))
+    # The snapshot is a manifest of per-shard files; together they hold the plan's members.
+    manifest_of_shards = bucket.get_json(keys.snapshot)
+    assert manifest_of_shards is not None
+    committed = "".join(
+        (bucket.get_bytes(key) or b"").decode()
+        for _, key in sorted(manifest_of_shards["shards"].items())
+    )
+    assert committed == "".join(sorted(member_lines(range(6))))
     assert not bucket.exists(keys.pending(run.run_id)), "the journal goes once committed"
 
 

@@ -49,7 +49,10 @@ STATE_KEYS = {
     "execution": "executions/abc/raised/n1.json",
     "oauth-state": "oauth/used-states/nonce1",
     "registry": "audiences/7000000000000000001/0123456789abcdef/audience.json",
-    "snapshot": "audiences/7000000000000000001/0123456789abcdef/snapshot.txt",
+    "snapshot": "audiences/7000000000000000001/0123456789abcdef/snapshot.json",
+    "snapshot-shard": "audiences/7000000000000000001/0123456789abcdef/snapshots/0123456789abcdef/"
+    "shard-a.txt",
+    "legacy-snapshot": "audiences/7000000000000000001/0123456789abcdef/snapshot.txt",
     "journal": "audiences/7000000000000000001/0123456789abcdef/pending/0123456789abcdef.json",
     "lease": "leases/audience/7000000000000000001/0123456789abcdef.json",
 }
@@ -73,7 +76,7 @@ WRITES = {
     "ChunkFunction": {"run", "journal"},
     "AudienceFunction": {"run", "registry"},
     "EventsFunction": {"run"},
-    "ReportFunction": {"run", "snapshot", "lease"},
+    "ReportFunction": {"run", "snapshot", "snapshot-shard", "legacy-snapshot", "lease"},
     "NotifyFunction": {"run", "execution", "lease"},
     "OAuthFunction": {"oauth-state"},
 }
@@ -81,15 +84,15 @@ WRITES = {
 # and the steps that end a run (or find it superseded) release its lease.
 DELETES = {
     "PreflightFunction": {"lease"},
-    "AudienceFunction": {"registry", "snapshot", "journal"},
-    "ReportFunction": {"journal", "lease"},
+    "AudienceFunction": {"registry", "snapshot", "snapshot-shard", "legacy-snapshot", "journal"},
+    "ReportFunction": {"snapshot", "snapshot-shard", "legacy-snapshot", "journal", "lease"},
     "NotifyFunction": {"lease"},
 }
 # ... and reads (s3:GetObject); every reader also needs s3:ListBucket to see 404s.
 READS = {
     "PreflightFunction": {"config", "lease"},
     "ValidateFunction": {"run"},
-    "ChunkFunction": {"run", "snapshot", "journal"},
+    "ChunkFunction": {"run", "snapshot", "snapshot-shard", "legacy-snapshot", "journal"},
     "AudienceFunction": {"run", "registry"},
     "EventsFunction": {"run"},
     "ReportFunction": {"run", "lease"},

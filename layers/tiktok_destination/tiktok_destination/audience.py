@@ -11,6 +11,15 @@ runs that never committed (``pending/`` journals) may have been applied. So
 
 which is why a failed run followed by a newer file still converges on the newer file.
 
+Every set is kept in ``ranges.SHARDS`` shards by the first hex character of the SHA-256, the
+way validate writes them, and the diff runs one shard at a time (sorted merges, so /tmp holds
+one shard's worth): an identifier is in exactly one shard, so the union of the shards' diffs
+is the diff of the whole sets. The committed snapshot is a manifest (``snapshot.json``)
+naming one immutable file per non-empty shard under ``snapshots/<generation>/``; the commit
+writes those files first and the manifest last, so it switches the snapshot in one PUT and a
+commit that stops leaves the old one fully in force. A one-file ``snapshot.txt`` (and pending
+``adds.txt``/``deletes.txt``) of an earlier version is split by shard when read.
+
 Mirror semantics make a bad export dangerous, so a plan is guarded before anything is
 uploaded or sent (:func:`check_removal`): its size is what TikTok may hold (``maybe_present``,
 the same base the deletes come from, so the removed share is never above 1).
@@ -21,7 +30,8 @@ from __future__ import annotations
 import hashlib
 import logging
 import re
-from collections.abc import Iterable, Iterator
+import shutil
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from fractions import Fraction
 from pathlib import Path
@@ -37,7 +47,7 @@ from .errors import (
     TikTokUnavailable,
 )
 from .identifiers import ID_TYPES, SCHEMA
-from .ranges import validated_lines
+from .ranges import SHARDS, shard_members
 from .runs import Run
 from .storage import Bucket
 from .tiktok.client import TikTokClient
@@ -63,7 +73,20 @@ class AudienceKeys:
 
     @property
     def snapshot(self) -> str:
+        """The committed snapshot: a manifest naming one immutable file per shard."""
+        return f"{self.prefix}snapshot.json"
+
+    @property
+    def legacy_snapshot(self) -> str:
+        """The one-file snapshot of earlier versions, read while no manifest exists."""
         return f"{self.prefix}snapshot.txt"
+
+    @property
+    def generations_prefix(self) -> str:
+        return f"{self.prefix}snapshots/"
+
+    def generation(self, plan_id: str, shard: str) -> str:
+        return f"{self.generations_prefix}{plan_id}/shard-{shard}.txt"
 
     @property
     def pending_prefix(self) -> str:
@@ -238,6 +261,8 @@ def _held_by_other_templates(bucket: Bucket, advertiser_id: str, keys: AudienceK
 def _forget_membership(bucket: Bucket, keys: AudienceKeys) -> None:
     bucket.delete_prefix(keys.pending_prefix)
     bucket.delete(keys.snapshot)
+    bucket.delete(keys.legacy_snapshot)
+    bucket.delete_prefix(keys.generations_prefix)
     bucket.delete(keys.registry)
 
 
@@ -301,13 +326,206 @@ class AudiencePlan:
         return dict(self.__dict__)
 
 
+#: Shard names, in the order a plan diffs them (``ranges.SHARDS`` of them).
+SHARD_NAMES = "0123456789abcdef"[:SHARDS]
+#: A plan's layout: ``shards`` keeps adds, deletes and the new snapshot per shard.
+LAYOUT = "shards"
+
+
+class _ShardedSet:
+    """Where each shard of one sorted member set is read from.
+
+    ``keys`` are objects that hold one shard each; ``whole`` are objects in the one-file
+    layout of earlier versions (a legacy snapshot, a pending run's ``adds.txt``), split by
+    shard on first use: a migration costs that file on /tmp once, then never again.
+    """
+
+    def __init__(
+        self,
+        name: str,
+        keys: Mapping[str, Sequence[str]] | None = None,
+        whole: Sequence[str] = (),
+    ):
+        self.name = name
+        self.keys: dict[str, list[str]] = {k: list(v) for k, v in (keys or {}).items()}
+        for shard, found in self.keys.items():
+            _check_shard(shard, found[0] if found else name)
+        self.whole = list(whole)
+        self._split: dict[str, list[Path]] | None = None
+
+    def fetch(self, bucket: Bucket, shard: str, out: Path, *, scratch: Path, workdir: Path) -> int:
+        """Write shard ``shard`` of the set, sorted and without repeats, to ``out``.
+
+        Downloads go to the shard's ``scratch``; a one-file object is split once into
+        ``workdir``, where its other shards wait for their turn.
+        """
+        parts = [
+            bucket.download(key, scratch / f"{self.name}-{shard}-{n:05d}.part")
+            for n, key in enumerate(self.keys.get(shard, ()))
+        ]
+        parts += self._whole_parts(bucket, workdir).get(shard, [])
+        count = _write(out, sorting.union(*(sorting.read_lines(p) for p in parts)))
+        for part in parts:
+            part.unlink()
+        return count
+
+    def _whole_parts(self, bucket: Bucket, workdir: Path) -> dict[str, list[Path]]:
+        if self._split is None:
+            self._split = {}
+            for n, key in enumerate(self.whole):
+                into = workdir / f"{self.name}-whole-{n:05d}"
+                into.mkdir()
+                local = bucket.download(key, into / "whole.txt")
+                for shard, path, _ in shard_members(local, into):
+                    self._split.setdefault(_check_shard(shard, key), []).append(path)
+                local.unlink()
+        return self._split
+
+
+def _check_shard(shard: str, where: str) -> str:
+    """A shard the loop over ``SHARD_NAMES`` would never visit would lose its members."""
+    if shard not in SHARD_NAMES:
+        raise DestinationError(
+            f"{where} holds members of shard {shard!r}, which is not one of "
+            f"{SHARD_NAMES[0]}-{SHARD_NAMES[-1]} (a line that is not TYPE<tab>lowercase "
+            "SHA-256); nothing was planned. Re-run the input; if it persists, report it"
+        )
+    return shard
+
+
+def _committed_set(bucket: Bucket, keys: AudienceKeys) -> tuple[str | None, _ShardedSet]:
+    """The committed snapshot (its manifest's ETag, its shards), or the legacy one-file one."""
+    etag = bucket.etag(keys.snapshot)
+    if etag:
+        manifest = bucket.get_json(keys.snapshot) or {}
+        shards = {str(s): [str(k)] for s, k in dict(manifest.get("shards") or {}).items()}
+        return etag, _ShardedSet("committed", shards)
+    legacy = bucket.etag(keys.legacy_snapshot)
+    if legacy:
+        return f"legacy:{legacy}", _ShardedSet("committed", whole=[keys.legacy_snapshot])
+    return None, _ShardedSet("committed")
+
+
+def _new_members(bucket: Bucket, index_key: str) -> _ShardedSet:
+    """Validate's output as a sharded set: shard ``x`` is every range's ``shard-x.txt``."""
+    index = bucket.get_json(index_key)
+    if index is None:
+        raise DestinationError(
+            f"{bucket.uri(index_key)} is missing: validate did not finish; re-run the input"
+        )
+    keys: dict[str, list[str]] = {}
+    whole: list[str] = []
+    for file in index["files"]:
+        if file.get("shard") is None:
+            whole.append(str(file["key"]))  # an index written before validate sharded
+        else:
+            keys.setdefault(str(file["shard"]), []).append(str(file["key"]))
+    return _ShardedSet("new", keys, whole)
+
+
+def _pending_sets(
+    bucket: Bucket, keys: AudienceKeys, pending: Sequence[str]
+) -> tuple[list[_ShardedSet], list[_ShardedSet]]:
+    """The adds and the deletes of every pending run, one sharded set per run and action."""
+    adds: list[_ShardedSet] = []
+    deletes: list[_ShardedSet] = []
+    for other in pending:
+        journal = bucket.get_json(keys.pending(other)) or {}
+        other_prefix = journal.get("plan_prefix")
+        if not other_prefix:
+            continue
+        for action, into in (("adds", adds), ("deletes", deletes)):
+            name = f"pending-{other}-{action}"
+            if journal.get("layout") == LAYOUT:
+                # Empty shards were never written: a missing shard file is an empty shard.
+                found = {obj["Key"] for obj in bucket.list(f"{other_prefix}{action}/")}
+                shards = {s: f"{other_prefix}{action}/shard-{s}.txt" for s in SHARD_NAMES}
+                into.append(_ShardedSet(name, {s: [k] for s, k in shards.items() if k in found}))
+            elif bucket.exists(f"{other_prefix}{action}.txt"):
+                into.append(_ShardedSet(name, whole=[f"{other_prefix}{action}.txt"]))
+    return adds, deletes
+
+
+class _BatchWriter:
+    """Cuts one action's lines into batch files of ``size`` lines across shards, so a
+    sharded diff sends as few requests as a whole-set one."""
+
+    def __init__(self, bucket: Bucket, prefix: str, action: str, size: int, workdir: Path):
+        self.bucket, self.prefix, self.action, self.size = bucket, prefix, action, size
+        self.path = workdir / f"batch-{action}.txt"
+        self.lines: list[str] = []
+        self.batches: list[tuple[str, int]] = []
+
+    def extend(self, source: Path) -> None:
+        for line in sorting.read_lines(source):
+            self.lines.append(line)
+            if len(self.lines) >= self.size:
+                self.flush()
+
+    def flush(self) -> None:
+        if not self.lines:
+            return
+        key = f"{self.prefix}batches/{len(self.batches) + 1:05d}-{self.action}.txt"
+        self.path.write_text("".join(self.lines), encoding="utf-8")
+        self.bucket.upload(self.path, key)
+        self.path.unlink()
+        self.batches.append((key, len(self.lines)))
+        self.lines = []
+
+
+@dataclass
+class _ShardDiff:
+    members: int = 0
+    maybe_present: int = 0
+    added: int = 0
+    removed: int = 0
+    unchanged: int = 0
+
+
+def diff_shard(
+    new: Path,
+    committed: Path | None,
+    pending_adds: Sequence[Path],
+    pending_deletes: Sequence[Path],
+    *,
+    adds_out: Path,
+    deletes_out: Path,
+    workdir: Path,
+) -> _ShardDiff:
+    """The diff of one shard (or of a whole set): sorted merges over files, bounded memory.
+
+    ``new`` and every input are sorted without repeats; see the module docstring for why
+    the base is what TikTok may hold.
+    """
+    read = sorting.read_lines
+    result = _ShardDiff(members=sum(1 for _ in read(new)))
+    maybe_present = _Counted(sorting.union(read(committed), *(read(p) for p in pending_adds)))
+    result.removed = _write(deletes_out, sorting.difference(maybe_present, read(new)))
+    result.maybe_present = maybe_present.count
+    # surely_present is read twice (adds and unchanged), so it goes to disk once.
+    surely_path = workdir / "surely.txt"
+    _write(
+        surely_path,
+        sorting.difference(read(committed), sorting.union(*(read(p) for p in pending_deletes))),
+    )
+    result.added = _write(adds_out, sorting.difference(read(new), read(surely_path)))
+    result.unchanged = sum(1 for _ in sorting.intersection(read(new), read(surely_path)))
+    surely_path.unlink()
+    return result
+
+
 def plan_audience(
     bucket: Bucket, run: Run, audience_id: str, *, batch_size: int, workdir: Path
 ) -> AudiencePlan:
+    """Diff the validated members against what TikTok may hold, one shard at a time.
+
+    /tmp holds one shard's worth (its new members, committed snapshot, pending changes and
+    results) at a time; each shard's outputs go to the plan's prefix as soon as it is done.
+    """
     template = run.resolved
     keys = AudienceKeys(template.advertiser_id, template.audience_name or "")
     paths = run.paths
-    committed_etag = bucket.etag(keys.snapshot)
+    committed_etag, committed = _committed_set(bucket, keys)
     pending = sorted(
         Path(obj["Key"]).stem
         for obj in bucket.list(keys.pending_prefix)
@@ -333,77 +551,97 @@ def plan_audience(
         plan.pending_batches = plan.batches - bucket.count(f"{prefix}done/")
         return plan
 
-    new_sorted = workdir / "members.sorted.txt"
-    members = sorting.external_sort(
-        validated_lines(bucket, paths.members, workdir), new_sorted, workdir=workdir
-    )
-
-    committed = workdir / "committed.txt"
-    if committed_etag:
-        bucket.download(keys.snapshot, committed)
-    pending_adds: list[Path] = []
-    pending_deletes: list[Path] = []
-    for other in pending:
-        journal = bucket.get_json(keys.pending(other)) or {}
-        other_prefix = journal.get("plan_prefix")
-        if not other_prefix:
-            continue
-        for name, into in (("adds.txt", pending_adds), ("deletes.txt", pending_deletes)):
-            local = workdir / f"pending-{other}-{name}"
-            if bucket.exists(f"{other_prefix}{name}"):
-                bucket.download(f"{other_prefix}{name}", local)
-                into.append(local)
-
-    adds_path, deletes_path = workdir / "adds.txt", workdir / "deletes.txt"
-    read = sorting.read_lines
-    maybe_present = _Counted(sorting.union(read(committed), *(read(p) for p in pending_adds)))
-    removed = _write(deletes_path, sorting.difference(maybe_present, read(new_sorted)))
-    # surely_present is read twice (adds and unchanged), so it goes to disk once.
-    surely_path = workdir / "surely.txt"
-    _write(
-        surely_path,
-        sorting.difference(read(committed), sorting.union(*(read(p) for p in pending_deletes))),
-    )
-    added = _write(adds_path, sorting.difference(read(new_sorted), read(surely_path)))
-    unchanged = sum(1 for _ in sorting.intersection(read(new_sorted), read(surely_path)))
-    surely_path.unlink()
-    # Before any upload: a blocked plan leaves no plan.json to be reused, no manifest for the
-    # Map, and no pending journal (TikTok cannot hold any of it).
-    mass_removal_allowed = check_removal(run, maybe_present.count, removed, added)
+    new = _new_members(bucket, paths.members)
+    pending_adds, pending_deletes = _pending_sets(bucket, keys, pending)
+    writers = {a: _BatchWriter(bucket, prefix, a, batch_size, workdir) for a in ("delete", "add")}
+    total = _ShardDiff()
+    snapshot_shards: dict[str, str] = {}
+    for shard in SHARD_NAMES:
+        scratch = workdir / f"shard-{shard}"
+        scratch.mkdir()
+        new_path, committed_path = scratch / "new.txt", scratch / "committed.txt"
+        new.fetch(bucket, shard, new_path, scratch=scratch, workdir=workdir)
+        committed.fetch(bucket, shard, committed_path, scratch=scratch, workdir=workdir)
+        adds_in = [scratch / f"pending-adds-{n}.txt" for n in range(len(pending_adds))]
+        deletes_in = [scratch / f"pending-deletes-{n}.txt" for n in range(len(pending_deletes))]
+        for source, path in zip(
+            [*pending_adds, *pending_deletes], [*adds_in, *deletes_in], strict=True
+        ):
+            source.fetch(bucket, shard, path, scratch=scratch, workdir=workdir)
+        adds_path, deletes_path = scratch / "adds.txt", scratch / "deletes.txt"
+        part = diff_shard(
+            new_path,
+            committed_path,
+            adds_in,
+            deletes_in,
+            adds_out=adds_path,
+            deletes_out=deletes_path,
+            workdir=scratch,
+        )
+        for name in ("members", "maybe_present", "added", "removed", "unchanged"):
+            setattr(total, name, getattr(total, name) + getattr(part, name))
+        # Empty shards are not written; a reader takes a missing shard file as empty.
+        for path, key, count in (
+            (new_path, f"{prefix}snapshot/shard-{shard}.txt", part.members),
+            (adds_path, f"{prefix}adds/shard-{shard}.txt", part.added),
+            (deletes_path, f"{prefix}deletes/shard-{shard}.txt", part.removed),
+        ):
+            if count:
+                bucket.upload(path, key)
+        if part.members:
+            snapshot_shards[shard] = f"{prefix}snapshot/shard-{shard}.txt"
+        writers["delete"].extend(deletes_path)
+        writers["add"].extend(adds_path)
+        shutil.rmtree(scratch)
+    for writer in writers.values():
+        writer.flush()
+    # Before the manifest, the journal and plan.json: a blocked plan leaves nothing to be
+    # reused or sent, and no journal (TikTok cannot hold any of it). Its shard files are
+    # removed too, so a blocked run leaves no plan behind.
+    try:
+        mass_removal_allowed = check_removal(run, total.maybe_present, total.removed, total.added)
+    except MassRemovalBlocked:
+        bucket.delete_prefix(prefix)
+        raise
 
     manifest: list[dict[str, Any]] = []
-    for action, source in (("delete", deletes_path), ("add", adds_path)):
-        for count, batch in _split(source, batch_size, workdir):
-            index = len(manifest) + 1
-            key = f"{prefix}batches/{index:05d}-{action}.txt"
-            bucket.upload(batch, key)
-            batch.unlink()
+    for action in ("delete", "add"):
+        for key, count in writers[action].batches:
             manifest.append(
-                {"index": index, "action": action, "key": key, "count": count, "plan_id": plan_id}
+                {
+                    "index": len(manifest) + 1,
+                    "action": action,
+                    "key": key,
+                    "count": count,
+                    "plan_id": plan_id,
+                }
             )
-    bucket.upload(new_sorted, f"{prefix}members.sorted.txt")
-    bucket.upload(adds_path, f"{prefix}adds.txt")
-    bucket.upload(deletes_path, f"{prefix}deletes.txt")
     manifest_key = f"{prefix}manifest.json"
     bucket.put_json(manifest_key, manifest)
     # The journal goes up before any batch is sent: from now on TikTok may hold these changes.
     bucket.put_json(
         keys.pending(run.run_id),
-        {"run_id": run.run_id, "plan_prefix": prefix, "pending_base": pending},
+        {"run_id": run.run_id, "plan_prefix": prefix, "pending_base": pending, "layout": LAYOUT},
     )
     plan = AudiencePlan(
         plan_id=plan_id,
         manifest_key=manifest_key,
         batches=len(manifest),
         pending_batches=len(manifest),
-        members=members,
-        added=added,
-        removed=removed,
-        unchanged=unchanged,
+        members=total.members,
+        added=total.added,
+        removed=total.removed,
+        unchanged=total.unchanged,
     )
     bucket.put_json(
         f"{prefix}plan.json",
-        plan.as_dict() | {"pending_base": pending, "mass_removal_allowed": mass_removal_allowed},
+        plan.as_dict()
+        | {
+            "pending_base": pending,
+            "mass_removal_allowed": mass_removal_allowed,
+            "layout": LAYOUT,
+            "snapshot_shards": snapshot_shards,
+        },
     )
     return plan
 
@@ -428,19 +666,6 @@ def _write(path: Path, lines: Iterator[str]) -> int:
             fh.write(line)
             count += 1
     return count
-
-
-def _split(source: Path, size: int, workdir: Path) -> Iterator[tuple[int, Path]]:
-    batch_no = 0
-    with source.open(encoding="utf-8") as fh:
-        while True:
-            lines = [line for _, line in zip(range(size), fh, strict=False)]
-            if not lines:
-                return
-            batch_no += 1
-            path = workdir / f"batch-{batch_no:05d}.txt"
-            path.write_text("".join(lines), encoding="utf-8")
-            yield len(lines), path
 
 
 # --------------------------------------------------------------------- map
@@ -496,6 +721,38 @@ def _map_lines(
 
 
 # ------------------------------------------------------------------ commit
+def _switch_snapshot(
+    bucket: Bucket, keys: AudienceKeys, plan_id: str, shards: Mapping[str, str]
+) -> None:
+    """Make the plan's member set the committed snapshot with one PutObject.
+
+    The shard files are copied out of ``runs/`` (which expires) under a generation prefix of
+    their own first; until the manifest names them nothing reads them, so a commit that stops
+    before the manifest leaves the old snapshot fully in force, and one that is repeated
+    copies the same bytes again.
+    """
+    committed: dict[str, str] = {}
+    for shard, source in sorted(shards.items()):
+        target = keys.generation(plan_id, shard)
+        bucket.s3.copy_object(
+            Bucket=bucket.name, Key=target, CopySource={"Bucket": bucket.name, "Key": source}
+        )
+        committed[shard] = target
+    bucket.put_json(keys.snapshot, {"generation": plan_id, "shards": committed})
+    # The manifest now wins over a one-file snapshot of an earlier version: drop it.
+    bucket.delete(keys.legacy_snapshot)
+
+
+def _drop_old_generations(bucket: Bucket, keys: AudienceKeys, plan_id: str) -> None:
+    """Delete the shard files of snapshots no manifest names any more (also those a commit
+    that stopped before its manifest left behind). Only after the switch: one run of an
+    audience at a time (its lease), so no diff is reading an old generation."""
+    current = f"{keys.generations_prefix}{plan_id}/"
+    for obj in list(bucket.list(keys.generations_prefix)):
+        if not obj["Key"].startswith(current):
+            bucket.delete(obj["Key"])
+
+
 def commit_audience(bucket: Bucket, run: Run, plan_id: str) -> dict[str, Any]:
     """Promote the plan's member set to the committed snapshot; only after every batch."""
     template = run.resolved
@@ -511,14 +768,20 @@ def commit_audience(bucket: Bucket, run: Run, plan_id: str) -> dict[str, Any]:
             f"{len(missing)} of {plan['batches']} batches did not finish (first: {missing[0]}); "
             "the snapshot was not committed. Re-run the same input to send them"
         )
-    bucket.s3.copy_object(
-        Bucket=bucket.name,
-        Key=keys.snapshot,
-        CopySource={"Bucket": bucket.name, "Key": f"{prefix}members.sorted.txt"},
-    )
+    if plan.get("layout") == LAYOUT:
+        _switch_snapshot(bucket, keys, plan_id, dict(plan.get("snapshot_shards") or {}))
+    else:
+        # A plan made before the snapshot was sharded: commit it the way it was planned.
+        bucket.s3.copy_object(
+            Bucket=bucket.name,
+            Key=keys.legacy_snapshot,
+            CopySource={"Bucket": bucket.name, "Key": f"{prefix}members.sorted.txt"},
+        )
+        bucket.delete(keys.snapshot)
     for other in [run.run_id, *plan.get("pending_base", [])]:
         bucket.delete(keys.pending(other))
     bucket.put_json(f"{prefix}{COMMITTED_MARKER}", {"run_id": run.run_id})
+    _drop_old_generations(bucket, keys, plan_id)
     return {"committed": True, "members": plan["members"]}
 
 
