@@ -61,8 +61,8 @@ SERVICE = "tiktok-destination"  # POWERTOOLS_SERVICE_NAME: the handlers' logger
 SECRETS = {"access token": TOKEN, "app secret": LOCAL_APP_SECRET}
 HASH = re.compile(r"[0-9a-f]{64}")
 MEMBER_LINE = re.compile(r"[A-Z0-9]+_SHA256\t[0-9a-f]{64}")
-# Third-party HTTP clients log whole requests and responses at DEBUG (see the xfail test);
-# "responses" is moto's request interceptor, which exists only in the local runner.
+# Third-party HTTP clients log whole requests and responses at DEBUG (the layer pins them at
+# WARNING); "responses" is moto's request interceptor, which exists only in the local runner.
 THIRD_PARTY = ("botocore", "boto3", "s3transfer", "urllib3", "responses", "moto")
 
 
