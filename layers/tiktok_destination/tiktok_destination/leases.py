@@ -26,7 +26,6 @@ take the lease in, TikTok ends equal to the file of the last one started.
 from __future__ import annotations
 
 import hashlib
-import json
 import logging
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -37,12 +36,11 @@ import boto3
 from botocore.exceptions import BotoCoreError, ClientError
 
 from .runs import Run
-from .storage import Bucket
+from .storage import Bucket, error_code
 
 logger = logging.getLogger(__name__)
 
 LEASE_PREFIX = "leases/"
-_CONFLICT_CODES = {"PreconditionFailed", "ConditionalRequestConflict", "412", "NoSuchKey", "404"}
 _CAS_ATTEMPTS = 5
 
 Status = Literal["acquired", "duplicate", "busy", "superseded"]
@@ -74,41 +72,6 @@ class LeaseOutcome:
 
     def as_dict(self) -> dict[str, Any]:
         return dict(self.__dict__)
-
-
-def _error_code(err: ClientError) -> str:
-    return str(err.response.get("Error", {}).get("Code", ""))
-
-
-def _read(bucket: Bucket, key: str) -> tuple[dict[str, Any] | None, str | None]:
-    try:
-        got = bucket.s3.get_object(Bucket=bucket.name, Key=key)
-    except ClientError as err:
-        if _error_code(err) in {"NoSuchKey", "404", "NotFound"}:
-            return None, None
-        raise
-    try:
-        body = json.loads(got["Body"].read())
-    except ValueError:
-        body = {}  # a damaged lease is treated as stale below (no expiry, no holder)
-    return (body if isinstance(body, dict) else {}), str(got["ETag"])
-
-
-def _write(bucket: Bucket, key: str, body: dict[str, Any], **condition: str) -> bool:
-    """One conditional PutObject; False when another writer got there first."""
-    try:
-        bucket.s3.put_object(
-            Bucket=bucket.name,
-            Key=key,
-            Body=json.dumps(body, indent=1, sort_keys=True).encode(),
-            ContentType="application/json",
-            **condition,
-        )
-    except ClientError as err:
-        if _error_code(err) in _CONFLICT_CODES:
-            return False
-        raise
-    return True
 
 
 def _expired(lease: dict[str, Any], now: datetime) -> bool:
@@ -156,15 +119,16 @@ def acquire(
         "expires_at": (now + timedelta(seconds=ttl_seconds)).isoformat(timespec="seconds"),
     }
     for _ in range(_CAS_ATTEMPTS):
-        if _write(bucket, key, mine, IfNoneMatch="*"):
+        if bucket.put_json_if(key, mine, if_none_match=True):
             return _superseded_or_acquired(bucket, run, key, mine)
-        held, etag = _read(bucket, key)
-        if held is None or etag is None:
+        held, etag = bucket.get_json_and_etag(key)
+        if not isinstance(held, dict) or etag is None:
             continue  # released between our write and our read: try the empty slot again
         holder = str(held.get("execution_id", ""))
         if holder == run.execution_id:
             # A redrive, or the state machine's wait loop coming back: renew in place.
-            if _write(bucket, key, mine | {"acquired_at": held.get("acquired_at")}, IfMatch=etag):
+            renewed = mine | {"acquired_at": held.get("acquired_at")}
+            if bucket.put_json_if(key, renewed, if_match=etag):
                 return _superseded_or_acquired(bucket, run, key, mine)
             continue
         # Trust Step Functions when it answers; the expiry is only for when it cannot.
@@ -175,21 +139,21 @@ def acquire(
                 "taking over a stale lease",
                 extra={"lease": key, "holder_run_id": held.get("run_id"), "expired": True},
             )
-            if _write(bucket, key, mine, IfMatch=etag):
+            if bucket.put_json_if(key, mine, if_match=etag):
                 return _superseded_or_acquired(bucket, run, key, mine)
             continue
         status: Status = "duplicate" if held.get("run_id") == run.run_id else "busy"
         return _outcome(status, key, held)
     # Every compare-and-swap lost a race: somebody else is actively taking it.
-    held, _ = _read(bucket, key)
-    return _outcome("busy", key, held or {})
+    held, _ = bucket.get_json_and_etag(key)
+    return _outcome("busy", key, held if isinstance(held, dict) else {})
 
 
 def _superseded_or_acquired(
     bucket: Bucket, run: Run, key: str, mine: dict[str, Any]
 ) -> LeaseOutcome:
-    last, _ = _read(bucket, _last_key(key))
-    if last and last.get("run_id") != run.run_id:
+    last, _ = bucket.get_json_and_etag(_last_key(key))
+    if isinstance(last, dict) and last and last.get("run_id") != run.run_id:
         theirs = _start_time(last.get("execution_started_at"))
         ours = _start_time(mine["execution_started_at"])
         if theirs and ours and theirs > ours:
@@ -213,11 +177,9 @@ def execution_is_running(execution_arn: str) -> bool | None:
     try:
         status = boto3.client("stepfunctions").describe_execution(executionArn=execution_arn)
     except ClientError as err:
-        if _error_code(err) in {"ExecutionDoesNotExist", "InvalidArn"}:
+        if error_code(err) in {"ExecutionDoesNotExist", "InvalidArn"}:
             return False  # e.g. a local run whose process was killed
-        logger.warning(
-            "cannot tell whether the lease holder runs", extra={"code": _error_code(err)}
-        )
+        logger.warning("cannot tell whether the lease holder runs", extra={"code": error_code(err)})
         return None
     except BotoCoreError:
         return None
@@ -231,8 +193,8 @@ def release(bucket: Bucket, run: Run, *, completed: bool = False) -> bool:
     older files are superseded by it.
     """
     key = lease_key(run)
-    held, etag = _read(bucket, key)
-    if held is None or etag is None or held.get("execution_id") != run.execution_id:
+    held, etag = bucket.get_json_and_etag(key)
+    if not isinstance(held, dict) or etag is None or held.get("execution_id") != run.execution_id:
         return False
     if completed:
         bucket.put_json(
@@ -244,13 +206,8 @@ def release(bucket: Bucket, run: Run, *, completed: bool = False) -> bool:
                 "source": run.source.uri,
             },
         )
-    try:
-        bucket.s3.delete_object(Bucket=bucket.name, Key=key, IfMatch=etag)
-    except ClientError as err:
-        if _error_code(err) in _CONFLICT_CODES:
-            return False  # taken over as stale meanwhile: it is no longer ours to delete
-        raise
-    return True
+    # False: taken over as stale meanwhile, so it is no longer ours to delete.
+    return bucket.delete_if_match(key, etag)
 
 
 __all__ = [

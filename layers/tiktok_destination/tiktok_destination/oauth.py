@@ -39,6 +39,7 @@ from botocore.exceptions import ClientError
 from . import secrets
 from .errors import ConfigurationError, DestinationError, OAuthError
 from .settings import DEFAULT_TIKTOK_BASE_URL, Settings
+from .storage import PRECONDITION_CODES, error_code
 from .tiktok.client import RetryPolicy, TikTokClient
 
 __all__ = [
@@ -204,10 +205,6 @@ def _secretsmanager_client() -> Any:
     return boto3.client("secretsmanager")
 
 
-def _error_code(err: ClientError) -> str:
-    return str(err.response.get("Error", {}).get("Code", ""))
-
-
 # ---------------------------------------------------------------- app secret
 @dataclass(frozen=True)
 class _App:
@@ -364,7 +361,7 @@ def _mark_state_used(settings: Settings, claims: StateClaims, now: datetime) -> 
             IfNoneMatch="*",
         )
     except ClientError as err:
-        if _error_code(err) in ("PreconditionFailed", "ConditionalRequestConflict", "412"):
+        if error_code(err) in PRECONDITION_CODES:
             raise OAuthError(
                 f"This authorization link for credential '{claims.credential}' was already "
                 "used; a link works once, so nothing was stored this time. If the first "
@@ -407,7 +404,7 @@ def _store_credential(name: str, value: dict[str, Any], credential: str) -> None
         client.put_secret_value(SecretId=name, SecretString=text)
         return
     except ClientError as err:
-        code = _error_code(err)
+        code = error_code(err)
         if code == "InvalidRequestException":
             raise ConfigurationError(
                 f"Secrets Manager secret {name} cannot be updated (it is probably scheduled "
@@ -425,7 +422,7 @@ def _store_credential(name: str, value: dict[str, Any], credential: str) -> None
         )
     except ClientError as err:
         # Another callback created it in between: ours is the newer authorization.
-        if _error_code(err) != "ResourceExistsException":
+        if error_code(err) != "ResourceExistsException":
             raise
         client.put_secret_value(SecretId=name, SecretString=text)
 

@@ -46,7 +46,7 @@ from botocore.exceptions import BotoCoreError, ClientError
 from . import sorting
 from .errors import DestinationError, InputRejected, RetriableError
 from .runs import Run
-from .storage import Bucket
+from .storage import MISSING_CODES, PRECONDITION_CODES, Bucket, error_code
 from .validate import (
     REJECTS_HEADER,
     LineCounts,
@@ -153,13 +153,13 @@ def _if_match(etag: str) -> dict[str, str]:
 
 
 def _raise_gone(bucket: Bucket, key: str, etag: str, err: ClientError) -> None:
-    code = err.response.get("Error", {}).get("Code")
-    if code in {"404", "NoSuchKey", "NotFound"}:
+    code = error_code(err)
+    if code in MISSING_CODES:
         raise InputRejected(
             f"{bucket.uri(key)} does not exist (it may have been deleted or moved after the "
             "run started)"
         ) from None
-    if code in {"412", "PreconditionFailed"}:
+    if code in PRECONDITION_CODES:
         raise InputRejected(
             f"{bucket.uri(key)} was replaced while this run was reading it (its ETag is no "
             f"longer {etag}), so this run stops before sending anything; start a run of the "

@@ -43,6 +43,7 @@ import boto3
 from botocore.exceptions import BotoCoreError, ClientError
 
 from .errors import ConfigurationError, RetriableError, TikTokRateLimited
+from .storage import error_code
 from .tiktok.client import MAX_LATE_SLOTS, Pacer, pacing_interval, sleep_until
 
 __all__ = ["AppRateLimiter", "app_key", "make_pacer"]
@@ -173,7 +174,7 @@ class AppRateLimiter:
             )
             return out
         except ClientError as err:
-            code = err.response.get("Error", {}).get("Code", "")
+            code = error_code(err)
             if code == "ConditionalCheckFailedException":
                 response: dict[str, Any] = dict(err.response)
                 old = (response.get("Item") or {}).get("next_at")

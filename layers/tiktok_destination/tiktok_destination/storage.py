@@ -25,8 +25,19 @@ def s3_client() -> Any:
     return boto3.client("s3")
 
 
+#: error codes of a read of an object that is not there
+MISSING_CODES = frozenset({"404", "NoSuchKey", "NotFound"})
+#: error codes of a conditional write (If-None-Match / If-Match) that lost
+PRECONDITION_CODES = frozenset({"412", "PreconditionFailed", "ConditionalRequestConflict"})
+
+
+def error_code(err: ClientError) -> str:
+    """The AWS error code of a botocore ``ClientError`` ("" when it has none)."""
+    return str(err.response.get("Error", {}).get("Code", ""))
+
+
 def _is_missing(err: ClientError) -> bool:
-    return err.response.get("Error", {}).get("Code") in {"404", "NoSuchKey", "NotFound"}
+    return error_code(err) in MISSING_CODES
 
 
 class Bucket:
@@ -60,6 +71,55 @@ class Bucket:
             Body=json.dumps(value, indent=1, sort_keys=True, allow_nan=False).encode(),
             ContentType="application/json",
         )
+
+    def get_json_and_etag(self, key: str) -> tuple[Any | None, str | None]:
+        """The object's JSON and its ETag (as S3 sends it, quoted), or ``(None, None)``.
+
+        A body that is not JSON reads as ``{}``: the caller decides what a damaged object
+        means (a lease treats it as stale)."""
+        try:
+            got = self.s3.get_object(Bucket=self.name, Key=key)
+        except ClientError as err:
+            if _is_missing(err):
+                return None, None
+            raise
+        try:
+            value = json.loads(got["Body"].read())
+        except ValueError:
+            value = {}
+        return value, str(got["ETag"])
+
+    def put_json_if(
+        self, key: str, value: Any, *, if_none_match: bool = False, if_match: str | None = None
+    ) -> bool:
+        """A conditional ``put_json``: only if absent, or only if the ETag is still
+        ``if_match``. False when another writer got there first (or the object went)."""
+        condition = {"IfNoneMatch": "*"} if if_none_match else {}
+        if if_match is not None:
+            condition["IfMatch"] = if_match
+        try:
+            self.s3.put_object(
+                Bucket=self.name,
+                Key=key,
+                Body=json.dumps(value, indent=1, sort_keys=True).encode(),
+                ContentType="application/json",
+                **condition,
+            )
+        except ClientError as err:
+            if error_code(err) in PRECONDITION_CODES | MISSING_CODES:
+                return False
+            raise
+        return True
+
+    def delete_if_match(self, key: str, etag: str) -> bool:
+        """Delete the object only if it is still the version ``etag`` names."""
+        try:
+            self.s3.delete_object(Bucket=self.name, Key=key, IfMatch=etag)
+        except ClientError as err:
+            if error_code(err) in PRECONDITION_CODES | MISSING_CODES:
+                return False
+            raise
+        return True
 
     def put_text(self, key: str, text: str, content_type: str = "text/plain") -> None:
         self.s3.put_object(Bucket=self.name, Key=key, Body=text.encode(), ContentType=content_type)
