@@ -39,7 +39,8 @@ from tiktok_destination.audience_names import (
 )
 from tiktok_destination.columns import ALL_FIELDS, EVENT_FIELDS
 from tiktok_destination.errors import ConfigurationError
-from tiktok_destination.tiktok.client import MIN_QPS
+from tiktok_destination.events import MAX_EVENTS_PER_REQUEST
+from tiktok_destination.tiktok.client import MAX_MAPPING_IDS, MIN_QPS
 
 __all__ = [
     "ID_TYPES",
@@ -393,8 +394,8 @@ class Settings(_Table):
 
     default_phone_region: PhoneRegion | None = None
     reject_threshold: float | None = Field(default=None, ge=0, le=1)
-    mapping_batch_size: int | None = Field(default=None, ge=1, le=10_000)
-    event_batch_size: int | None = Field(default=None, ge=1, le=1_000)
+    mapping_batch_size: int | None = Field(default=None, ge=1, le=MAX_MAPPING_IDS)
+    event_batch_size: int | None = Field(default=None, ge=1, le=MAX_EVENTS_PER_REQUEST)
     tiktok_qps: float | None = Field(default=None, ge=MIN_QPS, allow_inf_nan=False)
     max_removal_share: float | None = Field(default=None, ge=0, le=1)
     mass_removal_min_audience: int | None = Field(default=None, ge=0)

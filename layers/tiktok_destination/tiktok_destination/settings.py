@@ -13,15 +13,13 @@ from typing import TYPE_CHECKING
 
 from .errors import ConfigurationError
 from .events import MAX_EVENTS_PER_REQUEST
-from .tiktok.client import MIN_QPS, RetryPolicy
+from .tiktok.client import MAX_MAPPING_IDS, MIN_QPS, RetryPolicy
 
 if TYPE_CHECKING:
     from .config import Config
 
 DEFAULT_TIKTOK_BASE_URL = "https://business-api.tiktok.com/open_api/v1.3/"
 DEFAULT_RANGE_BYTES = 256 * 1024 * 1024
-#: ``segment/mapping`` identifiers per request (more answer 40011); [settings] has the same cap
-MAX_MAPPING_IDS = 10_000
 
 
 def _float(name: str, default: float) -> float:

@@ -66,6 +66,8 @@ SANDBOX_BASE_URL = "https://sandbox-ads.tiktok.com/open_api/v1.3/"
 #: the slowest pacing a setting may ask for: below it a run's calls are hours apart and the
 #: step looks hung (0 is allowed only in code, meaning "do not pace")
 MIN_QPS = 0.1
+#: ``segment/mapping`` identifiers per request (more answer 40011)
+MAX_MAPPING_IDS = 10_000
 
 SUCCESS_CODES = frozenset({0, 20001})
 PARTIAL_SUCCESS_CODE = 20001
