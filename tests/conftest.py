@@ -4,16 +4,44 @@ from __future__ import annotations
 
 import io
 from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
+import boto3
 import pytest
+from moto import mock_aws
 
+from tiktok_destination import storage
+from tiktok_destination.storage import Bucket
 from tiktok_destination_local.emulator import TikTokEmulator
 from tiktok_destination_local.runner import (
     LOCAL_APP_ID,
     LOCAL_APP_SECRET,
     LocalDestination,
 )
+
+
+@contextmanager
+def s3_bucket_on_moto(name: str) -> Iterator[Bucket]:
+    """One S3 bucket on moto, for tests of the domain below the state machine.
+
+    Sets dummy credentials and a region (never real ones), and drops the cached S3 client
+    before and after so no other test's moto is reused."""
+    with pytest.MonkeyPatch.context() as patch:
+        for variable, value in {
+            "AWS_ACCESS_KEY_ID": "testing",
+            "AWS_SECRET_ACCESS_KEY": "testing",
+            "AWS_DEFAULT_REGION": "us-east-1",
+        }.items():
+            patch.setenv(variable, value)
+        storage.s3_client.cache_clear()
+        try:
+            with mock_aws():
+                boto3.client("s3").create_bucket(Bucket=name)
+                yield Bucket(name)
+        finally:
+            storage.s3_client.cache_clear()
+
 
 ADVERTISER = "7000000000000000001"
 EVENT_SET = "7100000000000000001"

@@ -6,11 +6,9 @@ from __future__ import annotations
 from collections.abc import Iterator
 from typing import Any
 
-import boto3
 import pytest
-from moto import mock_aws
 
-from tiktok_destination import storage
+from tests.conftest import s3_bucket_on_moto
 from tiktok_destination.audience import AudienceKeys, ensure_audience, tiktok_visible_name
 from tiktok_destination.config import ResolvedTemplate
 from tiktok_destination.errors import (
@@ -36,18 +34,9 @@ NAME_B = PREFIX67 + " - loyalty card"
 
 
 @pytest.fixture
-def bucket(monkeypatch: pytest.MonkeyPatch) -> Iterator[Bucket]:
-    for name, value in {
-        "AWS_ACCESS_KEY_ID": "testing",
-        "AWS_SECRET_ACCESS_KEY": "testing",
-        "AWS_DEFAULT_REGION": "us-east-1",
-    }.items():
-        monkeypatch.setenv(name, value)
-    storage.s3_client.cache_clear()
-    with mock_aws():
-        boto3.client("s3").create_bucket(Bucket=BUCKET)
-        yield Bucket(BUCKET)
-    storage.s3_client.cache_clear()
+def bucket() -> Iterator[Bucket]:
+    with s3_bucket_on_moto(BUCKET) as state:
+        yield state
 
 
 @pytest.fixture
@@ -340,9 +329,7 @@ def vip_listed_as(audience_type: str) -> dict[str, str]:
 
 
 @pytest.mark.parametrize("audience_type", ["Lookalike", "Customer File", "Engagement"])
-def test_only_partner_audiences_of_the_name_are_adopted(
-    bucket: Bucket, audience_type: str
-) -> None:
+def test_only_partner_audiences_of_the_name_are_adopted(bucket: Bucket, audience_type: str) -> None:
     client = Listing([vip_listed_as(audience_type)])
 
     found = ensure_audience(client, bucket, run_for("vip", "VIP customers"))  # type: ignore[arg-type]

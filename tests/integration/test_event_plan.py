@@ -11,10 +11,9 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-import boto3
 import pytest
-from moto import mock_aws
 
+from tests.conftest import s3_bucket_on_moto
 from tiktok_destination.events import normalize_event_row
 from tiktok_destination.offline_events import plan_events
 from tiktok_destination.report import rejects_summary
@@ -27,14 +26,9 @@ STATE = "plan-state"
 
 
 @pytest.fixture
-def bucket(monkeypatch: pytest.MonkeyPatch) -> Iterator[Bucket]:
-    monkeypatch.setenv("AWS_DEFAULT_REGION", "us-east-1")
-    monkeypatch.setenv("AWS_ACCESS_KEY_ID", "testing")
-    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "testing")
-    with mock_aws():
-        client = boto3.client("s3")
-        client.create_bucket(Bucket=STATE)
-        yield Bucket(STATE, client)
+def bucket() -> Iterator[Bucket]:
+    with s3_bucket_on_moto(STATE) as state:
+        yield state
 
 
 def _run() -> Run:

@@ -2,15 +2,13 @@
 
 from __future__ import annotations
 
-import os
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-import boto3
 import pytest
-from moto import mock_aws
 
+from tests.conftest import s3_bucket_on_moto
 from tiktok_destination import leases
 from tiktok_destination.config import load_config
 from tiktok_destination.runs import Run, Source
@@ -22,19 +20,8 @@ ADVERTISER = "7000000000000000001"
 
 @pytest.fixture
 def bucket() -> Iterator[Bucket]:
-    saved = {k: os.environ.get(k) for k in ("AWS_DEFAULT_REGION", "AWS_ACCESS_KEY_ID")}
-    os.environ.update({"AWS_DEFAULT_REGION": "us-east-1", "AWS_ACCESS_KEY_ID": "test"})
-    try:
-        with mock_aws():
-            client = boto3.client("s3", region_name="us-east-1")
-            client.create_bucket(Bucket=BUCKET)
-            yield Bucket(BUCKET, client)
-    finally:
-        for key, value in saved.items():
-            if value is None:
-                os.environ.pop(key, None)
-            else:
-                os.environ[key] = value
+    with s3_bucket_on_moto(BUCKET) as state:
+        yield state
 
 
 CONFIG = load_config(

@@ -9,11 +9,9 @@ from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
-import boto3
 import pytest
-from moto import mock_aws
 
-from tiktok_destination import storage
+from tests.conftest import s3_bucket_on_moto
 from tiktok_destination.audience import AudienceKeys, commit_audience, plan_audience, send_batch
 from tiktok_destination.config import ResolvedTemplate
 from tiktok_destination.errors import DestinationError, MassRemovalBlocked, TikTokRequestRejected
@@ -43,18 +41,8 @@ AUDIENCE_ID = "7200000000000000401"
 @pytest.fixture(scope="module")
 def moto_bucket() -> Iterator[Bucket]:
     # One moto for the module (starting it is most of a test's time); each test empties it.
-    with pytest.MonkeyPatch.context() as patch:
-        for name, value in {
-            "AWS_ACCESS_KEY_ID": "testing",
-            "AWS_SECRET_ACCESS_KEY": "testing",
-            "AWS_DEFAULT_REGION": "us-east-1",
-        }.items():
-            patch.setenv(name, value)
-        storage.s3_client.cache_clear()
-        with mock_aws():
-            boto3.client("s3").create_bucket(Bucket=BUCKET)
-            yield Bucket(BUCKET)
-        storage.s3_client.cache_clear()
+    with s3_bucket_on_moto(BUCKET) as state:
+        yield state
 
 
 @pytest.fixture

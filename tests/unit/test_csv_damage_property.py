@@ -17,10 +17,9 @@ from __future__ import annotations
 from collections.abc import Iterator
 from pathlib import Path
 
-import boto3
 import pytest
-from moto import mock_aws
 
+from tests.conftest import s3_bucket_on_moto
 from tests.damaged_csv import (
     DamagedFile,
     check_run,
@@ -58,9 +57,8 @@ DOCUMENTED = documented_reason_codes()
 
 @pytest.fixture(scope="module")
 def bucket() -> Iterator[Bucket]:
-    with mock_aws():
-        boto3.client("s3", region_name="us-east-1").create_bucket(Bucket="state")
-        yield Bucket("state")
+    with s3_bucket_on_moto("state") as state:
+        yield state
 
 
 def run_for(file: DamagedFile) -> Run:

@@ -12,10 +12,9 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-import boto3
 import pytest
-from moto import mock_aws
 
+from tests.conftest import s3_bucket_on_moto
 from tiktok_destination import audience as audience_domain
 from tiktok_destination.audience import AudienceKeys, commit_audience, plan_audience
 from tiktok_destination.config import load_config
@@ -44,9 +43,8 @@ KEYS = AudienceKeys(ADV, NAME)
 
 @pytest.fixture()
 def bucket() -> Iterator[Bucket]:
-    with mock_aws():
-        boto3.client("s3", region_name="us-east-1").create_bucket(Bucket="state")
-        yield Bucket("state")
+    with s3_bucket_on_moto("state") as state:
+        yield state
 
 
 def make_run(run_id: str) -> Run:
