@@ -20,6 +20,11 @@ writes those files first and the manifest last, so it switches the snapshot in o
 commit that stops leaves the old one fully in force. A one-file ``snapshot.txt`` (and pending
 ``adds.txt``/``deletes.txt``) of an earlier version is split by shard when read.
 
+One function diffs one shard (:func:`diff_planned_shard`, done marker last) and one adds the
+shards up (:func:`collect_diff`): a small audience runs them in the Chunk Lambda, shard after
+shard (:func:`diff_inline`); a larger one in the DiffShards Distributed Map, a child a shard,
+then the CollectShards step.
+
 Mirror semantics make a bad export dangerous, so a plan is guarded before anything is
 uploaded or sent (:func:`check_removal`): its size is what TikTok may hold (``maybe_present``,
 the same base the deletes come from, so the removed share is never above 1).
@@ -695,7 +700,11 @@ def diff_planned_shard(
     ``workdir`` is where a one-file set of an earlier version is split (once per set, kept
     for the shards after this one); the shard itself works in ``workdir/shard-<x>``.
     """
-    _check_shard(shard, diff.key)
+    if shard not in SHARD_NAMES:
+        raise DestinationError(
+            f"shard {shard!r} of plan {diff.plan_id} is not one of {SHARD_NAMES[0]}-"
+            f"{SHARD_NAMES[-1]} (a DiffShards item not written by ChunkAudience); re-run the input"
+        )
     marker = diff.marker(shard)
     done = bucket.get_json(marker)
     if done is not None:
