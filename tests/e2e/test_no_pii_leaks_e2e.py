@@ -252,13 +252,16 @@ def test_hashed_outputs_hold_hashes_only(
                 "members.sorted.txt",
             )
         )
-        or re.search(r"/batches/\d+-(add|delete)\.txt$", k)
+        # A shard's own full batches, the batches cut from every shard's tail, the tails.
+        or re.search(r"/batches/(add|delete)-([0-9a-f]|tail)-\d{5}\.txt$", k)
+        or re.search(r"/tails/(add|delete)-[0-9a-f]\.txt$", k)
         or re.search(r"/validate/[0-9a-f]{16}/range-\d{5}/shard-[0-9a-f]\.txt$", k)
         or re.search(r"/(snapshot|snapshots/[0-9a-f]{16}|adds|deletes)/shard-[0-9a-f]\.txt$", k)
     ]
     assert any("/snapshots/" in k for k in member_files)  # the committed snapshot's shards
     assert any("/shard-" in k for k in member_files)  # validate's hashed output
     assert any("/batches/" in k for k in member_files)
+    assert any("/tails/" in k for k in member_files)
     for key in member_files:
         bad = [line for line in objects[key].splitlines() if not MEMBER_LINE.fullmatch(line)]
         assert bad == [], f"{key} holds a line that is not TYPE<tab>sha256"

@@ -7,6 +7,7 @@ range child fails the run, and a re-run finishes it without sending anything twi
 from __future__ import annotations
 
 import io
+import tomllib
 from collections.abc import Iterator
 from contextlib import contextmanager
 from datetime import UTC, datetime, timedelta
@@ -29,10 +30,18 @@ pytestmark = pytest.mark.e2e
 RANGE_BYTES = "400"
 
 
+#: Every audience here is diffed by the DiffShards Map (one child per shard), not inline.
+DIFF_MAP = {"DIFF_INLINE_MEMBERS": "0"}
+BATCH = int(tomllib.loads(CONFIG)["settings"]["mapping_batch_size"])
+
+
 @contextmanager
-def deployment(range_bytes: str | None) -> Iterator[tuple[LocalDestination, TikTokEmulator]]:
+def deployment(
+    range_bytes: str | None, extra: dict[str, str] | None = None
+) -> Iterator[tuple[LocalDestination, TikTokEmulator]]:
     """A fresh emulator and deployment, so two runs of one file can be compared."""
     environment = {"VALIDATE_RANGE_BYTES": range_bytes} if range_bytes else {}
+    environment |= extra or {}
     with TikTokEmulator() as emulator:
         emulator.set_app(LOCAL_APP_ID, LOCAL_APP_SECRET)
         emulator.add_advertiser(ADVERTISER, "Acme")
@@ -87,6 +96,17 @@ def comparable(result: RunResult) -> dict[str, Any]:
 
 def validate_states(result: RunResult) -> list[str]:
     return [s for s in result.states if s in ("Validate", "ValidateRanges", "MergeRanges")]
+
+
+def diff_states(result: RunResult) -> list[str]:
+    return [s for s in result.states if s in ("ChunkAudience", "DiffShards", "CollectShards")]
+
+
+def fewest_calls(result: RunResult) -> int:
+    """The lower bound of segment/mapping calls: every batch full but each action's last."""
+    assert result.report is not None
+    members = result.report["members"]
+    return -(-members["added"] // BATCH) + -(-members["removed"] // BATCH)
 
 
 def test_a_file_in_ranges_leaves_the_audience_and_report_of_one_range(tmp_path: Path) -> None:
@@ -187,13 +207,43 @@ def changed_file(tmp_path: Path) -> Path:
     return path
 
 
-def test_a_crashed_range_child_and_a_crashed_diff_then_a_rerun_are_exact(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    """Issue 9.3's acceptance: the diff runs shard by shard, and one that dies half-way (some
-    shards' files written, no manifest, no journal) is redone whole by the re-run."""
+def test_the_diff_by_shard_map_syncs_exactly_what_the_inline_diff_does(tmp_path: Path) -> None:
+    """A first sync, a changed file, the same file again: with the DiffShards Map the audience,
+    the report and the calls are those of the inline diff, and the calls the lower bound."""
     first, second = audience_file(tmp_path), changed_file(tmp_path)
-    with deployment(RANGE_BYTES) as (local, emulator):
+    seen: dict[str, list[tuple[Any, ...]]] = {}
+    for mode, extra in (("inline", {}), ("map", DIFF_MAP)):
+        with deployment(None, extra) as (local, emulator):
+            seen[mode] = []
+            for path in (first, second, second):
+                emulator.reset_counters()
+                result = local.run_file(path, "acme_audiences", "vip")
+                assert result.succeeded, result.cause
+                calls = emulator.calls["segment/mapping/"]
+                assert calls == fewest_calls(result)
+                (audience,) = emulator.audiences(ADVERTISER)
+                seen[mode].append((comparable(result), audience["members"], calls))
+                want = (
+                    ["ChunkAudience", "DiffShards", "CollectShards"] if extra else ["ChunkAudience"]
+                )
+                assert diff_states(result) == want
+            assert local.state_keys("map-results/") != [], "the children's results went to S3"
+    assert seen["map"] == seen["inline"]
+    (_, _, first_calls), (report, _, changed_calls), (_, _, unchanged_calls) = seen["map"]
+    assert first_calls > 0 and changed_calls > 0 and unchanged_calls == 0
+    assert report["members"]["added"] > 0 and report["members"]["removed"] > 0
+
+
+@pytest.mark.parametrize("diff_mode", ["inline", "map"])
+def test_a_crashed_range_child_and_a_crashed_diff_then_a_rerun_are_exact(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, diff_mode: str
+) -> None:
+    """Issue 9.3's acceptance: the diff runs shard by shard (one after another, or one Map
+    child each), and one that dies at shard a (other shards' files and markers written, no
+    manifest, no journal) is finished by the re-run, which diffs only the unfinished shards."""
+    first, second = audience_file(tmp_path), changed_file(tmp_path)
+    extra = DIFF_MAP if diff_mode == "map" else {}
+    with deployment(RANGE_BYTES, extra) as (local, emulator):
         assert local.run_file(first, "acme_audiences", "vip").succeeded
         emulator.reset_counters()
         clean = local.run_file(second, "acme_audiences", "vip")
@@ -214,7 +264,7 @@ def test_a_crashed_range_child_and_a_crashed_diff_then_a_rerun_are_exact(
         return real_diff(new, *args, **kwargs)
 
     monkeypatch.setattr(audience_domain, "diff_shard", dies_at_shard_a)
-    with deployment(RANGE_BYTES) as (local, emulator):
+    with deployment(RANGE_BYTES, extra) as (local, emulator):
         assert local.run_file(first, "acme_audiences", "vip").succeeded
         emulator.reset_counters()
         crash = True
@@ -234,14 +284,30 @@ def test_a_crashed_range_child_and_a_crashed_diff_then_a_rerun_are_exact(
         assert "ChunkAudience" in diff_died.states and "MapAudienceBatches" not in str(
             diff_died.states
         )
-        assert [p.parent.name for p in diffed][-1] == "shard-a"  # shards 0-9 were diffed
+        assert ("DiffShards" in diff_died.states) == (diff_mode == "map")
+        names = [p.parent.name for p in diffed]
+        if diff_mode == "inline":
+            assert names[-1] == "shard-a"  # shards 0-9 were diffed first
+        else:
+            assert "shard-a" in names
         assert emulator.calls["segment/mapping/"] == 0
         # Nothing of the half-done plan is visible: no journal, the first file's snapshot.
         assert [k for k in local.state_keys("audiences/") if "/pending/" in k] == []
+        markers = {
+            k.rsplit("/", 1)[1].removesuffix(".json")
+            for k in local.state_keys(f"runs/{run_id}/plan/")
+            if "/diff/shard-" in k
+        }
+        assert "shard-a" not in markers and len(markers) >= (10 if diff_mode == "inline" else 0)
 
         crash = False
+        diffed.clear()
         again = local.rerun(run_id)
         assert again.succeeded, again.cause
+        # Shards whose marker exists are not diffed again, each other one exactly once.
+        redone = [p.parent.name for p in diffed]
+        assert sorted(redone) == sorted({f"shard-{s}" for s in "0123456789abcdef"} - markers)
+        assert ("DiffShards" in again.states) == (diff_mode == "map")
         (got,) = emulator.audiences(ADVERTISER)
         assert got["members"] == want["members"]
         assert emulator.calls["segment/mapping/"] == want_calls, "no batch sent twice"

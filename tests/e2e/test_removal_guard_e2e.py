@@ -48,9 +48,17 @@ def assert_blocked_numbers(text: str) -> None:
         assert part in text, text
 
 
+@pytest.mark.parametrize("diff_mode", ["inline", "map"])
 def test_truncated_export_is_blocked_before_any_call_then_allowed_rerun_mirrors_it(
-    local: LocalDestination, emulator: TikTokEmulator, tmp_path: Path
+    local: LocalDestination,
+    emulator: TikTokEmulator,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    diff_mode: str,
 ) -> None:
+    if diff_mode == "map":
+        # Every audience diffed by the DiffShards Map: the guard runs in CollectShards.
+        monkeypatch.setenv("DIFF_INLINE_MEMBERS", "0")
     local.put_config(GUARD_CONFIG)
     day1 = local.run_file(csv_of(tmp_path / "day1.csv", DAY1), "acme_audiences", "vip")
     assert day1.succeeded, day1.cause
@@ -66,6 +74,7 @@ def test_truncated_export_is_blocked_before_any_call_then_allowed_rerun_mirrors_
     assert_blocked_numbers(cause.splitlines()[0])
     assert emulator.calls["segment/mapping/"] == 0, "the guard must stop before any mapping"
     assert "MapAudienceBatches" not in blocked.states
+    assert ("CollectShards" in blocked.states) == (diff_mode == "map")
     assert members(emulator) == expected(DAY1)
     # Nothing that a later plan could take for TikTok's state: no journal, no plan.
     assert [k for k in local.state_keys("audiences/") if "/pending/" in k] == []

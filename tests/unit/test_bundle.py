@@ -196,7 +196,12 @@ def test_distributed_maps_export_their_results_instead_of_collecting_them() -> N
         if state.get("Type") == "Map"
         and state.get("ItemProcessor", {}).get("ProcessorConfig", {}).get("Mode") == "DISTRIBUTED"
     }
-    assert set(maps) == {"ValidateRanges", "MapAudienceBatches", "SendEventBatches"}
+    assert set(maps) == {
+        "ValidateRanges",
+        "DiffShards",
+        "MapAudienceBatches",
+        "SendEventBatches",
+    }
     for name, state in maps.items():
         assert state.get("ResultWriter") == {
             "Resource": "arn:aws:states:::s3:putObject",
@@ -392,6 +397,8 @@ STEP_SAMPLES = {
     "step-validate-merge.json": ("MergeRanges", "Parameters"),
     "step-audience-ensure.json": ("EnsureAudience", "Parameters"),
     "step-chunk-audience.json": ("ChunkAudience", "Parameters"),
+    "step-diff-shard.json": ("DiffShards", "ItemSelector"),
+    "step-diff-collect.json": ("CollectShards", "Parameters"),
     "step-audience-map.json": ("MapAudienceBatches", "ItemSelector"),
     "step-chunk-events.json": ("ChunkEvents", "Parameters"),
     "step-events-send.json": ("SendEventBatches", "ItemSelector"),
@@ -439,7 +446,12 @@ def test_sample_runs_are_valid_run_payloads() -> None:
     assert kinds == {"custom_audience", "offline_events"}
     # Map children get the run id only; it must name a run the samples describe.
     known = {r["run_id"] for r in runs.values()}
-    for name in ("step-audience-map.json", "step-events-send.json", "step-validate-range.json"):
+    for name in (
+        "step-audience-map.json",
+        "step-events-send.json",
+        "step-validate-range.json",
+        "step-diff-shard.json",
+    ):
         assert _event(name)["run_id"] in known, name
 
 

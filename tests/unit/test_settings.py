@@ -84,3 +84,20 @@ def test_batch_sizes_within_tiktoks_limits_are_used(
     settings = load_settings()
     assert settings.mapping_batch_size == int(mapping or 10_000)
     assert settings.event_batch_size == int(events or 1_000)
+
+
+@pytest.mark.parametrize(("raw", "used"), [("", 2_000_000), ("0", 0), ("5000000", 5_000_000)])
+def test_diff_inline_members_is_read_with_its_default(
+    monkeypatch: pytest.MonkeyPatch, raw: str, used: int
+) -> None:
+    monkeypatch.setenv("DIFF_INLINE_MEMBERS", raw)
+    assert load_settings().diff_inline_members == used
+
+
+@pytest.mark.parametrize("raw", ["-1", "many", "1000000001"])
+def test_diff_inline_members_outside_its_range_is_a_configuration_error(
+    monkeypatch: pytest.MonkeyPatch, raw: str
+) -> None:
+    monkeypatch.setenv("DIFF_INLINE_MEMBERS", raw)
+    with pytest.raises(ConfigurationError, match="DIFF_INLINE_MEMBERS"):
+        load_settings()

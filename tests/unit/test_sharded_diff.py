@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 import random
 from collections.abc import Iterator
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -16,7 +17,18 @@ import pytest
 
 from tests.conftest import s3_bucket_on_moto
 from tiktok_destination import audience as audience_domain
-from tiktok_destination.audience import AudienceKeys, commit_audience, plan_audience
+from tiktok_destination.audience import (
+    AudienceKeys,
+    AudiencePlan,
+    DiffPlan,
+    collect_diff,
+    commit_audience,
+    diff_planned_shard,
+    estimated_members,
+    load_diff,
+    plan_audience,
+    prepare_diff,
+)
 from tiktok_destination.config import load_config
 from tiktok_destination.errors import DestinationError
 from tiktok_destination.runs import Run, Source
@@ -130,10 +142,32 @@ def manifest_batches(bucket: Bucket, manifest_key: str) -> list[dict[str, Any]]:
     return batches
 
 
-@pytest.mark.parametrize("seed", range(8))
-def test_the_per_shard_diff_equals_the_whole_set_diff(
-    seed: int, bucket: Bucket, tmp_path: Path
-) -> None:
+@dataclass
+class Scenario:
+    run: Run
+    new: set[str]
+    committed: set[str]
+    pending_adds: set[str]
+    pending_deletes: set[str]
+    batch_size: int
+
+    @property
+    def want_deletes(self) -> set[str]:
+        # The whole-set diff, as sets: the base is what TikTok may hold (audience.py).
+        return (self.committed | self.pending_adds) - self.new
+
+    @property
+    def want_adds(self) -> set[str]:
+        return self.new - (self.committed - self.pending_deletes)
+
+    @property
+    def want_unchanged(self) -> int:
+        return len(self.new & (self.committed - self.pending_deletes))
+
+
+def scenario(seed: int, bucket: Bucket) -> Scenario:
+    """A random committed snapshot (manifest, or a one-file one of an earlier version), pending
+    runs in either layout and a new member set in overlapping ranges."""
     rng = random.Random(seed)
     pool = [member(rng) for _ in range(rng.randint(0, 400))]
     committed = {m for m in pool if rng.random() < 0.5}
@@ -162,37 +196,84 @@ def test_the_per_shard_diff_equals_the_whole_set_diff(
     ranges.append(new - set().union(*ranges))
     put_validated(bucket, run, ranges)
     batch_size = rng.choice([1, 7, 50, 10_000])
-    workdir = tmp_path / "plan"
-    workdir.mkdir()
+    return Scenario(run, new, committed, pending_adds, pending_deletes, batch_size)
 
-    plan = plan_audience(bucket, run, "aud-1", batch_size=batch_size, workdir=workdir)
 
-    # The whole-set diff, as sets: the base is what TikTok may hold (audience.py).
-    maybe_present = committed | pending_adds
-    surely_present = committed - pending_deletes
-    want_deletes = maybe_present - new
-    want_adds = new - surely_present
+def assert_plan_is_the_whole_set_diff(bucket: Bucket, case: Scenario, plan: AudiencePlan) -> None:
     assert (plan.members, plan.added, plan.removed, plan.unchanged) == (
-        len(new),
-        len(want_adds),
-        len(want_deletes),
-        len(new & surely_present),
+        len(case.new),
+        len(case.want_adds),
+        len(case.want_deletes),
+        case.want_unchanged,
     )
-    prefix = run.paths.plan(plan.plan_id)
-    assert sorted(read_set(bucket, f"{prefix}adds/")) == sorted(want_adds)
-    assert sorted(read_set(bucket, f"{prefix}deletes/")) == sorted(want_deletes)
-    assert sorted(read_set(bucket, f"{prefix}snapshot/")) == sorted(new)
-    # Batches run across shards: every one full but each action's last.
+    prefix = case.run.paths.plan(plan.plan_id)
+    assert sorted(read_set(bucket, f"{prefix}adds/")) == sorted(case.want_adds)
+    assert sorted(read_set(bucket, f"{prefix}deletes/")) == sorted(case.want_deletes)
+    assert sorted(read_set(bucket, f"{prefix}snapshot/")) == sorted(case.new)
+    # Batches run across shards: every one full but each action's last, so each action
+    # sends exactly ceil(lines / batch size) batches; deletes first.
     batches = manifest_batches(bucket, plan.manifest_key)
-    for action, want in (("delete", want_deletes), ("add", want_adds)):
+    for action, want in (("delete", case.want_deletes), ("add", case.want_adds)):
         mine = [b for b in batches if b["action"] == action]
         sent = [
             line for b in mine for line in (bucket.get_bytes(b["key"]) or b"").decode().splitlines()
         ]
         assert sorted(sent) == sorted(want)
-        assert [b["count"] for b in mine[:-1]] == [batch_size] * (len(mine) - 1)
-        assert len(mine) == -(-len(want) // batch_size)
+        assert [b["count"] for b in mine[:-1]] == [case.batch_size] * (len(mine) - 1)
+        assert len(mine) == -(-len(want) // case.batch_size)
     assert [b["index"] for b in batches] == list(range(1, len(batches) + 1))
+    assert [b["action"] for b in batches] == sorted((b["action"] for b in batches), reverse=True)
+    assert {b["plan_id"] for b in batches} <= {plan.plan_id}
+    stored = bucket.get_json(f"{prefix}plan.json")
+    assert stored["layout"] == "shards" and stored["batches"] == len(batches)
+    assert sorted(stored["snapshot_shards"]) == sorted(by_shard(case.new))
+    journal = bucket.get_json(KEYS.pending(case.run.run_id))
+    assert journal["plan_prefix"] == prefix and journal["layout"] == "shards"
+
+
+@pytest.mark.parametrize("seed", range(8))
+def test_the_per_shard_diff_equals_the_whole_set_diff(
+    seed: int, bucket: Bucket, tmp_path: Path
+) -> None:
+    case = scenario(seed, bucket)
+    workdir = tmp_path / "plan"
+    workdir.mkdir()
+
+    plan = plan_audience(bucket, case.run, "aud-1", batch_size=case.batch_size, workdir=workdir)
+
+    assert_plan_is_the_whole_set_diff(bucket, case, plan)
+
+
+@pytest.mark.parametrize("seed", range(8))
+def test_shards_diffed_apart_then_collected_make_the_whole_set_plan(
+    seed: int, bucket: Bucket, tmp_path: Path
+) -> None:
+    """The DiffShards Map: each shard in its own child (own /tmp, own copy of diff.json, any
+    order), then collect: the counts summed, the shards' tails cut to the fewest batches."""
+    case = scenario(seed, bucket)
+    planned = prepare_diff(bucket, case.run, "aud-1", batch_size=case.batch_size)
+    assert isinstance(planned, DiffPlan)
+    items = bucket.get_json(planned.items_key)
+    assert items == [{"shard": s, "plan_id": planned.plan_id} for s in "0123456789abcdef"]
+    order = [item["shard"] for item in items]
+    random.Random(seed).shuffle(order)
+    for shard in order:
+        child = tmp_path / f"child-{shard}"
+        child.mkdir()
+        diff = load_diff(bucket, case.run, planned.plan_id)
+        record = diff_planned_shard(bucket, case.run, diff, shard, workdir=child)
+        full = [count for action in ("delete", "add") for _, count in record["batches"][action]]
+        assert full == [case.batch_size] * len(full)
+        for action in ("delete", "add"):
+            tail = record["tails"][action]
+            assert tail is None or 0 < tail[1] < case.batch_size
+    assert not bucket.exists(f"{planned.prefix}plan.json")
+
+    plan = collect_diff(
+        bucket, case.run, load_diff(bucket, case.run, planned.plan_id), workdir=tmp_path
+    )
+
+    assert_plan_is_the_whole_set_diff(bucket, case, plan)
 
 
 def finish(bucket: Bucket, run: Run, plan_id: str, batches: int) -> None:
@@ -338,3 +419,99 @@ def test_a_member_outside_the_16_shards_stops_the_plan(bucket: Bucket, tmp_path:
         plan_audience(bucket, run, "aud-1", batch_size=10, workdir=tmp_path)
     assert hashed not in str(raised.value)
     assert list(bucket.list(KEYS.pending_prefix)) == []
+
+
+def two_runs(bucket: Bucket, tmp_path: Path) -> tuple[Run, DiffPlan, set[str]]:
+    """A committed snapshot of 300 members, and a run of 250 (200 kept) planned to diff."""
+    rng = random.Random(21)
+    old = {member(rng) for _ in range(300)}
+    first = make_run("6" * 16)
+    put_validated(bucket, first, [old])
+    (tmp_path / "first").mkdir()
+    plan = plan_audience(bucket, first, "aud-1", batch_size=16, workdir=tmp_path / "first")
+    finish(bucket, first, plan.plan_id, plan.batches)
+    commit_audience(bucket, first, plan.plan_id)
+    new = set(sorted(old)[:200]) | {member(rng) for _ in range(50)}
+    run = make_run("7" * 16)
+    put_validated(bucket, run, [new])
+    diff = prepare_diff(bucket, run, "aud-1", batch_size=16)
+    assert isinstance(diff, DiffPlan)
+    return run, diff, new
+
+
+def test_a_missing_shard_marker_stops_the_collect_and_is_never_read_as_empty(
+    bucket: Bucket, tmp_path: Path
+) -> None:
+    run, diff, _ = two_runs(bucket, tmp_path)
+    for shard in "0123456789abcdef":
+        if shard != "c":  # the child of shard c died before its marker
+            (tmp_path / shard).mkdir()
+            diff_planned_shard(bucket, run, diff, shard, workdir=tmp_path / shard)
+
+    with pytest.raises(DestinationError, match="shard c of the audience diff") as raised:
+        collect_diff(bucket, run, diff, workdir=tmp_path)
+
+    assert "shard-c.json" in str(raised.value) and "re-run" in str(raised.value)
+    # Nothing a send or a later plan could take for a finished plan.
+    assert not bucket.exists(f"{diff.prefix}manifest.json")
+    assert not bucket.exists(f"{diff.prefix}plan.json")
+    assert not bucket.exists(KEYS.pending(run.run_id))
+
+
+def test_a_shard_child_run_again_returns_its_marker_without_diffing_or_writing(
+    bucket: Bucket, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    run, diff, _ = two_runs(bucket, tmp_path)
+    (tmp_path / "one").mkdir()
+    record = diff_planned_shard(bucket, run, diff, "a", workdir=tmp_path / "one")
+    assert record["members"] > 0 and (record["batches"]["add"] or record["tails"]["add"])
+    written = {o["Key"]: o["ETag"] for o in bucket.list(diff.prefix)}
+
+    def never(*args: Any, **kwargs: Any) -> Any:
+        raise AssertionError("a shard with a marker was diffed again")
+
+    monkeypatch.setattr(audience_domain, "diff_shard", never)
+    (tmp_path / "two").mkdir()
+    again = diff_planned_shard(bucket, run, diff, "a", workdir=tmp_path / "two")
+
+    assert again == record
+    assert {o["Key"]: o["ETag"] for o in bucket.list(diff.prefix)} == written
+    assert list((tmp_path / "two").iterdir()) == []
+
+
+def test_a_shard_diffed_after_the_snapshot_changed_stops_with_a_clear_error(
+    bucket: Bucket, tmp_path: Path
+) -> None:
+    run, diff, _ = two_runs(bucket, tmp_path)
+    manifest = bucket.get_json(KEYS.snapshot)
+    bucket.put_json(KEYS.snapshot, manifest | {"generation": "2222222222222222"})
+
+    with pytest.raises(DestinationError, match="changed after plan") as raised:
+        diff_planned_shard(bucket, run, diff, "0", workdir=tmp_path)
+
+    assert diff.plan_id in str(raised.value) and "re-run" in str(raised.value)
+    assert not bucket.exists(diff.marker("0"))
+
+
+def test_the_member_estimate_reads_counts_and_falls_back_to_sizes(
+    bucket: Bucket, tmp_path: Path
+) -> None:
+    run, diff, new = two_runs(bucket, tmp_path)
+    # validate's line counts plus the count the commit wrote into the snapshot manifest
+    assert bucket.get_json(KEYS.snapshot)["members"] == 300
+    assert estimated_members(bucket, run, diff) == len(new) + 300
+
+    # A manifest of an earlier commit has no count: the shard files' sizes bound it (every
+    # line is at least 77 bytes), never below the real count.
+    manifest = bucket.get_json(KEYS.snapshot)
+    del manifest["members"]
+    bucket.put_json(KEYS.snapshot, manifest)
+    run2 = make_run("8" * 16)
+    put_validated(bucket, run2, [new])
+    diff2 = prepare_diff(bucket, run2, "aud-1", batch_size=16)
+    assert isinstance(diff2, DiffPlan)
+    shortest = len(f"IDFA_SHA256\t{'0' * 64}\n")
+    bound = sum(len(bucket.get_bytes(k) or b"") // shortest for k in manifest["shards"].values())
+    estimate = estimated_members(bucket, run2, diff2)
+    assert estimate == len(new) + bound
+    assert estimate >= len(new) + 300

@@ -304,6 +304,16 @@ def test_deletes_only_under_the_prefixes_that_need_them(function: str) -> None:
     assert not _may(function, "s3:DeleteObject", f"{INBOX}/{INBOX_KEY}")
 
 
+def test_only_chunk_deletes_plans_and_nothing_else_of_a_run() -> None:
+    # A plan the removal guard blocked (its shard files, batches, shard markers), or one
+    # committed before and planned again, is removed whole by chunk (plan or collect step).
+    plan_file = f"{STATE}/runs/0123456789abcdef/plan/0123456789abcdef/diff/shard-a.json"
+    deleters = {f for f in FUNCTIONS if _may(f, "s3:DeleteObject", plan_file)}
+    assert deleters == {"ChunkFunction"}
+    assert not _may("ChunkFunction", "s3:DeleteObject", f"{STATE}/{STATE_KEYS['run']}")
+    assert not _may("ChunkFunction", "s3:DeleteObject", f"{STATE}/runs/0123456789abcdef/run.json")
+
+
 @pytest.mark.parametrize("function", FUNCTIONS)
 def test_reads_match_the_step(function: str) -> None:
     assert _object_kinds(function, "s3:GetObject") == READS[function]

@@ -20,6 +20,11 @@ writes those files first and the manifest last, so it switches the snapshot in o
 commit that stops leaves the old one fully in force. A one-file ``snapshot.txt`` (and pending
 ``adds.txt``/``deletes.txt``) of an earlier version is split by shard when read.
 
+One function diffs one shard (:func:`diff_planned_shard`, done marker last) and one adds the
+shards up (:func:`collect_diff`): a small audience runs them in the Chunk Lambda, shard after
+shard (:func:`diff_inline`); a larger one in the DiffShards Distributed Map, a child a shard,
+then the CollectShards step.
+
 Mirror semantics make a bad export dangerous, so a plan is guarded before anything is
 uploaded or sent (:func:`check_removal`): its size is what TikTok may hold (``maybe_present``,
 the same base the deletes come from, so the removed share is never above 1).
@@ -353,6 +358,14 @@ class _ShardedSet:
         self.whole = list(whole)
         self._split: dict[str, list[Path]] | None = None
 
+    def as_dict(self) -> dict[str, Any]:
+        return {"name": self.name, "keys": self.keys, "whole": self.whole}
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> _ShardedSet:
+        keys = {str(s): [str(k) for k in found] for s, found in dict(data["keys"]).items()}
+        return cls(str(data["name"]), keys, [str(k) for k in data["whole"]])
+
     def fetch(self, bucket: Bucket, shard: str, out: Path, *, scratch: Path, workdir: Path) -> int:
         """Write shard ``shard`` of the set, sorted and without repeats, to ``out``.
 
@@ -406,6 +419,15 @@ def _committed_set(bucket: Bucket, keys: AudienceKeys) -> tuple[str | None, _Sha
     return None, _ShardedSet("committed")
 
 
+def _committed_etag(bucket: Bucket, keys: AudienceKeys) -> str | None:
+    """What names the committed snapshot in a plan id (``_committed_set``'s first value)."""
+    etag = bucket.etag(keys.snapshot)
+    if etag:
+        return etag
+    legacy = bucket.etag(keys.legacy_snapshot)
+    return f"legacy:{legacy}" if legacy else None
+
+
 def _new_members(bucket: Bucket, index_key: str) -> _ShardedSet:
     """Validate's output as a sharded set: shard ``x`` is every range's ``shard-x.txt``."""
     index = bucket.get_json(index_key)
@@ -447,17 +469,21 @@ def _pending_sets(
 
 
 class _BatchWriter:
-    """Cuts one action's lines into batch files of ``size`` lines across shards, so a
-    sharded diff sends as few requests as a whole-set one."""
+    """Cuts lines into batch files of ``size`` lines, ``batches/<stem>-<nnnnn>.txt``.
 
-    def __init__(self, bucket: Bucket, prefix: str, action: str, size: int, workdir: Path):
-        self.bucket, self.prefix, self.action, self.size = bucket, prefix, action, size
-        self.path = workdir / f"batch-{action}.txt"
+    A shard cuts its own lines and keeps what does not fill a batch (``lines``) for collect,
+    which cuts every shard's rest together: so a sharded diff sends as few requests as a
+    whole-set one.
+    """
+
+    def __init__(self, bucket: Bucket, prefix: str, stem: str, size: int, workdir: Path):
+        self.bucket, self.prefix, self.stem, self.size = bucket, prefix, stem, size
+        self.path = workdir / f"batch-{stem}.txt"
         self.lines: list[str] = []
         self.batches: list[tuple[str, int]] = []
 
-    def extend(self, source: Path) -> None:
-        for line in sorting.read_lines(source):
+    def extend(self, lines: Iterable[str]) -> None:
+        for line in lines:
             self.lines.append(line)
             if len(self.lines) >= self.size:
                 self.flush()
@@ -465,7 +491,7 @@ class _BatchWriter:
     def flush(self) -> None:
         if not self.lines:
             return
-        key = f"{self.prefix}batches/{len(self.batches) + 1:05d}-{self.action}.txt"
+        key = f"{self.prefix}batches/{self.stem}-{len(self.batches) + 1:05d}.txt"
         self.path.write_text("".join(self.lines), encoding="utf-8")
         self.bucket.upload(self.path, key)
         self.path.unlink()
@@ -480,6 +506,9 @@ class _ShardDiff:
     added: int = 0
     removed: int = 0
     unchanged: int = 0
+
+
+_COUNTS = ("members", "maybe_present", "added", "removed", "unchanged")
 
 
 def diff_shard(
@@ -514,13 +543,82 @@ def diff_shard(
     return result
 
 
-def plan_audience(
-    bucket: Bucket, run: Run, audience_id: str, *, batch_size: int, workdir: Path
-) -> AudiencePlan:
-    """Diff the validated members against what TikTok may hold, one shard at a time.
+#: Manifest order: every delete batch before any add batch, as a whole-set plan sends them.
+ACTIONS = ("delete", "add")
 
-    /tmp holds one shard's worth (its new members, committed snapshot, pending changes and
-    results) at a time; each shard's outputs go to the plan's prefix as soon as it is done.
+
+@dataclass
+class DiffPlan:
+    """One plan's diff inputs, fixed when it is planned (``diff.json`` in the plan prefix).
+
+    Every shard's diff, inline or in its own Map child, reads exactly these: the new member
+    set, the committed snapshot (and the ETag it had when planned), the pending runs' sets.
+    """
+
+    run_id: str
+    plan_id: str
+    prefix: str
+    audience_id: str
+    batch_size: int
+    committed_etag: str | None
+    pending: list[str]
+    new: _ShardedSet
+    committed: _ShardedSet
+    pending_adds: list[_ShardedSet]
+    pending_deletes: list[_ShardedSet]
+
+    @property
+    def key(self) -> str:
+        return f"{self.prefix}diff.json"
+
+    @property
+    def items_key(self) -> str:
+        """The DiffShards Map's items: one per shard."""
+        return f"{self.prefix}diff-items.json"
+
+    def marker(self, shard: str) -> str:
+        """Written last by a shard's diff: its counts, batch files and tails."""
+        return f"{self.prefix}diff/shard-{shard}.json"
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "run_id": self.run_id,
+            "plan_id": self.plan_id,
+            "prefix": self.prefix,
+            "audience_id": self.audience_id,
+            "batch_size": self.batch_size,
+            "committed_etag": self.committed_etag,
+            "pending": self.pending,
+            "new": self.new.as_dict(),
+            "committed": self.committed.as_dict(),
+            "pending_adds": [s.as_dict() for s in self.pending_adds],
+            "pending_deletes": [s.as_dict() for s in self.pending_deletes],
+        }
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> DiffPlan:
+        return cls(
+            run_id=str(data["run_id"]),
+            plan_id=str(data["plan_id"]),
+            prefix=str(data["prefix"]),
+            audience_id=str(data["audience_id"]),
+            batch_size=int(data["batch_size"]),
+            committed_etag=data.get("committed_etag"),
+            pending=[str(p) for p in data.get("pending") or []],
+            new=_ShardedSet.from_dict(data["new"]),
+            committed=_ShardedSet.from_dict(data["committed"]),
+            pending_adds=[_ShardedSet.from_dict(s) for s in data.get("pending_adds") or []],
+            pending_deletes=[_ShardedSet.from_dict(s) for s in data.get("pending_deletes") or []],
+        )
+
+
+def prepare_diff(
+    bucket: Bucket, run: Run, audience_id: str, *, batch_size: int
+) -> AudiencePlan | DiffPlan:
+    """The run's finished plan when one can be reused, else the diff to run (``diff.json``).
+
+    The plan id names the diff's inputs (committed snapshot, pending runs, validated
+    members, batch size, audience), so shard markers under its prefix are never stale.
     """
     template = run.resolved
     keys = AudienceKeys(template.advertiser_id, template.audience_name or "")
@@ -541,7 +639,7 @@ def plan_audience(
     if existing and bucket.exists(f"{prefix}{COMMITTED_MARKER}"):
         # The snapshot came back to the same bytes (A, B, A, then B again): this plan was
         # sent and committed once, but TikTok has held other members since. Its done
-        # markers are stale, so plan afresh.
+        # markers (and shard markers) are stale, so plan afresh.
         bucket.delete_prefix(prefix)
         existing = None
     if existing:
@@ -550,51 +648,140 @@ def plan_audience(
         plan = AudiencePlan(**{k: v for k, v in existing.items() if k in fields})
         plan.pending_batches = plan.batches - bucket.count(f"{prefix}done/")
         return plan
-
-    new = _new_members(bucket, paths.members)
     pending_adds, pending_deletes = _pending_sets(bucket, keys, pending)
-    writers = {a: _BatchWriter(bucket, prefix, a, batch_size, workdir) for a in ("delete", "add")}
-    total = _ShardDiff()
-    snapshot_shards: dict[str, str] = {}
-    for shard in SHARD_NAMES:
-        scratch = workdir / f"shard-{shard}"
-        scratch.mkdir()
-        new_path, committed_path = scratch / "new.txt", scratch / "committed.txt"
-        new.fetch(bucket, shard, new_path, scratch=scratch, workdir=workdir)
-        committed.fetch(bucket, shard, committed_path, scratch=scratch, workdir=workdir)
-        adds_in = [scratch / f"pending-adds-{n}.txt" for n in range(len(pending_adds))]
-        deletes_in = [scratch / f"pending-deletes-{n}.txt" for n in range(len(pending_deletes))]
-        for source, path in zip(
-            [*pending_adds, *pending_deletes], [*adds_in, *deletes_in], strict=True
-        ):
-            source.fetch(bucket, shard, path, scratch=scratch, workdir=workdir)
-        adds_path, deletes_path = scratch / "adds.txt", scratch / "deletes.txt"
-        part = diff_shard(
-            new_path,
-            committed_path,
-            adds_in,
-            deletes_in,
-            adds_out=adds_path,
-            deletes_out=deletes_path,
-            workdir=scratch,
+    diff = DiffPlan(
+        run_id=run.run_id,
+        plan_id=plan_id,
+        prefix=prefix,
+        audience_id=audience_id,
+        batch_size=batch_size,
+        committed_etag=committed_etag,
+        pending=pending,
+        new=_new_members(bucket, paths.members),
+        committed=committed,
+        pending_adds=pending_adds,
+        pending_deletes=pending_deletes,
+    )
+    bucket.put_json(diff.key, diff.as_dict())
+    bucket.put_json(diff.items_key, [{"shard": s, "plan_id": plan_id} for s in SHARD_NAMES])
+    return diff
+
+
+def load_diff(bucket: Bucket, run: Run, plan_id: str) -> DiffPlan:
+    key = f"{run.paths.plan(plan_id)}diff.json"
+    data = bucket.get_json(key)
+    if data is None:
+        raise DestinationError(
+            f"{bucket.uri(key)} is missing: the audience diff was not planned; re-run the input"
         )
-        for name in ("members", "maybe_present", "added", "removed", "unchanged"):
-            setattr(total, name, getattr(total, name) + getattr(part, name))
-        # Empty shards are not written; a reader takes a missing shard file as empty.
-        for path, key, count in (
-            (new_path, f"{prefix}snapshot/shard-{shard}.txt", part.members),
-            (adds_path, f"{prefix}adds/shard-{shard}.txt", part.added),
-            (deletes_path, f"{prefix}deletes/shard-{shard}.txt", part.removed),
-        ):
-            if count:
-                bucket.upload(path, key)
-        if part.members:
-            snapshot_shards[shard] = f"{prefix}snapshot/shard-{shard}.txt"
-        writers["delete"].extend(deletes_path)
-        writers["add"].extend(adds_path)
-        shutil.rmtree(scratch)
-    for writer in writers.values():
-        writer.flush()
+    return DiffPlan.from_dict(data)
+
+
+def _check_committed(bucket: Bucket, run: Run, diff: DiffPlan) -> None:
+    """Stop when the committed snapshot is no longer the one the diff was planned against:
+    shards diffed against different snapshots would mix two bases."""
+    template = run.resolved
+    keys = AudienceKeys(template.advertiser_id, template.audience_name or "")
+    if _committed_etag(bucket, keys) != diff.committed_etag:
+        raise DestinationError(
+            f"the committed snapshot {bucket.uri(keys.snapshot)} changed after plan "
+            f"{diff.plan_id} was made (another run committed in between), so nothing of this "
+            "plan was sent; re-run the same input to plan against the new snapshot"
+        )
+
+
+def diff_planned_shard(
+    bucket: Bucket, run: Run, diff: DiffPlan, shard: str, *, workdir: Path
+) -> dict[str, Any]:
+    """Diff one shard of the plan: its snapshot, adds and deletes files, its full batches and
+    a tail of fewer than a batch per action, then its marker, last. A shard whose marker
+    exists is returned at once, so a re-run diffs only the shards that did not finish.
+
+    ``workdir`` is where a one-file set of an earlier version is split (once per set, kept
+    for the shards after this one); the shard itself works in ``workdir/shard-<x>``.
+    """
+    if shard not in SHARD_NAMES:
+        raise DestinationError(
+            f"shard {shard!r} of plan {diff.plan_id} is not one of {SHARD_NAMES[0]}-"
+            f"{SHARD_NAMES[-1]} (a DiffShards item not written by ChunkAudience); re-run the input"
+        )
+    marker = diff.marker(shard)
+    done = bucket.get_json(marker)
+    if done is not None:
+        return dict(done)
+    _check_committed(bucket, run, diff)
+    scratch = workdir / f"shard-{shard}"
+    scratch.mkdir()
+    new_path, committed_path = scratch / "new.txt", scratch / "committed.txt"
+    diff.new.fetch(bucket, shard, new_path, scratch=scratch, workdir=workdir)
+    diff.committed.fetch(bucket, shard, committed_path, scratch=scratch, workdir=workdir)
+    adds_in = [scratch / f"pending-adds-{n}.txt" for n in range(len(diff.pending_adds))]
+    deletes_in = [scratch / f"pending-deletes-{n}.txt" for n in range(len(diff.pending_deletes))]
+    for source, path in zip(
+        [*diff.pending_adds, *diff.pending_deletes], [*adds_in, *deletes_in], strict=True
+    ):
+        source.fetch(bucket, shard, path, scratch=scratch, workdir=workdir)
+    adds_path, deletes_path = scratch / "adds.txt", scratch / "deletes.txt"
+    part = diff_shard(
+        new_path,
+        committed_path,
+        adds_in,
+        deletes_in,
+        adds_out=adds_path,
+        deletes_out=deletes_path,
+        workdir=scratch,
+    )
+    prefix = diff.prefix
+    # Empty shards are not written; a reader takes a missing shard file as empty (the marker
+    # says the shard was diffed).
+    for path, key, count in (
+        (new_path, f"{prefix}snapshot/shard-{shard}.txt", part.members),
+        (adds_path, f"{prefix}adds/shard-{shard}.txt", part.added),
+        (deletes_path, f"{prefix}deletes/shard-{shard}.txt", part.removed),
+    ):
+        if count:
+            bucket.upload(path, key)
+    record: dict[str, Any] = {"shard": shard} | {n: getattr(part, n) for n in _COUNTS}
+    record["snapshot_key"] = f"{prefix}snapshot/shard-{shard}.txt" if part.members else None
+    record["batches"], record["tails"] = {}, {}
+    for action, path in (("delete", deletes_path), ("add", adds_path)):
+        writer = _BatchWriter(bucket, prefix, f"{action}-{shard}", diff.batch_size, scratch)
+        writer.extend(sorting.read_lines(path))
+        tail = None
+        if writer.lines:
+            key = f"{prefix}tails/{action}-{shard}.txt"
+            bucket.put_text(key, "".join(writer.lines))
+            tail = [key, len(writer.lines)]
+        record["batches"][action] = [list(b) for b in writer.batches]
+        record["tails"][action] = tail
+    shutil.rmtree(scratch)
+    bucket.put_json(marker, record)  # last: the shard is diffed
+    return record
+
+
+def collect_diff(bucket: Bucket, run: Run, diff: DiffPlan, *, workdir: Path) -> AudiencePlan:
+    """Add the shards' diffs up into the plan a whole-set diff makes.
+
+    Every marker must exist (a shard without one was not diffed: never read as empty).
+    The removal guard runs before anything is written; then the shards' tails are cut into
+    batches together, so each action sends ceil(lines / batch_size) batches; then the
+    manifest, the journal and ``plan.json``, last.
+    """
+    template = run.resolved
+    keys = AudienceKeys(template.advertiser_id, template.audience_name or "")
+    prefix = diff.prefix
+    records: list[dict[str, Any]] = []
+    for shard in SHARD_NAMES:
+        record = bucket.get_json(diff.marker(shard))
+        if record is None:
+            raise DestinationError(
+                f"shard {shard} of the audience diff of plan {diff.plan_id} did not finish "
+                f"({bucket.uri(diff.marker(shard))} is missing), so nothing was planned or "
+                "sent; re-run the same input to diff the shards that did not finish"
+            )
+        records.append(record)
+    _check_committed(bucket, run, diff)
+    total = _ShardDiff(**{n: sum(int(r[n]) for r in records) for n in _COUNTS})
     # Before the manifest, the journal and plan.json: a blocked plan leaves nothing to be
     # reused or sent, and no journal (TikTok cannot hold any of it). Its shard files are
     # removed too, so a blocked run leaves no plan behind.
@@ -605,15 +792,29 @@ def plan_audience(
         raise
 
     manifest: list[dict[str, Any]] = []
-    for action in ("delete", "add"):
-        for key, count in writers[action].batches:
+    for action in ACTIONS:
+        batches = [(str(k), int(c)) for r in records for k, c in r["batches"][action]]
+        tails = _BatchWriter(bucket, prefix, f"{action}-tail", diff.batch_size, workdir)
+        for record in records:
+            tail = record["tails"][action]
+            if not tail:
+                continue
+            data = bucket.get_bytes(str(tail[0]))
+            if data is None:
+                raise DestinationError(
+                    f"{bucket.uri(str(tail[0]))} (shard {record['shard']}'s last "
+                    f"{action}s) is missing; re-run the same input to plan again"
+                )
+            tails.extend(data.decode().splitlines(keepends=True))
+        tails.flush()
+        for key, count in [*batches, *tails.batches]:
             manifest.append(
                 {
                     "index": len(manifest) + 1,
                     "action": action,
                     "key": key,
                     "count": count,
-                    "plan_id": plan_id,
+                    "plan_id": diff.plan_id,
                 }
             )
     manifest_key = f"{prefix}manifest.json"
@@ -621,10 +822,15 @@ def plan_audience(
     # The journal goes up before any batch is sent: from now on TikTok may hold these changes.
     bucket.put_json(
         keys.pending(run.run_id),
-        {"run_id": run.run_id, "plan_prefix": prefix, "pending_base": pending, "layout": LAYOUT},
+        {
+            "run_id": run.run_id,
+            "plan_prefix": prefix,
+            "pending_base": diff.pending,
+            "layout": LAYOUT,
+        },
     )
     plan = AudiencePlan(
-        plan_id=plan_id,
+        plan_id=diff.plan_id,
         manifest_key=manifest_key,
         batches=len(manifest),
         pending_batches=len(manifest),
@@ -633,17 +839,73 @@ def plan_audience(
         removed=total.removed,
         unchanged=total.unchanged,
     )
+    snapshot_shards = {
+        str(r["shard"]): str(r["snapshot_key"]) for r in records if r["snapshot_key"]
+    }
     bucket.put_json(
         f"{prefix}plan.json",
         plan.as_dict()
         | {
-            "pending_base": pending,
+            "pending_base": diff.pending,
             "mass_removal_allowed": mass_removal_allowed,
             "layout": LAYOUT,
             "snapshot_shards": snapshot_shards,
         },
     )
     return plan
+
+
+def diff_inline(bucket: Bucket, run: Run, diff: DiffPlan, *, workdir: Path) -> AudiencePlan:
+    """Every shard one after another in this Lambda, then the collect: a small audience's
+    plan, at the cost of one Lambda (the Map's children do the same work side by side)."""
+    for shard in SHARD_NAMES:
+        diff_planned_shard(bucket, run, diff, shard, workdir=workdir)
+    return collect_diff(bucket, run, diff, workdir=workdir)
+
+
+def plan_audience(
+    bucket: Bucket, run: Run, audience_id: str, *, batch_size: int, workdir: Path
+) -> AudiencePlan:
+    """Diff the validated members against what TikTok may hold, one shard at a time.
+
+    /tmp holds one shard's worth (its new members, committed snapshot, pending changes and
+    results) at a time; each shard's outputs go to the plan's prefix as soon as it is done.
+    """
+    planned = prepare_diff(bucket, run, audience_id, batch_size=batch_size)
+    if isinstance(planned, AudiencePlan):
+        return planned
+    return diff_inline(bucket, run, planned, workdir=workdir)
+
+
+#: The shortest member line, ``IDFA_SHA256<tab><64 hex><newline>``: a file of N bytes holds
+#: at most N // this many members.
+_MIN_LINE_BYTES = min(len(s) for s in SCHEMA_ORDER) + 1 + 64 + 1
+
+
+def estimated_members(bucket: Bucket, run: Run, diff: DiffPlan) -> int:
+    """At least the members the diff reads: the validated ones plus the committed ones.
+
+    From counts (each validated file's lines; ``members`` in the snapshot manifest), else
+    from object sizes: only ever too high, so a large audience is never diffed in one Lambda
+    by mistake.
+    """
+    index = bucket.get_json(run.paths.members) or {}
+    total = 0
+    for file in index.get("files") or []:
+        lines = file.get("lines")
+        total += int(lines) if lines is not None else _max_lines(bucket, str(file["key"]))
+    template = run.resolved
+    keys = AudienceKeys(template.advertiser_id, template.audience_name or "")
+    manifest = bucket.get_json(keys.snapshot) if diff.committed.keys else None
+    if manifest and manifest.get("members") is not None:
+        return total + int(manifest["members"])
+    committed = [k for found in diff.committed.keys.values() for k in found]
+    return total + sum(_max_lines(bucket, k) for k in [*committed, *diff.committed.whole])
+
+
+def _max_lines(bucket: Bucket, key: str) -> int:
+    head = bucket.head(key)
+    return int(head["ContentLength"]) // _MIN_LINE_BYTES if head else 0
 
 
 class _Counted:
@@ -722,7 +984,7 @@ def _map_lines(
 
 # ------------------------------------------------------------------ commit
 def _switch_snapshot(
-    bucket: Bucket, keys: AudienceKeys, plan_id: str, shards: Mapping[str, str]
+    bucket: Bucket, keys: AudienceKeys, plan_id: str, shards: Mapping[str, str], members: int
 ) -> None:
     """Make the plan's member set the committed snapshot with one PutObject.
 
@@ -738,7 +1000,9 @@ def _switch_snapshot(
             Bucket=bucket.name, Key=target, CopySource={"Bucket": bucket.name, "Key": source}
         )
         committed[shard] = target
-    bucket.put_json(keys.snapshot, {"generation": plan_id, "shards": committed})
+    # The member count lets the next plan tell a small audience (diffed inline) without
+    # reading the shards.
+    bucket.put_json(keys.snapshot, {"generation": plan_id, "shards": committed, "members": members})
     # The manifest now wins over a one-file snapshot of an earlier version: drop it.
     bucket.delete(keys.legacy_snapshot)
 
@@ -769,7 +1033,9 @@ def commit_audience(bucket: Bucket, run: Run, plan_id: str) -> dict[str, Any]:
             "the snapshot was not committed. Re-run the same input to send them"
         )
     if plan.get("layout") == LAYOUT:
-        _switch_snapshot(bucket, keys, plan_id, dict(plan.get("snapshot_shards") or {}))
+        _switch_snapshot(
+            bucket, keys, plan_id, dict(plan.get("snapshot_shards") or {}), int(plan["members"])
+        )
     else:
         # A plan made before the snapshot was sharded: commit it the way it was planned.
         bucket.s3.copy_object(
@@ -788,11 +1054,18 @@ def commit_audience(bucket: Bucket, run: Run, plan_id: str) -> dict[str, Any]:
 __all__ = [
     "AudienceKeys",
     "AudiencePlan",
+    "DiffPlan",
     "batch_rows",
     "check_removal",
+    "collect_diff",
     "commit_audience",
+    "diff_inline",
+    "diff_planned_shard",
     "ensure_audience",
+    "estimated_members",
+    "load_diff",
     "plan_audience",
+    "prepare_diff",
     "removal_blocked",
     "send_batch",
     "tiktok_visible_name",

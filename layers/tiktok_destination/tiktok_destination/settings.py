@@ -20,6 +20,7 @@ if TYPE_CHECKING:
 
 DEFAULT_TIKTOK_BASE_URL = "https://business-api.tiktok.com/open_api/v1.3/"
 DEFAULT_RANGE_BYTES = 256 * 1024 * 1024
+DEFAULT_DIFF_INLINE_MEMBERS = 2_000_000
 
 
 def _float(name: str, default: float) -> float:
@@ -93,6 +94,10 @@ class Settings:
     #: the measured ~70 us per row and ~50-100 bytes per row, one child validates 256 MiB
     #: (about 3-5M rows) in well under Lambda's 15 minutes
     validate_range_bytes: int = DEFAULT_RANGE_BYTES
+    #: an audience of at most this many members (validated plus committed) is diffed in the
+    #: Chunk Lambda itself; a larger one by a Map of one child per shard: at ~3 us a member
+    #: and 78 bytes of /tmp three times over, 2M members take seconds and ~0.5 GiB
+    diff_inline_members: int = DEFAULT_DIFF_INLINE_MEMBERS
 
     @property
     def app_secret_name(self) -> str:
@@ -154,6 +159,9 @@ def load_settings() -> Settings:
         lease_max_waits=_int("LEASE_MAX_WAITS", 60),
         rate_limit_table=os.environ.get("RATE_LIMIT_TABLE", ""),
         validate_range_bytes=_range_bytes(),
+        diff_inline_members=_int(
+            "DIFF_INLINE_MEMBERS", DEFAULT_DIFF_INLINE_MEMBERS, low=0, high=1_000_000_000
+        ),
     )
 
 

@@ -212,6 +212,8 @@ def step_ensure_audience(run: Run) -> dict[str, Any]:
 
 
 def step_chunk(run: Run, audience: dict[str, Any] | None) -> dict[str, Any]:
+    """Plan the batches. An audience small enough (``diff_inline_members``) is diffed right
+    here; a larger one returns the DiffShards Map's items (``planned``: false)."""
     settings = load_settings()
     bucket = Bucket(settings.state_bucket)
     workdir = scratch_dir()
@@ -220,15 +222,25 @@ def step_chunk(run: Run, audience: dict[str, Any] | None) -> dict[str, Any]:
             if run.kind == "custom_audience":
                 if not audience or not audience.get("audience_id"):
                     raise DestinationError("chunk needs the audience id from EnsureAudience")
-                plan: Any = audience_domain.plan_audience(
+                plan: Any = audience_domain.prepare_diff(
                     bucket,
                     run,
                     str(audience["audience_id"]),
                     batch_size=int(
                         run.options.get("mapping_batch_size", settings.mapping_batch_size)
                     ),
-                    workdir=workdir,
                 )
+                if isinstance(plan, audience_domain.DiffPlan):
+                    members = audience_domain.estimated_members(bucket, run, plan)
+                    if members > settings.diff_inline_members:
+                        return {
+                            "planned": False,
+                            "bucket": bucket.name,
+                            "plan_id": plan.plan_id,
+                            "items_key": plan.items_key,
+                            "members_estimate": members,
+                        }
+                    plan = audience_domain.diff_inline(bucket, run, plan, workdir=workdir)
             else:
                 plan = offline_events.plan_events(
                     bucket,
@@ -238,13 +250,49 @@ def step_chunk(run: Run, audience: dict[str, Any] | None) -> dict[str, Any]:
                 )
     finally:
         shutil.rmtree(workdir, ignore_errors=True)
+    return _planned(bucket, plan)
+
+
+def _planned(bucket: Bucket, plan: Any) -> dict[str, Any]:
     return {
+        "planned": True,
         "bucket": bucket.name,
         "manifest_key": plan.manifest_key,
         "plan_id": plan.plan_id,
         "batches": plan.batches,
         "pending_batches": plan.pending_batches,
     }
+
+
+def step_diff_shard(run_id: str, item: dict[str, Any]) -> dict[str, Any]:
+    """One DiffShards child: diff one shard of the plan (at once when its marker exists)."""
+    settings = load_settings()
+    bucket = Bucket(settings.state_bucket)
+    run = load_run(bucket, run_id)
+    shard = str(item["shard"])
+    workdir = scratch_dir()
+    try:
+        with recorded_failure(bucket, run, f"diff-{shard}"):
+            diff = audience_domain.load_diff(bucket, run, str(item["plan_id"]))
+            record = audience_domain.diff_planned_shard(bucket, run, diff, shard, workdir=workdir)
+    finally:
+        shutil.rmtree(workdir, ignore_errors=True)
+    # Counts only: the batch keys stay in the marker, out of the state.
+    return {"shard": shard, "members": record["members"]}
+
+
+def step_collect_diff(run: Run, plan_id: str) -> dict[str, Any]:
+    """After DiffShards: the shards' diffs added up into today's chunk payload."""
+    settings = load_settings()
+    bucket = Bucket(settings.state_bucket)
+    workdir = scratch_dir()
+    try:
+        with recorded_failure(bucket, run, "chunk"):
+            diff = audience_domain.load_diff(bucket, run, plan_id)
+            plan = audience_domain.collect_diff(bucket, run, diff, workdir=workdir)
+    finally:
+        shutil.rmtree(workdir, ignore_errors=True)
+    return _planned(bucket, plan)
 
 
 def step_map_audience_batch(run_id: str, audience_id: str, batch: dict[str, Any]) -> dict[str, Any]:
