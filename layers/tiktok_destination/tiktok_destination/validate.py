@@ -11,6 +11,7 @@ from __future__ import annotations
 import csv
 import dataclasses
 import difflib
+import functools
 import gzip
 import io
 import itertools
@@ -46,7 +47,8 @@ Row = dict[str, str | None]
 #: the :class:`RowRejected` saying why, so the caller can send it to the rejects file.
 NumberedRow = tuple[int, Row | RowRejected]
 #: A row's values in header order, as read: an empty value, one of only whitespace, or None
-#: is no value (``has_value``). What ``RowStream.records`` gives, without a dict per row.
+#: is no value (the dict rows hold None there). What ``RowStream.records`` gives, without a
+#: dict per row.
 Fields = Sequence[str | None]
 NumberedFields = tuple[int, Fields | RowRejected]
 #: Rows in file order, numbered by their place: each row, read or rejected, is the next
@@ -57,9 +59,12 @@ CSV_EXTENSIONS: tuple[str, ...] = (".csv", ".txt", ".csv.gz", ".txt.gz")
 PARQUET_EXTENSIONS: tuple[str, ...] = (".parquet", ".pq")
 REJECTS_HEADER: tuple[str, ...] = ("row", "column", "reason_code", "reason")
 
-PROGRESS_EVERY = 100_000
+#: Rows between progress log lines (a multiple of the audience loop's flush interval).
+PROGRESS_EVERY = 25 * 4096
 PARQUET_BATCH_ROWS = 10_000
 _WRITE_BUFFER = 1 << 20
+#: The audience loop writes its output lines, joined, every 4096 rows.
+_FLUSH_MASK = 4096 - 1
 _TOP_REASONS = 3
 
 _GZIP_MAGIC = b"\x1f\x8b"
@@ -206,11 +211,6 @@ def _normalize_header(raw: Sequence[str], source: str) -> list[str]:
 
 def _empty_to_none(value: str | None) -> str | None:
     return None if not value or value.isspace() else value
-
-
-def has_value(value: str | None) -> bool:
-    """A field of ``RowStream.records`` holds a value (what the dict rows keep, not None)."""
-    return bool(value) and not value.isspace()  # type: ignore[union-attr]
 
 
 class RowStream(Iterator[NumberedRow]):
@@ -1091,13 +1091,16 @@ class _RowLoop:
         # Counted, not taken from the row number: a range's rows start after earlier ones.
         self.result.rows_received += 1
         if number % PROGRESS_EVERY == 0:
-            logger.info(
-                "validate %s: %d rows read, %d accepted, %d rejected",
-                self.result.source,
-                number,
-                self.result.rows_accepted,
-                self.result.rows_rejected,
-            )
+            self.progress(number)
+
+    def progress(self, number: int) -> None:
+        logger.info(
+            "validate %s: %d rows read, %d accepted, %d rejected",
+            self.result.source,
+            number,
+            self.result.rows_accepted,
+            self.result.rows_rejected,
+        )
 
     def close(self, rows: RowStream) -> None:
         result = self.result
@@ -1256,41 +1259,85 @@ def validate_audience_rows(
 
         result = ValidationResult(source=source, columns=header)
         result.record_columns(resolution)
+        # Per identifier column: where it is in a row, how to hash it, its output prefix.
+        hashers = [
+            (rows.header.index(column), hasher, f"{schema}\t")
+            for (_, column, schema), hasher in zip(
+                present, identifier_hashers(present, default_region), strict=True
+            )
+        ]
+        by_prefix = dict.fromkeys((prefix for _, _, prefix in hashers), 0)
         with _open_out(out_members) as members, _open_out(out_rejects) as rejects:
             loop = _RowLoop(result, rejects, resolution.used)
-            # locals: the loop body runs once per row and identifier (make bench)
-            write = members.write
-            tick = loop.tick
-            by_type = loop.by_type
-            hash_id = hash_identifier
-            for number, row in rows:
-                tick(number)
+            out: list[str] = []
+            add = out.append
+
+            def flush() -> None:
+                if not out:
+                    return
+                chunk = "\n".join(out)
+                out.clear()
+                members.write(chunk)
+                members.write("\n")
+                # Counted per chunk, in C: a line starts with its schema, which holds letters
+                # that are not hex digits, so no hash can look like one.
+                for prefix in by_prefix:
+                    by_prefix[prefix] += chunk.count(prefix)
+
+            # Rows are numbered one after the other: what was received follows from the
+            # last number, what was accepted from the rejects (rare) counted by the loop.
+            first = number = rows.rows_before
+            for number, row in rows.records():
+                if not number & _FLUSH_MASK:
+                    flush()
+                    if not number % PROGRESS_EVERY:
+                        result.rows_received = number - first
+                        result.rows_accepted = result.rows_received - result.rows_rejected
+                        loop.progress(number)
                 if isinstance(row, RowRejected):
                     loop.reject(number, row)
                     continue
-                lines: list[str] = []
-                problems: list[RowRejected] = []
-                for kind, column, schema in present:
-                    raw = row.get(column)
-                    if raw is None:
+                was = len(out)
+                problems: list[RowRejected] | None = None
+                for position, hasher, prefix in hashers:
+                    raw = row[position]
+                    if not raw or raw.isspace():
                         continue
                     try:
-                        digest = hash_id(kind, raw, default_region=default_region)
+                        add(prefix + hasher(raw))
                     except RowRejected as problem:
-                        problems.append(problem)
+                        if problems is None:
+                            problems = [problem]
+                        else:
+                            problems.append(problem)
+                if problems:
+                    if len(out) == was:
+                        loop.reject(number, problems[0])
                         continue
-                    lines.append(f"{schema}\t{digest}\n")
-                    by_type[schema] += 1
-                if not lines:
-                    loop.reject(number, problems[0] if problems else missing_problem)
-                    continue
-                write("".join(lines))
-                result.rows_accepted += 1
-                result.identifiers_written += len(lines)
-                for dropped in problems:
-                    loop.dropped[dropped.reason_code] += 1
+                    for dropped in problems:
+                        loop.dropped[dropped.reason_code] += 1
+                elif len(out) == was:
+                    loop.reject(number, missing_problem)
+            flush()
+            result.rows_received = number - first
+            result.rows_accepted = result.rows_received - result.rows_rejected
+            for prefix, count in by_prefix.items():
+                result.identifiers_written += count
+                if count:
+                    loop.by_type[prefix[:-1]] = count
             loop.close(rows)
     return result
+
+
+def identifier_hashers(
+    present: Sequence[tuple[str, str, str]], default_region: str
+) -> list[Callable[[str], str]]:
+    """One ``value -> SHA-256`` callable per ``(kind, column, schema)``, made once per file:
+    ``hash_identifier``'s rules, raising RowRejected for an unusable value."""
+    return [
+        functools.partial(hash_identifier, kind, default_region=default_region)
+        for kind, _, _ in present
+    ]
 
 
 # ---------------------------------------------------------------- events
