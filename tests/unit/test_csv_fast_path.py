@@ -123,6 +123,9 @@ def _adversarial() -> Iterator[tuple[str, bytes]]:
         "one column with blank and quoted blank values",
         _lines("email", "a@x.com", "  ", '"  "', '""', "", "b@x.com", "\t"),
     )
+    emails = [f"e{i}@x.com" for i in range(400)]
+    emails[50], emails[51], emails[200], emails[300] = "   ", '" "', "", "\t"
+    yield "a long one-column file with blank values here and there", _lines("email", *emails)
     yield "no newline at the end", _lines("email,note", *rows)[:-1]
     yield "open quote on the last line without newline", _lines("email,note", *rows) + b'z,"x'
     yield "quote then text", _lines("email,note", *rows[:2], 'q@x.com,"a" b', *rows[2:])

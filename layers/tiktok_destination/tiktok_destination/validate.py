@@ -517,9 +517,10 @@ def iter_csv_lines(
     the range's lines (it starts at a record start the planner found) and ``start`` the rows
     and lines before it, so row numbers and messages stay the file's own; ``count_header``
     False leaves the header's lines to the first range. ``on_record_start(rows, lines,
-    bytes)`` is called at clean record starts (nothing to read again) between blocks of
-    ``block_chars`` characters and in careful stretches, with the bytes of the lines read
-    so far (without a byte order mark). ``resource`` is closed with the stream.
+    bytes)`` is called at clean record starts where the bytes read so far are known: before
+    each block of about ``block_chars`` characters that nothing waits before (and before
+    every record when the careful path reads alone), with the bytes of the lines read (a
+    byte order mark not counted), and at the end. ``resource`` is closed with the stream.
     """
     try:
         feed = _LineFeed(lines, block_chars=block_chars, count_bytes=on_record_start is not None)
@@ -737,10 +738,11 @@ def _csv_rows(
                 except _Unreadable as error:
                     raise _unreadable(source, error, number, before) from None
             lines, at, plain = feed.buffer, feed.at, feed.plain
-            if not at and plain and width > 1:
+            if not at and plain:
                 # The usual block, read whole in C: as many records as lines (so each took
                 # one), each with the header's field count (so none is blank: a blank line
-                # has no field, one of whitespace one).
+                # has no field, one of whitespace one; in a one-column file, any
+                # whitespace-only value goes record by record, where its line is looked at).
                 reader = csv.reader(lines, delimiter=delimiter, strict=True)
                 try:
                     records = list(reader)
@@ -751,6 +753,10 @@ def _csv_rows(
                     records
                     and reader.line_num == len(records) == taken_lines
                     and min(map(len, records)) == width == max(map(len, records))
+                    and (
+                        width > 1
+                        or not any(map(str.isspace, itertools.chain.from_iterable(records)))
+                    )
                 ):
                     number += taken_lines
                     before += taken_lines
