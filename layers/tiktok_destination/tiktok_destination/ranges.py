@@ -7,10 +7,11 @@ ranges that Map children validate side by side:
   be told to be a record start without the quote state from the file's start (a quoted value
   may hold line breaks), so the planner streams the object once with the very reader validate
   uses (``validate.iter_csv_lines``: the damage rules included, no hashing) and marks a range
-  start every ``range_bytes`` where that reader stands at a clean record start: no lines of a
-  damaged record waiting to be read again. A child reading ``[start, end)`` with the rows and
-  lines before ``start`` therefore reads exactly the records, rejects and row numbers the
-  whole-file reader would (it never read past ``start`` before standing there).
+  start every ``range_bytes`` where that reader stands at a clean record start: between its
+  blocks of whole lines, with no lines of a damaged record waiting to be read again. A child
+  reading ``[start, end)`` with the rows and lines before ``start`` therefore reads exactly
+  the records, rejects and row numbers the whole-file reader would (it never read past
+  ``start`` before standing there).
 - gzip CSV: one range (a compressed stream cannot be entered in the middle).
 - Parquet: runs of whole row groups, by their uncompressed size.
 - A file of at most ``range_bytes`` is one range and is validated by the planning Lambda
