@@ -1273,6 +1273,7 @@ def validate_audience_rows(
             )
         ]
         by_prefix = dict.fromkeys((prefix for _, _, prefix in hashers), 0)
+        *counted, last = by_prefix
         with _open_out(out_members) as members, _open_out(out_rejects) as rejects:
             loop = _RowLoop(result, rejects, resolution.used)
             out: list[str] = []
@@ -1282,13 +1283,18 @@ def validate_audience_rows(
                 if not out:
                     return
                 chunk = "\n".join(out)
+                # Counted per chunk, in C: a line starts with its schema, which holds letters
+                # that are not hex digits, so no hash can look like one; the last type has
+                # the lines the others do not.
+                others = 0
+                for prefix in counted:
+                    found = chunk.count(prefix)
+                    by_prefix[prefix] += found
+                    others += found
+                by_prefix[last] += len(out) - others
                 out.clear()
                 members.write(chunk)
                 members.write("\n")
-                # Counted per chunk, in C: a line starts with its schema, which holds letters
-                # that are not hex digits, so no hash can look like one.
-                for prefix in by_prefix:
-                    by_prefix[prefix] += chunk.count(prefix)
 
             # Rows are numbered one after the other: what was received follows from the
             # last number, what was accepted from the rejects (rare) counted by the loop.
@@ -1303,26 +1309,26 @@ def validate_audience_rows(
                 if isinstance(row, RowRejected):
                     loop.reject(number, row)
                     continue
-                was = len(out)
+                hit = False
                 problems: list[RowRejected] | None = None
                 for position, hasher, prefix in hashers:
                     raw = row[position]
-                    if not raw or raw.isspace():
-                        continue
-                    try:
-                        add(prefix + hasher(raw))
-                    except RowRejected as problem:
-                        if problems is None:
-                            problems = [problem]
-                        else:
-                            problems.append(problem)
+                    if raw and not raw.isspace():  # else no value, as in the dict rows
+                        try:
+                            add(prefix + hasher(raw))
+                            hit = True
+                        except RowRejected as problem:
+                            if problems is None:
+                                problems = [problem]
+                            else:
+                                problems.append(problem)
                 if problems:
-                    if len(out) == was:
+                    if not hit:
                         loop.reject(number, problems[0])
                         continue
                     for dropped in problems:
                         loop.dropped[dropped.reason_code] += 1
-                elif len(out) == was:
+                elif not hit:
                     loop.reject(number, missing_problem)
             flush()
             result.rows_received = number - first
