@@ -1472,13 +1472,14 @@ def validate_events_rows(
         with _open_out(out_events) as events_out, _open_out(out_rejects) as rejects:
             loop = _RowLoop(result, rejects, used)
             write = events_out.write
-            for number, read in rows:
+            # The event rules read our field names, whatever the file calls them.
+            positions = [(name, rows.header.index(column)) for name, column in used.items()]
+            for number, read in rows.records():
                 loop.tick(number)
                 if isinstance(read, RowRejected):
                     loop.reject(number, read)
                     continue
-                # The event rules read our field names, whatever the file calls them.
-                row: Row = {name: read.get(column) for name, column in used.items()}
+                row: Row = {name: _empty_to_none(read[position]) for name, position in positions}
                 try:
                     event = normalize_event_row(
                         row,
