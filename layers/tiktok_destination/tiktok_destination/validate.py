@@ -313,7 +313,8 @@ class _LineFeed:
     def __init__(self, text: Iterator[str], *, block_chars: int = 0, count_bytes: bool = False):
         self._text = text
         self._readlines: Callable[[int], list[str]] | None = getattr(text, "readlines", None)
-        self._block_chars = block_chars or BLOCK_CHARS
+        # readlines(0 or less) would read the whole file at once.
+        self._block_chars = block_chars if block_chars > 0 else BLOCK_CHARS
         self._count_bytes = count_bytes
         #: lines read from the file and not handed out yet (from ``at`` on): the rest of a
         #: block, or the lines of a damaged record to read again
