@@ -32,6 +32,8 @@ from typing import Any
 INVALID_SHARE = 0.05
 SEED = 20240520
 SHA_BATCH = 10_000
+#: Ranges of this size give the planner marks to place in a 1M-row file (~56 MiB).
+PLANNER_RANGE_BYTES = 4 * 1024 * 1024
 
 
 def _maxrss_bytes(value: int) -> int:
@@ -72,11 +74,22 @@ def generate(path: Path, rows: int, seed: int = SEED) -> None:
             out.write(f'{email},"{phone}",Name{i}\n')
 
 
-def child(src: Path, out_dir: Path) -> None:
-    """Runs in the fresh process: validate one file, print a JSON line of measurements."""
+def child(src: Path, out_dir: Path, *, frame: bool = False) -> None:
+    """Runs in the fresh process: validate one file, print a JSON line of measurements.
+
+    ``frame``: every identifier "hashes" to a constant, so what is timed is everything
+    around the per-value functions (reading, the row loop, writing, counting).
+    """
     import resource
 
+    from tiktok_destination import validate
     from tiktok_destination.validate import validate_audience_file
+
+    if frame:
+        constant = "0" * 64
+        validate.identifier_hashers = lambda present, region: [  # type: ignore[assignment]
+            lambda raw: constant for _ in present
+        ]
 
     baseline = _maxrss_bytes(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss)
     started = time.perf_counter()
@@ -108,6 +121,29 @@ def child(src: Path, out_dir: Path) -> None:
             }
         )
     )
+
+
+def planner_child(src: Path) -> None:
+    """Runs in a fresh process: time the range planner's pass over the file (CPU)."""
+    from types import SimpleNamespace
+    from unittest import mock
+
+    from tiktok_destination import ranges
+
+    template = SimpleNamespace(user_id_types=["EMAIL", "PHONE"], columns={}, ignore_columns=[])
+    run = SimpleNamespace(
+        kind="custom_audience",
+        resolved=template,
+        data_template=None,
+        source=SimpleNamespace(key=src.name, etag="", uri=f"file://{src}"),
+    )
+    size = src.stat().st_size
+    # The planner reads S3 by range GETs; here the same bytes come from the local file.
+    with mock.patch.object(ranges, "open_range", lambda *_a, **_k: open(src, "rb")):
+        started = time.process_time()
+        planned, _ = ranges._csv_ranges(None, run, size, PLANNER_RANGE_BYTES)  # type: ignore[arg-type]
+        seconds = time.process_time() - started
+    print(json.dumps({"planner_seconds": seconds, "planner_ranges": len(planned)}))
 
 
 def sha_child(src: Path) -> None:
@@ -175,6 +211,10 @@ def measure(src: Path, out_dir: Path) -> dict[str, Any]:
             f"wrote {measured['identifiers_written']:,}: they must be the same identifiers"
         )
     measured.update(sha)
+    planner, _ = _run_child(["--planner-child", str(src)])
+    measured.update(planner)
+    frame, _ = _run_child(["--frame-child", str(src), str(out_dir)])
+    measured["frame_seconds"] = frame["cpu_seconds"]
     return measured
 
 
@@ -184,12 +224,22 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--keep", action="store_true", help="keep the generated files")
     parser.add_argument("--child", nargs=2, metavar=("SRC", "OUT_DIR"), help=argparse.SUPPRESS)
     parser.add_argument("--sha-child", metavar="SRC", help=argparse.SUPPRESS)
+    parser.add_argument("--planner-child", metavar="SRC", help=argparse.SUPPRESS)
+    parser.add_argument(
+        "--frame-child", nargs=2, metavar=("SRC", "OUT_DIR"), help=argparse.SUPPRESS
+    )
     args = parser.parse_args(argv)
     if args.child:
         child(Path(args.child[0]), Path(args.child[1]))
         return
     if args.sha_child:
         sha_child(Path(args.sha_child))
+        return
+    if args.frame_child:
+        child(Path(args.frame_child[0]), Path(args.frame_child[1]), frame=True)
+        return
+    if args.planner_child:
+        planner_child(Path(args.planner_child))
         return
 
     work = Path(tempfile.mkdtemp(prefix="bench_validate_"))
@@ -229,6 +279,21 @@ def main(argv: list[str] | None = None) -> None:
             f"{m['sha_seconds'] / rows * 1e6:>24.2f} "
             f"{m['cpu_seconds'] / m['sha_seconds']:>6.1f} {m['sha_identifiers']:>12,}"
         )
+    print(
+        f"{'rows':>10} {'frame CPU us/row':>17} {'frame ratio':>12} "
+        f"{'planner CPU us/row':>19} {'planner ratio':>14} {'ranges':>7}"
+    )
+    for rows, m in results:
+        print(
+            f"{rows:>10,} {m['frame_seconds'] / rows * 1e6:>17.2f} "
+            f"{m['frame_seconds'] / m['sha_seconds']:>12.1f} "
+            f"{m['planner_seconds'] / rows * 1e6:>19.2f} "
+            f"{m['planner_seconds'] / m['sha_seconds']:>14.1f} {m['planner_ranges']:>7}"
+        )
+    print(
+        "frame = validate with every identifier function replaced by a constant (reading, the "
+        "row loop, writing); planner = the range planner's pass over the file"
+    )
     print(
         "ratio = validate's per-row CPU time / the bare SHA-256 CPU time of the same normalized "
         "identifiers, measured in this run (CPU time: a busy machine stretches wall time); "

@@ -652,3 +652,46 @@ def test_row_stream_closes_its_file(tmp_path: Path) -> None:
     _, rows = iter_rows(src, "csv", source=SOURCE)
     assert len(list(rows)) == 1
     assert rows._resource.closed
+
+
+def test_a_long_file_is_written_in_row_order_and_counted_across_write_chunks(
+    tmp_path: Path,
+) -> None:
+    # Over two of the audience loop's 4096-row write chunks and a block of the reader, with
+    # rows that only have a phone, only an email, neither, or a bad email next to a phone.
+    lines = ["email,phone,note"]
+    want: list[str] = []
+    rejected: list[tuple[str, str]] = []
+    for i in range(1, 10_001):
+        phone = f"(213) 373-{i % 10_000:04d}"
+        e164 = f"+1213373{i % 10_000:04d}"
+        if i % 1000 == 0:
+            lines.append(f",,note {i}")
+            rejected.append((str(i), "no_identifier"))
+        elif i % 7 == 0:
+            lines.append(f"not-an-email-{i},{phone},note {i}")
+            want.append(f"PHONE_SHA256\t{sha(e164)}")
+        elif i % 3 == 0:
+            lines.append(f"Person{i}@Example.com,,note {i}")
+            want.append(f"EMAIL_SHA256\t{sha(f'person{i}@example.com')}")
+        else:
+            lines.append(f"Person{i}@Example.com,{phone},note {i}")
+            want.append(f"EMAIL_SHA256\t{sha(f'person{i}@example.com')}")
+            want.append(f"PHONE_SHA256\t{sha(e164)}")
+    src = write_csv(tmp_path / "in.csv", "\n".join(lines) + "\n")
+    result, members, rejects = run_audience(tmp_path, src)
+
+    assert members == want
+    assert [(r["row"], r["reason_code"]) for r in rejects] == rejected
+    assert (result.rows_received, result.rows_accepted, result.rows_rejected) == (
+        10_000,
+        10_000 - len(rejected),
+        len(rejected),
+    )
+    assert result.identifiers_written == len(want)
+    assert result.identifiers_by_type == {
+        "EMAIL_SHA256": sum(line.startswith("EMAIL") for line in want),
+        "PHONE_SHA256": sum(line.startswith("PHONE") for line in want),
+    }
+    dropped = sum(1 for i in range(1, 10_001) if i % 7 == 0 and i % 1000)
+    assert result.dropped_identifiers_by_reason == {"invalid_email": dropped}

@@ -7,10 +7,11 @@ ranges that Map children validate side by side:
   be told to be a record start without the quote state from the file's start (a quoted value
   may hold line breaks), so the planner streams the object once with the very reader validate
   uses (``validate.iter_csv_lines``: the damage rules included, no hashing) and marks a range
-  start every ``range_bytes`` where that reader stands at a clean record start: no lines of a
-  damaged record waiting to be read again. A child reading ``[start, end)`` with the rows and
-  lines before ``start`` therefore reads exactly the records, rejects and row numbers the
-  whole-file reader would (it never read past ``start`` before standing there).
+  start every ``range_bytes`` where that reader stands at a clean record start: between its
+  blocks of whole lines, with no lines of a damaged record waiting to be read again. A child
+  reading ``[start, end)`` with the rows and lines before ``start`` therefore reads exactly
+  the records, rejects and row numbers the whole-file reader would (it never read past
+  ``start`` before standing there).
 - gzip CSV: one range (a compressed stream cannot be entered in the middle).
 - Parquet: runs of whole row groups, by their uncompressed size.
 - A file of at most ``range_bytes`` is one range and is validated by the planning Lambda
@@ -29,6 +30,7 @@ the new member set is the union of every range's ``shard-x.txt``.
 
 from __future__ import annotations
 
+import collections
 import contextlib
 import hashlib
 import io
@@ -48,6 +50,7 @@ from .errors import DestinationError, InputRejected, RetriableError
 from .runs import Run
 from .storage import MISSING_CODES, PRECONDITION_CODES, Bucket, error_code
 from .validate import (
+    BLOCK_CHARS,
     REJECTS_HEADER,
     LineCounts,
     RangeStart,
@@ -313,22 +316,23 @@ def _csv_ranges(
     marks: list[tuple[int, int, int]] = []  # (byte offset, rows before, lines before)
     read = [offset]
 
-    def counted() -> Iterator[str]:
-        for line in text:
-            # An ASCII line is a byte a character; otherwise surrogateescape gives back
-            # exactly the bytes it decoded.
-            read[0] += len(line) if line.isascii() else len(line.encode("utf-8", "surrogateescape"))
-            yield line
-
-    def at_record_start(rows: int, lines: int) -> None:
+    def at_record_start(rows: int, lines: int, read_bytes: int) -> None:
+        read[0] = offset + read_bytes
         if not marks or read[0] - marks[-1][0] >= range_bytes:
             marks.append((read[0], rows, lines))
 
-    header, rows = iter_csv_lines(counted(), text, run.source.uri, on_record_start=at_record_start)
+    # Blocks no larger than a range: the reader stands at a known byte offset only between
+    # blocks (and in careful stretches), so small ranges still get their starts.
+    header, rows = iter_csv_lines(
+        text,
+        text,
+        run.source.uri,
+        on_record_start=at_record_start,
+        block_chars=min(range_bytes, BLOCK_CHARS),
+    )
     with contextlib.closing(rows):
         _check_header(run, header)
-        for _ in rows:
-            pass
+        collections.deque(rows.records(), maxlen=0)  # read through, in C: no row is kept
     if read[0] != size:
         raise DestinationError(
             f"{run.source.uri}: planning read {read[0]:,} of {size:,} bytes; stopping rather "

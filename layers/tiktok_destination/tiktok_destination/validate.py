@@ -11,13 +11,15 @@ from __future__ import annotations
 import csv
 import dataclasses
 import difflib
+import functools
 import gzip
 import io
+import itertools
 import json
 import logging
 import re
 import zlib
-from collections import Counter, deque
+from collections import Counter
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import closing
 from dataclasses import dataclass, field
@@ -44,14 +46,25 @@ Row = dict[str, str | None]
 #: ``(row number, row)``; a row that cannot be read as one (wrong field count) comes as
 #: the :class:`RowRejected` saying why, so the caller can send it to the rejects file.
 NumberedRow = tuple[int, Row | RowRejected]
+#: A row's values in header order, as read: an empty value, one of only whitespace, or None
+#: is no value (the dict rows hold None there). What ``RowStream.records`` gives, without a
+#: dict per row.
+Fields = Sequence[str | None]
+NumberedFields = tuple[int, Fields | RowRejected]
+#: Rows in file order, numbered by their place: each row, read or rejected, is the next
+#: number (blank lines are not rows), so a batch needs no numbers of its own.
+Batch = list[Fields | RowRejected]
 
 CSV_EXTENSIONS: tuple[str, ...] = (".csv", ".txt", ".csv.gz", ".txt.gz")
 PARQUET_EXTENSIONS: tuple[str, ...] = (".parquet", ".pq")
 REJECTS_HEADER: tuple[str, ...] = ("row", "column", "reason_code", "reason")
 
-PROGRESS_EVERY = 100_000
+#: Rows between progress log lines (a multiple of the audience loop's flush interval).
+PROGRESS_EVERY = 25 * 4096
 PARQUET_BATCH_ROWS = 10_000
 _WRITE_BUFFER = 1 << 20
+#: The audience loop writes its output lines, joined, every 4096 rows.
+_FLUSH_MASK = 4096 - 1
 _TOP_REASONS = 3
 
 _GZIP_MAGIC = b"\x1f\x8b"
@@ -196,28 +209,58 @@ def _normalize_header(raw: Sequence[str], source: str) -> list[str]:
     return header
 
 
-def _empty_to_none(value: str) -> str | None:
+def _empty_to_none(value: str | None) -> str | None:
     return None if not value or value.isspace() else value
 
 
 class RowStream(Iterator[NumberedRow]):
     """The rows of one open file. The file is closed at the end of the rows, on a read
-    error, or by ``close()`` (which also works before the first row)."""
+    error, or by ``close()`` (which also works before the first row).
+
+    Iterating gives ``(number, dict row)``; ``records()`` gives the same rows as field lists
+    in ``header`` order, the cheap way for a loop over millions of rows.
+    """
 
     def __init__(
-        self, rows: Iterator[NumberedRow], resource: Any, *, lines: LineCounts | None = None
+        self,
+        batches: Iterator[Batch],
+        resource: Any,
+        *,
+        header: Sequence[str],
+        rows_before: int = 0,
+        lines: LineCounts | None = None,
     ):
-        self._rows = rows
         self._resource = resource
+        self.header = list(header)
+        #: rows of the file before the first one here (a range's start)
+        self.rows_before = rows_before
+        # enumerate, not a number stored per row: it reuses its tuple when the loop
+        # unpacks it at once.
+        self._records: Iterator[NumberedFields] = enumerate(
+            itertools.chain.from_iterable(self._closing(batches)), start=rows_before + 1
+        )
         #: CSV: complete once every row was read
         self.lines = lines
 
-    def __next__(self) -> NumberedRow:
+    def _closing(self, batches: Iterator[Batch]) -> Iterator[Batch]:
+        # A generator per batch, not per row: it closes the file at the end or on an error.
         try:
-            return next(self._rows)
-        except BaseException:
+            yield from batches
+        finally:
             self.close()
-            raise
+
+    def records(self) -> Iterator[NumberedFields]:
+        """``(number, fields)`` per row, fields in ``header`` order (see ``Fields``); a row
+        that cannot be read comes as the ``RowRejected`` saying why, as with iteration."""
+        return self._records
+
+    def __next__(self) -> NumberedRow:
+        number, fields = next(self._records)
+        if isinstance(fields, RowRejected):
+            return number, fields
+        return number, {
+            name: _empty_to_none(value) for name, value in zip(self.header, fields, strict=True)
+        }
 
     def close(self) -> None:
         self._resource.close()
@@ -238,6 +281,10 @@ MAX_FIELD_CHARS = 64 * 1024
 #: A quoted value may hold line breaks (an address, a note); one running over more lines
 #: than this is a quote left open.
 MAX_RECORD_LINES = 100
+#: Characters of whole lines the common path reads at once (``readlines``' size hint).
+BLOCK_CHARS = 256 * 1024
+#: False: every record goes the careful way (the differential test compares the two).
+_FAST_PATH = True
 
 
 class _Unreadable(Exception):
@@ -255,18 +302,31 @@ class _RecordTooLong(Exception):
 class _LineFeed:
     """The file's physical lines for ``csv.reader``, with a way to read lines again.
 
-    ``taken`` holds the lines handed out since the caller last cleared it (one record's),
-    so the lines a damaged record swallowed can be read again. A class, not a generator:
-    a generator that raises is finished, and this one raises ``_RecordTooLong`` to stop
-    ``csv.reader`` mid-record and is then read on.
+    Lines come in blocks (``fill``: whole lines, read in C by ``readlines``) for the common
+    path, which parses a block's lines itself, or one by one (``next``) for the careful path
+    and the header. ``taken`` holds the lines handed out one by one since the caller last
+    cleared it (one record's), so the lines a damaged record swallowed can be read again. A
+    class, not a generator: a generator that raises is finished, and this one raises
+    ``_RecordTooLong`` to stop ``csv.reader`` mid-record and is then read on.
     """
 
-    def __init__(self, text: Iterator[str]):
+    def __init__(self, text: Iterator[str], *, block_chars: int = 0, count_bytes: bool = False):
         self._text = text
-        self._again: deque[str] = deque()
+        self._readlines: Callable[[int], list[str]] | None = getattr(text, "readlines", None)
+        # readlines(0 or less) would read the whole file at once.
+        self._block_chars = block_chars if block_chars > 0 else BLOCK_CHARS
+        self._count_bytes = count_bytes
+        #: lines read from the file and not handed out yet (from ``at`` on): the rest of a
+        #: block, or the lines of a damaged record to read again
+        self.buffer: list[str] = []
+        self.at = 0
+        #: no line of ``buffer`` is longer than MAX_FIELD_CHARS or holds undecodable bytes
+        self.plain = True
         self.taken: list[str] = []
         #: lines read from the file (lines read again are not counted twice)
         self.read = 0
+        #: bytes of those lines (only with ``count_bytes``)
+        self.bytes = 0
         #: the end of the file was reached since the caller last cleared this
         self.ended = False
 
@@ -274,8 +334,9 @@ class _LineFeed:
         return self
 
     def __next__(self) -> str:
-        if self._again:
-            line = self._again.popleft()
+        if self.at < len(self.buffer):
+            line = self.buffer[self.at]
+            self.at += 1
         else:
             try:
                 line = next(self._text)
@@ -285,19 +346,59 @@ class _LineFeed:
             except (EOFError, OSError, zlib.error) as error:  # gzip.BadGzipFile is an OSError
                 raise _Unreadable(error) from None
             self.read += 1
+            if self._count_bytes:
+                self.bytes += _byte_count(line)
         taken = self.taken
         taken.append(line)
         if len(taken) > MAX_RECORD_LINES:
             raise _RecordTooLong
         return line
 
+    def fill(self) -> bool:
+        """Read the next block of whole lines into ``buffer`` (call when nothing is pending);
+        False at the end of the file."""
+        try:
+            if self._readlines is not None:
+                lines = self._readlines(self._block_chars)
+            else:
+                lines = list(itertools.islice(self._text, 1024))
+        except (EOFError, OSError, zlib.error) as error:
+            raise _Unreadable(error) from None
+        self.read += len(lines)
+        text = self._hold(lines)
+        if self._count_bytes:
+            self.bytes += _byte_count(text)
+        return bool(lines)
+
+    def _hold(self, lines: list[str]) -> str:
+        text = "".join(lines)
+        self.buffer, self.at = lines, 0
+        self.plain = (text.isascii() or not _UNDECODABLE.search(text)) and (
+            len(text) <= MAX_FIELD_CHARS or max(map(len, lines)) <= MAX_FIELD_CHARS
+        )
+        return text
+
     def read_again(self, lines: Sequence[str]) -> None:
-        self._again.extendleft(reversed(lines))
+        if not lines:
+            return
+        if self.at < len(self.buffer):
+            # Lines come from the buffer before the file: these were the buffer's, just
+            # before ``at``.
+            self.at -= len(lines)
+        else:
+            self._hold(list(lines))
 
     @property
     def pending(self) -> bool:
-        """Lines of a damaged record wait to be read again (not at a clean record start)."""
-        return bool(self._again)
+        """Lines read from the file wait in the buffer: ``bytes`` is not where the next
+        record starts (the rest of a block, or a damaged record's lines to read again)."""
+        return self.at < len(self.buffer)
+
+
+def _byte_count(text: str) -> int:
+    # An ASCII text is a byte a character; otherwise surrogateescape gives back exactly the
+    # bytes it decoded.
+    return len(text) if text.isascii() else len(text.encode("utf-8", "surrogateescape"))
 
 
 def _open_text(src: Path, source: str) -> IO[str]:
@@ -408,19 +509,22 @@ def iter_csv_lines(
     body: Iterator[str] | None = None,
     start: RangeStart | None = None,
     count_header: bool = True,
-    on_record_start: Callable[[int, int], None] | None = None,
+    on_record_start: Callable[[int, int, int], None] | None = None,
+    block_chars: int = BLOCK_CHARS,
 ) -> tuple[list[str], RowStream]:
     """The header and rows of CSV text: of the whole file, or of one range of it.
 
     ``lines`` starts at the file's start (it gives the header). For a range, ``body`` holds
     the range's lines (it starts at a record start the planner found) and ``start`` the rows
     and lines before it, so row numbers and messages stay the file's own; ``count_header``
-    False leaves the header's lines to the first range. ``on_record_start(rows, lines)`` is
-    called wherever the reader stands at a clean record start (nothing to read again).
-    ``resource`` is closed with the stream.
+    False leaves the header's lines to the first range. ``on_record_start(rows, lines,
+    bytes)`` is called at clean record starts where the bytes read so far are known: before
+    each block of about ``block_chars`` characters that nothing waits before (and before
+    every record when the careful path reads alone), with the bytes of the lines read (a
+    byte order mark not counted), and at the end. ``resource`` is closed with the stream.
     """
     try:
-        feed = _LineFeed(lines)
+        feed = _LineFeed(lines, block_chars=block_chars, count_bytes=on_record_start is not None)
         counts = LineCounts()
         first = _header_line(feed, counts, source)
         delimiter = _sniff_delimiter(first)
@@ -439,16 +543,13 @@ def iter_csv_lines(
     counts.physical = feed.read
     number, first_line = 0, counts.header + counts.blank
     if body is not None:
-        feed = _LineFeed(body)
+        feed = _LineFeed(body, block_chars=block_chars)
         if start is not None:
             number, first_line = start.rows, start.lines
         if not count_header:
             counts = LineCounts()
-    # strict: a closing quote must end its value ('"x" y' is an error, not the value 'x y').
-    reader = csv.reader(feed, delimiter=delimiter, strict=True)
     rows = _csv_rows(
         feed,
-        reader,
         header,
         delimiter,
         source,
@@ -457,7 +558,7 @@ def iter_csv_lines(
         first_line=first_line,
         on_record_start=on_record_start,
     )
-    return header, RowStream(rows, resource, lines=counts)
+    return header, RowStream(rows, resource, header=header, rows_before=number, lines=counts)
 
 
 def _fits(fields: Sequence[str], width: int) -> bool:
@@ -494,6 +595,15 @@ def _rows_within(lines: Sequence[str], delimiter: str, width: int) -> int:
         if fields and _fits(fields, width):
             found += 1
     return found
+
+
+def _wrong_width(fields: int, width: int) -> RowRejected:
+    return RowRejected(
+        "",
+        "malformed_row",
+        f"the row has {fields} fields but the header has {width}; "
+        "quote values that contain the delimiter or a line break",
+    )
 
 
 def _too_large(fields: Sequence[str], header: Sequence[str], at: str) -> RowRejected | None:
@@ -589,7 +699,6 @@ def _multiline_problem(
 
 def _csv_rows(
     feed: _LineFeed,
-    reader: Iterator[list[str]],
     header: list[str],
     delimiter: str,
     source: str,
@@ -597,21 +706,106 @@ def _csv_rows(
     *,
     number: int,
     first_line: int,
-    on_record_start: Callable[[int, int], None] | None = None,
-) -> Iterator[NumberedRow]:
+    on_record_start: Callable[[int, int, int], None] | None = None,
+) -> Iterator[Batch]:
+    """The rows in batches, a block of lines at a time.
+
+    The common path: ``csv.reader`` over a block's list of lines, in C, and a record is
+    taken as read only when it is plainly a row: it took exactly one line (``line_num``),
+    is not blank, not too long, and holds no undecodable bytes (checked per block). Any
+    other record, or a csv error, sends that record alone down the careful path below
+    (lines one by one through the feed, every damage rule) from its first line on; the
+    common path then goes on after it. A record read from one line depends on that line
+    only, so both paths read every record the same way.
+    """
     width = len(header)
     max_chars = MAX_FIELD_CHARS
+    fast = _FAST_PATH
     taken = feed.taken
     before = first_line  # lines of the file before the record being read
     start_read = feed.read
     body_blank = 0
-    failure: Exception | None = None
+    # strict: a closing quote must end its value ('"x" y' is an error, not the value 'x y').
+    careful = csv.reader(feed, delimiter=delimiter, strict=True)
     while True:
+        batch: Batch = []
+        if fast:
+            if not feed.pending:
+                if on_record_start is not None:
+                    on_record_start(number, before, feed.bytes)
+                try:
+                    if not feed.fill():
+                        break
+                except _Unreadable as error:
+                    raise _unreadable(source, error, number, before) from None
+            lines, at, plain = feed.buffer, feed.at, feed.plain
+            if not at and plain:
+                # The usual block, read whole in C: as many records as lines (so each took
+                # one), each with the header's field count (so none is blank: a blank line
+                # has no field, one of whitespace one; in a one-column file, any
+                # whitespace-only value goes record by record, where its line is looked at).
+                reader = csv.reader(lines, delimiter=delimiter, strict=True)
+                try:
+                    records = list(reader)
+                except csv.Error:
+                    records = []
+                taken_lines = len(lines)
+                if (
+                    records
+                    and reader.line_num == len(records) == taken_lines
+                    and min(map(len, records)) == width == max(map(len, records))
+                    and (
+                        width > 1
+                        or not any(map(str.isspace, itertools.chain.from_iterable(records)))
+                    )
+                ):
+                    number += taken_lines
+                    before += taken_lines
+                    feed.at = taken_lines
+                    yield records  # type: ignore[misc]  # list[list[str]] is a Batch
+                    continue
+            block: Iterator[str] = iter(lines)
+            if at:
+                block.__setstate__(at)  # type: ignore[attr-defined]  # list iterator: skip
+            reader = csv.reader(block, delimiter=delimiter, strict=True)
+            done = 0  # lines of the block taken by rows read here
+            append = batch.append
+            try:
+                for fields in reader:
+                    if reader.line_num != done + 1 or not fields:
+                        break
+                    if len(fields) == 1 or not plain:
+                        line = lines[at + done]
+                        if (len(fields) == 1 and line.isspace()) or len(line) > max_chars:
+                            break
+                        if not plain and not "".join(fields).isascii():
+                            _check_decodable(fields, header, number + 1, source)
+                    done += 1
+                    number += 1
+                    if len(fields) != width:
+                        if _fits(fields, width):
+                            fields = fields[:width]
+                        else:
+                            append(_wrong_width(len(fields), width))
+                            continue
+                    append(fields)
+            except csv.Error:
+                pass
+            feed.at = at + done
+            before += done
+            if batch:
+                yield batch
+                batch = []
+            if not feed.pending:
+                continue
+        # The careful path, for one record: the lines it takes come one by one through the
+        # feed, which knows which lines they were.
         taken.clear()
         if on_record_start is not None and not feed.pending:
-            on_record_start(number, before)
+            on_record_start(number, before, feed.bytes)
+        failure: Exception | None = None
         try:
-            fields = next(reader)
+            fields = next(careful)
         except StopIteration:
             break
         except _Unreadable as error:
@@ -625,13 +819,13 @@ def _csv_rows(
             and len(taken[0]) <= max_chars
             and (len(fields) > 1 or not taken[0].isspace())
         ):
-            before += 1  # the common case: a whole row on one line of a sane size
+            before += 1  # a whole row on one line of a sane size
         else:
-            at = f"line {before + 1:,} of the file"
+            at_line = f"line {before + 1:,} of the file"
             problem: RowRejected | None
             if failure is not None:
-                problem = _broken_record(failure, taken, feed.ended, at)
-                failure, feed.ended = None, False
+                problem = _broken_record(failure, taken, feed.ended, at_line)
+                feed.ended = False
             elif took == 1:
                 if not fields or taken[0].isspace():
                     # A blank line is not a row; nor is one of only spaces or tabs, as
@@ -640,15 +834,15 @@ def _csv_rows(
                     body_blank += 1
                     before += 1
                     continue
-                problem = _too_large(fields, header, at)
+                problem = _too_large(fields, header, at_line)
             else:
-                problem = _multiline_problem(fields, taken, header, delimiter, at)
+                problem = _multiline_problem(fields, taken, header, delimiter, at_line)
             if problem is not None:
                 # Only the first line is this row's; the lines it swallowed are rows again.
                 number += 1
                 feed.read_again(taken[1:])
                 before += 1
-                yield number, problem
+                yield [problem]
                 continue
             before += took
             if took > 1:
@@ -660,20 +854,9 @@ def _csv_rows(
             if _fits(fields, width):
                 fields = fields[:width]
             else:
-                yield (
-                    number,
-                    RowRejected(
-                        "",
-                        "malformed_row",
-                        f"the row has {len(fields)} fields but the header has {width}; "
-                        "quote values that contain the delimiter or a line break",
-                    ),
-                )
+                yield [_wrong_width(len(fields), width)]
                 continue
-        yield (
-            number,
-            {name: _empty_to_none(value) for name, value in zip(header, fields, strict=True)},
-        )
+        yield [fields]
     read = feed.read - start_read
     counts.physical += read
     counts.in_rows = before - first_line - body_blank
@@ -764,7 +947,7 @@ def _iter_parquet(
     those groups, whose first row follows ``first_row`` rows of the earlier groups."""
     parquet, header = open_parquet(src, source)
     rows = _parquet_rows(parquet, header, source, row_groups=row_groups, number=first_row)
-    return header, RowStream(rows, parquet)
+    return header, RowStream(rows, parquet, header=header, rows_before=first_row)
 
 
 def open_parquet(src: Path | IO[bytes], source: str) -> tuple[pq.ParquetFile, list[str]]:
@@ -798,7 +981,7 @@ def _parquet_rows(
     *,
     row_groups: Sequence[int] | None,
     number: int,
-) -> Iterator[NumberedRow]:
+) -> Iterator[Batch]:
     import pyarrow as pa
 
     batches = parquet.iter_batches(batch_size=PARQUET_BATCH_ROWS, row_groups=row_groups)
@@ -817,9 +1000,9 @@ def _parquet_rows(
             _column_texts(batch.column(i), header[i], number + 1, source)
             for i in range(batch.num_columns)
         ]
-        for values in zip(*columns, strict=True):
-            number += 1
-            yield number, dict(zip(header, values, strict=True))
+        rows: Batch = list(zip(*columns, strict=True))
+        yield rows
+        number += batch.num_rows
 
 
 def iter_rows(src: Path, file_format: str, *, source: str) -> tuple[list[str], RowStream]:
@@ -915,13 +1098,16 @@ class _RowLoop:
         # Counted, not taken from the row number: a range's rows start after earlier ones.
         self.result.rows_received += 1
         if number % PROGRESS_EVERY == 0:
-            logger.info(
-                "validate %s: %d rows read, %d accepted, %d rejected",
-                self.result.source,
-                number,
-                self.result.rows_accepted,
-                self.result.rows_rejected,
-            )
+            self.progress(number)
+
+    def progress(self, number: int) -> None:
+        logger.info(
+            "validate %s: %d rows read, %d accepted, %d rejected",
+            self.result.source,
+            number,
+            self.result.rows_accepted,
+            self.result.rows_rejected,
+        )
 
     def close(self, rows: RowStream) -> None:
         result = self.result
@@ -1080,41 +1266,91 @@ def validate_audience_rows(
 
         result = ValidationResult(source=source, columns=header)
         result.record_columns(resolution)
+        # Per identifier column: where it is in a row, how to hash it, its output prefix.
+        hashers = [
+            (rows.header.index(column), hasher, f"{schema}\t")
+            for (_, column, schema), hasher in zip(
+                present, identifier_hashers(present, default_region), strict=True
+            )
+        ]
+        by_prefix = dict.fromkeys((prefix for _, _, prefix in hashers), 0)
+        *counted, last = by_prefix
         with _open_out(out_members) as members, _open_out(out_rejects) as rejects:
             loop = _RowLoop(result, rejects, resolution.used)
-            # locals: the loop body runs once per row and identifier (make bench)
-            write = members.write
-            tick = loop.tick
-            by_type = loop.by_type
-            hash_id = hash_identifier
-            for number, row in rows:
-                tick(number)
+            out: list[str] = []
+            add = out.append
+
+            def flush() -> None:
+                if not out:
+                    return
+                chunk = "\n".join(out)
+                # Counted per chunk, in C: a line starts with its schema, which holds letters
+                # that are not hex digits, so no hash can look like one; the last type has
+                # the lines the others do not.
+                others = 0
+                for prefix in counted:
+                    found = chunk.count(prefix)
+                    by_prefix[prefix] += found
+                    others += found
+                by_prefix[last] += len(out) - others
+                out.clear()
+                members.write(chunk)
+                members.write("\n")
+
+            # Rows are numbered one after the other: what was received follows from the
+            # last number, what was accepted from the rejects (rare) counted by the loop.
+            first = number = rows.rows_before
+            for number, row in rows.records():
+                if not number & _FLUSH_MASK:
+                    flush()
+                    if not number % PROGRESS_EVERY:
+                        result.rows_received = number - first
+                        result.rows_accepted = result.rows_received - result.rows_rejected
+                        loop.progress(number)
                 if isinstance(row, RowRejected):
                     loop.reject(number, row)
                     continue
-                lines: list[str] = []
-                problems: list[RowRejected] = []
-                for kind, column, schema in present:
-                    raw = row.get(column)
-                    if raw is None:
+                hit = False
+                problems: list[RowRejected] | None = None
+                for position, hasher, prefix in hashers:
+                    raw = row[position]
+                    if raw and not raw.isspace():  # else no value, as in the dict rows
+                        try:
+                            add(prefix + hasher(raw))
+                            hit = True
+                        except RowRejected as problem:
+                            if problems is None:
+                                problems = [problem]
+                            else:
+                                problems.append(problem)
+                if problems:
+                    if not hit:
+                        loop.reject(number, problems[0])
                         continue
-                    try:
-                        digest = hash_id(kind, raw, default_region=default_region)
-                    except RowRejected as problem:
-                        problems.append(problem)
-                        continue
-                    lines.append(f"{schema}\t{digest}\n")
-                    by_type[schema] += 1
-                if not lines:
-                    loop.reject(number, problems[0] if problems else missing_problem)
-                    continue
-                write("".join(lines))
-                result.rows_accepted += 1
-                result.identifiers_written += len(lines)
-                for dropped in problems:
-                    loop.dropped[dropped.reason_code] += 1
+                    for dropped in problems:
+                        loop.dropped[dropped.reason_code] += 1
+                elif not hit:
+                    loop.reject(number, missing_problem)
+            flush()
+            result.rows_received = number - first
+            result.rows_accepted = result.rows_received - result.rows_rejected
+            for prefix, count in by_prefix.items():
+                result.identifiers_written += count
+                if count:
+                    loop.by_type[prefix[:-1]] = count
             loop.close(rows)
     return result
+
+
+def identifier_hashers(
+    present: Sequence[tuple[str, str, str]], default_region: str
+) -> list[Callable[[str], str]]:
+    """One ``value -> SHA-256`` callable per ``(kind, column, schema)``, made once per file:
+    ``hash_identifier``'s rules, raising RowRejected for an unusable value."""
+    return [
+        functools.partial(hash_identifier, kind, default_region=default_region)
+        for kind, _, _ in present
+    ]
 
 
 # ---------------------------------------------------------------- events
@@ -1237,13 +1473,14 @@ def validate_events_rows(
         with _open_out(out_events) as events_out, _open_out(out_rejects) as rejects:
             loop = _RowLoop(result, rejects, used)
             write = events_out.write
-            for number, read in rows:
+            # The event rules read our field names, whatever the file calls them.
+            positions = [(name, rows.header.index(column)) for name, column in used.items()]
+            for number, read in rows.records():
                 loop.tick(number)
                 if isinstance(read, RowRejected):
                     loop.reject(number, read)
                     continue
-                # The event rules read our field names, whatever the file calls them.
-                row: Row = {name: read.get(column) for name, column in used.items()}
+                row: Row = {name: _empty_to_none(read[position]) for name, position in positions}
                 try:
                     event = normalize_event_row(
                         row,
