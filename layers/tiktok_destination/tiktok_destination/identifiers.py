@@ -261,6 +261,9 @@ _TYPE_DESCS = (
 )
 #: what the fast path returns for a number it is sure the full path finds invalid
 _NOT_VALID = ""
+# The fast path's metadata patterns only ever see ASCII digits (it checks isascii() before
+# any match): there re.ASCII's \d gives the same answers as Unicode's, and is faster.
+_FAST_PATH_FLAGS = re.ASCII
 
 
 def _type_descs(metadata: PhoneMetadata) -> list[phonenumbers.PhoneNumberDesc | None]:
@@ -296,7 +299,7 @@ def _valid_regex(metadata: PhoneMetadata) -> re.Pattern[str] | None:
     types = [t for t in (_desc_regex(d, checked) for d in _type_descs(metadata)) if t]
     if not types:
         return None
-    return re.compile(f"(?={general})(?:{'|'.join(types)})")
+    return re.compile(f"(?={general})(?:{'|'.join(types)})", _FAST_PATH_FLAGS)
 
 
 def _shortest_valid(metadata: PhoneMetadata) -> int:
@@ -320,7 +323,9 @@ class _Prefix:
 
     def __init__(self, pattern: str | None):
         self.literal = pattern if pattern and pattern.isdigit() and pattern.isascii() else None
-        self.regex = re.compile(pattern) if pattern and self.literal is None else None
+        self.regex = (
+            re.compile(pattern, _FAST_PATH_FLAGS) if pattern and self.literal is None else None
+        )
 
     def matches(self, digits: str) -> bool:
         if self.literal is not None:
@@ -347,7 +352,10 @@ class _CountryRules:
                 continue
             leading = metadata.leading_digits
             self.routes.append(
-                (re.compile(leading) if leading is not None else None, _valid_regex(metadata))
+                (
+                    re.compile(leading, _FAST_PATH_FLAGS) if leading is not None else None,
+                    _valid_regex(metadata),
+                )
             )
             self.shortest_valid = min(self.shortest_valid, _shortest_valid(metadata))
 
