@@ -44,7 +44,8 @@ def result(function: Callable[[str], str], raw: str) -> str:
 
 
 def full_rules(kind: str, normalize: Callable[[str], str]) -> Callable[[str], str]:
-    return lambda raw: identifiers._hash_trimmed(kind, raw.strip(), normalize)
+    hash_trimmed = identifiers._hash_trimmed  # bound now: FallbackCounter does not count it
+    return lambda raw: hash_trimmed(kind, raw.strip(), normalize)
 
 
 class FallbackCounter:
@@ -222,10 +223,9 @@ def test_email_fast_path_gives_exactly_the_full_rules_answer(
     hashed = sum(not expected.startswith("reject:") for _, _, expected in outcomes)
     rejected = len(outcomes) - hashed
     # both answers occur often, and the fast path answered the usual well-formed addresses
-    # (the full rules ran once per value on their own side, hence the subtraction)
     assert hashed > 20_000
     assert rejected > 10_000
-    assert len(outcomes) - (fallback.count - len(outcomes)) > 20_000
+    assert len(outcomes) - fallback.count > 20_000
 
 
 @pytest.mark.parametrize(
@@ -296,7 +296,7 @@ def test_device_id_fast_path_gives_exactly_the_full_rules_answer(
     hashed = sum(not expected.startswith("reject:") for _, _, expected in outcomes)
     assert hashed > 8_000
     assert len(outcomes) - hashed > 3_000
-    assert len(outcomes) - (fallback.count - len(outcomes)) > 8_000
+    assert len(outcomes) - fallback.count > 8_000
 
 
 def test_the_all_zero_device_id_is_rejected_by_the_hasher() -> None:
@@ -388,4 +388,4 @@ def test_phone_hasher_gives_exactly_the_full_parse_answer_on_a_generated_corpus(
     hashed = sum(not full.startswith("reject:") for _, full in outcomes)
     assert hashed > 5_000
     assert len(outcomes) - hashed > 5_000
-    assert len(outcomes) - (fallback.count - len(outcomes)) > 5_000
+    assert len(outcomes) - fallback.count > 5_000
