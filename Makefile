@@ -44,10 +44,12 @@ lint: $(STAMP)
 	$(BIN)/ruff check .
 	$(BIN)/mypy layers/tiktok_destination/tiktok_destination local/tiktok_destination_local functions
 
-## Long benchmarks, not run in CI: validate's peak memory, throughput, and per-row cost
-## against bare SHA-256 of the same identifiers, at BENCH_ROWS rows (make bench BENCH_ROWS=200000).
+## Long benchmarks, not run in CI: identifier hashing's per-value cost and validate's peak
+## memory, throughput and per-row cost, both against bare SHA-256 of the same identifiers,
+## at BENCH_ROWS rows (make bench BENCH_ROWS=200000).
 BENCH_ROWS ?= 1000000 5000000
 bench: $(STAMP)
+	$(BIN)/python tests/bench/bench_identifiers.py
 	$(BIN)/python tests/bench/bench_validate.py --rows $(BENCH_ROWS)
 	$(BIN)/python tests/bench/bench_diff.py
 	$(BIN)/python tests/bench/bench_sync_e2e.py

@@ -4,6 +4,8 @@ Generates ``--count`` seeded numbers of many regions and spellings (tests/phone_
 and normalizes each twice: ``normalize_phone`` (fast path on) and the full phonenumbers
 parse alone. Every outcome must be the same (the same E.164, or the same reason code and
 message); the count compared and the mismatches are printed, and any mismatch fails.
+``identifier_hasher("PHONE", region)`` (validate's path: the fast path before the shared
+trimming steps) must give the SHA-256 of the full parse's E.164, or the same rejection.
 
     python -m tests.bench.bench_phones [--count 1000000] [--seed N]
 
@@ -13,15 +15,32 @@ Not run in CI (minutes); pytest runs a smaller corpus in tests/unit/test_identif
 from __future__ import annotations
 
 import argparse
+import hashlib
 import time
 from collections import Counter
+from collections.abc import Callable
 
-from tests.phone_corpus import outcome, phone_corpus
+from tests.phone_corpus import DEFAULT_REGIONS, outcome, phone_corpus
 from tiktok_destination import identifiers
+from tiktok_destination.errors import RowRejected
 
 
 def _full(raw: str, region: str) -> str:
     return identifiers._normalize_phone(raw, region, fast=False)
+
+
+def _hashed(hasher: Callable[[str], str], raw: str) -> str:
+    try:
+        return hasher(raw)
+    except RowRejected as rejected:
+        return f"reject:{rejected.column}:{rejected.reason_code}:{rejected.message}"
+
+
+def _expected_hash(full: str) -> str:
+    """The hasher's expected outcome given the full parse's outcome."""
+    if full.startswith("reject:"):
+        return "reject:phone:" + full.removeprefix("reject:")
+    return hashlib.sha256(full.encode()).hexdigest()
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -33,18 +52,25 @@ def main(argv: list[str] | None = None) -> int:
     answered: Counter[str] = Counter()
     fast = identifiers._fast_e164
 
+    counting_on = [False]  # normalize_phone's answers, not the hasher's fallback's
+
     def counting(text: str, region: str) -> str | None:
         result = fast(text, region)
-        answered["full parse" if result is None else "fast: invalid" if not result else "fast"] += 1
+        if counting_on[0]:
+            answer = "full parse" if result is None else "fast: invalid" if not result else "fast"
+            answered[answer] += 1
         return result
 
     identifiers._fast_e164 = counting  # type: ignore[assignment]
     compared = mismatches = 0
+    hashers = {region: identifiers.identifier_hasher("PHONE", region) for region in DEFAULT_REGIONS}
     by_region: Counter[str] = Counter()
     started = time.perf_counter()
     try:
         for raw, region in phone_corpus(args.count, args.seed):
+            counting_on[0] = True
             with_fast = outcome(identifiers.normalize_phone, raw, region)
+            counting_on[0] = False
             full = outcome(_full, raw, region)
             compared += 1
             by_region[region] += 1
@@ -52,6 +78,11 @@ def main(argv: list[str] | None = None) -> int:
                 mismatches += 1
                 if mismatches <= 20:  # generated numbers, not customer data
                     print(f"MISMATCH {raw!r} {region}: fast path {with_fast!r}, full {full!r}")
+            hashed = _hashed(hashers[region], raw)
+            if hashed != _expected_hash(full):
+                mismatches += 1
+                if mismatches <= 20:
+                    print(f"MISMATCH {raw!r} {region}: hasher {hashed!r}, full {full!r}")
     finally:
         identifiers._fast_e164 = fast  # type: ignore[assignment]
     seconds = time.perf_counter() - started

@@ -24,7 +24,7 @@ SOURCES = [
     *sorted((ROOT / "functions").rglob("*.py")),
 ]
 # Functions whose f-string codes are over the identifier columns (invalid_idfa, ...).
-IDENTIFIER_RULES = frozenset({"normalize_device_id", "hash_identifier"})
+IDENTIFIER_RULES = frozenset({"normalize_device_id", "_hash_trimmed"})
 CODE = re.compile(r"[a-z][a-z0-9]*(?:_[a-z0-9]+)+")
 
 

@@ -12,8 +12,9 @@ from __future__ import annotations
 import hashlib
 import re
 import unicodedata
+from collections.abc import Callable
 from decimal import Decimal
-from functools import cache
+from functools import cache, partial
 
 import phonenumbers
 from phonenumbers import PhoneMetadata
@@ -237,6 +238,13 @@ def _from_number_rendering(text: str) -> str:
 #   which keeps the national number's leading zeros (Italian leading zero): the digits.
 # tests/unit/test_identifiers.py (30,000 numbers) and `make bench-phones` (1,000,000)
 # compare both paths on generated numbers of many regions and spellings: no difference.
+#
+# The fast path is built once per default region (_fast_path). identifier_hasher calls it on
+# the trimmed text, before the steps _normalize_phone shares with the full parse: of those,
+# only two change text of the fast path's alphabet (printable ASCII, so the invisible-
+# character step never does), and the fast path declines both: a float rendering (one ".")
+# and, in the NANP, a 00 spelling. tests/unit/test_identifiers_fast.py and bench-phones
+# compare the hasher with the full parse too.
 _MAX_PARSE_LENGTH = 250  # phonenumbers' _MAX_INPUT_STRING_LENGTH
 _MAX_NATIONAL_LENGTH = 17  # and its _MAX_LENGTH_FOR_NSN
 # _number_type_helper's order; mobile only counts when its pattern differs from fixed line
@@ -253,6 +261,9 @@ _TYPE_DESCS = (
 )
 #: what the fast path returns for a number it is sure the full path finds invalid
 _NOT_VALID = ""
+# The fast path's metadata patterns only ever see ASCII digits (it checks isascii() before
+# any match): there re.ASCII's \d gives the same answers as Unicode's, and is faster.
+_FAST_PATH_FLAGS = re.ASCII
 
 
 def _type_descs(metadata: PhoneMetadata) -> list[phonenumbers.PhoneNumberDesc | None]:
@@ -288,7 +299,7 @@ def _valid_regex(metadata: PhoneMetadata) -> re.Pattern[str] | None:
     types = [t for t in (_desc_regex(d, checked) for d in _type_descs(metadata)) if t]
     if not types:
         return None
-    return re.compile(f"(?={general})(?:{'|'.join(types)})")
+    return re.compile(f"(?={general})(?:{'|'.join(types)})", _FAST_PATH_FLAGS)
 
 
 def _shortest_valid(metadata: PhoneMetadata) -> int:
@@ -312,7 +323,9 @@ class _Prefix:
 
     def __init__(self, pattern: str | None):
         self.literal = pattern if pattern and pattern.isdigit() and pattern.isascii() else None
-        self.regex = re.compile(pattern) if pattern and self.literal is None else None
+        self.regex = (
+            re.compile(pattern, _FAST_PATH_FLAGS) if pattern and self.literal is None else None
+        )
 
     def matches(self, digits: str) -> bool:
         if self.literal is not None:
@@ -339,23 +352,48 @@ class _CountryRules:
                 continue
             leading = metadata.leading_digits
             self.routes.append(
-                (re.compile(leading) if leading is not None else None, _valid_regex(metadata))
+                (
+                    re.compile(leading, _FAST_PATH_FLAGS) if leading is not None else None,
+                    _valid_regex(metadata),
+                )
             )
             self.shortest_valid = min(self.shortest_valid, _shortest_valid(metadata))
 
-    def e164(self, national: str) -> str | None:
-        """+ code + national when is_valid_number holds for it, _NOT_VALID when it does
-        not; None when parse would strip a national prefix (not sure)."""
-        if not 2 <= len(national) <= _MAX_NATIONAL_LENGTH or self.main_prefix.matches(national):
-            return None
-        for leading, valid in self.routes:
-            if leading is not None and not leading.match(national):
-                continue
-            if valid is not None and valid.match(national):
-                return self.plus_code + national
-            if leading is not None:
-                return _NOT_VALID  # the number is this region's, and not valid in it
-        return _NOT_VALID
+        self.e164 = self._e164_function()
+
+    def _e164_function(self) -> Callable[[str], str | None]:
+        """``e164(national)``: + code + national when is_valid_number holds for it,
+        _NOT_VALID when it does not; None when parse would strip a national prefix (not
+        sure). A closure over bound methods: it runs once per phone."""
+        plus_code = self.plus_code
+        prefix_literal = self.main_prefix.literal
+        prefix_regex = self.main_prefix.regex.match if self.main_prefix.regex else None
+        routes = tuple(
+            (
+                leading.match if leading is not None else None,
+                valid.match if valid is not None else None,
+            )
+            for leading, valid in self.routes
+        )
+
+        def e164(national: str) -> str | None:
+            if not 2 <= len(national) <= _MAX_NATIONAL_LENGTH:
+                return None
+            if prefix_literal is not None:
+                if national.startswith(prefix_literal):
+                    return None
+            elif prefix_regex is not None and prefix_regex(national) is not None:
+                return None
+            for leading, valid in routes:
+                if leading is not None and not leading(national):
+                    continue
+                if valid is not None and valid(national):
+                    return plus_code + national
+                if leading is not None:
+                    return _NOT_VALID  # the number is this region's, and not valid in it
+            return _NOT_VALID
+
+        return e164
 
 
 _COUNTRY_RULES: dict[int, _CountryRules | None] = {}
@@ -421,47 +459,141 @@ def _nanp_region(region: str) -> _NanpRegion | None:
     return _NANP_REGIONS.setdefault(region, found)
 
 
-def _fast_e164(text: str, region: str) -> str | None:
-    """What the full parse gives ``text``, when sure: the E.164, or _NOT_VALID for an
-    invalid number; None when not sure."""
-    if len(text) > _MAX_PARSE_LENGTH:
-        return None
-    # str.replace five times is faster than str.translate or a regex for a short text
-    compact = (
-        text.replace(" ", "").replace("-", "").replace("(", "").replace(")", "").replace(".", "")
-    )
-    if compact.isdigit():
-        if not compact.isascii():
-            return None
-        nanp = _nanp_region(region)
-        if nanp is None:
-            return None
-        if compact[0] not in "01":
-            national = compact  # no country code 1, no 011, no national prefix 1
-        elif len(compact) == 11 and compact[0] == "1" and nanp.eleven_too_long:
-            national = compact[1:]
-            if national[0] in "01":
-                return None
-        elif len(compact) < nanp.shortest_valid and not nanp.international.matches(compact):
-            return _NOT_VALID
-        else:
-            return None
-        if not nanp.prefixes_cannot_match and (
-            nanp.national_prefix.matches(national) or nanp.international.matches(compact)
-        ):
-            return None
-        return nanp.nanp.e164(national)
-    if compact[:1] != "+":
-        return None
-    digits = compact[1:]
+_NANP_FIRST = frozenset("23456789")
+#: country calling code as written ("1", "44") -> its int; codes are prefix-free
+_CODE_TEXTS: dict[str, int] = {str(code): code for code in phonenumbers.COUNTRY_CODE_TO_REGION_CODE}
+
+
+def _plus_e164(digits: str) -> str | None:
+    """The fast path's answer for the digits after a "+" (any default region)."""
     if not (digits.isdigit() and digits.isascii()) or digits[0] == "0" or len(digits) <= 2:
         return None
     for size in (1, 2, 3):
-        code = int(digits[:size])
-        if code in phonenumbers.COUNTRY_CODE_TO_REGION_CODE:
+        code = _CODE_TEXTS.get(digits[:size])
+        if code is not None:
             rules = _country_rules(code)
             return rules.e164(digits[size:]) if rules is not None else None
     return None
+
+
+def _build_fast_path(region: str) -> Callable[[str], str | None]:
+    """The fast path of one default region (a _check_region result), built once.
+
+    It answers for ``text`` as it comes from trimming: it declines what the shared steps
+    before it would change (a float rendering, the 00 read as "+" in the NANP), so the
+    hasher may call it before them; after them (in _normalize_phone) those checks are no-ops.
+    """
+    nanp = _nanp_region(region)
+    rendering = _NUMBER_RENDERING.fullmatch
+    if nanp is None:
+
+        def fast_elsewhere(text: str) -> str | None:
+            if len(text) > _MAX_PARSE_LENGTH or "+" not in text:
+                return None  # national spellings outside the NANP: the full parse
+            compact = (
+                text.replace(" ", "")
+                .replace("-", "")
+                .replace("(", "")
+                .replace(")", "")
+                .replace(".", "")
+            )
+            if compact[:1] != "+":
+                return None
+            if "." in text and text.count(".") == 1 and rendering(text) is not None:
+                return None
+            return _plus_e164(compact[1:])
+
+        return fast_elsewhere
+
+    rules = nanp.nanp
+    e164 = rules.e164
+    plus_code = rules.plus_code
+    national_prefix = nanp.national_prefix.matches
+    international = nanp.international.matches
+    prefixes_cannot_match = nanp.prefixes_cannot_match
+    eleven_too_long = nanp.eleven_too_long
+    shortest_valid = nanp.shortest_valid
+    # e164's first step for the usual number, without its call and loop: the first region
+    # of the code (the US) has no leading digits, so a number valid there is answered by
+    # it; and a plain-digit main national prefix starting with 0 or 1 (the US's 1) cannot
+    # match a national number starting with 2-9.
+    first_leading, first_valid = rules.routes[0] if rules.routes else (None, None)
+    main_literal = rules.main_prefix.literal
+    quick = (
+        first_valid.match
+        if first_leading is None
+        and first_valid is not None
+        and main_literal is not None
+        and main_literal[0] in "01"
+        else None
+    )
+
+    def fast_nanp(text: str) -> str | None:
+        if len(text) > _MAX_PARSE_LENGTH:
+            return None
+        # str.replace five times is faster than str.translate or a regex for a short text
+        compact = (
+            text.replace(" ", "")
+            .replace("-", "")
+            .replace("(", "")
+            .replace(")", "")
+            .replace(".", "")
+        )
+        if "." in text and text.count(".") == 1 and rendering(text) is not None:
+            return None  # a float rendering (exactly one dot): read by the shared step
+        if compact.isdigit():
+            if not compact.isascii():
+                return None
+            first = compact[0]
+            if first in _NANP_FIRST:
+                national = compact  # no country code 1, no 011, no national prefix 1
+            elif first == "1" and len(compact) == 11 and eleven_too_long:
+                national = compact[1:]
+                if national[0] not in _NANP_FIRST:
+                    return None
+            elif (
+                len(compact) < shortest_valid
+                and not international(compact)
+                and not text.startswith("00")  # read as "+" by the shared step
+            ):
+                return _NOT_VALID
+            else:
+                return None
+            if not prefixes_cannot_match and (national_prefix(national) or international(compact)):
+                return None
+        elif compact[:2] == "+1":
+            # _plus_e164's answer for country code 1 (codes are prefix-free: "1" is the code)
+            national = compact[2:]
+            if not (national.isdigit() and national.isascii()) or len(national) < 2:
+                return _plus_e164(compact[1:])
+        else:
+            return _plus_e164(compact[1:]) if compact[:1] == "+" else None
+        if (
+            quick is not None
+            and national[0] in _NANP_FIRST
+            and 2 <= len(national) <= _MAX_NATIONAL_LENGTH
+            and quick(national) is not None
+        ):
+            return plus_code + national
+        return e164(national)
+
+    return fast_nanp
+
+
+_FAST_PATHS: dict[str, Callable[[str], str | None]] = {}
+
+
+def _fast_path(region: str) -> Callable[[str], str | None]:
+    try:
+        return _FAST_PATHS[region]
+    except KeyError:
+        return _FAST_PATHS.setdefault(region, _build_fast_path(region))
+
+
+def _fast_e164(text: str, region: str) -> str | None:
+    """What the full parse gives ``text``, when sure: the E.164, or _NOT_VALID for an
+    invalid number; None when not sure."""
+    return _fast_path(region)(text)
 
 
 def normalize_phone(raw: str, default_region: str = "US") -> str:
@@ -557,13 +689,8 @@ def _check_type(id_type: str) -> str:
     return normalized
 
 
-def hash_identifier(id_type: str, raw: str, *, default_region: str = "US") -> str:
-    """The SHA-256 (64 lowercase hex) TikTok expects for one identifier of ``id_type``.
-
-    A trimmed value that already is 64 lowercase hex characters is returned unchanged.
-    """
-    kind = id_type if id_type in _HASHED else _check_type(id_type)
-    value = raw.strip()
+def _hash_trimmed(kind: str, value: str, normalize: Callable[[str], str]) -> str:
+    """The full rules for a trimmed value: an existing hash passes, else normalize and hash."""
     if len(value) == 64 and is_sha256_hex(value):
         return value
     if len(value) == 64 and _ANY_CASE_SHA256_HEX.fullmatch(value):
@@ -575,10 +702,122 @@ def hash_identifier(id_type: str, raw: str, *, default_region: str = "US") -> st
             "looks like a SHA-256 hash with uppercase letters; pre-hashed values must be "
             "64 lowercase hex characters (hash the normalized value and write it in lowercase)",
         )
+    return _sha256(normalize(value).encode("utf-8")).hexdigest()
+
+
+# The hashers below answer the common well-formed spellings with a few C calls and hand
+# everything else to _hash_trimmed (the full rules): an answer of a fast path must be the
+# full rules' answer for that value, so each accepts only values on which every step of the
+# full rules is known to be a no-op or is done identically. tests/unit/test_identifiers_fast.py
+# compares both on generated corpora, `make bench-phones` on 1,000,000 phones.
+
+# The email rule's _EMAIL on printable ASCII without the space: every class is a subset of
+# _EMAIL's ([^@\s] there), and possessive quantifiers only take matches away (they save the
+# backtracking; no match is lost, as labels cannot hold the "." that ends them), so a match
+# here is a match there. Such a value is printable, so the invisible-character check is a
+# no-op, and str.lower() of ASCII is ASCII.
+_ASCII_EMAIL = re.compile(
+    r"[\x21-\x3f\x41-\x7e]++@(?:[\x21-\x2d\x2f-\x3f\x41-\x7e]++\.)++[\x21-\x2d\x2f-\x3f\x41-\x7e]{2,}+"
+)
+
+
+def _email_hasher() -> Callable[[str], str]:
+    fast = _ASCII_EMAIL.fullmatch
+    sha256 = _sha256
+
+    def hash_email(raw: str) -> str:
+        value = raw.strip()
+        if value.isascii():  # O(1): CPython keeps the flag
+            lowered = value.lower()
+            # a match has an "@", so it is no existing hash (64 hex characters)
+            if fast(lowered) is not None:
+                return sha256(lowered.encode()).hexdigest()
+        return _hash_trimmed("EMAIL", value, normalize_email)
+
+    return hash_email
+
+
+def _phone_hasher(default_region: str) -> Callable[[str], str]:
+    normalize = partial(_normalize_phone, default_region=default_region, fast=True)
+    try:
+        region = _check_region(default_region)
+    except ConfigurationError:
+        # hash_identifier only asks for the region once a value needs it: an existing hash
+        # still passes (identifier_hasher raises before it gets here).
+        return lambda raw: _hash_trimmed("PHONE", raw.strip(), normalize)
+    fast = _fast_path(region)
+    sha256 = _sha256
+
+    def hash_phone(raw: str) -> str:
+        value = raw.strip()
+        # the fast path declines what the shared steps of _normalize_phone would change;
+        # a 64-digit value is an existing hash
+        e164 = fast(value) if len(value) != 64 else None
+        if e164:
+            return sha256(e164.encode()).hexdigest()
+        if e164 == _NOT_VALID:
+            raise _not_valid_phone(region)
+        return _hash_trimmed("PHONE", value, normalize)
+
+    return hash_phone
+
+
+def _device_hasher(kind: str) -> Callable[[str], str]:
+    normalize = partial(normalize_device_id, id_type=kind)
+    uuid = _UUID.fullmatch
+    sha256 = _sha256
+
+    def hash_device(raw: str) -> str:
+        value = raw.strip()
+        if len(value) == 36 and value.isascii():
+            lowered = value.lower()  # printable: a UUID's characters are
+            if uuid(lowered) is not None and lowered != _ZERO_UUID:
+                return sha256(lowered.encode()).hexdigest()
+        return _hash_trimmed(kind, value, normalize)
+
+    return hash_device
+
+
+_HASHERS: dict[tuple[str, str], Callable[[str], str]] = {}
+
+
+def _hasher(kind: str, default_region: str) -> Callable[[str], str]:
+    """The hasher of a checked id type; the region only counts for phones."""
+    key = (kind, default_region if kind == "PHONE" else "")
+    try:
+        return _HASHERS[key]
+    except KeyError:
+        pass
     if kind == "EMAIL":
-        normalized = normalize_email(value)
+        hasher = _email_hasher()
     elif kind == "PHONE":
-        normalized = _normalize_phone(value, default_region, fast=True)
+        hasher = _phone_hasher(default_region)
     else:
-        normalized = normalize_device_id(value, kind)
-    return _sha256(normalized.encode("utf-8")).hexdigest()
+        hasher = _device_hasher(kind)
+    return _HASHERS.setdefault(key, hasher)
+
+
+def identifier_hasher(id_type: str, default_region: str) -> Callable[[str], str]:
+    """``hash_identifier`` for one id type and default phone region, resolved once.
+
+    The returned function maps a raw value to the SHA-256 (64 lowercase hex) TikTok expects,
+    raising :class:`RowRejected` exactly as ``hash_identifier(id_type, raw,
+    default_region=default_region)`` does; it is the same function hash_identifier uses.
+    An unknown ``id_type``, or for PHONE an unknown ``default_region``, is a
+    ``ConfigurationError`` here, before any value (hash_identifier only reports the region
+    once a value needs it).
+    """
+    kind = _check_type(id_type)
+    if kind == "PHONE":
+        _check_region(default_region)
+    return _hasher(kind, default_region)
+
+
+def hash_identifier(id_type: str, raw: str, *, default_region: str = "US") -> str:
+    """The SHA-256 (64 lowercase hex) TikTok expects for one identifier of ``id_type``.
+
+    A trimmed value that already is 64 lowercase hex characters is returned unchanged.
+    Hashing many values of one type: ``identifier_hasher`` skips the per-call look-ups.
+    """
+    kind = id_type if id_type in _HASHED else _check_type(id_type)
+    return _hasher(kind, default_region)(raw)

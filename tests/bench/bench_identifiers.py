@@ -1,0 +1,112 @@
+"""Micro-benchmark: the per-value cost of identifier hashing against bare SHA-256.
+
+For emails and for phones (the spellings of bench_validate.py's files: "(213) 555-1234",
+"+1 213-555-1234", "213.555.1234") it times ``identifier_hasher(type, "US")(raw)`` over
+raw values and ``hashlib.sha256(value.encode()).hexdigest()`` over the same values
+normalized, alternating the two in rounds and keeping each one's fastest round (CPU time),
+and prints the ratio. A ratio holds on a busy machine, where absolute times do not.
+
+    python tests/bench/bench_identifiers.py [--values 50000] [--rounds 7]
+
+Named ``bench_*.py`` so pytest never collects it.
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import random
+import time
+from collections.abc import Callable
+
+from tiktok_destination.identifiers import (
+    identifier_hasher,
+    normalize_device_id,
+    normalize_email,
+    normalize_phone,
+)
+
+SEED = 20251126
+
+
+def _emails(rng: random.Random, count: int) -> list[str]:
+    return [f"Person.{i}.{rng.randrange(10**6)}@Example{i % 97}.com" for i in range(count)]
+
+
+def _phones(rng: random.Random, count: int) -> list[str]:
+    phones = []
+    for _ in range(count):
+        area = rng.choice((213, 310, 415, 212, 646, 312, 617, 206, 512, 303))
+        exchange, line, style = rng.randint(201, 989), rng.randint(0, 9999), rng.randrange(3)
+        if style == 0:
+            phones.append(f"({area}) {exchange}-{line:04d}")
+        elif style == 1:
+            phones.append(f"+1 {area}-{exchange}-{line:04d}")
+        else:
+            phones.append(f"{area}.{exchange}.{line:04d}")
+    return phones
+
+
+def _idfas(rng: random.Random, count: int) -> list[str]:
+    return [
+        "{:08X}-{:04X}-{:04X}-{:04X}-{:012X}".format(
+            rng.getrandbits(32), *(rng.getrandbits(16) for _ in range(3)), rng.getrandbits(48)
+        )
+        for _ in range(count)
+    ]
+
+
+def _seconds(function: Callable[[str], str], values: list[str]) -> float:
+    started = time.process_time()
+    for value in values:
+        function(value)
+    return time.process_time() - started
+
+
+def _bare(value: str) -> str:
+    return hashlib.sha256(value.encode()).hexdigest()
+
+
+def measure(
+    raw: list[str], normalized: list[str], hasher: Callable[[str], str], rounds: int
+) -> tuple[float, float]:
+    """(hasher us/value, bare SHA-256 us/value): each one's fastest of ``rounds`` rounds."""
+    # the bare yardstick is called through a function as the hasher is: both pay one call
+    best_hasher = best_bare = float("inf")
+    for _ in range(rounds):
+        best_bare = min(best_bare, _seconds(_bare, normalized))
+        best_hasher = min(best_hasher, _seconds(hasher, raw))
+    return best_hasher / len(raw) * 1e6, best_bare / len(raw) * 1e6
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--values", type=int, default=50_000)
+    parser.add_argument("--rounds", type=int, default=7)
+    args = parser.parse_args(argv)
+    rng = random.Random(SEED)
+    cases: list[tuple[str, list[str], Callable[[str], str], Callable[[str], str]]] = [
+        ("email", _emails(rng, args.values), normalize_email, identifier_hasher("EMAIL", "US")),
+        ("phone", _phones(rng, args.values), normalize_phone, identifier_hasher("PHONE", "US")),
+        (
+            "idfa",
+            _idfas(rng, args.values),
+            lambda raw: normalize_device_id(raw, "IDFA"),
+            identifier_hasher("IDFA", "US"),
+        ),
+    ]
+    print(f"{'type':>6} {'hasher us/value':>16} {'bare SHA-256 us/value':>22} {'ratio':>6}")
+    for name, raw, normalize, hasher in cases:
+        normalized = [normalize(value) for value in raw]
+        if [hasher(value) for value in raw] != [_bare(value) for value in normalized]:
+            raise SystemExit(f"{name}: the hasher's digests differ from SHA-256 of normalize")
+        hasher_us, bare_us = measure(raw, normalized, hasher, args.rounds)
+        print(f"{name:>6} {hasher_us:>16.3f} {bare_us:>22.3f} {hasher_us / bare_us:>6.2f}")
+    print(
+        "ratio = identifier_hasher(type, 'US')(raw) CPU time / bare "
+        "hashlib.sha256(normalized.encode()).hexdigest() CPU time, measured in this run"
+    )
+
+
+if __name__ == "__main__":
+    main()
