@@ -11,7 +11,6 @@ from __future__ import annotations
 import csv
 import dataclasses
 import difflib
-import functools
 import gzip
 import io
 import itertools
@@ -32,7 +31,7 @@ from .columns import ColumnResolution, resolve_columns, resolve_event_columns
 from .columns import header_text as _header_text
 from .columns import looks_like_data as _looks_like_data
 from .errors import ConfigurationError, DestinationError, InputRejected, RowRejected
-from .identifiers import COLUMNS, ID_TYPES, SCHEMA, hash_identifier
+from .identifiers import COLUMNS, ID_TYPES, SCHEMA, hash_identifier, identifier_hasher
 
 if TYPE_CHECKING:
     # pyarrow is imported where Parquet is read: every handler imports this package, and
@@ -1346,11 +1345,9 @@ def identifier_hashers(
     present: Sequence[tuple[str, str, str]], default_region: str
 ) -> list[Callable[[str], str]]:
     """One ``value -> SHA-256`` callable per ``(kind, column, schema)``, made once per file:
-    ``hash_identifier``'s rules, raising RowRejected for an unusable value."""
-    return [
-        functools.partial(hash_identifier, kind, default_region=default_region)
-        for kind, _, _ in present
-    ]
+    ``hash_identifier``'s rules (its per-type fast paths, without its dispatch per value),
+    raising RowRejected for an unusable value."""
+    return [identifier_hasher(kind, default_region) for kind, _, _ in present]
 
 
 # ---------------------------------------------------------------- events
