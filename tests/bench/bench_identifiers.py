@@ -1,11 +1,12 @@
 """Micro-benchmark: the per-value cost of identifier hashing against bare SHA-256.
 
 For emails, phones (the spellings of bench_validate.py's files: "(213) 555-1234",
-"+1 213-555-1234", "213.555.1234") it times ``identifier_hasher(type, "US")(raw)`` over
+"+1 213-555-1234", "213.555.1234") and IDFAs it times ``identifier_hasher(type, "US")(raw)`` over
 raw values and ``hashlib.sha256(value.encode()).hexdigest()`` over the same values
 normalized, alternating the two in rounds and keeping each one's fastest round (CPU time),
 and prints the ratio; the "column" ratio times ``identifier_column_hasher(type, "US")``
-over the values in columns of 4096 (validate's way, a block of rows at a time). A ratio holds on a busy machine, where absolute times do not.
+over the values in columns of 4096 (validate's way, a block of rows at a time). A ratio
+holds on a busy machine, where absolute times do not.
 
     python tests/bench/bench_identifiers.py [--values 50000] [--rounds 7]
 
