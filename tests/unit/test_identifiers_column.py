@@ -226,9 +226,9 @@ def test_a_phone_column_without_the_rendering_guard_is_caught(
     # +12135551234, where the per-value rules read the rendering's digits before the dot.
     never = identifiers.re.compile(r"(?!)")
     monkeypatch.setattr(identifiers, "_ONE_DOT_RENDERING", never)
-    answers = identifiers._phone_answers("US")
-    assert answers is not None
-    column = identifiers._column_hasher(answers, identifier_hasher("PHONE", "US"))
+    phone = identifiers._phone_answers("US")
+    assert phone is not None
+    column = identifiers._column_hasher(phone[0], identifier_hasher("PHONE", "US"), phone[1])
     values: list[str | None] = list(bench_phones(random.Random(5), 5_000))
     got = column_outcomes(column, values)
     want = [per_value(identifier_hasher("PHONE", "US"), raw) for raw in values]

@@ -841,7 +841,10 @@ def hash_identifier(id_type: str, raw: str, *, default_region: str = "US") -> st
 ColumnHashes = tuple[list[str | None], list[int], dict[int, RowRejected]]
 ColumnHasher = Callable[[Sequence[str | None]], ColumnHashes]
 
-_NO_ANSWER = ""  # what findall gives for a line its fast alternative did not take
+_NO_ANSWER = b""  # what findall gives for a line its fast alternative did not take
+#: values -> per value the UTF-8 (ASCII) text to hash, or _NO_ANSWER. The line patterns run
+#: on the column's text encoded once: their answers are bytes, ready for SHA-256.
+Answers = Callable[[Sequence[str | None]], list[bytes]]
 
 
 def _column_lines(values: Sequence[str | None], longest: int = 0) -> str:
@@ -872,10 +875,10 @@ def _column_lines(values: Sequence[str | None], longest: int = 0) -> str:
 
 
 def _column_hasher(
-    answers: Callable[[Sequence[str | None]], list[str]], per_value: Callable[[str], str]
+    answers: Answers, per_value: Callable[[str], str], prefix: bytes = b""
 ) -> ColumnHasher:
-    """A column hasher from ``answers`` (values -> per value the exact text to hash, or
-    _NO_ANSWER) and the per-value hasher for the rest."""
+    """A column hasher from ``answers``, whose answers are hashed after ``prefix`` (the
+    phones' "+1"), and the per-value hasher for the values without one."""
     sha256 = _sha256
 
     def hash_column(values: Sequence[str | None]) -> ColumnHashes:
@@ -884,9 +887,11 @@ def _column_hasher(
         found = answers(values)
         if len(found) != len(values):  # cannot happen; never guess which line is which
             found = [_NO_ANSWER] * len(values)
-        digests: list[str | None] = [
-            sha256(text.encode()).hexdigest() if text else None for text in found
-        ]
+        digests: list[str | None] = (
+            [sha256(prefix + text).hexdigest() if text else None for text in found]
+            if prefix
+            else [sha256(text).hexdigest() if text else None for text in found]
+        )
         misses: list[int] = []
         rejected: dict[int, RowRejected] = {}
         index = found.index
@@ -918,11 +923,12 @@ def _column_hasher(
 _EMAIL_LINE = rf"^(?:({_ASCII_EMAIL.pattern})$|.*)"
 
 
-def _email_answers(line_pattern: str = _EMAIL_LINE) -> Callable[[Sequence[str | None]], list[str]]:
-    findall = re.compile(line_pattern, re.M).findall
+def _email_answers(line_pattern: str = _EMAIL_LINE) -> Answers:
+    # bytes patterns and text: the text is ASCII, where both read the same
+    findall = re.compile(line_pattern.encode(), re.M).findall
 
-    def answers(values: Sequence[str | None]) -> list[str]:
-        return findall(_column_lines(values).lower())
+    def answers(values: Sequence[str | None]) -> list[bytes]:
+        return findall(_column_lines(values).lower().encode())
 
     return answers
 
@@ -932,13 +938,14 @@ def _email_answers(line_pattern: str = _EMAIL_LINE) -> Callable[[Sequence[str | 
 _DEVICE_LINE = rf"^(?:({_UUID.pattern})$|.*)"
 
 
-def _device_answers() -> Callable[[Sequence[str | None]], list[str]]:
-    findall = re.compile(_DEVICE_LINE, re.M).findall
+def _device_answers() -> Answers:
+    findall = re.compile(_DEVICE_LINE.encode(), re.M).findall
+    zero = _ZERO_UUID.encode()
 
-    def answers(values: Sequence[str | None]) -> list[str]:
-        found: list[str] = findall(_column_lines(values).lower())
-        if _ZERO_UUID in found:
-            found = [_NO_ANSWER if text == _ZERO_UUID else text for text in found]
+    def answers(values: Sequence[str | None]) -> list[bytes]:
+        found: list[bytes] = findall(_column_lines(values).lower().encode())
+        if zero in found:
+            found = [_NO_ANSWER if text == zero else text for text in found]
         return found
 
     return answers
@@ -966,7 +973,9 @@ def _line_anchored(pattern: re.Pattern[str]) -> str | None:
     return text.replace("\\Z", "$")
 
 
-def _phone_answers(region: str) -> Callable[[Sequence[str | None]], list[str]] | None:
+def _phone_answers(region: str) -> tuple[Answers, bytes] | None:
+    """The answers (national numbers) for a NANP default region, and the prefix that makes
+    them E.164 ("+1"); None where the column takes no fast answers."""
     nanp = _nanp_region(region)
     if nanp is None or not nanp.prefixes_cannot_match:
         return None
@@ -986,24 +995,23 @@ def _phone_answers(region: str) -> Callable[[Sequence[str | None]], list[str]] |
         return None
     one = r"|1(?=[2-9][0-9]{9}$)" if nanp.eleven_too_long else ""
     findall = re.compile(
-        rf"^(?:(?:\+1{one})?((?=[2-9][0-9]{{1,16}}$)(?:{valid}))$|.*)", re.M | _FAST_PATH_FLAGS
+        rf"^(?:(?:\+1{one})?((?=[2-9][0-9]{{1,16}}$)(?:{valid}))$|.*)".encode(), re.M
     ).findall
     renderings = _ONE_DOT_RENDERING.search
-    plus_code = rules.plus_code
 
-    def answers(values: Sequence[str | None]) -> list[str]:
+    def answers(values: Sequence[str | None]) -> list[bytes]:
         text = _column_lines(values, longest=_MAX_PARSE_LENGTH)
         if "." in text and renderings(text) is not None:
             text = "\n".join(
                 "" if renderings(line) is not None else line for line in text.split("\n")
             )
-        found: list[str] = findall(text.translate(_SEPARATORS))
-        return [plus_code + national if national else _NO_ANSWER for national in found]
+        found: list[bytes] = findall(text.translate(_SEPARATORS).encode())
+        return found
 
-    return answers
+    return answers, rules.plus_code.encode()
 
 
-def _per_value_answers(values: Sequence[str | None]) -> list[str]:
+def _per_value_answers(values: Sequence[str | None]) -> list[bytes]:
     return [_NO_ANSWER] * len(values)
 
 
@@ -1024,12 +1032,14 @@ def identifier_column_hasher(id_type: str, default_region: str) -> ColumnHasher:
         return _COLUMN_HASHERS[key]
     except KeyError:
         pass
-    answers: Callable[[Sequence[str | None]], list[str]] | None
     if kind == "EMAIL":
-        answers = _email_answers()
+        hasher = _column_hasher(_email_answers(), per_value)
     elif kind == "PHONE":
-        answers = _phone_answers(key[1])
+        phone = _phone_answers(key[1])
+        if phone is None:
+            hasher = _column_hasher(_per_value_answers, per_value)
+        else:
+            hasher = _column_hasher(phone[0], per_value, prefix=phone[1])
     else:
-        answers = _device_answers()
-    hasher = _column_hasher(answers or _per_value_answers, per_value)
+        hasher = _column_hasher(_device_answers(), per_value)
     return _COLUMN_HASHERS.setdefault(key, hasher)
