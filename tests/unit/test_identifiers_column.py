@@ -233,3 +233,23 @@ def test_a_phone_column_without_the_rendering_guard_is_caught(
     got = column_outcomes(column, values)
     want = [per_value(identifier_hasher("PHONE", "US"), raw) for raw in values]
     assert got != want
+
+
+def test_repeated_values_are_answered_once_and_alike(monkeypatch: pytest.MonkeyPatch) -> None:
+    calls: list[str] = []
+    hasher = identifier_hasher("PHONE", "US")
+
+    def counting(kind: str, region: str) -> Callable[[str], str]:
+        def count(raw: str) -> str:
+            calls.append(raw)
+            return hasher(raw)
+
+        return count
+
+    monkeypatch.setattr(identifiers, "identifier_hasher", counting)
+    monkeypatch.setattr(identifiers, "_COLUMN_HASHERS", {})
+    values: list[str | None] = ["555-0100", "12345", "+44 7911 123456", "(213) 555-1234"] * 50
+    got = column_outcomes(identifier_column_hasher("PHONE", "US"), values)
+    assert got == [per_value(hasher, raw) for raw in values]
+    assert sorted(calls) == sorted(["555-0100", "12345", "+44 7911 123456"])
+    assert got[2] == sha("+447911123456")

@@ -837,7 +837,8 @@ def hash_identifier(id_type: str, raw: str, *, default_region: str = "US") -> st
 
 #: ``(digests, misses, rejected)`` for a column of values: ``digests[i]`` is value i's
 #: SHA-256, None when it has none (no value: None, empty or only whitespace, or rejected);
-#: ``misses`` the positions without a digest, ascending; ``rejected`` position -> why.
+#: ``misses`` the positions without a digest, ascending; ``rejected`` position -> why (equal
+#: values of a column may share one RowRejected).
 ColumnHashes = tuple[list[str | None], list[int], dict[int, RowRejected]]
 ColumnHasher = Callable[[Sequence[str | None]], ColumnHashes]
 
@@ -894,6 +895,9 @@ def _column_hasher(
         )
         misses: list[int] = []
         rejected: dict[int, RowRejected] = {}
+        # the per-value answers of this column: files repeat their junk ("N/A", a
+        # placeholder phone), and each rejection costs microseconds
+        seen: dict[str, str | RowRejected] = {}
         index = found.index
         at = -1
         while True:
@@ -905,13 +909,20 @@ def _column_hasher(
             if not raw or raw.isspace():  # no value, as validate reads it
                 misses.append(at)
                 continue
-            try:
-                digests[at] = per_value(raw)
-            except RowRejected as problem:
+            answer = seen.get(raw)
+            if answer is None:
+                try:
+                    answer = per_value(raw)
+                except RowRejected as problem:
+                    # without its traceback: the frames would hold this column's lists, in
+                    # a cycle only the garbage collector frees (memory grew by tens of MiB)
+                    answer = problem.with_traceback(None)
+                seen[raw] = answer
+            if isinstance(answer, str):
+                digests[at] = answer
+            else:
                 misses.append(at)
-                # without its traceback: the frames would hold this column's lists, in a
-                # cycle only the garbage collector frees (memory grew by tens of MiB)
-                rejected[at] = problem.with_traceback(None)
+                rejected[at] = answer
         return digests, misses, rejected
 
     return hash_column
