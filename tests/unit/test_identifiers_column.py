@@ -78,6 +78,9 @@ def bench_phones(rng: random.Random, count: int) -> list[str]:
                     f"+1{number}",
                     f"+1{number[:-1]}.{number[-1]}",  # a rendering: the dot counts
                     f"{number}.0",
+                    f"  {number}.00 ",
+                    f"+1 {number[:-1]}.{number[-1]}",
+                    f"{number[:3]}.{number[3:]}",
                     f" {number} ",
                     f"{number[:3]}" + " " * 300 + number[3:],  # too long for parse
                     f"({number[:3]})-({number[3:]})",

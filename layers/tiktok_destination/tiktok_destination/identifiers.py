@@ -972,7 +972,11 @@ def _device_answers() -> Answers:
 # dot (+1213555123.4 would read as +12135551234 without its dot; the shared rendering
 # step reads the digits before it).
 _SEPARATORS = str.maketrans("", "", " -().")
-_ONE_DOT_RENDERING = re.compile(r"^ *\+?[0-9]{7,}\.[0-9]+ *$", re.M)
+# A line the pattern takes and that trims to such a rendering (\+?\d{7,}\.\d+; only spaces
+# trim off it) has a dot with 7 digits before it and digits, then spaces, after it to the
+# line's end. This finds those (and some lines that are no rendering: they go per value
+# too). It starts with the literal dot, which re finds without trying every position.
+_ONE_DOT_RENDERING = re.compile(r"\.(?<=[0-9]{7}\.)[0-9]+ *$", re.M)
 
 
 def _line_anchored(pattern: re.Pattern[str]) -> str | None:
