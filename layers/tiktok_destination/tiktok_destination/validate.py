@@ -24,6 +24,7 @@ from contextlib import closing
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from decimal import Decimal
+from operator import itemgetter
 from pathlib import Path
 from typing import IO, TYPE_CHECKING, Any, Literal
 
@@ -31,7 +32,14 @@ from .columns import ColumnResolution, resolve_columns, resolve_event_columns
 from .columns import header_text as _header_text
 from .columns import looks_like_data as _looks_like_data
 from .errors import ConfigurationError, DestinationError, InputRejected, RowRejected
-from .identifiers import COLUMNS, ID_TYPES, SCHEMA, hash_identifier, identifier_hasher
+from .identifiers import (
+    COLUMNS,
+    ID_TYPES,
+    SCHEMA,
+    ColumnHasher,
+    hash_identifier,
+    identifier_column_hasher,
+)
 
 if TYPE_CHECKING:
     # pyarrow is imported where Parquet is read: every handler imports this package, and
@@ -58,12 +66,11 @@ CSV_EXTENSIONS: tuple[str, ...] = (".csv", ".txt", ".csv.gz", ".txt.gz")
 PARQUET_EXTENSIONS: tuple[str, ...] = (".parquet", ".pq")
 REJECTS_HEADER: tuple[str, ...] = ("row", "column", "reason_code", "reason")
 
-#: Rows between progress log lines (a multiple of the audience loop's flush interval).
+#: Rows between progress log lines (the audience loop logs at the end of the batch that
+#: reaches a multiple).
 PROGRESS_EVERY = 25 * 4096
 PARQUET_BATCH_ROWS = 10_000
 _WRITE_BUFFER = 1 << 20
-#: The audience loop writes its output lines, joined, every 4096 rows.
-_FLUSH_MASK = 4096 - 1
 _TOP_REASONS = 3
 
 _GZIP_MAGIC = b"\x1f\x8b"
@@ -233,10 +240,11 @@ class RowStream(Iterator[NumberedRow]):
         self.header = list(header)
         #: rows of the file before the first one here (a range's start)
         self.rows_before = rows_before
+        self._batches = self._closing(batches)
         # enumerate, not a number stored per row: it reuses its tuple when the loop
         # unpacks it at once.
         self._records: Iterator[NumberedFields] = enumerate(
-            itertools.chain.from_iterable(self._closing(batches)), start=rows_before + 1
+            itertools.chain.from_iterable(self._batches), start=rows_before + 1
         )
         #: CSV: complete once every row was read
         self.lines = lines
@@ -252,6 +260,11 @@ class RowStream(Iterator[NumberedRow]):
         """``(number, fields)`` per row, fields in ``header`` order (see ``Fields``); a row
         that cannot be read comes as the ``RowRejected`` saying why, as with iteration."""
         return self._records
+
+    def batches(self) -> Iterator[Batch]:
+        """The same rows as ``records()``, a batch at a time as read (see ``Batch``): the
+        first is row ``rows_before + 1``. Read the rows one way only."""
+        return self._batches
 
     def __next__(self) -> NumberedRow:
         number, fields = next(self._records)
@@ -1265,75 +1278,73 @@ def validate_audience_rows(
 
         result = ValidationResult(source=source, columns=header)
         result.record_columns(resolution)
-        # Per identifier column: where it is in a row, how to hash it, its output prefix.
-        hashers = [
-            (rows.header.index(column), hasher, f"{schema}\t")
-            for (_, column, schema), hasher in zip(
-                present, identifier_hashers(present, default_region), strict=True
-            )
-        ]
-        by_prefix = dict.fromkeys((prefix for _, _, prefix in hashers), 0)
-        *counted, last = by_prefix
+        # Per identifier column: how to take it from a row, how to hash it, its output prefix.
+        getters = [itemgetter(rows.header.index(column)) for _, column, _ in present]
+        column_hashers = identifier_column_hashers(present, default_region)
+        prefixes = [f"{schema}\t" for _, _, schema in present]
+        joiners = [f"\n{prefix}" for prefix in prefixes]
+        counts = [0] * len(present)
+        # What a row that could not be read gives each column: no value.
+        unreadable = [None] * len(rows.header)
         with _open_out(out_members) as members, _open_out(out_rejects) as rejects:
             loop = _RowLoop(result, rejects, resolution.used)
-            out: list[str] = []
-            add = out.append
-
-            def flush() -> None:
-                if not out:
-                    return
-                chunk = "\n".join(out)
-                # Counted per chunk, in C: a line starts with its schema, which holds letters
-                # that are not hex digits, so no hash can look like one; the last type has
-                # the lines the others do not.
-                others = 0
-                for prefix in counted:
-                    found = chunk.count(prefix)
-                    by_prefix[prefix] += found
-                    others += found
-                by_prefix[last] += len(out) - others
-                out.clear()
-                members.write(chunk)
-                members.write("\n")
-
-            # Rows are numbered one after the other: what was received follows from the
-            # last number, what was accepted from the rejects (rare) counted by the loop.
+            write = members.write
+            # A batch at a time, a column at a time: every column of the batch is hashed at
+            # once (identifier_column_hasher), its lines written together (the members file
+            # is a set: ranges.shard_members sorts each shard), and only the rows with a
+            # problem or without any identifier, few in a usual file, are looked at one by
+            # one, in row order. Rows are numbered one after the other: what was received
+            # follows from the last number, what was accepted from the rejects.
             first = number = rows.rows_before
-            for number, row in rows.records():
-                if not number & _FLUSH_MASK:
-                    flush()
-                    if not number % PROGRESS_EVERY:
-                        result.rows_received = number - first
-                        result.rows_accepted = result.rows_received - result.rows_rejected
-                        loop.progress(number)
-                if isinstance(row, RowRejected):
-                    loop.reject(number, row)
+            next_progress = (number // PROGRESS_EVERY + 1) * PROGRESS_EVERY
+            for batch in rows.batches():
+                size = len(batch)
+                if not size:
                     continue
-                hit = False
-                problems: list[RowRejected] | None = None
-                for position, hasher, prefix in hashers:
-                    raw = row[position]
-                    if raw and not raw.isspace():  # else no value, as in the dict rows
-                        try:
-                            add(prefix + hasher(raw))
-                            hit = True
-                        except RowRejected as problem:
-                            if problems is None:
-                                problems = [problem]
-                            else:
-                                problems.append(problem)
-                if problems:
-                    if not hit:
-                        loop.reject(number, problems[0])
+                before = number
+                number += size
+                values: list[list[str | None]]
+                try:
+                    # a RowRejected (a row that could not be read) is no sequence: TypeError
+                    values = [list(map(getter, batch)) for getter in getters]  # type: ignore[arg-type]
+                except TypeError:
+                    readable = [
+                        unreadable if isinstance(row, RowRejected) else row for row in batch
+                    ]
+                    values = [list(map(getter, readable)) for getter in getters]
+                hashed = [
+                    hasher(column) for hasher, column in zip(column_hashers, values, strict=True)
+                ]
+                for at, (digests, misses, _) in enumerate(hashed):
+                    if len(misses) == size:
                         continue
-                    for dropped in problems:
-                        loop.dropped[dropped.reason_code] += 1
-                elif not hit:
-                    loop.reject(number, missing_problem)
-            flush()
+                    lines = list(filter(None, digests)) if misses else digests
+                    counts[at] += len(lines)
+                    write(prefixes[at])
+                    write(joiners[at].join(lines))  # type: ignore[arg-type]  # no None left
+                    write("\n")
+                # rows where no column gave a digest, and rows where a column rejected one
+                no_hit = set(hashed[0][1]).intersection(*(misses for _, misses, _ in hashed[1:]))
+                attention = no_hit.union(*(rejected for _, _, rejected in hashed))
+                for at in sorted(attention):
+                    row = batch[at]
+                    if isinstance(row, RowRejected):
+                        loop.reject(before + at + 1, row)
+                        continue
+                    problems = [rejected[at] for _, _, rejected in hashed if at in rejected]
+                    if at in no_hit:
+                        loop.reject(before + at + 1, problems[0] if problems else missing_problem)
+                    else:
+                        for dropped in problems:
+                            loop.dropped[dropped.reason_code] += 1
+                if number >= next_progress:
+                    next_progress = (number // PROGRESS_EVERY + 1) * PROGRESS_EVERY
+                    result.rows_received = number - first
+                    result.rows_accepted = result.rows_received - result.rows_rejected
+                    loop.progress(number)
             result.rows_received = number - first
             result.rows_accepted = result.rows_received - result.rows_rejected
-            for prefix, count in by_prefix.items():
+            for prefix, count in zip(prefixes, counts, strict=True):
                 result.identifiers_written += count
                 if count:
                     loop.by_type[prefix[:-1]] = count
@@ -1341,13 +1352,13 @@ def validate_audience_rows(
     return result
 
 
-def identifier_hashers(
+def identifier_column_hashers(
     present: Sequence[tuple[str, str, str]], default_region: str
-) -> list[Callable[[str], str]]:
-    """One ``value -> SHA-256`` callable per ``(kind, column, schema)``, made once per file:
-    ``hash_identifier``'s rules (its per-type fast paths, without its dispatch per value),
-    raising RowRejected for an unusable value."""
-    return [identifier_hasher(kind, default_region) for kind, _, _ in present]
+) -> list[ColumnHasher]:
+    """One column hasher per ``(kind, column, schema)``, made once per file: a block of
+    values -> their SHA-256s, each exactly ``hash_identifier``'s answer (see
+    ``identifiers.identifier_column_hasher``)."""
+    return [identifier_column_hasher(kind, default_region) for kind, _, _ in present]
 
 
 # ---------------------------------------------------------------- events
