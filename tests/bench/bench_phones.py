@@ -4,8 +4,10 @@ Generates ``--count`` seeded numbers of many regions and spellings (tests/phone_
 and normalizes each twice: ``normalize_phone`` (fast path on) and the full phonenumbers
 parse alone. Every outcome must be the same (the same E.164, or the same reason code and
 message); the count compared and the mismatches are printed, and any mismatch fails.
-``identifier_hasher("PHONE", region)`` (validate's path: the fast path before the shared
-trimming steps) must give the SHA-256 of the full parse's E.164, or the same rejection.
+``identifier_hasher("PHONE", region)`` (the fast path before the shared trimming steps)
+and ``identifier_column_hasher("PHONE", region)`` (validate's path: a column of values at
+once, in columns of COLUMN values per region) must each give the SHA-256 of the full
+parse's E.164, or the same rejection.
 
     python -m tests.bench.bench_phones [--count 1000000] [--seed N]
 
@@ -18,7 +20,7 @@ import argparse
 import hashlib
 import time
 from collections import Counter
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 
 from tests.phone_corpus import DEFAULT_REGIONS, outcome, phone_corpus
 from tiktok_destination import identifiers
@@ -43,6 +45,21 @@ def _expected_hash(full: str) -> str:
     return hashlib.sha256(full.encode()).hexdigest()
 
 
+#: Values per column for the column hasher, as validate's batches hold about.
+COLUMN = 4096
+
+
+def _column_outcomes(region: str, values: list[str]) -> Iterator[str]:
+    """The column hasher's outcome per value, in the form ``_hashed`` gives."""
+    digests, _, rejected = identifiers.identifier_column_hasher("PHONE", region)(values)
+    for at, digest in enumerate(digests):
+        problem = rejected.get(at)
+        if problem is not None:
+            yield f"reject:{problem.column}:{problem.reason_code}:{problem.message}"
+        else:
+            yield digest if digest is not None else "no value"
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--count", type=int, default=1_000_000)
@@ -65,6 +82,18 @@ def main(argv: list[str] | None = None) -> int:
     compared = mismatches = 0
     hashers = {region: identifiers.identifier_hasher("PHONE", region) for region in DEFAULT_REGIONS}
     by_region: Counter[str] = Counter()
+    columns: dict[str, list[tuple[str, str]]] = {}  # region: (raw, expected outcome)
+
+    def compare_column(region: str) -> int:
+        pending = columns.pop(region, [])
+        found = 0
+        outcomes = _column_outcomes(region, [raw for raw, _ in pending])
+        for (raw, expected), got in zip(pending, outcomes, strict=True):
+            if got != expected:
+                found += 1
+                print(f"MISMATCH {raw!r} {region}: column hasher {got!r}, full {expected!r}")
+        return found
+
     started = time.perf_counter()
     try:
         for raw, region in phone_corpus(args.count, args.seed):
@@ -83,6 +112,13 @@ def main(argv: list[str] | None = None) -> int:
                 mismatches += 1
                 if mismatches <= 20:
                     print(f"MISMATCH {raw!r} {region}: hasher {hashed!r}, full {full!r}")
+            expected = "no value" if not raw or raw.isspace() else _expected_hash(full)
+            column = columns.setdefault(region, [])
+            column.append((raw, expected))
+            if len(column) >= COLUMN:
+                mismatches += compare_column(region)
+        for region in list(columns):
+            mismatches += compare_column(region)
     finally:
         identifiers._fast_e164 = fast  # type: ignore[assignment]
     seconds = time.perf_counter() - started

@@ -13,6 +13,12 @@ under another file name are synced again. Printed, each measured in this one run
 - the re-sync's mapping calls (must be 0) and its wall time.
 
     python tests/bench/bench_sync_e2e.py [--rows 1000000] [--qps 1000]
+        [--range-bytes 16777216] [--diff-inline-members 0]
+
+``--range-bytes`` and ``--diff-inline-members`` set ``VALIDATE_RANGE_BYTES`` and
+``DIFF_INLINE_MEMBERS`` for the run, so a file of a few rows' millions goes through both
+fan-outs (the ValidateRanges Map and the DiffShards Map) as a 100M-row file would; without
+them it is validated and diffed in one Lambda each, as a small file is.
 
 Run from the repository root (the local runner reads template.yaml from there). Named
 ``bench_*.py`` so pytest never collects it.
@@ -22,6 +28,7 @@ from __future__ import annotations
 
 import argparse
 import math
+import os
 import shutil
 import sys
 import tempfile
@@ -74,7 +81,14 @@ def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--rows", type=int, default=1_000_000)
     parser.add_argument("--qps", type=float, default=1000.0, help="tiktok_qps for the client")
+    parser.add_argument("--range-bytes", type=int, help="VALIDATE_RANGE_BYTES for the run")
+    parser.add_argument("--diff-inline-members", type=int, help="DIFF_INLINE_MEMBERS for the run")
     args = parser.parse_args(argv)
+    # The in-process Lambdas read their settings from this process's environment.
+    if args.range_bytes is not None:
+        os.environ["VALIDATE_RANGE_BYTES"] = str(args.range_bytes)
+    if args.diff_inline_members is not None:
+        os.environ["DIFF_INLINE_MEMBERS"] = str(args.diff_inline_members)
     # The in-process Lambdas redirect sys.stdout to their log stream from several threads
     # at once (the Map), so sys.stdout may not be restored afterwards: print to this one.
     out = sys.stdout
@@ -120,6 +134,11 @@ def main(argv: list[str] | None = None) -> None:
     bound = lower_bound(members["added"], members["removed"])
     rate_bound = first_calls / args.qps
     rows = args.rows
+    print(
+        f"path: VALIDATE_RANGE_BYTES={os.environ.get('VALIDATE_RANGE_BYTES', 'default')}, "
+        f"DIFF_INLINE_MEMBERS={os.environ.get('DIFF_INLINE_MEMBERS', 'default')}",
+        file=out,
+    )
     print(
         f"first sync of {rows:,} rows: {members['added']:,} members added "
         f"({held:,} held by the emulator), {first_calls} mapping calls vs lower bound {bound}: "
