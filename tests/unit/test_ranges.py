@@ -494,6 +494,26 @@ def test_a_range_read_that_breaks_off_is_asked_again_never_read_short() -> None:
         ranges.open_range(Bucket("inbox", client=always), "k", etag="e").read()
 
 
+def test_a_csv_range_is_read_in_gets_of_a_read_block_not_of_8_kib(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # TextIOWrapper reads 8 KiB at a time through BufferedReader.read1, which passes small
+    # reads to the raw stream: each was a GET (a 256 MiB range, 32,768 round trips).
+    monkeypatch.setattr(ranges, "READ_BLOCK", 64 * 1024)
+    data = b"".join(b"person%07d@example.com,%07d\n" % (i, i) for i in range(40_000))
+    s3 = FlakyS3(data, fail=0)
+    start, end = 1_000, len(data) - 1_000
+    text = ranges.text_stream(
+        ranges.open_range(Bucket("inbox", client=s3), "k", etag="e", start=start, end=end),
+        "s3://inbox/k",
+        file_start=False,
+    )
+    with text:
+        read = "".join(iter(lambda: "".join(text.readlines(256 * 1024)), ""))
+    assert read.encode() == data[start:end]
+    assert s3.gets <= -(-(end - start) // ranges.READ_BLOCK) + 1, s3.gets
+
+
 # ------------------------------------------------------------------ events and Parquet
 def test_event_ranges_give_the_one_range_rows(s3: tuple[Bucket, Bucket], tmp_path: Path) -> None:
     state, inbox = s3
