@@ -698,3 +698,31 @@ def test_a_long_file_is_written_and_counted_across_blocks(tmp_path: Path) -> Non
     }
     dropped = sum(1 for i in range(1, 10_001) if i % 7 == 0 and i % 1000)
     assert result.dropped_identifiers_by_reason == {"invalid_email": dropped}
+
+
+# ---------------------------------------------------------------- the collector
+def test_young_collections_are_rare_while_rows_are_read_and_restored_after(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import gc
+
+    seen: list[int] = []
+    hashers = validate.identifier_column_hashers
+
+    def recording(*args: Any, **kwargs: Any) -> Any:
+        seen.append(gc.get_threshold()[0])
+        return hashers(*args, **kwargs)
+
+    monkeypatch.setattr(validate, "identifier_column_hashers", recording)
+    before = gc.get_threshold()
+    src = write_csv(tmp_path / "a.csv", "email\nA@Example.com\n")
+    result, members, _ = run_audience(tmp_path, src, user_id_types=("EMAIL",))
+    assert (result.rows_accepted, members) == (1, [f"EMAIL_SHA256\t{sha('a@example.com')}"])
+    assert seen == [100_000]
+    assert gc.get_threshold() == before
+    # also after a file that stops the run
+    bad = write_csv(tmp_path / "b.csv", "email\nnot-an-email\n")
+    with pytest.raises(InputRejected):
+        run_audience(tmp_path, bad, user_id_types=("EMAIL",), reject_threshold=0.2)
+    assert seen == [100_000, 100_000]
+    assert gc.get_threshold() == before

@@ -38,6 +38,8 @@ _SHA256_HEX = re.compile(r"[0-9a-f]{64}")
 _ANY_CASE_SHA256_HEX = re.compile(r"[0-9a-fA-F]{64}")
 _MD5_HEX = re.compile(r"[0-9a-fA-F]{32}")
 # One "@", a domain with at least one dot, a top-level domain of two or more characters.
+# re's \s is str.isspace(), character for character (checked over every code point).
+_WHITESPACE = re.compile(r"\s")
 _EMAIL = re.compile(r"[^@\s]+@(?:[^@\s.]+\.)+[^@\s.]{2,}")
 _UUID = re.compile(r"[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}")
 _ZERO_UUID = "00000000-0000-0000-0000-000000000000"
@@ -96,7 +98,7 @@ def _email_problem(value: str) -> str:
     """Which part of an email address is wrong, described without quoting the value."""
     if not value:
         return "it is empty"
-    if any(ch.isspace() for ch in value):
+    if _WHITESPACE.search(value):
         return "it contains a space"
     count = value.count("@")
     if count == 0:
