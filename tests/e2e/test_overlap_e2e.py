@@ -97,7 +97,11 @@ def test_a_run_waiting_too_long_fails_with_run_in_progress(
         file_a = write_csv(tmp_path / "a.csv", "email", emails(0, 12))
         file_b = write_csv(tmp_path / "b.csv", "email", emails(5, 9))
         first = local.begin(local.drop(file_a, "acme_audiences", "vip"))
-        time.sleep(0.05)
+        # The second starts once the first holds the lease (it takes it before it creates
+        # the audience): a fixed sleep let the second win on a loaded machine.
+        deadline = time.monotonic() + 60
+        while not emulator.calls["segment/audience/"] and time.monotonic() < deadline:
+            time.sleep(0.01)
         second = local.begin(local.drop(file_b, "acme_audiences", "vip"))
         blocked, done = local.wait(second), local.wait(first)
         emulator.latency = 0.0
