@@ -1,8 +1,8 @@
 """The validate step: read the input file, check it, and write hashes and a rejects file.
 
-Everything streams: CSV line by line, Parquet record batch by record batch, and outputs go
-through buffered file handles, so memory stays flat however large the file is. Raw
-identifiers exist only in here; what leaves is SHA-256 hashes (``out_members``,
+Everything streams: CSV a block of whole lines at a time, Parquet record batch by record
+batch, and outputs go through buffered file handles, so memory stays flat however large the
+file is. Raw identifiers exist only in here; what leaves is SHA-256 hashes (``out_members``,
 ``out_events``) and a rejects file that names row, column and reason but never the value.
 """
 
