@@ -514,6 +514,21 @@ def test_a_csv_range_is_read_in_gets_of_a_read_block_not_of_8_kib(
     assert s3.gets <= -(-(end - start) // ranges.READ_BLOCK) + 1, s3.gets
 
 
+def test_a_large_read_is_one_get_straight_into_the_callers_buffer(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setattr(ranges, "READ_BLOCK", 64 * 1024)
+    data = bytes(range(256)) * 2_000
+    s3 = FlakyS3(data, fail=0)
+    raw = ranges.S3Range(Bucket("inbox", client=s3), "k", etag="e", start=10, end=len(data))
+    buffer = bytearray(300_000)  # over READ_BLOCK: a Parquet column chunk, say
+    assert raw.readinto(buffer) == 300_000
+    assert (bytes(buffer), s3.gets) == (data[10:300_010], 1)
+    small = bytearray(100)  # a small read after it starts a read-ahead of READ_BLOCK
+    assert raw.readinto(small) == 100 and raw.readinto(small) == 100
+    assert (bytes(small), s3.gets) == (data[300_110:300_210], 2)
+
+
 # ------------------------------------------------------------------ events and Parquet
 def test_event_ranges_give_the_one_range_rows(s3: tuple[Bucket, Bucket], tmp_path: Path) -> None:
     state, inbox = s3

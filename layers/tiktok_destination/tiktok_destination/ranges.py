@@ -101,7 +101,7 @@ class S3Range(io.RawIOBase):
         self._end = end if end is not None else object_size(bucket, key, etag=etag)
         self._pos = start
         # One GET's bytes, from ``_ahead_at`` on: see readinto.
-        self._ahead = b""
+        self._ahead = bytearray()
         self._ahead_at = start
 
     def readable(self) -> bool:
@@ -125,19 +125,30 @@ class S3Range(io.RawIOBase):
         # a GET of its own (32,768 for a 256 MiB range, minutes of round trips on AWS).
         view = memoryview(buffer).cast("B")
         offset = self._pos - self._ahead_at
-        if not 0 <= offset < len(self._ahead):
-            wanted = min(max(len(view), READ_BLOCK), self._end - self._pos)
-            if wanted <= 0:
+        if 0 <= offset < len(self._ahead):
+            count = min(len(view), len(self._ahead) - offset)
+            view[:count] = self._ahead[offset : offset + count]
+        else:
+            remaining = self._end - self._pos
+            if remaining <= 0 or not view:
                 return 0
-            self._ahead, self._ahead_at, offset = self._get(self._pos, wanted), self._pos, 0
-        count = min(len(view), len(self._ahead) - offset)
-        view[:count] = self._ahead[offset : offset + count]
+            count = min(len(view), remaining)
+            if count >= READ_BLOCK or count == remaining:
+                # a large read (Parquet's column chunks) goes straight into the caller's
+                # buffer, never held twice
+                self._get_into(self._pos, view[:count])
+            else:
+                ahead = bytearray(min(READ_BLOCK, remaining))
+                self._get_into(self._pos, memoryview(ahead))
+                self._ahead, self._ahead_at = ahead, self._pos
+                view[:count] = ahead[:count]
         self._pos += count
         return count
 
-    def _get(self, at: int, wanted: int) -> bytes:
-        """Exactly ``wanted`` bytes from ``at``, asked again when a read breaks off."""
-        into = bytearray(wanted)
+    def _get_into(self, at: int, view: memoryview) -> None:
+        """Fill ``view`` with the object's bytes from ``at``, asked again when a read breaks
+        off."""
+        wanted = len(view)
         got = 0
         for _ in range(_READ_ATTEMPTS):
             try:
@@ -151,7 +162,7 @@ class S3Range(io.RawIOBase):
                     chunk = body.read(wanted - got)
                     if not chunk:
                         break
-                    into[got : got + len(chunk)] = chunk
+                    view[got : got + len(chunk)] = chunk
                     got += len(chunk)
             except ClientError as err:
                 _raise_gone(self._bucket, self._key, self._etag, err)
@@ -159,7 +170,7 @@ class S3Range(io.RawIOBase):
             except BotoCoreError:  # a dropped connection or a read timeout: ask again
                 pass
             if got == wanted:
-                return bytes(into)
+                return
         # Never a short read: a range read short would leave its last rows out.
         raise RetriableError(
             f"reading {self._bucket.uri(self._key)} at byte {at + got:,} failed "
