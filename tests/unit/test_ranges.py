@@ -14,6 +14,7 @@ import csv
 import gzip
 import hashlib
 import io
+import tracemalloc
 from collections import Counter
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -522,8 +523,15 @@ def test_a_large_read_is_one_get_straight_into_the_callers_buffer(
     s3 = FlakyS3(data, fail=0)
     raw = ranges.S3Range(Bucket("inbox", client=s3), "k", etag="e", start=10, end=len(data))
     buffer = bytearray(300_000)  # over READ_BLOCK: a Parquet column chunk, say
-    assert raw.readinto(buffer) == 300_000
+    tracemalloc.start()
+    try:
+        assert raw.readinto(buffer) == 300_000
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
     assert (bytes(buffer), s3.gets) == (data[10:300_010], 1)
+    # the fake's own copy of the bytes, and nothing held twice (a copy was 900,000)
+    assert peak < 450_000, peak
     small = bytearray(100)  # a small read after it starts a read-ahead of READ_BLOCK
     assert raw.readinto(small) == 100 and raw.readinto(small) == 100
     assert (bytes(small), s3.gets) == (data[300_110:300_210], 2)
