@@ -24,7 +24,7 @@ both, ``rejects.csv``; and last ``done.json`` (its counts), so a re-run skips a 
 marker exists and nothing half-written is ever read. The merge adds the counts up into
 ``validation.json``, writes the rejects of every range as one ``rejects/validate.csv`` and an
 index of the output files (``validated/members.json`` or ``validated/events.json``) that
-chunk reads. The audience diff runs per shard (``audience.plan_audience``): shard ``x`` of
+chunk reads. The audience diff runs per shard (``audience.diff_planned_shard``): shard ``x`` of
 the new member set is the union of every range's ``shard-x.txt``.
 """
 
