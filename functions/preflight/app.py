@@ -21,6 +21,10 @@ class PreflightInput(BaseModel):
 def lambda_handler(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
     request = PreflightInput.model_validate(event)
     run = step_preflight(request.input, request.execution_id, request.execution_started_at)
+    if "start" in run:
+        # A start that runs nothing (see exports.py): its payload says why.
+        logger.info("no run", start=run["start"], reason=run["reason"])
+        return run
     logger.info(
         "run resolved",
         run_id=run["run_id"],

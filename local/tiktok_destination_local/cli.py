@@ -278,7 +278,9 @@ def _lock(args: argparse.Namespace, state_dir: Path, command: str) -> Any:
 
 def cmd_run(args: argparse.Namespace) -> int:
     state_dir = Path(args.state_dir)
-    _readable_file(args.file, "FILE")
+    export = Path(args.file).is_dir()
+    if not export:
+        _readable_file(args.file, "FILE")
     config_text = _readable_file(args.config, "--config").read_bytes()
     config = load_config(config_text, source=str(args.config))
     with (
@@ -297,7 +299,11 @@ def cmd_run(args: argparse.Namespace) -> int:
                 if v
             }
             _err(f"Running {args.file} → {args.destination}/{args.template}")
-            result = local.run_file(Path(args.file), args.destination, args.template, extra)
+            if export:
+                # A folder is one export in parts (exports.py), as a warehouse writes it.
+                result = local.run_export(Path(args.file), args.destination, args.template, extra)
+            else:
+                result = local.run_file(Path(args.file), args.destination, args.template, extra)
         finally:
             local.__exit__(None, None, None)
     return _finish(result, args, state_dir, local)

@@ -493,7 +493,49 @@ class LocalDestination:
             INBOX_BUCKET, key, str(head["ETag"]).strip('"'), int(head["ContentLength"])
         )
 
+    def drop_export(
+        self, folder: Path, destination: str, data_template: str, *, name: str | None = None
+    ) -> list[dict[str, Any]]:
+        """Put every file under ``folder`` in the inbox as one export in parts,
+        ``inbox/<destination>/<data_template>/<name>/<path in folder>``, in key order;
+        return each object's EventBridge event (a warehouse's parts land the same way)."""
+        prefix = f"inbox/{destination}/{data_template}/{name or folder.name}/"
+        s3 = boto3.client("s3", region_name=REGION)
+        events = []
+        for file in sorted(p for p in folder.rglob("*") if p.is_file()):
+            key = prefix + file.relative_to(folder).as_posix()
+            s3.upload_file(str(file), INBOX_BUCKET, key)
+            head = s3.head_object(Bucket=INBOX_BUCKET, Key=key)
+            events.append(
+                s3_object_created_event(
+                    INBOX_BUCKET, key, str(head["ETag"]).strip('"'), int(head["ContentLength"])
+                )
+            )
+        return events
+
     # ---------------------------------------------------------------- run
+    def run_export(
+        self,
+        folder: Path,
+        destination: str,
+        data_template: str,
+        extra: dict[str, Any] | None = None,
+    ) -> RunResult:
+        """Run a folder as one export, with the completion rules of a console start: its
+        manifest when it has one, its marker when the template asks for one, else the
+        folder as it is."""
+        if not self.drop_export(folder, destination, data_template):
+            raise ConfigurationError(f"{folder} holds no files to send")
+        return self.start(
+            {
+                "bucket": INBOX_BUCKET,
+                "key": f"inbox/{destination}/{data_template}/{folder.name}/",
+                "destination": destination,
+                "data_template": data_template,
+                **(extra or {}),
+            }
+        )
+
     def run_file(
         self, file: Path, destination: str, data_template: str, extra: dict[str, Any] | None = None
     ) -> RunResult:

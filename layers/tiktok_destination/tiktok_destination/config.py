@@ -67,6 +67,10 @@ KINDS: tuple[str, ...] = ("custom_audience", "offline_events")
 DEFAULT_MAX_REMOVAL_SHARE = 0.5
 #: ... unless the audience has fewer members than this (small audiences churn in big shares)
 DEFAULT_MASS_REMOVAL_MIN_AUDIENCE = 1_000
+#: exports in parts: Spark / Glue / Hadoop / Databricks write this marker last
+DEFAULT_EXPORT_MARKER = "_SUCCESS"
+#: exports in parts without a marker or manifest start after this long with no new part
+DEFAULT_EXPORT_QUIET_SECONDS = 60
 
 # The names become S3 key segments (inbox/<destination>/<template>/) and parts of
 # scheduler names, which allow only these characters; 64 is the Scheduler name limit.
@@ -157,6 +161,24 @@ _HINTS: dict[str, tuple[str, str]] = {
     "mass_removal_min_audience": (
         "a whole number from 0, the audience size below which the removal guard does not apply",
         "mass_removal_min_audience = 1000",
+    ),
+    "export_completion": (
+        'how an export in parts is known to be complete: "auto", "marker", "manifest" or '
+        '"quiet_period"',
+        'export_completion = "marker"',
+    ),
+    "export_marker": (
+        "the file name of the completion marker an export's writer leaves last",
+        'export_marker = "_SUCCESS"',
+    ),
+    "export_quiet_seconds": (
+        "a whole number of seconds from 1 to 3600 with no new part before an export starts",
+        "export_quiet_seconds = 60",
+    ),
+    "headerless_columns": (
+        "the columns of files written without a header line, in order (field names or "
+        "names that columns maps)",
+        'headerless_columns = ["email", "phone"]',
     ),
 }
 
@@ -260,6 +282,29 @@ def _check_ignore_columns(value: Any) -> Any:
         if not isinstance(item, str) or not item.strip():
             raise _fail_toml(f"entry {position} must be a non-empty quoted string, e.g. {example}")
     return tuple(item.strip() for item in value)
+
+
+def _check_export_marker(value: Any) -> Any:
+    if isinstance(value, str) and (not value.strip() or "/" in value or value != value.strip()):
+        raise _fail(
+            "must be a file name (no /, no surrounding spaces), e.g. " + _example("export_marker")
+        )
+    return value
+
+
+def _check_headerless_columns(value: Any) -> Any:
+    example = _example("headerless_columns")
+    if isinstance(value, str) or not isinstance(value, list) or not value:
+        raise _fail_toml(f"must be a non-empty list of column names, e.g. {example}")
+    seen: set[str] = set()
+    for position, item in enumerate(value, start=1):
+        if not isinstance(item, str) or not item.strip():
+            raise _fail_toml(f"entry {position} must be a non-empty quoted string, e.g. {example}")
+        name = item.strip().lower()
+        if name in seen:
+            raise _fail_toml(f"{_quote(item)} is listed twice; name each column once")
+        seen.add(name)
+    return tuple(item.strip().lower() for item in value)
 
 
 def _check_phone_region(value: Any) -> Any:
@@ -379,6 +424,8 @@ TestEventCode = Annotated[str, BeforeValidator(_check_test_event_code)]
 SourcePrefix = Annotated[str, BeforeValidator(_check_source_prefix)]
 Schedule = Annotated[str, BeforeValidator(_check_schedule)]
 ColumnMap = Annotated[dict[str, str], BeforeValidator(_check_columns)]
+ExportMarker = Annotated[str, BeforeValidator(_check_export_marker)]
+HeaderlessColumns = Annotated[tuple[str, ...], BeforeValidator(_check_headerless_columns)]
 IgnoreColumns = Annotated[tuple[str, ...], BeforeValidator(_check_ignore_columns)]
 
 
@@ -442,6 +489,13 @@ class DataTemplate(_Table):
     ignore_columns: IgnoreColumns | None = None
     max_removal_share: float | None = Field(default=None, ge=0, le=1)
     mass_removal_min_audience: int | None = Field(default=None, ge=0)
+    #: how an export in parts (a folder under the template's inbox folder) is known to be
+    #: complete (see exports.py)
+    export_completion: Literal["auto", "marker", "manifest", "quiet_period"] | None = None
+    export_marker: ExportMarker | None = None
+    export_quiet_seconds: int | None = Field(default=None, ge=1, le=3600)
+    #: the files have no header line: these are their columns, in order
+    headerless_columns: HeaderlessColumns | None = None
 
 
 class Orchestration(_Table):
@@ -480,11 +534,18 @@ class ResolvedTemplate:
     #: the guard existed still loads.
     max_removal_share: float = DEFAULT_MAX_REMOVAL_SHARE
     mass_removal_min_audience: int = DEFAULT_MASS_REMOVAL_MIN_AUDIENCE
+    #: exports in parts (see exports.py); defaults so that older run payloads still load
+    export_completion: str = "auto"
+    export_marker: str = DEFAULT_EXPORT_MARKER
+    export_quiet_seconds: int = DEFAULT_EXPORT_QUIET_SECONDS
+    #: the file's columns when it has no header line; empty: the first line is the header
+    headerless_columns: tuple[str, ...] = ()
 
     def as_dict(self) -> dict[str, Any]:
         data = dataclasses.asdict(self)
         data["user_id_types"] = list(self.user_id_types)
         data["ignore_columns"] = list(self.ignore_columns)
+        data["headerless_columns"] = list(self.headerless_columns)
         return data
 
     @classmethod
@@ -530,6 +591,9 @@ class ResolvedTemplate:
             )
         values["columns"] = dict(columns)
         values["ignore_columns"] = tuple(str(name) for name in ignore)
+        values["headerless_columns"] = tuple(
+            str(name) for name in values.get("headerless_columns") or ()
+        )
         return cls(**values)
 
 
@@ -652,6 +716,10 @@ class Config(_Table):
                 defaults.mass_removal_min_audience,
                 self.settings.mass_removal_min_audience,
             ),
+            export_completion=template.export_completion or "auto",
+            export_marker=template.export_marker or DEFAULT_EXPORT_MARKER,
+            export_quiet_seconds=template.export_quiet_seconds or DEFAULT_EXPORT_QUIET_SECONDS,
+            headerless_columns=tuple(template.headerless_columns or ()),
         )
 
 

@@ -74,6 +74,13 @@ class InputRejected(FatalError):
     result: object | None = None
 
 
+class InputChanged(InputRejected):
+    """An export's pinned parts changed while its run read them (a part added, replaced or
+    deleted): the run stops rather than mix two versions of the export."""
+
+    action = "input_changed"
+
+
 class MassRemovalBlocked(FatalError):
     """The file would remove more of a custom audience than ``max_removal_share`` allows.
 

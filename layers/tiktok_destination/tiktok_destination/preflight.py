@@ -3,11 +3,16 @@
 Three starts reach the same state machine:
 
 - an S3 drop, delivered by EventBridge as an ``Object Created`` event for
-  ``inbox/<destination>/<data_template>/<file>``;
+  ``inbox/<destination>/<data_template>/<file>``, or for one object of an export in parts
+  ``inbox/<destination>/<data_template>/<export>/…`` (``exports.py`` decides whether that
+  object completes the export; when it does not, Preflight returns the no-op payload
+  ``{"start": "not_data" | "part_of_export" | "wait", "reason": …}`` and runs nothing);
 - an EventBridge Scheduler schedule: ``{"orchestration": "<name in config>"}`` or
   ``{"orchestration": {"destination", "data_template", "source_prefix"}}`` — the newest
-  object under the prefix is sent;
-- a console start or re-run: ``{"bucket", "key", "destination", "data_template"}``.
+  export under the prefix is sent (a file directly under it, or the folder of the newest
+  part);
+- a console start or re-run: ``{"bucket", "key", "destination", "data_template"}``; a key
+  ending in ``/``, or inside an export folder, means that export's folder as it is.
 
 Any of them may add ``event_set_id`` and ``test_event_code`` (offline events), and
 ``"allow_mass_removal": true`` at the top level: this execution may remove more of a custom
@@ -21,15 +26,16 @@ from __future__ import annotations
 import csv
 import logging
 from collections.abc import Callable
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
 from aws_lambda_powertools.utilities.data_classes import S3EventBridgeNotificationEvent
 from pydantic import BaseModel, ConfigDict, ValidationError
 
-from . import leases
+from . import exports, leases
 from .columns import resolve_event_columns
-from .config import Config, load_config
+from .config import Config, ResolvedTemplate, load_config
 from .errors import (
     AdvertiserNotFound,
     ConfigurationError,
@@ -92,10 +98,10 @@ def _path_parts(key: str) -> tuple[str, str]:
     return parts[1], parts[2]
 
 
-def _newest(bucket: Bucket, prefix: str) -> dict[str, Any]:
+def _newest(bucket: Bucket, prefix: str, template: ResolvedTemplate) -> dict[str, Any]:
     newest: dict[str, Any] | None = None
     for obj in bucket.list(prefix):
-        if obj["Key"].endswith("/"):
+        if exports.not_data_reason(obj["Key"], int(obj.get("Size", 1)), template) is not None:
             continue
         # S3 times have one-second resolution; on a tie the later key wins, which is the
         # newer export for the usual date-stamped names.
@@ -109,14 +115,40 @@ def _newest(bucket: Bucket, prefix: str) -> dict[str, Any]:
     return newest
 
 
-def resolve_input(
-    event: dict[str, Any], settings: Settings, config: Config
-) -> tuple[Source, str, str, str | None, str | None]:
-    """(source, destination, data_template, event_set_id, test_event_code) for any start."""
+@dataclass(frozen=True)
+class Start:
+    """What started the execution: one object (or export folder) and where it goes."""
+
+    bucket: str
+    key: str
+    etag: str
+    destination: str
+    data_template: str
+    event_set_id: str | None = None
+    test_event_code: str | None = None
+    #: the object's size when the start says it (an S3 event)
+    size: int | None = None
+    #: an S3 Object Created event: an export's completion rules apply
+    from_event: bool = False
+    #: the prefix exports are folders of (the template's inbox folder, a schedule's prefix)
+    base: str | None = None
+
+
+def resolve_input(event: dict[str, Any], settings: Settings, config: Config) -> Start:
+    """The start of any of the three kinds, before its export is looked at."""
     if event.get("detail-type") == "Object Created" or "detail" in event:
-        source = _s3_event_source(S3EventBridgeNotificationEvent(event))
-        destination, template = _path_parts(source.key)
-        return source, destination, template, None, None
+        bucket, key, etag, size = _s3_event_object(S3EventBridgeNotificationEvent(event))
+        destination, template = _path_parts(key)
+        return Start(
+            bucket,
+            key,
+            etag,
+            destination,
+            template,
+            size=size,
+            from_event=True,
+            base=exports.template_prefix(key),
+        )
     orchestration = event.get("orchestration")
     if orchestration is not None and "key" not in event:
         if isinstance(orchestration, str):
@@ -141,19 +173,19 @@ def resolve_input(
             raise ConfigurationError(
                 "the orchestration input has no bucket and INBOX_BUCKET is not set"
             )
-        newest = _newest(Bucket(bucket_name), orch.source_prefix)
-        key = newest["Key"]
-        return (
-            Source(
-                bucket=bucket_name,
-                key=key,
-                etag=str(newest.get("ETag", "")).strip('"'),
-                format=detect_format(key),
-            ),
+        # The newest export: a file directly under the prefix, or the folder of the newest
+        # part (exports.resolve takes it whole).
+        resolved = config.resolve(orch.destination, orch.data_template)
+        newest = _newest(Bucket(bucket_name), orch.source_prefix, resolved)
+        return Start(
+            bucket_name,
+            str(newest["Key"]),
+            str(newest.get("ETag", "")).strip('"'),
             orch.destination,
             orch.data_template,
             event.get("event_set_id") or orch.event_set_id,
             event.get("test_event_code") or orch.test_event_code,
+            base=orch.source_prefix,
         )
     try:
         direct = DirectInput.model_validate(event)
@@ -168,22 +200,23 @@ def resolve_input(
         if direct.destination and direct.data_template
         else _path_parts(direct.key)
     )
-    found_etag = Bucket(direct.bucket).etag(direct.key)
+    found_etag = "" if direct.key.endswith("/") else Bucket(direct.bucket).etag(direct.key)
     if found_etag is None:
         raise InputRejected(f"s3://{direct.bucket}/{direct.key} does not exist")
-    return (
-        Source(
-            bucket=direct.bucket, key=direct.key, etag=found_etag, format=detect_format(direct.key)
-        ),
+    return Start(
+        direct.bucket,
+        direct.key,
+        found_etag,
         named[0],
         named[1],
         direct.event_set_id,
         direct.test_event_code,
+        base=exports.template_prefix(direct.key),
     )
 
 
-def _s3_event_source(event: S3EventBridgeNotificationEvent) -> Source:
-    """The object an EventBridge ``Object Created`` event names."""
+def _s3_event_object(event: S3EventBridgeNotificationEvent) -> tuple[str, str, str, int | None]:
+    """(bucket, key, ETag, size) of the object an EventBridge ``Object Created`` event names."""
     try:
         bucket = event.detail.bucket.name
         # The key as sent, not the data class's ``key``: that one URL-decodes as for S3's
@@ -191,18 +224,20 @@ def _s3_event_source(event: S3EventBridgeNotificationEvent) -> Source:
         # ":"), and decoding would read "a+b.csv" as "a b.csv", another object.
         key = str(event.detail.object.raw_event["key"])
         etag = event.detail.object.etag
+        size = event.detail.object.raw_event.get("size")
     except (KeyError, TypeError, AttributeError):
         bucket = key = etag = ""
+        size = None
     if not bucket or not key:
         raise ConfigurationError(
             "the S3 event has no detail.bucket.name / detail.object.key; is the "
             "EventBridge rule forwarding the whole event?"
         )
-    return Source(
-        bucket=bucket,
-        key=key,
-        etag=etag or Bucket(bucket).etag(key) or "",
-        format=detect_format(key),
+    return (
+        bucket,
+        key,
+        etag or ("" if key.endswith("/") else Bucket(bucket).etag(key) or ""),
+        size if isinstance(size, int) else None,
     )
 
 
@@ -211,25 +246,72 @@ def _pydantic_message(where: str, err: ValidationError) -> str:
     return f"{where}: " + "; ".join(parts)
 
 
-def build_run(event: dict[str, Any], execution_id: str, settings: Settings, bucket: Bucket) -> Run:
+class NoRun(Exception):
+    """The start runs nothing (not data, a part of an export that another start runs, or
+    a quiet period to wait out): Preflight returns ``payload`` instead of a run."""
+
+    def __init__(self, export: exports.Export):
+        super().__init__(export.reason)
+        self.payload = export.no_op()
+
+
+def build_run(
+    event: dict[str, Any],
+    execution_id: str,
+    settings: Settings,
+    bucket: Bucket,
+    *,
+    started_at: str | None = None,
+) -> tuple[Run, exports.Export]:
+    """The run of one start and its export; raises NoRun when the start runs nothing."""
     config = load_run_config(settings, bucket)
-    source, destination, template_name, event_set_id, test_event_code = resolve_input(
-        event, settings, config
-    )
+    start = resolve_input(event, settings, config)
     template = config.resolve(
-        destination, template_name, event_set_id=event_set_id, test_event_code=test_event_code
+        start.destination,
+        start.data_template,
+        event_set_id=start.event_set_id,
+        test_event_code=start.test_event_code,
     )
+    export = exports.resolve(
+        Bucket(start.bucket),
+        bucket,
+        start.key,
+        template,
+        size=start.size,
+        from_event=start.from_event,
+        base=start.base,
+        execution_id=execution_id,
+        started_at=started_at,
+        previous=event.get("run"),
+    )
+    if export.status != "run":
+        raise NoRun(export)
+    if export.parts:
+        source = Source(
+            bucket=start.bucket,
+            key=str(export.folder),
+            etag=export.etag,
+            format=exports.export_format(export),
+            parts=len(export.parts),
+            completion=export.completion,
+        )
+    else:
+        source = Source(
+            bucket=start.bucket, key=start.key, etag=start.etag, format=detect_format(start.key)
+        )
     allow_mass_removal = _allow_mass_removal(event)
-    return Run(
+    run = Run(
         # allow_mass_removal is not part of the id: the run is the input, so a re-run with it
         # after a blocked run is the same run (nothing was planned or sent when it stopped).
-        run_id=run_id_for(source, destination, template_name, salt=event_set_id or ""),
+        run_id=run_id_for(
+            source, start.destination, start.data_template, salt=start.event_set_id or ""
+        ),
         execution_id=execution_id,
         kind=template.kind,  # type: ignore[arg-type]
         state_bucket=bucket.name,
         source=source,
-        destination=destination,
-        data_template=template_name,
+        destination=start.destination,
+        data_template=start.data_template,
         template=template.as_dict(),
         started_at=datetime.now(UTC).isoformat(timespec="seconds"),
         options=run_options(
@@ -238,6 +320,7 @@ def build_run(event: dict[str, Any], execution_id: str, settings: Settings, buck
             allow_mass_removal=allow_mass_removal,
         ),
     )
+    return run, export
 
 
 def run_options(
@@ -311,7 +394,14 @@ def require_event_set_id(run: Run) -> None:
     template = run.resolved
     if run.kind != "offline_events" or template.event_set_id:
         return
-    header = _peek_csv_header(run.source)
+    # An export in parts is checked by validate, still before anything is sent.
+    header = (
+        list(template.headerless_columns)
+        if template.headerless_columns
+        else None
+        if run.source.parts
+        else _peek_csv_header(run.source)
+    )
     if header is None:
         return
     # The same rule as validate, so a mapped event_set_id column counts here too.
@@ -419,9 +509,16 @@ def preflight(
     *,
     client_factory: Callable[[str, Run], TikTokClient],
     execution_started_at: str | None = None,
-) -> Run:
+) -> Run | dict[str, Any]:
+    """The run, or (a start that runs nothing) the no-op payload ``{"start": …}``."""
     bucket = Bucket(settings.state_bucket)
-    run = build_run(event, execution_id, settings, bucket)
+    try:
+        run, export = build_run(
+            event, execution_id, settings, bucket, started_at=execution_started_at
+        )
+    except NoRun as no_run:
+        logger.info("this start runs nothing", extra=no_run.payload)
+        return no_run.payload
     require_event_set_id(run)
     run.lease = take_lease(
         bucket, run, settings, previous=event.get("run"), started_at=execution_started_at
@@ -431,6 +528,16 @@ def preflight(
         # children read runs/<id>/run.json and must keep seeing their own execution.
         return run
     # Written before the checks so a run that fails them has an id to re-run by.
+    if export.parts:
+        bucket.put_json(
+            run.paths.export,
+            {
+                "folder": export.folder,
+                "completion": export.completion,
+                **export.extra,
+                "parts": [p.as_dict() for p in export.parts],
+            },
+        )
     bucket.put_json(run.paths.run, run.model_dump())
     token = load_access_token(settings, run.resolved.credential, fresh=True)
     client = client_factory(token, run)

@@ -47,6 +47,7 @@ from botocore.exceptions import BotoCoreError, ClientError
 
 from . import sorting
 from .errors import DestinationError, InputRejected, RetriableError
+from .exports import basename, part_format
 from .runs import Run
 from .storage import MISSING_CODES, PRECONDITION_CODES, Bucket, error_code
 from .validate import (
@@ -76,7 +77,7 @@ SHARDS = 16
 #: One S3 range GET per read of this size.
 READ_BLOCK = 8 * 1024 * 1024
 #: Bumped when the range outputs change shape, so old range outputs are never reused.
-LAYOUT = 1
+LAYOUT = 2
 _READ_ATTEMPTS = 3
 _BOM = b"\xef\xbb\xbf"
 
@@ -266,39 +267,83 @@ def plan_validation(
 ) -> dict[str, Any]:
     """The run's ranges (reused when an earlier execution planned the same validation).
 
-    Writes ``plan.json`` and the Map's ``manifest.json``; raises InputRejected when the
-    header already shows the file cannot be used.
+    Every part of the export (one for a one-file export) is planned into ranges of its own;
+    range indices run across the parts, and each range names its part. Writes ``plan.json``
+    and the Map's ``manifest.json``; raises InputRejected when a header already shows the
+    input cannot be used.
     """
     vid = validate_id(run, default_region=default_region, range_bytes=range_bytes)
     keys = ValidateKeys(run, vid)
     existing = state.get_json(keys.plan)
     if existing:
         return dict(existing)
-    key = run.source.key
-    size = object_size(source, key, etag=run.source.etag)
-    if run.source.format == "parquet":
-        ranges = _parquet_ranges(source, run, size, range_bytes)
-        header_end = None
-    elif size <= range_bytes:
-        ranges, header_end = [_whole(size)], None
-    else:
-        ranges, header_end = _csv_ranges(source, run, size, range_bytes)
+    parts = export_parts(state, run)
+    ranges: list[dict[str, Any]] = []
+    for number, part in enumerate(parts):
+        part["size"] = object_size(source, part["key"], etag=part["etag"])
+        if part["format"] == "parquet":
+            planned = _parquet_ranges(source, run, part, range_bytes)
+        elif part["size"] <= range_bytes:
+            planned = [_whole(part["size"])]
+        else:
+            planned, part["header_end"] = _csv_ranges(source, run, part, range_bytes)
+        for within, spec in enumerate(planned, start=1):
+            ranges.append(spec | {"index": len(ranges) + 1, "part": number, "part_range": within})
     plan = {
         "validate_id": vid,
         "format": run.source.format,
-        "size": size,
-        "header_end": header_end,
+        "size": sum(int(p["size"]) for p in parts),
+        "header_end": parts[0].get("header_end"),
         "shards": SHARDS,
         "range_bytes": range_bytes,
         "default_region": default_region,
         # Rows without an event time take this one, the same in every range and re-run.
         "now": now.astimezone(UTC).isoformat(),
+        "parts": parts,
         "ranges": ranges,
     }
     state.put_json(keys.manifest, [{"index": r["index"], "validate_id": vid} for r in ranges])
     state.put_json(keys.plan, plan)  # last: a plan that exists is complete
-    logger.info("validate plan", extra={"ranges": len(ranges), "size": size, "validate_id": vid})
+    logger.info(
+        "validate plan",
+        extra={
+            "ranges": len(ranges),
+            "parts": len(parts),
+            "size": plan["size"],
+            "validate_id": vid,
+        },
+    )
     return plan
+
+
+def export_parts(state: Bucket, run: Run) -> list[dict[str, Any]]:
+    """The files to read: the pinned parts of an export, or the one object."""
+    if not run.source.parts:
+        return [
+            {
+                "key": run.source.key,
+                "uri": run.source.uri,
+                "etag": run.source.etag,
+                "format": run.source.format,
+                "header_end": None,
+            }
+        ]
+    pinned = state.get_json(run.paths.export)
+    if not isinstance(pinned, dict) or len(pinned.get("parts") or ()) != run.source.parts:
+        raise DestinationError(
+            f"run {run.run_id} has no complete export record at {state.uri(run.paths.export)}; "
+            "start the export's run again"
+        )
+    return [
+        {
+            "key": str(p["key"]),
+            "uri": f"s3://{run.source.bucket}/{p['key']}",
+            "etag": str(p["etag"]),
+            "format": part_format(str(p["key"])),
+            "header_end": None,
+        }
+        for p in pinned["parts"]
+    ]
 
 
 def _whole(size: int) -> dict[str, Any]:
@@ -312,11 +357,11 @@ def _whole(size: int) -> dict[str, Any]:
     }
 
 
-def _check_header(run: Run, header: list[str]) -> None:
+def _check_header(run: Run, header: list[str], uri: str) -> None:
     """The header errors every range would raise, raised once, before the Map."""
     template = run.resolved
     common: dict[str, Any] = {
-        "source": run.source.uri,
+        "source": uri,
         "columns": template.columns,
         "ignore_columns": template.ignore_columns,
         "data_template": run.data_template,
@@ -328,15 +373,16 @@ def _check_header(run: Run, header: list[str]) -> None:
 
 
 def _csv_ranges(
-    source: Bucket, run: Run, size: int, range_bytes: int
+    source: Bucket, run: Run, part: Mapping[str, Any], range_bytes: int
 ) -> tuple[list[dict[str, Any]], int | None]:
-    raw = open_range(source, run.source.key, etag=run.source.etag, end=size)
+    key, uri, etag, size = part["key"], part["uri"], part["etag"], int(part["size"])
+    raw = open_range(source, key, etag=etag, end=size)
     try:
         first = raw.peek(4)[:4]  # type: ignore[attr-defined]
     except BaseException:
         raw.close()
         raise
-    text = text_stream(raw, run.source.uri)
+    text = text_stream(raw, uri)
     if first[:2] == b"\x1f\x8b":
         text.close()
         return [_whole(size)], None
@@ -354,16 +400,17 @@ def _csv_ranges(
     header, rows = iter_csv_lines(
         text,
         text,
-        run.source.uri,
+        uri,
         on_record_start=at_record_start,
         block_chars=min(range_bytes, BLOCK_CHARS),
+        headerless=run.resolved.headerless_columns,
     )
     with contextlib.closing(rows):
-        _check_header(run, header)
+        _check_header(run, header, uri)
         collections.deque(rows.records(), maxlen=0)  # read through, in C: no row is kept
     if read[0] != size:
         raise DestinationError(
-            f"{run.source.uri}: planning read {read[0]:,} of {size:,} bytes; stopping rather "
+            f"{uri}: planning read {read[0]:,} of {size:,} bytes; stopping rather "
             "than risk leaving rows out (a bug: please report it)"
         )
     starts = [m for m in marks if m[0] < size] or marks[:1]
@@ -383,12 +430,15 @@ def _csv_ranges(
     return ranges, starts[0][0]
 
 
-def _parquet_ranges(source: Bucket, run: Run, size: int, range_bytes: int) -> list[dict[str, Any]]:
+def _parquet_ranges(
+    source: Bucket, run: Run, part: Mapping[str, Any], range_bytes: int
+) -> list[dict[str, Any]]:
+    size = int(part["size"])
     parquet, header = open_parquet(
-        open_range(source, run.source.key, etag=run.source.etag, end=size), run.source.uri
+        open_range(source, part["key"], etag=part["etag"], end=size), part["uri"]
     )
     with contextlib.closing(parquet):
-        _check_header(run, header)
+        _check_header(run, header, part["uri"])
         metadata = parquet.metadata
     groups = [metadata.row_group(i) for i in range(metadata.num_row_groups)]
     if size <= range_bytes or len(groups) <= 1:
@@ -418,22 +468,24 @@ def _parquet_ranges(source: Bucket, run: Run, size: int, range_bytes: int) -> li
 def _open_rows(
     source: Bucket, run: Run, plan: Mapping[str, Any], spec: Mapping[str, Any]
 ) -> tuple[list[str], RowStream]:
-    key, uri, etag = run.source.key, run.source.uri, run.source.etag
-    if plan["format"] == "parquet":
+    part = range_part(plan, spec)
+    key, uri, etag, size = part["key"], part["uri"], part["etag"], int(part["size"])
+    headerless = run.resolved.headerless_columns
+    if part["format"] == "parquet":
         groups = spec["row_groups"]
         return _iter_parquet(
-            open_range(source, key, etag=etag, end=plan["size"]),
+            open_range(source, key, etag=etag, end=size),
             uri,
             row_groups=None if groups is None else list(range(groups[0], groups[1])),
             first_row=int(spec["rows_before"]),
         )
     if spec["start"] is None:
-        text = text_stream(open_range(source, key, etag=etag, end=plan["size"]), uri)
-        return iter_csv_lines(text, text, uri)
+        text = text_stream(open_range(source, key, etag=etag, end=size), uri)
+        return iter_csv_lines(text, text, uri, headerless=headerless)
     stack = contextlib.ExitStack()
     try:
         head = stack.enter_context(
-            text_stream(open_range(source, key, etag=etag, end=int(plan["header_end"])), uri)
+            text_stream(open_range(source, key, etag=etag, end=int(part["header_end"])), uri)
         )
         body = stack.enter_context(
             text_stream(
@@ -451,8 +503,15 @@ def _open_rows(
         uri,
         body=body,
         start=RangeStart(int(spec["rows_before"]), int(spec["lines_before"])),
-        count_header=int(spec["index"]) == 1,
+        count_header=int(spec.get("part_range", spec["index"])) == 1,
+        headerless=headerless,
     )
+
+
+def range_part(plan: Mapping[str, Any], spec: Mapping[str, Any]) -> Mapping[str, Any]:
+    """The part (file) a range of the plan reads."""
+    part: Mapping[str, Any] = plan["parts"][int(spec.get("part", 0))]
+    return part
 
 
 def validate_range(
@@ -474,7 +533,7 @@ def validate_range(
     template = run.resolved
     out, rejects = workdir / "out", workdir / "rejects.csv"
     common: dict[str, Any] = {
-        "source": run.source.uri,
+        "source": range_part(plan, spec)["uri"],
         "default_region": plan["default_region"],
         "out_rejects": rejects,
         "columns": template.columns,
@@ -596,16 +655,26 @@ def merge_ranges(
                 "validated; re-run the same input to validate it"
             )
         records.append(record)
+    parts = plan.get("parts") or [{"key": run.source.key}]
+    in_parts = len(parts) > 1 or bool(run.source.parts)
+    if in_parts:
+        _check_parts_agree(run, plan, records)
     result = add_up(run.source.uri, [r["result"] for r in records])
     rejects = workdir / "rejects.csv"
     with rejects.open("w", encoding="utf-8", newline="") as out:
-        out.write(",".join(REJECTS_HEADER) + "\n")
+        # An export in parts: each reject names its part (rows are numbered within it).
+        out.write(",".join((("part",) if in_parts else ()) + REJECTS_HEADER) + "\n")
         for spec in plan["ranges"]:
             part = workdir / "range-rejects.csv"
             state.download(f"{keys.range_prefix(int(spec['index']))}rejects.csv", part)
+            name = _csv_field(_part_name(run, range_part(plan, spec))) + ","
             with part.open(encoding="utf-8", newline="") as lines:
                 next(lines, None)  # each range's own header line
-                shutil.copyfileobj(lines, out)
+                if in_parts:
+                    for line in lines:
+                        out.write(name + line)
+                else:
+                    shutil.copyfileobj(lines, out)
             part.unlink()
     state.upload(rejects, paths.rejects("validate"), content_type="text/csv")
     index = {
@@ -616,9 +685,74 @@ def merge_ranges(
         "files": [file for record in records for file in record["files"]],
     }
     state.put_json(paths.members if run.kind == "custom_audience" else paths.events, index)
-    state.put_json(paths.validation, result.as_dict())
+    validation = result.as_dict()
+    if in_parts:
+        validation["parts"] = _rows_per_part(run, plan, records)
+    state.put_json(paths.validation, validation)
     _finish(result, reject_threshold)
     return result
+
+
+def _part_name(run: Run, part: Mapping[str, Any]) -> str:
+    """A part as the rejects file and report name it: its key within the export folder."""
+    key = str(part["key"])
+    return key[len(run.source.key) :] if key.startswith(run.source.key) else basename(key)
+
+
+def _csv_field(text: str) -> str:
+    return '"' + text.replace('"', '""') + '"' if any(c in text for c in ',"\r\n') else text
+
+
+def _rows_per_part(
+    run: Run, plan: Mapping[str, Any], records: Sequence[Mapping[str, Any]]
+) -> list[dict[str, Any]]:
+    rows: list[dict[str, Any]] = [
+        {"part": _part_name(run, part), "rows_received": 0, "rows_rejected": 0}
+        for part in plan["parts"]
+    ]
+    for spec, record in zip(plan["ranges"], records, strict=True):
+        counts = rows[int(spec.get("part", 0))]
+        counts["rows_received"] += int(record["result"].get("rows_received") or 0)
+        counts["rows_rejected"] += int(record["result"].get("rows_rejected") or 0)
+    return rows
+
+
+def _check_parts_agree(
+    run: Run, plan: Mapping[str, Any], records: Sequence[Mapping[str, Any]]
+) -> None:
+    """Every part of an export must have the same columns: rows of parts that disagree
+    would be read under different names (a phone read as an email, a column lost)."""
+    first: tuple[str, list[str]] | None = None
+    for spec, record in zip(plan["ranges"], records, strict=True):
+        if int(spec.get("part_range", 1)) != 1:
+            continue
+        name = _part_name(run, range_part(plan, spec))
+        columns = list(record["result"].get("columns") or [])
+        if first is None:
+            first = (name, columns)
+            continue
+        if columns != first[1]:
+            missing = [c for c in first[1] if c not in columns]
+            extra = [c for c in columns if c not in first[1]]
+            what = (
+                "; ".join(
+                    ([f"it lacks {', '.join(_shown(missing))}"] if missing else [])
+                    + ([f"it adds {', '.join(_shown(extra))}"] if extra else [])
+                )
+                or "the same columns in another order"
+            )
+            raise InputRejected(
+                f"{run.source.uri}: part {name} has other columns than part {first[0]} ({what}); "
+                "every part of an export must have the same header, so nothing is sent. "
+                "Export the parts from one query (or set headerless_columns for parts "
+                "without a header)"
+            )
+
+
+def _shown(names: Sequence[str]) -> list[str]:
+    from .columns import looks_like_data
+
+    return ["a value that looks like data" if looks_like_data(n) else f"'{n[:40]}'" for n in names]
 
 
 def validated_lines(state: Bucket, index_key: str, workdir: Path) -> Iterator[str]:

@@ -18,12 +18,21 @@ from .config import ResolvedTemplate
 
 
 class Source(BaseModel):
+    """The run's input: one object, or an export in parts (``exports.py``)."""
+
     model_config = ConfigDict(extra="forbid")
 
     bucket: str
+    #: the object's key; for an export in parts, its folder (ending in "/")
     key: str
+    #: the object's ETag; for an export in parts, one tag of every part's key and ETag
     etag: str
     format: Literal["csv", "parquet"]
+    #: an export in parts: how many (the parts themselves are in ``RunPaths.export``)
+    parts: int = 0
+    #: an export in parts: how it was known complete ("marker", "manifest",
+    #: "quiet_period", "folder")
+    completion: str | None = None
 
     @property
     def uri(self) -> str:
@@ -85,6 +94,11 @@ class RunPaths:
     def events(self) -> str:
         """The index of validate's event row files (``ranges.merge_ranges``)."""
         return f"{self.prefix}validated/events.json"
+
+    @property
+    def export(self) -> str:
+        """An export in parts: its folder, completion and pinned parts (key, ETag, size)."""
+        return f"{self.prefix}export.json"
 
     @property
     def validation(self) -> str:

@@ -19,7 +19,7 @@ from typing import Any
 import boto3
 
 from . import audience as audience_domain
-from . import leases, offline_events, ranges
+from . import exports, leases, offline_events, ranges
 from .errors import DestinationError
 from .metrics import emit_run_metrics, emit_workflow_action
 from .preflight import build_run, preflight
@@ -92,6 +92,8 @@ def recorded_failure(bucket: Bucket, run: Run, step: str) -> Iterator[None]:
 def step_preflight(
     event: dict[str, Any], execution_id: str, execution_started_at: str | None = None
 ) -> dict[str, Any]:
+    """The run's payload, or the no-op payload ``{"start": …}`` of a start that runs
+    nothing (the state machine's ExportStart choice tells them apart)."""
     settings = load_settings()
     run = preflight(
         event,
@@ -100,7 +102,7 @@ def step_preflight(
         execution_started_at=execution_started_at,
         client_factory=lambda token, run: make_client(settings, token, run),
     )
-    return run.model_dump()
+    return run if isinstance(run, dict) else run.model_dump()
 
 
 def step_validate(run: Run) -> dict[str, Any]:
@@ -119,8 +121,12 @@ def step_validate(run: Run) -> dict[str, Any]:
             default_region=run.options.get("default_phone_region", settings.default_phone_region),
             now=datetime.now(UTC),
         )
-    if len(plan["ranges"]) == 1:
-        step_validate_range(run.run_id, {"index": 1, "validate_id": plan["validate_id"]}, run)
+    if len(plan["ranges"]) == 1 or int(plan["size"]) <= settings.validate_range_bytes:
+        # One range, or an export of small parts that together are no more than one range:
+        # validated right here, one after the other, as one file would be.
+        for spec in plan["ranges"]:
+            item = {"index": spec["index"], "validate_id": plan["validate_id"]}
+            step_validate_range(run.run_id, item, run)
         return step_merge_ranges(run, plan["validate_id"], plan)
     keys = ranges.ValidateKeys(run, plan["validate_id"])
     return {
@@ -219,6 +225,11 @@ def step_chunk(run: Run, audience: dict[str, Any] | None) -> dict[str, Any]:
     workdir = scratch_dir()
     try:
         with recorded_failure(bucket, run, "chunk"):
+            if run.source.parts:
+                # Last look before anything is sent: the export must still be the one read.
+                exports.check_unchanged(
+                    Bucket(run.source.bucket), bucket.get_json(run.paths.export), run.resolved
+                )
             if run.kind == "custom_audience":
                 if not audience or not audience.get("audience_id"):
                     raise DestinationError("chunk needs the audience id from EnsureAudience")
@@ -519,7 +530,7 @@ def _rebuild_run(
     """
     event = {k: v for k, v in state.items() if k not in ("error", "notify", "run")}
     try:
-        return build_run(event, execution_id, settings, bucket)
+        return build_run(event, execution_id, settings, bucket)[0]
     except Exception:
         return None
 

@@ -524,6 +524,7 @@ def iter_csv_lines(
     count_header: bool = True,
     on_record_start: Callable[[int, int, int], None] | None = None,
     block_chars: int = BLOCK_CHARS,
+    headerless: Sequence[str] = (),
 ) -> tuple[list[str], RowStream]:
     """The header and rows of CSV text: of the whole file, or of one range of it.
 
@@ -535,24 +536,21 @@ def iter_csv_lines(
     each block of about ``block_chars`` characters that nothing waits before (and before
     every record when the careful path reads alone), with the bytes of the lines read (a
     byte order mark not counted), and at the end. ``resource`` is closed with the stream.
+    ``headerless``: the text has no header line; these are its columns (comma-separated, as
+    warehouses write by default), and its first line is a data row.
     """
-    try:
+    if headerless:
         feed = _LineFeed(lines, block_chars=block_chars, count_bytes=on_record_start is not None)
         counts = LineCounts()
-        first = _header_line(feed, counts, source)
-        delimiter = _sniff_delimiter(first)
-        try:
-            # Parsed alone: a quote left open in the header must not swallow rows into it.
-            raw_header = next(csv.reader((first,), delimiter=delimiter, strict=True))
-        except csv.Error as error:
-            raise InputRejected(
-                f"{source}: the header line is not valid CSV ({error}); check its quotes"
-            ) from None
-        _check_decodable(raw_header, raw_header, 0, source)
-        header = _normalize_header(raw_header, source)
-    except BaseException:
-        resource.close()
-        raise
+        header, delimiter = list(headerless), ","
+    else:
+        header, delimiter, feed, counts = _read_header(
+            lines,
+            resource,
+            source,
+            block_chars=block_chars,
+            count_bytes=on_record_start is not None,
+        )
     counts.physical = feed.read
     number, first_line = 0, counts.header + counts.blank
     if body is not None:
@@ -572,6 +570,30 @@ def iter_csv_lines(
         on_record_start=on_record_start,
     )
     return header, RowStream(rows, resource, header=header, rows_before=number, lines=counts)
+
+
+def _read_header(
+    lines: Iterator[str], resource: Any, source: str, *, block_chars: int, count_bytes: bool
+) -> tuple[list[str], str, _LineFeed, LineCounts]:
+    """The header line's names and delimiter, and the feed standing after it."""
+    try:
+        feed = _LineFeed(lines, block_chars=block_chars, count_bytes=count_bytes)
+        counts = LineCounts()
+        first = _header_line(feed, counts, source)
+        delimiter = _sniff_delimiter(first)
+        try:
+            # Parsed alone: a quote left open in the header must not swallow rows into it.
+            raw_header = next(csv.reader((first,), delimiter=delimiter, strict=True))
+        except csv.Error as error:
+            raise InputRejected(
+                f"{source}: the header line is not valid CSV ({error}); check its quotes"
+            ) from None
+        _check_decodable(raw_header, raw_header, 0, source)
+        header = _normalize_header(raw_header, source)
+    except BaseException:
+        resource.close()
+        raise
+    return header, delimiter, feed, counts
 
 
 def _fits(fields: Sequence[str], width: int) -> bool:

@@ -116,6 +116,18 @@ ACTIONS: dict[str, WorkflowAction] = {
             ),
         ),
         WorkflowAction(
+            "InputChanged",
+            "Input changed during the run",
+            "A part of the export was added, replaced or deleted while this run was reading "
+            "it, so the run stopped rather than mix two versions of the export.",
+            (
+                'Let the export finish writing: with export_completion = "auto" or '
+                '"quiet_period", its newest complete version starts a run of its own.',
+                "Otherwise start a run for the export's folder once it is complete (locally "
+                "`tiktok-destination run FOLDER`); the audience then equals the whole export.",
+            ),
+        ),
+        WorkflowAction(
             "MassRemovalBlocked",
             "Mass removal blocked",
             "The file would remove more of the audience than max_removal_share allows, so "
@@ -215,6 +227,7 @@ _BY_CLASS: dict[str, str] = {
     "AudienceLimitReached": "AudienceLimitReached",
     "EventSetNotFound": "EventSetNotFound",
     "InputRejected": "InputRejected",
+    "InputChanged": "InputChanged",
     "MassRemovalBlocked": "MassRemovalBlocked",
     "ConfigurationError": "ConfigurationError",
     "TikTokRateLimited": "RateLimited",
