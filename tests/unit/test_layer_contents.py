@@ -32,6 +32,7 @@ RUNTIME_FILES = frozenset(
         "tiktok_destination/config.py",
         "tiktok_destination/errors.py",
         "tiktok_destination/events.py",
+        "tiktok_destination/exports.py",
         "tiktok_destination/identifiers.py",
         "tiktok_destination/leases.py",
         "tiktok_destination/metrics.py",

@@ -314,6 +314,9 @@ def test_a_small_file_is_one_range_read_whole(s3: tuple[Bucket, Bucket], tmp_pat
             "rows_before": 0,
             "lines_before": 0,
             "row_groups": None,
+            # the one part of a one-file export
+            "part": 0,
+            "part_range": 1,
         }
     ]
     assert_same(got, reference(data, "small.csv", tmp_path))

@@ -20,6 +20,7 @@ from tiktok_destination.config import load_config
 from tiktok_destination.errors import ConfigurationError
 from tiktok_destination.preflight import resolve_input
 from tiktok_destination.settings import Settings, load_settings
+from tiktok_destination.validate import detect_format
 
 ROOT = Path(__file__).resolve().parents[2]
 CONFIG = load_config(
@@ -53,13 +54,14 @@ def sample() -> dict[str, Any]:
 
 
 def test_the_sample_s3_event_names_its_object(settings: Settings) -> None:
-    source, destination, template, event_set_id, test_code = resolve_input(
-        sample(), settings, CONFIG
-    )
+    source = resolve_input(sample(), settings, CONFIG)
     assert source.bucket == "tiktok-destination-inboxbucket-1x2y3z4a5b6c"
     assert source.key == "inbox/acme_audiences/vip_customers/2026-11-24.csv"
     assert source.etag == "b1946ac92492d2347c6235b4d2611184"
-    assert source.format == "csv"
+    assert detect_format(source.key) == "csv"
+    assert source.from_event and source.base == "inbox/acme_audiences/vip_customers/"
+    destination, template = source.destination, source.data_template
+    event_set_id, test_code = source.event_set_id, source.test_event_code
     assert (destination, template, event_set_id, test_code) == (
         "acme_audiences",
         "vip_customers",
@@ -73,7 +75,7 @@ def test_the_key_is_used_as_sent_without_url_decoding(settings: Settings) -> Non
     # "+" and ":" are legal in keys; decoding would turn "+" into a space: another object.
     key = "inbox/acme_audiences/vip_customers/vip+gold 2026-11-24T06:00:00.csv"
     event["detail"]["object"]["key"] = key
-    source, *_ = resolve_input(event, settings, CONFIG)
+    source = resolve_input(event, settings, CONFIG)
     assert source.key == key
 
 
@@ -118,6 +120,6 @@ def test_an_event_without_etag_reads_it_from_the_object(
         s3 = boto3.client("s3", region_name="us-east-1")
         s3.create_bucket(Bucket=bucket)
         etag = s3.put_object(Bucket=bucket, Key=key, Body=b"Email\n")["ETag"].strip('"')
-        source, *_ = resolve_input(event, settings, CONFIG)
+        source = resolve_input(event, settings, CONFIG)
         storage.s3_client.cache_clear()
     assert source.etag == etag
