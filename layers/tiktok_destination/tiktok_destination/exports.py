@@ -350,9 +350,9 @@ def _manifest_export(bucket: Bucket, manifest_key: str, folder: str) -> Export:
     )
 
 
-def arrivals_key(bucket_name: str, folder: str) -> str:
+def arrivals_prefix(bucket_name: str, folder: str) -> str:
     digest = hashlib.sha256(f"{bucket_name}/{folder}".encode()).hexdigest()[:32]
-    return f"{ARRIVALS_PREFIX}{digest}.json"
+    return f"{ARRIVALS_PREFIX}{digest}/"
 
 
 def _quiet(
@@ -371,20 +371,21 @@ def _quiet(
 
     Arrival is the execution's start (the S3 event), not the object's LastModified, which
     for a multipart upload is when the upload began, so a large part that finished last
-    could look oldest.
+    could look oldest. Each execution records its arrival as an object of its own (never
+    overwritten, so no compare-and-swap), named so that the latest sorts last.
     """
     now = now or datetime.now(UTC)
     mine_at = _time(started_at) or now
-    record_key = arrivals_key(bucket.name, folder)
-    first_pass = not (isinstance(previous, Mapping) and previous.get("start") == "wait")
-    if first_pass:
-        _record_arrival(state, record_key, key, execution_id, mine_at)
-    latest = state.get_json(record_key) or {}
-    if latest.get("execution_id") != execution_id:
+    prefix = arrivals_prefix(bucket.name, folder)
+    name = execution_id.rsplit(":", 1)[-1] or "execution"
+    mine = f"{prefix}{mine_at.astimezone(UTC).strftime('%Y%m%dT%H%M%S%fZ')}-{name}.json"
+    if not (isinstance(previous, Mapping) and previous.get("start") == "wait"):
+        state.put_json(mine, {"key": key, "execution_id": execution_id})
+    latest = max((str(obj["Key"]) for obj in state.list(prefix)), default=mine)
+    if latest != mine:
         return Export(
             "part_of_export",
-            f"a part that arrived later ({basename(str(latest.get('key', '?')))}) continues "
-            "the export",
+            "a part that arrived later continues the export",
             folder=folder,
         )
     if template.export_completion == "auto" and _folder_has(bucket, folder, template):
@@ -405,25 +406,6 @@ def _quiet(
     return _complete(bucket, folder, template, "quiet_period")
 
 
-def _record_arrival(
-    bucket: Bucket, record_key: str, key: str, execution_id: str, at: datetime
-) -> None:
-    """Make this execution the folder's latest arrival unless a later one already is."""
-    mine = {"execution_id": execution_id, "arrived_at": at.isoformat(), "key": key}
-    for _ in range(5):
-        if bucket.put_json_if(record_key, mine, if_none_match=True):
-            return
-        held, etag = bucket.get_json_and_etag(record_key)
-        if etag is None:
-            continue
-        held = held if isinstance(held, dict) else {}
-        theirs = _time(held.get("arrived_at"))
-        if theirs is not None and (theirs, str(held.get("execution_id"))) >= (at, execution_id):
-            return  # a later arrival is already recorded: it decides
-        if bucket.put_json_if(record_key, mine, if_match=etag):
-            return
-
-
 def _time(value: Any) -> datetime | None:
     if not value:
         return None
@@ -442,6 +424,8 @@ def check_unchanged(bucket: Bucket, pinned: Mapping[str, Any], template: Resolve
     mirror would delete whoever the new part holds). Read from the export record
     (``runs/<id>/export.json``).
     """
+    if not pinned.get("parts"):
+        raise InputChanged("the run's export record is missing; start the export's run again")
     folder = str(pinned["folder"])
     before = {str(p["key"]): str(p["etag"]) for p in pinned["parts"]}
     if pinned.get("completion") == "manifest":

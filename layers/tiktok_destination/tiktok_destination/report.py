@@ -51,14 +51,15 @@ def rejects_summary(bucket: Bucket, run: Run) -> dict[str, Any]:
     """Rejected rows by reason across every rejects file of the run (validate, chunk, send)."""
     by_reason: Counter[str] = Counter()
     files: list[str] = []
-    rows: set[int] = set()
+    rows: set[tuple[str, int]] = set()
     for obj in bucket.list(run.paths.rejects_prefix):
         files.append(bucket.uri(obj["Key"]))
         body = bucket.s3.get_object(Bucket=bucket.name, Key=obj["Key"])["Body"]
         # Streamed: a large file's rejects may not fit comfortably in a Lambda's memory.
         lines = codecs.iterdecode(body.iter_lines(keepends=True), "utf-8")
         for record in csv.DictReader(lines):
-            row = int(record.get("row") or 0)
+            # An export in parts numbers rows within each part, and its rejects name the part.
+            row = (record.get("part") or "", int(record.get("row") or 0))
             if row in rows:
                 continue
             rows.add(row)
@@ -73,6 +74,17 @@ def columns_report(validation: dict[str, Any]) -> dict[str, Any]:
         "ignored": validation.get("columns_ignored", {}),
         # Identifier types the data template asks for that the file has no column for.
         "identifiers_without_column": validation.get("columns_missing", []),
+    }
+
+
+def export_report(run: Run, validation: dict[str, Any]) -> dict[str, Any] | None:
+    """An export in parts: how it was known complete and the rows of each part."""
+    if not run.source.parts:
+        return None
+    return {
+        "folder": run.source.uri,
+        "completion": run.source.completion,
+        "parts": validation.get("parts") or [],
     }
 
 

@@ -29,6 +29,7 @@ from .report import (
     EVENTS_REMINDERS,
     base_report,
     columns_report,
+    export_report,
     record_calls,
     rejects_summary,
     sum_calls,
@@ -228,7 +229,7 @@ def step_chunk(run: Run, audience: dict[str, Any] | None) -> dict[str, Any]:
             if run.source.parts:
                 # Last look before anything is sent: the export must still be the one read.
                 exports.check_unchanged(
-                    Bucket(run.source.bucket), bucket.get_json(run.paths.export), run.resolved
+                    Bucket(run.source.bucket), bucket.get_json(run.paths.export) or {}, run.resolved
                 )
             if run.kind == "custom_audience":
                 if not audience or not audience.get("audience_id"):
@@ -350,6 +351,9 @@ def step_report(run: Run, validate: dict[str, Any], chunk: dict[str, Any]) -> di
         report["lines"] = lines
     report["rejects_files"] = rejects["files"]
     report["columns"] = columns_report(validation)
+    export = export_report(run, validation)
+    if export:
+        report["export"] = export
     done = bucket.count(f"{paths.plan(chunk['plan_id'])}done/")
     if run.kind == "custom_audience":
         with recorded_failure(bucket, run, "commit"):
@@ -472,6 +476,9 @@ def step_notify(state: dict[str, Any], execution_id: str) -> dict[str, Any]:
         if lines:
             report["lines"] = lines
         report["rejects_files"] = rejects["files"]
+        export = export_report(run, validation)
+        if export:
+            report["export"] = export
         report_key = run.paths.report
     else:
         report = {"status": "failed", "execution_id": execution_id, "workflow_action": detail}
