@@ -146,6 +146,15 @@ def print_report(report: dict[str, Any] | None, out: TextIO = sys.stdout) -> Non
         return
     print(f"\nRun {report.get('run_id')}  {report.get('status', '').upper()}", file=out)
     print(f"  source       {report.get('source')}", file=out)
+    export = report.get("export") or {}
+    if export:
+        parts = export.get("parts") or []
+        print(
+            f"  export       {len(parts)} parts, complete by {export.get('completion')}: "
+            + ", ".join(f"{p['part']} {p['rows_received']} rows" for p in parts[:5])
+            + (f", and {len(parts) - 5} more" if len(parts) > 5 else ""),
+            file=out,
+        )
     print(
         f"  destination  {report.get('destination')} / {report.get('data_template')}"
         f"  (advertiser {report.get('advertiser_id')})",
@@ -270,6 +279,18 @@ def _readable_file(path: str | Path, what: str) -> Path:
     return file
 
 
+def _readable_export(folder: Path) -> None:
+    """A folder run as one export: it must hold files, each readable (checked up front)."""
+    files = [p for p in folder.rglob("*") if not p.is_dir()]
+    if not files:
+        raise DestinationError(
+            f"FILE {folder} is a directory with no files; pass a file, or a folder holding "
+            "an export's parts"
+        )
+    for file in files:
+        _readable_file(file, "part")
+
+
 def _lock(args: argparse.Namespace, state_dir: Path, command: str) -> Any:
     from .state_dir import locked
 
@@ -279,7 +300,9 @@ def _lock(args: argparse.Namespace, state_dir: Path, command: str) -> Any:
 def cmd_run(args: argparse.Namespace) -> int:
     state_dir = Path(args.state_dir)
     export = Path(args.file).is_dir()
-    if not export:
+    if export:
+        _readable_export(Path(args.file))
+    else:
         _readable_file(args.file, "FILE")
     config_text = _readable_file(args.config, "--config").read_bytes()
     config = load_config(config_text, source=str(args.config))
@@ -344,6 +367,7 @@ def cmd_demo(args: argparse.Namespace) -> int:
             "store_purchases.csv",
         ):
             (workdir / name).write_bytes((samples / name).read_bytes())
+        _demo_export(workdir / "vip_customers_day2.csv", workdir / "vip_customers_day3")
         state_dir = Path(args.state_dir) if args.state_dir else workdir / "state"
         steps = [
             (
@@ -361,6 +385,13 @@ def cmd_demo(args: argparse.Namespace) -> int:
             (
                 "Day 2 again: the same file makes no mapping call at all",
                 "vip_customers_day2.csv",
+                "acme_audiences",
+                "vip_customers",
+            ),
+            (
+                "Day 3: the warehouse writes the export in 3 parts and a _SUCCESS marker; "
+                "one run reads the folder, and the audience equals the union of the parts",
+                "vip_customers_day3",
                 "acme_audiences",
                 "vip_customers",
             ),
@@ -399,6 +430,18 @@ def cmd_demo(args: argparse.Namespace) -> int:
     finally:
         if not args.state_dir:
             shutil.rmtree(workdir, ignore_errors=True)
+
+
+def _demo_export(day2: Path, folder: Path) -> None:
+    """Day 2's people as a Spark-style export in 3 parts, two new people in the last one."""
+    header, *rows = day2.read_text(encoding="utf-8").splitlines()
+    rows += [f"new{i}@example.com," for i in (1, 2)]
+    folder.mkdir()
+    for number in range(3):
+        part = rows[number::3]
+        text = "\n".join([header, *part]) + "\n"
+        (folder / f"part-{number:05d}-demo.c000.csv").write_text(text, encoding="utf-8")
+    (folder / "_SUCCESS").write_bytes(b"")
 
 
 def cmd_emulator(args: argparse.Namespace) -> int:

@@ -301,8 +301,11 @@ def test_a_directory_or_unreadable_input_is_one_line_and_exit_2(tmp_path: Path) 
     target = ["--destination", "acme_audiences", "--template", "vip"]
     state = ["--state-dir", str(ws.state_dir)]
     on_file = ["--state-dir", str(ws.config)]  # a file where the state dir should be
+    empty = tmp_path / "empty-export"
+    empty.mkdir()
     cases = [
-        (["run", str(tmp_path), "--config", str(ws.config), *target, *state], "is a directory"),
+        # a folder is an export in parts: one without files is refused before anything starts
+        (["run", str(empty), "--config", str(ws.config), *target, *state], "with no files"),
         (["run", str(ws.files["A"]), "--config", str(tmp_path), *target, *state], "directory"),
         (["run", str(loop), "--config", str(ws.config), *target, *state], "cannot be read"),
         (["rerun", "0123456789abcdef", "--config", str(tmp_path), *state], "is a directory"),
