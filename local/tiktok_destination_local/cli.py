@@ -536,7 +536,10 @@ def build_parser() -> argparse.ArgumentParser:
         p.add_argument("--json", action="store_true", help="print only the report, as JSON")
         p.add_argument("--verbose", action="store_true", help="also print handler logs")
 
-    run = sub.add_parser("run", help="run one file, or a folder as one export in parts, through the state machine locally")
+    run = sub.add_parser(
+        "run",
+        help="run one file, or a folder as one export in parts, through the state machine locally",
+    )
     run.add_argument("file")
     run.add_argument("--config", required=True, help="the TOML configuration document")
     run.add_argument("--destination", required=True)
