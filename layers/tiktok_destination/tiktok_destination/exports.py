@@ -191,15 +191,20 @@ def data_parts(bucket: Bucket, folder: str, template: ResolvedTemplate) -> list[
     return sorted(found, key=lambda p: p.key)
 
 
-def _folder_has(bucket: Bucket, folder: str, template: ResolvedTemplate) -> str | None:
-    """The key of a marker or manifest directly in ``folder``, if there is one."""
+def _folder_has(
+    bucket: Bucket, folder: str, template: ResolvedTemplate
+) -> tuple[str | None, str | None]:
+    """(marker key, manifest key) directly in ``folder``, each None when absent."""
+    marker = manifest = None
     for obj in bucket.list(folder):
-        key = obj["Key"]
+        key = str(obj["Key"])
         if "/" in key[len(folder) :]:
             continue
-        if is_marker(key, template) or is_manifest(key):
-            return str(key)
-    return None
+        if is_marker(key, template):
+            marker = marker or key
+        elif is_manifest(key):
+            manifest = manifest or key
+    return marker, manifest
 
 
 def manifest_parts(bucket: Bucket, manifest_key: str) -> list[Part]:
@@ -311,20 +316,21 @@ def resolve(
     # A deliberate start: the folder as it is.
     if is_manifest(key):
         return _manifest_export(bucket, key, folder)
-    found = _folder_has(bucket, folder, template)
-    if found is not None and is_manifest(found) and rule in ("auto", "manifest"):
-        return _manifest_export(bucket, found, folder)
+    marker, manifest = _folder_has(bucket, folder, template)
+    if manifest is not None and rule in ("auto", "manifest"):
+        return _manifest_export(bucket, manifest, folder)
     if rule == "manifest":
         raise InputRejected(
             f'{bucket.uri(folder)}: export_completion = "manifest" but the folder has no '
             "manifest; unload with MANIFEST, or start with the manifest's key"
         )
-    if rule == "marker" and (found is None or not is_marker(found, template)):
+    if rule == "marker" and marker is None:
         raise InputRejected(
             f"{bucket.uri(folder)}: the export is not complete: export_completion = "
             f'"marker" and there is no {template.export_marker} in the folder yet'
         )
-    return _complete(bucket, folder, template, "marker" if found else "folder")
+    completion: Completion = "marker" if marker is not None and rule != "quiet_period" else "folder"
+    return _complete(bucket, folder, template, completion)
 
 
 def _complete(
@@ -388,7 +394,7 @@ def _quiet(
             "a part that arrived later continues the export",
             folder=folder,
         )
-    if template.export_completion == "auto" and _folder_has(bucket, folder, template):
+    if template.export_completion == "auto" and any(_folder_has(bucket, folder, template)):
         return Export(
             "part_of_export",
             "the folder has a marker or manifest: it starts the export",
