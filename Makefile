@@ -53,6 +53,7 @@ bench: $(STAMP)
 	$(BIN)/python tests/bench/bench_validate.py --rows $(BENCH_ROWS)
 	$(BIN)/python tests/bench/bench_diff.py
 	$(BIN)/python tests/bench/bench_sync_e2e.py --range-bytes 16777216 --diff-inline-members 0
+	$(BIN)/python tests/bench/bench_export_parts.py --parts 100
 
 ## The phone fast path's equivalence proof: PHONES generated numbers through both paths.
 PHONES ?= 1000000
