@@ -37,6 +37,13 @@ audience_name = "VIP customers"
 [data_templates.other]
 destination = "d"
 audience_name = "Other"
+[destinations.e]
+credential = "c"
+advertiser_id = "{ADVERTISER}"
+kind = "offline_events"
+[data_templates.orders]
+destination = "e"
+event_set_id = "7100000000000000001"
 """
 )
 
@@ -51,6 +58,21 @@ def run(run_id: str, execution: str, audience: str = "VIP customers") -> Run:
         source=Source(bucket="inbox", key=f"inbox/d/t/{run_id}.csv", etag="e", format="csv"),
         destination="d",
         data_template="t",
+        template=template.as_dict(),
+        started_at="2026-11-26T00:00:00+00:00",
+    )
+
+
+def event_run(run_id: str, execution: str) -> Run:
+    template = CONFIG.resolve("e", "orders")
+    return Run(
+        run_id=run_id,
+        execution_id=f"arn:aws:states:us-east-1:1:execution:sm:{execution}",
+        kind="offline_events",
+        state_bucket=BUCKET,
+        source=Source(bucket="inbox", key=f"inbox/e/orders/{run_id}.csv", etag="e", format="csv"),
+        destination="e",
+        data_template="orders",
         template=template.as_dict(),
         started_at="2026-11-26T00:00:00+00:00",
     )
@@ -116,6 +138,22 @@ def test_a_run_started_before_the_last_completed_one_is_superseded(bucket: Bucke
     # It let the lease go again, and a run started later still proceeds.
     later = run("runC", "ex3")
     assert take(bucket, later, running(), started_at="2026-11-26T10:00:02Z").status == "acquired"
+
+
+def test_an_event_run_started_before_the_last_completed_one_still_runs(bucket: Bucket) -> None:
+    # Events add up: the older file's events are not in the newer file, so it must be sent.
+    older, newer = event_run("runA", "ex1"), event_run("runB", "ex2")
+    assert leases.lease_key(older) == leases.lease_key(newer), "one event set, one lease"
+    t0 = "2026-11-26T10:00:00.000Z"
+    t1 = "2026-11-26T10:00:01.000Z"
+    assert take(bucket, newer, running("ex2"), started_at=t1).status == "acquired"
+    assert leases.release(bucket, newer, completed=True)
+    outcome = take(bucket, older, running("ex1"), started_at=t0)
+    assert (outcome.status, outcome.holder_run_id) == ("acquired", "runA")
+    # It holds the lease like any run: the next event file queues behind it.
+    assert take(bucket, event_run("runC", "ex3"), running("ex1")).status == "busy"
+    # A redrive of the older run (same execution, same start time) keeps it too.
+    assert take(bucket, older, running("ex1"), started_at=t0).status == "acquired"
 
 
 def test_a_failed_run_does_not_supersede_older_ones(bucket: Bucket) -> None:

@@ -1,9 +1,10 @@
 """Leases: at most one live run per TikTok audience (or offline event set).
 
 Two runs of one audience that overlap would each diff against the same base and end as the
-union of both files, so every run takes the target's lease before Validate and gives it
-back in Report or Notify. A lease is one S3 object under ``leases/`` written with
-conditional requests, the same mechanism the OAuth callback uses for its single-use marker:
+union of both files (and runs of one event set are kept to one at a time as well), so
+every run takes the target's lease before Validate and gives it back in Report or Notify.
+A lease is one S3 object under ``leases/`` written with conditional requests, the same
+mechanism the OAuth callback uses for its single-use marker:
 
 - acquire: ``PutObject If-None-Match: *`` -- exactly one writer wins an empty slot;
 - take over a stale lease: ``PutObject If-Match: <etag read>`` -- a compare-and-swap, so two
@@ -17,10 +18,19 @@ twice, a console start during a live run) while the first is live is a no-op; a 
 another file waits in the state machine (``WaitForLease``) and gives up with the workflow
 action ``RunInProgress`` after a bounded number of waits.
 
-The newest start wins: a run that completes leaves ``<lease>.last.json`` naming its
-execution's start time, and a run that gets the lease after a run started *later* than
-itself completed is ``superseded`` (it sends nothing), so whatever order overlapping runs
-take the lease in, TikTok ends equal to the file of the last one started.
+What a run does once it has the lease depends on the kind of target
+(``can_be_superseded``, the one place this rule lives):
+
+- Audiences mirror a file, so the newest start wins: a run that completes leaves
+  ``<lease>.last.json`` naming its execution's start time, and a run that gets the lease
+  after a run started *later* than itself completed is ``superseded`` (it sends nothing),
+  so whatever order overlapping runs take the lease in, TikTok ends equal to the file of
+  the last one started.
+- Offline events add up: every file's events must reach TikTok, whatever order the files
+  came in. Runs of one event set queue (one at a time; the others wait in
+  ``WaitForLease``) and each is sent in full; an event run is never superseded, so a
+  redrive or re-run of an older event file after a newer one finished still sends the
+  batches it had not sent (its done markers keep it from sending any twice).
 """
 
 from __future__ import annotations
@@ -104,8 +114,9 @@ def acquire(
 ) -> LeaseOutcome:
     """Take (or renew) the lease of ``run``'s target, or say who holds it.
 
-    ``started_at`` is the execution's start time (``$$.Execution.StartTime``): it orders
-    overlapping runs so that the last one started is the one TikTok ends up equal to.
+    ``started_at`` is the execution's start time (``$$.Execution.StartTime``): for an
+    audience it orders overlapping runs so that the last one started is the one TikTok ends
+    up equal to; event runs only queue, so for them it is just recorded.
     """
     key = lease_key(run)
     now = now or datetime.now(UTC)
@@ -149,9 +160,20 @@ def acquire(
     return _outcome("busy", key, held if isinstance(held, dict) else {})
 
 
+def can_be_superseded(run: Run) -> bool:
+    """Whether a completed run that started later makes ``run`` send nothing.
+
+    True for a custom audience, which mirrors one file (the newest wins); False for offline
+    events, which add up: a later file never replaces an earlier one's events.
+    """
+    return run.kind == "custom_audience"
+
+
 def _superseded_or_acquired(
     bucket: Bucket, run: Run, key: str, mine: dict[str, Any]
 ) -> LeaseOutcome:
+    if not can_be_superseded(run):
+        return _outcome("acquired", key, mine)
     last, _ = bucket.get_json_and_etag(_last_key(key))
     if isinstance(last, dict) and last and last.get("run_id") != run.run_id:
         theirs = _start_time(last.get("execution_started_at"))
@@ -189,8 +211,9 @@ def execution_is_running(execution_arn: str) -> bool | None:
 def release(bucket: Bucket, run: Run, *, completed: bool = False) -> bool:
     """Give the lease back if this execution holds it; True when it was released.
 
-    ``completed``: the run finished its work (the snapshot is committed), so later runs of
-    older files are superseded by it.
+    ``completed``: the run finished its work (the snapshot is committed); it is recorded
+    as the target's last completed run, which supersedes later runs of older audience
+    files (see ``can_be_superseded``; event runs are never superseded).
     """
     key = lease_key(run)
     held, etag = bucket.get_json_and_etag(key)
@@ -214,6 +237,7 @@ __all__ = [
     "LEASE_PREFIX",
     "LeaseOutcome",
     "acquire",
+    "can_be_superseded",
     "execution_is_running",
     "lease_key",
     "release",
