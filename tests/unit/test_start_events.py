@@ -123,3 +123,34 @@ def test_an_event_without_etag_reads_it_from_the_object(
         source = resolve_input(event, settings, CONFIG)
         storage.s3_client.cache_clear()
     assert source.etag == etag
+
+
+def test_a_url_encoded_key_is_read_as_the_object_it_names(
+    settings: Settings, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A start relayed from S3's own notifications URL-encodes the key (Hive's "=" too)."""
+    for name in ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY"):
+        monkeypatch.setenv(name, "testing")
+    monkeypatch.setenv("AWS_DEFAULT_REGION", "us-east-1")
+    event = sample()
+    bucket = event["detail"]["bucket"]["name"]
+    stored = "inbox/acme_audiences/vip_customers/exp 1/dt=2026-12-07/part 0.csv"
+    event["detail"]["object"]["key"] = (
+        "inbox/acme_audiences/vip_customers/exp+1/dt%3D2026-12-07/part+0.csv"
+    )
+    with mock_aws():
+        from tiktok_destination import storage
+
+        storage.s3_client.cache_clear()
+        s3 = boto3.client("s3", region_name="us-east-1")
+        s3.create_bucket(Bucket=bucket)
+        etag = s3.put_object(Bucket=bucket, Key=stored, Body=b"Email\n")["ETag"].strip('"')
+        source = resolve_input(event, settings, CONFIG)
+        # A key that exists as sent is never decoded, even with a "%" in it.
+        literal = "inbox/acme_audiences/vip_customers/100%25 vip.csv"
+        s3.put_object(Bucket=bucket, Key=literal, Body=b"Email\n")
+        event["detail"]["object"]["key"] = literal
+        as_sent = resolve_input(event, settings, CONFIG)
+        storage.s3_client.cache_clear()
+    assert (source.key, source.etag) == (stored, etag)
+    assert as_sent.key == literal

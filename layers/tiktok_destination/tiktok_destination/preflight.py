@@ -29,6 +29,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
+from urllib.parse import unquote_plus
 
 from aws_lambda_powertools.utilities.data_classes import S3EventBridgeNotificationEvent
 from pydantic import BaseModel, ConfigDict, ValidationError
@@ -233,12 +234,34 @@ def _s3_event_object(event: S3EventBridgeNotificationEvent) -> tuple[str, str, s
             "the S3 event has no detail.bucket.name / detail.object.key; is the "
             "EventBridge rule forwarding the whole event?"
         )
+    key, found = _key_as_stored(Bucket(bucket), key)
+    if found is not None:
+        etag = found
     return (
         bucket,
         key,
         etag or ("" if key.endswith("/") else Bucket(bucket).etag(key) or ""),
         size if isinstance(size, int) else None,
     )
+
+
+def _key_as_stored(bucket: Bucket, key: str) -> tuple[str, str | None]:
+    """The key as S3 stores it, and its ETag when it had to be looked up.
+
+    EventBridge sends keys as written, but a start relayed from S3's own notifications (or
+    hand-written from one) URL-encodes them: ``dt%3D2026-12-07/part+1.csv`` for
+    ``dt=2026-12-07/part 1.csv``. A key with a ``%`` escape is looked up as sent first and
+    used when it exists; only when it does not and its decoded form does is the decoded one
+    used. A key without one is used as sent (a "+" alone is a legal character, and when it
+    stood for a space the object is not found: a failed run, never another object)."""
+    if "%" not in key:
+        return key, None
+    found = bucket.etag(key)
+    if found is not None:
+        return key, found
+    decoded = unquote_plus(key)
+    found = bucket.etag(decoded) if decoded != key else None
+    return (decoded, found) if found is not None else (key, None)
 
 
 def _pydantic_message(where: str, err: ValidationError) -> str:
