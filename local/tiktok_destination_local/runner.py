@@ -629,6 +629,9 @@ class LocalDestination:
         report = None
         if output and isinstance(output.get("report"), dict):
             report = self.state_json(output["report"]["report_key"])
+        elif desc["status"] == "SUCCEEDED":
+            # e.g. a superseded run: it wrote a report of its own saying it sent nothing
+            report = self.state_json(f"executions/{arn.rsplit(':', 1)[-1]}/report.json")
         error = cause = None
         if desc["status"] != "SUCCEEDED":
             error, cause = desc.get("error"), desc.get("cause")

@@ -108,3 +108,38 @@ def test_a_run_waiting_too_long_fails_with_run_in_progress(
     assert done.succeeded, done.cause
     assert blocked.error == "RunInProgress", (blocked.error, blocked.cause)
     assert members(emulator) == expected(emails(0, 12))
+
+
+def test_a_superseded_audience_run_says_so_in_a_report(
+    local: LocalDestination, emulator: TikTokEmulator, tmp_path: Path
+) -> None:
+    """The older export's run reaches the lease only after a newer one finished: it sends
+    nothing (the audience mirrors the newest export) and its report says why."""
+    from tests.e2e.test_event_queue_e2e import STAGGER, preflight_held
+
+    older = local.drop(
+        write_csv(tmp_path / "a.csv", "email", emails(0, 6)), "acme_audiences", "vip"
+    )
+    newer = local.drop(
+        write_csv(tmp_path / "b.csv", "email", emails(3, 9)), "acme_audiences", "vip"
+    )
+    with preflight_held(local, older["detail"]["object"]["key"]) as go:
+        first = local.begin(
+            {
+                "bucket": older["detail"]["bucket"]["name"],
+                "key": older["detail"]["object"]["key"],
+                "destination": "acme_audiences",
+                "data_template": "vip",
+            }
+        )
+        time.sleep(STAGGER)
+        done = local.wait(local.begin(newer))
+        go.set()
+        superseded = local.wait(first)
+    assert done.succeeded and superseded.succeeded, (done.cause, superseded.cause)
+    assert superseded.states[-1] == "Superseded"
+    assert members(emulator) == expected(emails(3, 9))
+    report = superseded.report
+    assert report is not None and report["status"] == "superseded"
+    assert report["superseded_by_run_id"] == done.report["run_id"]  # type: ignore[index]
+    assert report["sent"].startswith("nothing")

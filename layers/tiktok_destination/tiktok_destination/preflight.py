@@ -44,7 +44,8 @@ from .errors import (
     InputRejected,
     RunInProgress,
 )
-from .runs import Run, Source, run_id_for
+from .report import base_report, record_calls
+from .runs import Run, Source, execution_report_key, run_id_for
 from .secrets import load_access_token, load_app, load_credential
 from .settings import Settings
 from .storage import Bucket
@@ -546,6 +547,14 @@ def preflight(
     run.lease = take_lease(
         bucket, run, settings, previous=event.get("run"), started_at=execution_started_at
     )
+    if run.lease["status"] == "superseded":
+        # It ends SUCCEEDED having sent nothing: its report says so, and why.
+        report = base_report(run, "superseded") | {
+            "superseded_by_run_id": run.lease["holder_run_id"],
+            "sent": "nothing: a run of this audience that started later has finished, and "
+            "the audience mirrors the newest export",
+        }
+        bucket.put_json(execution_report_key(execution_id), report)
     if run.lease["status"] != "acquired":
         # Nothing is written under the run while another execution owns it: its Map
         # children read runs/<id>/run.json and must keep seeing their own execution.
@@ -567,7 +576,5 @@ def preflight(
     try:
         check_access(client, settings, run)
     finally:
-        from .report import record_calls
-
         record_calls(bucket, run, "preflight", client.stats.as_dict())
     return run

@@ -74,6 +74,12 @@ def run_id_for(source: Source, destination: str, data_template: str, salt: str =
     return hashlib.sha256(material).hexdigest()[:16]
 
 
+def execution_report_key(execution_id: str) -> str:
+    """The report of an execution that has no run of its own to write under (its input
+    named none, or its run belongs to another execution)."""
+    return f"executions/{execution_id.rsplit(':', 1)[-1]}/report.json"
+
+
 class RunPaths:
     """Keys under ``runs/<run_id>/`` in the state bucket."""
 

@@ -34,7 +34,7 @@ from .report import (
     rejects_summary,
     sum_calls,
 )
-from .runs import Run
+from .runs import Run, execution_report_key
 from .secrets import load_access_token
 from .settings import Settings, load_settings
 from .storage import Bucket, scratch_dir
@@ -482,7 +482,7 @@ def step_notify(state: dict[str, Any], execution_id: str) -> dict[str, Any]:
         report_key = run.paths.report
     else:
         report = {"status": "failed", "execution_id": execution_id, "workflow_action": detail}
-        report_key = f"executions/{execution_id.rsplit(':', 1)[-1]}/report.json"
+        report_key = execution_report_key(execution_id)
     bucket.put_json(report_key, report)
     emit_workflow_action(action.name)
     if run is not None:
