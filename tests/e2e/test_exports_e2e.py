@@ -235,7 +235,10 @@ def test_an_order_split_across_two_parts_is_one_event_with_all_items(
         + f"Purchase,B,bob@example.com,sku9,4,1,USD,{at}\n"
     )
     (export / "part-00001.csv").write_text(
-        header + f"Purchase,A,ann@example.com,sku2,5,2,USD,{at}\n"
+        header
+        + f"Purchase,A,ann@example.com,sku2,5,2,USD,{at}\n"
+        # the first part's first row again: merged, and named by its part and row
+        + f"Purchase,A,ann@example.com,sku1,10,1,USD,{at}\n"
     )
     result = exports_local.run_export(export, "acme_offline", "purchases")
     assert result.succeeded, result.cause
@@ -249,3 +252,9 @@ def test_an_order_split_across_two_parts_is_one_event_with_all_items(
     ]
     report = result.report
     assert report is not None and report["events"]["sent"] == 2
+    assert report["rows"]["rejected_by_reason"] == {"duplicate_row": 1}
+    chunk = exports_local.state_text(f"runs/{report['run_id']}/rejects/chunk.csv") or ""
+    assert chunk.splitlines() == [
+        "part,row,column,reason_code,reason",
+        "part-00001.csv,2,,duplicate_row,identical to row 1 of part-00000.csv; sent once",
+    ]

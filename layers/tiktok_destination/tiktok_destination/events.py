@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import difflib
 import re
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from decimal import ROUND_HALF_UP, Context, Decimal, InvalidOperation, localcontext
@@ -27,6 +27,9 @@ from typing import Any, Literal
 
 from .errors import RowRejected
 from .identifiers import hash_identifier
+
+#: names a row in messages (a row number, or a part and the row within it)
+RowLabel = Callable[[int], str]
 
 # The seed lists eight names; Events API 2.0 adds the rest. TikTok matches names exactly.
 STANDARD_EVENTS: frozenset[str] = frozenset(
@@ -473,8 +476,8 @@ class BuiltEvent:
     conflicts: list[str] = field(default_factory=list)
 
 
-def _rows_text(numbers: Sequence[int]) -> str:
-    return ",".join(str(n) for n in numbers)
+def _rows_text(numbers: Sequence[int], label: RowLabel = str) -> str:
+    return ",".join(label(n) for n in numbers)
 
 
 def _first_value(
@@ -483,6 +486,7 @@ def _first_value(
     conflicts: list[str],
     *,
     quote: bool,
+    label: RowLabel = str,
 ) -> Any:
     """First non-empty value of ``key``; a note when later rows hold a different one."""
     chosen: Any = None
@@ -498,11 +502,13 @@ def _first_value(
             disagreeing.append(row["row"])
     if disagreeing:
         used = (
-            f"used {chosen} from row {chosen_row}"
+            f"used {chosen} from row {label(chosen_row)}"
             if quote
-            else f"used the one from row {chosen_row}"
+            else f"used the one from row {label(chosen_row)}"
         )
-        conflicts.append(f"rows {_rows_text([chosen_row, *disagreeing])} disagree on {key}; {used}")
+        conflicts.append(
+            f"rows {_rows_text([chosen_row, *disagreeing], label)} disagree on {key}; {used}"
+        )
     return chosen
 
 
@@ -560,7 +566,7 @@ def _split_people(
     return kept, person, others
 
 
-def build_event(rows: Sequence[Mapping[str, Any]]) -> BuiltEvent:
+def build_event(rows: Sequence[Mapping[str, Any]], *, label: RowLabel = str) -> BuiltEvent:
     """Merge the normalized rows of one event (same :func:`event_group_key`) into one event.
 
     Rows are taken in row-number order. The event is the person of the first row: a later
@@ -570,7 +576,8 @@ def build_event(rows: Sequence[Mapping[str, Any]]) -> BuiltEvent:
     user gets the person's hashes; scalar properties come from the first row that has them,
     with a note in ``conflicts`` when rows disagree. ``value`` is the rows' value when every
     row that has one agrees, else the sum of price x quantity when items have prices (and a
-    currency is known) and that sum is below ``MAX_AMOUNT``, else it is left out.
+    currency is known) and that sum is below ``MAX_AMOUNT``, else it is left out. ``label``
+    names a row in those notes (an export in parts: its part and row within it).
     """
     if not rows:
         raise ValueError("build_event needs at least one row")
@@ -602,17 +609,17 @@ def build_event(rows: Sequence[Mapping[str, Any]]) -> BuiltEvent:
     differing_times = [r["row"] for r in unique[1:] if r["event_time"] != first["event_time"]]
     if differing_times:
         conflicts.append(
-            f"rows {_rows_text([first['row'], *differing_times])} disagree on event_time; "
+            f"rows {_rows_text([first['row'], *differing_times], label)} disagree on event_time; "
             f"used {first['event_time']} from row {first['row']}"
         )
 
     contents = [dict(row["item"]) for row in unique if row.get("item")]
-    content_type = _first_value(unique, "content_type", conflicts, quote=True)
-    currency = _first_value(unique, "currency", conflicts, quote=True)
-    order_id = _first_value(unique, "order_id", conflicts, quote=False)
-    shop_id = _first_value(unique, "shop_id", conflicts, quote=False)
-    description = _first_value(unique, "description", conflicts, quote=False)
-    event_channel = _first_value(unique, "event_channel", conflicts, quote=True)
+    content_type = _first_value(unique, "content_type", conflicts, quote=True, label=label)
+    currency = _first_value(unique, "currency", conflicts, quote=True, label=label)
+    order_id = _first_value(unique, "order_id", conflicts, quote=False, label=label)
+    shop_id = _first_value(unique, "shop_id", conflicts, quote=False, label=label)
+    description = _first_value(unique, "description", conflicts, quote=False, label=label)
+    event_channel = _first_value(unique, "event_channel", conflicts, quote=True, label=label)
 
     value: float | None = None
     value_method: Literal["row_value", "sum_price_quantity", "none"] = "none"
@@ -629,13 +636,14 @@ def build_event(rows: Sequence[Mapping[str, Any]]) -> BuiltEvent:
                 else "sent no value"
             )
             conflicts.append(
-                f"rows {_rows_text([r['row'] for r in with_value])} disagree on value; {what}"
+                f"rows {_rows_text([r['row'] for r in with_value], label)} disagree on value; "
+                + what
             )
         if has_prices and currency:
             value = _sum_price_quantity(contents)
             if value is None:
                 conflicts.append(
-                    f"rows {_rows_text([r['row'] for r in unique])}: the sum of price x "
+                    f"rows {_rows_text([r['row'] for r in unique], label)}: the sum of price x "
                     f"quantity is not below {MAX_AMOUNT:,}; sent no value"
                 )
             else:
@@ -643,8 +651,8 @@ def build_event(rows: Sequence[Mapping[str, Any]]) -> BuiltEvent:
         elif has_prices and not distinct_values:
             # A value without its currency is meaningless to TikTok's revenue reports.
             conflicts.append(
-                f"rows {_rows_text([r['row'] for r in unique])} have prices but no currency; "
-                "sent no value"
+                f"rows {_rows_text([r['row'] for r in unique], label)} have prices but no "
+                "currency; sent no value"
             )
 
     properties: dict[str, Any] = {}

@@ -15,7 +15,7 @@ import io
 import json
 import logging
 from collections import Counter
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from itertools import groupby
 from pathlib import Path
@@ -24,11 +24,10 @@ from typing import Any
 from . import sorting
 from .errors import TikTokRequestRejected
 from .events import BuiltEvent, build_event, event_group_key, track_body
-from .ranges import validated_lines
+from .ranges import RowNames, validated_files, validated_index
 from .runs import Run
 from .storage import Bucket
 from .tiktok.client import TikTokClient
-from .validate import REJECTS_HEADER
 
 logger = logging.getLogger(__name__)
 
@@ -67,7 +66,23 @@ def _groups(sorted_path: Path) -> Iterator[list[dict[str, Any]]]:
         yield [json.loads(parts[2]) for parts in members]
 
 
-def _conflict_reason(first_row: int) -> str:
+def _export_lines(
+    bucket: Bucket, index: Mapping[str, Any], names: RowNames, workdir: Path
+) -> Iterator[str]:
+    """The validated event rows; an export in parts renumbers them across the export, so
+    rows of two parts grouped into one event keep distinct numbers in export order."""
+    for file, lines in validated_files(bucket, index, workdir):
+        if not names.in_parts:
+            yield from lines
+            continue
+        part = int(file["part"])
+        for line in lines:
+            row = json.loads(line)
+            row["row"] = names.export_row(part, int(row["row"]))
+            yield json.dumps(row) + "\n"
+
+
+def _conflict_reason(first_row: str) -> str:
     return (
         f"same event set, event and event_id as row {first_row} but another person (email "
         f"or phone); one event is one person, so only row {first_row}'s person is sent: give "
@@ -88,8 +103,10 @@ def plan_events(bucket: Bucket, run: Run, *, batch_size: int, workdir: Path) -> 
         return plan
 
     sorted_path = workdir / "events.sorted"
+    index = validated_index(bucket, paths.events)
+    names = RowNames(index.get("parts"))
     sorting.external_sort(
-        _sort_lines(validated_lines(bucket, paths.events, workdir)), sorted_path, workdir=workdir
+        _sort_lines(_export_lines(bucket, index, names, workdir)), sorted_path, workdir=workdir
     )
 
     by_event: Counter[str] = Counter()
@@ -128,17 +145,26 @@ def plan_events(bucket: Bucket, run: Run, *, batch_size: int, workdir: Path) -> 
 
     with rejects_path.open("w", newline="", encoding="utf-8") as fh:
         rejects = csv.writer(fh)
-        rejects.writerow(REJECTS_HEADER)
+        rejects.writerow(names.header())
         for rows in _groups(sorted_path):
-            event = build_event(rows)
+            event = build_event(rows, label=names.label)
             for row, original in event.duplicates:
                 duplicates += 1
                 rejects.writerow(
-                    (row, "", "duplicate_row", f"identical to row {original}; sent once")
+                    names.reject(
+                        row,
+                        "",
+                        "duplicate_row",
+                        f"identical to row {names.label(original)}; sent once",
+                    )
                 )
             for row, first in event.other_person:
                 other_person += 1
-                rejects.writerow((row, "event_id", "event_id_conflict", _conflict_reason(first)))
+                rejects.writerow(
+                    names.reject(
+                        row, "event_id", "event_id_conflict", _conflict_reason(names.label(first))
+                    )
+                )
             if event.event_set_id != current_set or len(batch) >= batch_size:
                 flush()
                 current_set = event.event_set_id
@@ -198,11 +224,12 @@ def send_event_batch(
         rejected,
     )
     if rejected:
+        names = RowNames(validated_index(bucket, run.paths.events).get("parts"))
         text = io.StringIO()
         writer = csv.writer(text)
-        writer.writerow(REJECTS_HEADER)
+        writer.writerow(names.header())
         for rows, message in rejected:
-            writer.writerows((row, "", "tiktok_rejected", message) for row in rows)
+            writer.writerows(names.reject(row, "", "tiktok_rejected", message) for row in rows)
         bucket.put_text(
             run.paths.rejects(f"send-{index:05d}"), text.getvalue(), content_type="text/csv"
         )

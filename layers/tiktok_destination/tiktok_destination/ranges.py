@@ -30,6 +30,7 @@ the new member set is the union of every range's ``shard-x.txt``.
 
 from __future__ import annotations
 
+import bisect
 import collections
 import contextlib
 import hashlib
@@ -677,13 +678,25 @@ def merge_ranges(
                     shutil.copyfileobj(lines, out)
             part.unlink()
     state.upload(rejects, paths.rejects("validate"), content_type="text/csv")
-    index = {
+    index: dict[str, Any] = {
         "validate_id": plan["validate_id"],
         "kind": run.kind,
         "shards": plan["shards"],
         "ranges": len(records),
-        "files": [file for record in records for file in record["files"]],
+        "files": [
+            file | ({"part": int(spec.get("part", 0))} if in_parts else {})
+            for spec, record in zip(plan["ranges"], records, strict=True)
+            for file in record["files"]
+        ],
     }
+    if in_parts:
+        # Rows are numbered within each part; what reads the rows across parts (events)
+        # numbers them across the export with these (see RowNames).
+        before = 0
+        index["parts"] = []
+        for counts in _rows_per_part(run, plan, records):
+            index["parts"].append({"part": counts["part"], "rows_before": before})
+            before += int(counts["rows_received"])
     state.put_json(paths.members if run.kind == "custom_audience" else paths.events, index)
     validation = result.as_dict()
     if in_parts:
@@ -755,17 +768,67 @@ def _shown(names: Sequence[str]) -> list[str]:
     return ["a value that looks like data" if looks_like_data(n) else f"'{n[:40]}'" for n in names]
 
 
-def validated_lines(state: Bucket, index_key: str, workdir: Path) -> Iterator[str]:
-    """Every line of the validated output files the index lists, one file at a time."""
+def validated_index(state: Bucket, index_key: str) -> dict[str, Any]:
     index = state.get_json(index_key)
     if index is None:
         raise DestinationError(
             f"{state.uri(index_key)} is missing: validate did not finish; re-run the input"
         )
+    return dict(index)
+
+
+def validated_lines(state: Bucket, index_key: str, workdir: Path) -> Iterator[str]:
+    """Every line of the validated output files the index lists, one file at a time."""
+    for _, lines in validated_files(state, validated_index(state, index_key), workdir):
+        yield from lines
+
+
+def validated_files(
+    state: Bucket, index: Mapping[str, Any], workdir: Path
+) -> Iterator[tuple[Mapping[str, Any], Iterator[str]]]:
+    """Each validated output file the index lists (its entry and its lines), one at a time."""
     for number, file in enumerate(index["files"]):
         local = state.download(str(file["key"]), workdir / f"validated-{number:05d}.part")
-        yield from sorting.read_lines(local)
+        yield file, sorting.read_lines(local)
         local.unlink()
+
+
+class RowNames:
+    """Row numbers across an export in parts, and the part and row within it they name.
+
+    Validate numbers rows within each part (so its messages name the part's own rows);
+    events are grouped across the whole export, where row numbers must be unique and in
+    export order. A one-file export's rows are its own numbers.
+    """
+
+    def __init__(self, parts: Sequence[Mapping[str, Any]] | None):
+        self.parts = [str(p["part"]) for p in parts or ()]
+        self.before = [int(p["rows_before"]) for p in parts or ()]
+
+    @property
+    def in_parts(self) -> bool:
+        return bool(self.parts)
+
+    def export_row(self, part: int, row: int) -> int:
+        return self.before[part] + row if self.in_parts else row
+
+    def locate(self, row: int) -> tuple[str, int]:
+        """(part, row within it) of an export-wide row number."""
+        at = max(bisect.bisect_left(self.before, row) - 1, 0)
+        return self.parts[at], row - self.before[at]
+
+    def label(self, row: int) -> str:
+        if not self.in_parts:
+            return str(row)
+        part, within = self.locate(row)
+        return f"{within} of {part}"
+
+    def header(self) -> tuple[str, ...]:
+        return (("part",) if self.in_parts else ()) + REJECTS_HEADER
+
+    def reject(self, row: int, *fields: str) -> tuple[Any, ...]:
+        """A rejects file line: ``part, row, …`` for an export in parts, else ``row, …``."""
+        return (*self.locate(row), *fields) if self.in_parts else (row, *fields)
 
 
 def plan_key(run: Run, vid: str) -> str:
@@ -774,6 +837,7 @@ def plan_key(run: Run, vid: str) -> str:
 
 __all__ = [
     "SHARDS",
+    "RowNames",
     "S3Range",
     "ValidateKeys",
     "add_up",
@@ -781,5 +845,7 @@ __all__ = [
     "plan_validation",
     "shard_members",
     "validate_range",
+    "validated_files",
+    "validated_index",
     "validated_lines",
 ]
