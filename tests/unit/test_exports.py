@@ -75,6 +75,10 @@ def test_a_file_directly_in_the_template_folder_is_a_one_file_export(bucket: Buc
     assert resolve(bucket, BASE + "day.csv").parts == ()
     put(bucket, BASE + "_SUCCESS", b"")
     assert resolve(bucket, BASE + "_SUCCESS").status == "not_data"
+    # Hadoop's hidden-file convention is for an export's folder: a file with a data
+    # extension directly in the template folder runs, as it always did.
+    put(bucket, BASE + "_vip.csv")
+    assert resolve(bucket, BASE + "_vip.csv").status == "run"
 
 
 def test_the_marker_starts_every_data_part_and_nothing_else(bucket: Bucket) -> None:

@@ -168,6 +168,14 @@ def part_format(key: str) -> Literal["csv", "parquet"]:
         raise
 
 
+def _has_data_extension(key: str) -> bool:
+    try:
+        detect_format(key)
+    except InputRejected:
+        return False
+    return True
+
+
 def export_format(export: Export) -> Literal["csv", "parquet"]:
     """The one format of every part (an export mixing formats is refused)."""
     formats = {part_format(p.key): p.key for p in export.parts}
@@ -289,10 +297,11 @@ def resolve(
         return Export("not_data", f"{key} is a folder placeholder")
     folder = key if key.endswith("/") else export_folder(key, base) if base else None
     if folder is None:
-        # A one-file export, exactly as before: even a zero-byte file is a run (and
-        # fails as empty), so a botched export is never quiet.
+        # A one-file export, exactly as before: a file with a data extension is a run
+        # whatever its name (even zero bytes: it fails as empty, so a botched export is
+        # never quiet); only a writer's bookkeeping beside it (_SUCCESS, .crc) is not.
         not_data = not_data_reason(key, None, template)
-        if not_data and from_event:
+        if not_data and from_event and not _has_data_extension(key):
             return Export("not_data", f"{key} is {not_data}")
         return Export("run", completion="file")
     reason = not_data_reason(key, size, template) if key != folder else None
