@@ -394,7 +394,10 @@ def _quiet(
     prefix = arrivals_prefix(bucket.name, folder)
     name = execution_id.rsplit(":", 1)[-1] or "execution"
     mine = f"{prefix}{mine_at.astimezone(UTC).strftime('%Y%m%dT%H%M%S%fZ')}-{name}.json"
-    if not (isinstance(previous, Mapping) and previous.get("start") == "wait"):
+    waited_before = isinstance(previous, Mapping) and previous.get("start") == "wait"
+    # Without a start time (Notify rebuilding a failed Preflight's run) nothing is recorded:
+    # only a real arrival may make an execution the export's latest.
+    if started_at is not None and not waited_before:
         state.put_json(mine, {"key": key, "execution_id": execution_id})
     latest = max((str(obj["Key"]) for obj in state.list(prefix)), default=mine)
     if latest != mine:
