@@ -258,3 +258,28 @@ def test_an_order_split_across_two_parts_is_one_event_with_all_items(
         "part,row,column,reason_code,reason",
         "part-00001.csv,2,,duplicate_row,identical to row 1 of part-00000.csv; sent once",
     ]
+
+
+def test_a_parquet_export_in_parts_is_the_union_of_its_parts(
+    exports_local: LocalDestination, emulator: TikTokEmulator, tmp_path: Path
+) -> None:
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    export = tmp_path / "vip-parquet"
+    (export / "dt=2026-12-07").mkdir(parents=True)
+    people = [f"pq{i}@example.com" for i in range(9)]
+    for number, chunk in enumerate((people[:4], people[4:])):
+        table = pa.table({"email": chunk})
+        # Hive-style folder and Spark's name: every data file under the folder is a part.
+        pq.write_table(table, export / "dt=2026-12-07" / f"part-{number:05d}.snappy.parquet")
+    (export / "_SUCCESS").write_bytes(b"")
+    result = exports_local.run_export(export, "acme_audiences", "spark")
+    assert result.succeeded, result.cause
+    assert audience(emulator, "Spark export") == {email_hash(p) for p in people}
+    report = result.report
+    assert report is not None and report["export"]["completion"] == "marker"
+    assert [p["part"] for p in report["export"]["parts"]] == [
+        "dt=2026-12-07/part-00000.snappy.parquet",
+        "dt=2026-12-07/part-00001.snappy.parquet",
+    ]
