@@ -212,3 +212,30 @@ def test_quiet_period_only_the_latest_arrival_goes_on(bucket: Bucket) -> None:
         now=now + timedelta(seconds=60),
     )
     assert (done.status, done.completion, len(done.parts)) == ("run", "quiet_period", 2)
+
+
+def test_row_names_across_parts_skip_empty_parts() -> None:
+    from tiktok_destination.ranges import RowNames
+
+    names = RowNames(
+        [
+            {"part": "a.csv", "rows_before": 0},
+            {"part": "b.csv", "rows_before": 3},  # b.csv has no rows
+            {"part": "c.csv", "rows_before": 3},
+        ]
+    )
+    assert names.export_row(2, 1) == 4
+    assert [names.locate(r) for r in (1, 3, 4, 6)] == [
+        ("a.csv", 1),
+        ("a.csv", 3),
+        ("c.csv", 1),
+        ("c.csv", 3),
+    ]
+    assert names.label(4) == "1 of c.csv"
+    assert names.reject(4, "", "duplicate_row", "x") == ("c.csv", 1, "", "duplicate_row", "x")
+    one_file = RowNames(None)
+    assert (one_file.export_row(0, 7), one_file.label(7), one_file.reject(7, "r")) == (
+        7,
+        "7",
+        (7, "r"),
+    )
