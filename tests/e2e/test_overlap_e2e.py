@@ -77,6 +77,9 @@ def test_the_same_input_started_twice_sends_each_batch_once(
     # Either the second start found the first live (a no-op), or it came after the first
     # finished and found every batch done: both send nothing twice.
     assert len(noop) <= 1
+    # Each execution reports what it sent, the no-op included ("nothing", and why).
+    assert all(r.report is not None for r in results)
+    assert all(r.report["status"] == "already_running" for r in noop)  # type: ignore[index]
 
 
 def test_a_run_waiting_too_long_fails_with_run_in_progress(

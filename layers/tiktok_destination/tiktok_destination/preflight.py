@@ -520,6 +520,22 @@ def take_lease(
     return outcome.as_dict() | {"waits": waits, "wait_seconds": settings.lease_wait_seconds}
 
 
+def _nothing_sent_report(run: Run) -> dict[str, Any]:
+    """The report of an execution that ends without sending (its run's lease says why)."""
+    lease = run.lease or {}
+    if lease.get("status") == "superseded":
+        return base_report(run, "superseded") | {
+            "superseded_by_run_id": lease.get("holder_run_id"),
+            "sent": "nothing: a run of this audience that started later has finished, and "
+            "the audience mirrors the newest export",
+        }
+    return base_report(run, "already_running") | {
+        "running_in_execution": lease.get("holder_execution_id"),
+        "sent": "nothing: another execution is running this same input (an S3 event "
+        "delivered twice, a second start); its report says what it sent",
+    }
+
+
 def _target(run: Run) -> str:
     if run.kind == "custom_audience":
         return f"audience '{run.resolved.audience_name}'"
@@ -547,14 +563,9 @@ def preflight(
     run.lease = take_lease(
         bucket, run, settings, previous=event.get("run"), started_at=execution_started_at
     )
-    if run.lease["status"] == "superseded":
-        # It ends SUCCEEDED having sent nothing: its report says so, and why.
-        report = base_report(run, "superseded") | {
-            "superseded_by_run_id": run.lease["holder_run_id"],
-            "sent": "nothing: a run of this audience that started later has finished, and "
-            "the audience mirrors the newest export",
-        }
-        bucket.put_json(execution_report_key(execution_id), report)
+    if run.lease["status"] in ("superseded", "duplicate"):
+        # It ends SUCCEEDED having sent nothing: its own report says so, and why.
+        bucket.put_json(execution_report_key(execution_id), _nothing_sent_report(run))
     if run.lease["status"] != "acquired":
         # Nothing is written under the run while another execution owns it: its Map
         # children read runs/<id>/run.json and must keep seeing their own execution.
