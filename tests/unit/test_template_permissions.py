@@ -47,6 +47,7 @@ STATE_KEYS = {
     "config": "config/destinations.toml",
     "run": "runs/0123456789abcdef/report.json",
     "execution": "executions/abc/raised/n1.json",
+    "execution-report": "executions/abc/report.json",
     "oauth-state": "oauth/used-states/nonce1",
     "registry": "audiences/7000000000000000001/0123456789abcdef/audience.json",
     "snapshot": "audiences/7000000000000000001/0123456789abcdef/snapshot.json",
@@ -71,13 +72,13 @@ FUNCTIONS = (
 
 # The state bucket objects each function writes (s3:PutObject).
 WRITES = {
-    "PreflightFunction": {"run", "lease"},
+    "PreflightFunction": {"run", "lease", "execution-report"},
     "ValidateFunction": {"run"},
     "ChunkFunction": {"run", "journal"},
     "AudienceFunction": {"run", "registry"},
     "EventsFunction": {"run"},
     "ReportFunction": {"run", "snapshot", "snapshot-shard", "legacy-snapshot", "lease"},
-    "NotifyFunction": {"run", "execution", "lease"},
+    "NotifyFunction": {"run", "execution", "execution-report", "lease"},
     "OAuthFunction": {"oauth-state"},
 }
 # ... deletes (s3:DeleteObject): ensure forgets a membership, the commit drops journals,
@@ -96,7 +97,7 @@ READS = {
     "AudienceFunction": {"run", "registry"},
     "EventsFunction": {"run"},
     "ReportFunction": {"run", "lease"},
-    "NotifyFunction": {"config", "run", "execution", "lease"},
+    "NotifyFunction": {"config", "run", "execution", "execution-report", "lease"},
     "OAuthFunction": set(),
 }
 

@@ -25,9 +25,9 @@ Objects that are not data (folder placeholders ``key/``, Hadoop's hidden files `
 zero-byte parts, and markers or manifests where the rule does not use them) never start a
 run: their executions end as the named no-op ``NotData``.
 
-Everything that decides is here; Preflight only asks (``resolve``), and the chunk step asks
-once more before anything is sent whether the pinned parts are still the export
-(``check_unchanged``).
+Everything that decides is here; Preflight only asks (``resolve``), and validate asks once
+more when every part was read, before anything is sent, whether the pinned parts are still
+the export (``check_unchanged``).
 """
 
 from __future__ import annotations

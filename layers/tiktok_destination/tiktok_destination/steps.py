@@ -173,6 +173,12 @@ def step_merge_ranges(
     workdir = scratch_dir()
     try:
         with recorded_failure(bucket, run, "validate"):
+            if run.source.parts:
+                # Every part was read: the export must still be the one pinned, or the run
+                # stops before anything is sent (validate reads the inbox; later steps don't).
+                exports.check_unchanged(
+                    Bucket(run.source.bucket), bucket.get_json(run.paths.export) or {}, run.resolved
+                )
             result = ranges.merge_ranges(
                 bucket,
                 run,
@@ -226,11 +232,6 @@ def step_chunk(run: Run, audience: dict[str, Any] | None) -> dict[str, Any]:
     workdir = scratch_dir()
     try:
         with recorded_failure(bucket, run, "chunk"):
-            if run.source.parts:
-                # Last look before anything is sent: the export must still be the one read.
-                exports.check_unchanged(
-                    Bucket(run.source.bucket), bucket.get_json(run.paths.export) or {}, run.resolved
-                )
             if run.kind == "custom_audience":
                 if not audience or not audience.get("audience_id"):
                     raise DestinationError("chunk needs the audience id from EnsureAudience")
