@@ -13,6 +13,7 @@ import hashlib
 import json
 import math
 import random
+import time
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
@@ -283,3 +284,51 @@ def test_a_parquet_export_in_parts_is_the_union_of_its_parts(
         "dt=2026-12-07/part-00000.snappy.parquet",
         "dt=2026-12-07/part-00001.snappy.parquet",
     ]
+
+
+def test_a_part_added_while_the_export_is_read_stops_the_run_before_sending(
+    exports_local: LocalDestination, emulator: TikTokEmulator, tmp_path: Path
+) -> None:
+    import threading
+
+    local = exports_local
+    export = tmp_path / "vip-2026-12-10"
+    export.mkdir()
+    (export / "part-00000.csv").write_text("email\na@example.com\n")
+    (export / "_SUCCESS").write_bytes(b"")
+    local.drop_export(export, "acme_audiences", "spark")
+    folder = "inbox/acme_audiences/spark/vip-2026-12-10/"
+
+    # Validate is held until a late part lands in the pinned export.
+    name = next(n for n in local.lambdas.specs if "ValidateFunction" in n)
+    local.lambdas.load(name, local.lambdas.specs[name])
+    handler = local.lambdas.handlers[name]
+    go = threading.Event()
+
+    def held(event: dict[str, object], context: object) -> object:
+        go.wait(timeout=120)
+        return handler(event, context)
+
+    local.lambdas.handlers[name] = held
+    try:
+        arn = local.begin(
+            {
+                "bucket": INBOX_BUCKET,
+                "key": folder,
+                "destination": "acme_audiences",
+                "data_template": "spark",
+            }
+        )
+        while not local.state_keys("runs/") or not any(
+            k.endswith("/export.json") for k in local.state_keys("runs/")
+        ):
+            time.sleep(0.05)  # Preflight has pinned the parts
+        put(folder + "part-00001.csv", b"email\nlate@example.com\n")
+        go.set()
+        result = local.wait(arn)
+    finally:
+        go.set()
+        local.lambdas.handlers[name] = handler
+    assert result.error == "InputChanged", (result.error, result.cause)
+    assert "part-00001.csv was added" in (result.cause or "")
+    assert emulator.calls["segment/audience/"] == 0 and emulator.calls["segment/mapping/"] == 0
