@@ -2,8 +2,9 @@
 
 The reason codes are read from the source at test time (every ``RowRejected(...)``, every
 helper that builds one from its argument, and the rows the offline-events steps write to a
-rejects file themselves), so a code added anywhere must be documented before the suite
-passes, and a documented code no longer produced must leave the table.
+rejects file themselves, as a tuple or through ``RowNames.reject``), so a code added
+anywhere must be documented before the suite passes, and a documented code no longer
+produced must leave the table.
 """
 
 from __future__ import annotations
@@ -111,14 +112,18 @@ class Scan:
                 ):
                     yield Site(path, code, function)
             if name in ("writerow", "writerows"):
-                # Rows written straight into a rejects file: (row, column, reason_code, reason).
+                # Rows written straight into a rejects file: (row, column, reason_code, reason),
+                # or through RowNames.reject(row, column, reason_code, reason).
                 for node in ast.walk(call):
-                    if (
-                        isinstance(node, ast.Tuple)
-                        and len(node.elts) == 4
-                        and isinstance(node.elts[2], ast.Constant | ast.JoinedStr)
-                    ):
-                        yield Site(path, node.elts[2], function)
+                    fields = (
+                        node.elts
+                        if isinstance(node, ast.Tuple)
+                        else node.args
+                        if isinstance(node, ast.Call) and _name(node) == "reject"
+                        else []
+                    )
+                    if len(fields) == 4 and isinstance(fields[2], ast.Constant | ast.JoinedStr):
+                        yield Site(path, fields[2], function)
 
     def values(self, node: ast.expr, function: ast.FunctionDef | None, depth: int = 0) -> set[str]:
         """The strings ``node`` can be; empty when they cannot be told from the source."""
