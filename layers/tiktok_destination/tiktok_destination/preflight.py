@@ -286,8 +286,21 @@ def build_run(
     bucket: Bucket,
     *,
     started_at: str | None = None,
+) -> Run:
+    """The run of one start; raises NoRun when the start runs nothing."""
+    return build_run_and_export(event, execution_id, settings, bucket, started_at=started_at)[0]
+
+
+def build_run_and_export(
+    event: dict[str, Any],
+    execution_id: str,
+    settings: Settings,
+    bucket: Bucket,
+    *,
+    started_at: str | None = None,
 ) -> tuple[Run, exports.Export]:
-    """The run of one start and its export; raises NoRun when the start runs nothing."""
+    """The run of one start and its export (the parts Preflight pins); raises NoRun when
+    the start runs nothing."""
     config = load_run_config(settings, bucket)
     start = resolve_input(event, settings, config)
     template = config.resolve(
@@ -553,7 +566,7 @@ def preflight(
     """The run, or (a start that runs nothing) the no-op payload ``{"start": …}``."""
     bucket = Bucket(settings.state_bucket)
     try:
-        run, export = build_run(
+        run, export = build_run_and_export(
             event, execution_id, settings, bucket, started_at=execution_started_at
         )
     except NoRun as no_run:

@@ -538,7 +538,7 @@ def _rebuild_run(
     """
     event = {k: v for k, v in state.items() if k not in ("error", "notify", "run")}
     try:
-        return build_run(event, execution_id, settings, bucket)[0]
+        return build_run(event, execution_id, settings, bucket)
     except Exception:
         return None
 
