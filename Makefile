@@ -26,7 +26,7 @@ demo: $(STAMP)
 
 ## The whole suite: lint, unit, integration, end to end (the CI command).
 test: $(STAMP) npm lint
-	$(BIN)/python -m pytest -q
+	$(BIN)/python -m pytest -q -n auto
 
 test-unit: $(STAMP)
 	$(BIN)/python -m pytest -q tests/unit
