@@ -90,6 +90,9 @@ def test_truncated_export_is_blocked_before_any_call_then_allowed_rerun_mirrors_
         "would_add": 50,
         "max_removal_share": 0.5,
         "mass_removal_min_audience": 1000,
+        # Every member is an email here: the type is over the share as well.
+        "by_type": {"EMAIL": {"current_members": 1200, "would_remove": 950, "would_add": 50}},
+        "types_over_share": ["EMAIL"],
     }
     run_id = report["run_id"]
     assert local.state_keys(f"runs/{run_id}/plan/") == []
