@@ -90,6 +90,9 @@ def test_truncated_export_is_blocked_before_any_call_then_allowed_rerun_mirrors_
         "would_add": 50,
         "max_removal_share": 0.5,
         "mass_removal_min_audience": 1000,
+        # Every member is an email here: the type is over the share as well.
+        "by_type": {"EMAIL": {"current_members": 1200, "would_remove": 950, "would_add": 50}},
+        "types_over_share": ["EMAIL"],
     }
     run_id = report["run_id"]
     assert local.state_keys(f"runs/{run_id}/plan/") == []
@@ -182,3 +185,71 @@ def test_cli_flags_pass_allow_mass_removal_into_the_execution_input(
     assert report["members"]["mass_removal_allowed"] is True, report
     assert emulator.load(tmp_path / "state" / "emulator.json")
     assert len(members(emulator)) == 300, report
+
+
+# ------------------------------------------------------------------ per identifier type
+# Day 1: 30 people with an email and a phone (60 members, over the minimum set here); day 2
+# the same rows under the header "emial,phone": every email would go, exactly half of the
+# audience, so only the guard per type and the vanished-column check can stop it.
+TYPES_CONFIG = GUARD_CONFIG.replace("[settings]\n", "[settings]\nmass_removal_min_audience = 50\n")
+PEOPLE = [(f"Person{i}@Example.COM", f"+1 (415) 555-{i:04d}") for i in range(30)]
+
+
+def people_csv(path: Path, header: str) -> Path:
+    return write_csv(path, header, [f"{email},{phone}" for email, phone in PEOPLE])
+
+
+def people_members(*, emails: bool) -> set[str]:
+    """Normalized by hand: email lowercased, phone as "+" and its digits."""
+    out = set()
+    for email, phone in PEOPLE:
+        digits = "".join(c for c in phone if c.isdigit())
+        out.add("PHONE_SHA256:" + hashlib.sha256(f"+{digits}".encode()).hexdigest())
+        if emails:
+            out.add("EMAIL_SHA256:" + hashlib.sha256(email.lower().encode()).hexdigest())
+    return out
+
+
+def test_a_misspelt_email_header_is_blocked_naming_email_then_allowed_rerun_goes_through(
+    local: LocalDestination, emulator: TikTokEmulator, tmp_path: Path
+) -> None:
+    # Diffed inline, as an audience this small is; CollectShards runs the same collect_diff
+    # (the test above covers the guard there).
+    local.put_config(TYPES_CONFIG)
+    day1 = local.run_file(people_csv(tmp_path / "day1.csv", "email,phone"), "acme_audiences", "vip")
+    assert day1.succeeded, day1.cause
+    assert members(emulator) == people_members(emails=True)
+
+    emulator.reset_counters()
+    blocked = local.run_file(
+        people_csv(tmp_path / "day2.csv", "emial,phone"), "acme_audiences", "vip"
+    )
+    assert blocked.status == "FAILED"
+    assert blocked.error == "MassRemovalBlocked", blocked.cause
+    cause = json.loads(blocked.cause or "{}")["errorMessage"].splitlines()[0]
+    for part in (
+        "has no email column",
+        f"(run {day1.report['run_id'] if day1.report else '?'} of ",
+        "left 30 EMAIL members at TikTok",
+        'columns = { email = "emial" }',
+        "EMAIL members 30, would remove 30 (100.0%)",
+    ):
+        assert part in cause, cause
+    assert emulator.calls["segment/mapping/"] == 0
+    assert members(emulator) == people_members(emails=True)
+    assert blocked.report is not None
+    details = blocked.report["workflow_action"]["details"]
+    assert details["types_over_share"] == ["EMAIL"]
+    assert details["types_without_column"] == {"EMAIL": 30}
+    assert details["by_type"]["EMAIL"] == {
+        "current_members": 30,
+        "would_remove": 30,
+        "would_add": 0,
+    }
+
+    allowed = local.rerun(blocked.report["run_id"], {"allow_mass_removal": True})
+    assert allowed.succeeded, allowed.cause
+    assert members(emulator) == people_members(emails=False)
+    assert allowed.report is not None
+    assert allowed.report["members"]["removed"] == 30
+    assert allowed.report["members"]["mass_removal_allowed"] is True

@@ -188,6 +188,42 @@ def identifier_kinds(name: str) -> list[str]:
     return found
 
 
+def _edits(a: str, b: str) -> int:
+    """Edits (insert, delete, replace, swap two neighbours) that turn ``a`` into ``b``."""
+    before: list[int] = []
+    row = list(range(len(b) + 1))
+    for i in range(1, len(a) + 1):
+        earlier, before, row = before, row, [i] + [0] * len(b)
+        for j in range(1, len(b) + 1):
+            cost = 0 if a[i - 1] == b[j - 1] else 1
+            row[j] = min(before[j] + 1, row[j - 1] + 1, before[j - 1] + cost)
+            if i > 1 and j > 1 and a[i - 1] == b[j - 2] and a[i - 2] == b[j - 1]:
+                row[j] = min(row[j], earlier[j - 2] + 1)
+    return row[len(b)]
+
+
+def near_miss(name: str, field_name: str) -> bool:
+    """A header name a typo away from ``field_name`` or one of its aliases (``emial``,
+    ``phnoe``, ``mobil``): two edits for names of 6 or more characters; for 4 or 5, one
+    letter more, less, or swapped with its neighbour (a replaced letter turns ``aaid`` into
+    ``paid``); none for shorter ones (``tel`` is too close to too many words to guess)."""
+    key = compact(name)
+    names = _ACCEPTED.get(field_name, frozenset())
+    if key in names:
+        return False  # the field's own name or an alias is a hit, not a miss
+    for accepted in names:
+        if len(accepted) < 4:
+            continue
+        if len(accepted) >= 6:
+            close = abs(len(key) - len(accepted)) <= 2 and _edits(key, accepted) <= 2
+        else:
+            same_letters = len(key) != len(accepted) or sorted(key) == sorted(accepted)
+            close = same_letters and _edits(key, accepted) == 1
+        if close:
+            return True
+    return False
+
+
 def _toml(text: str) -> str:
     return '"' + text.replace("\\", "\\\\").replace('"', '\\"') + '"'
 

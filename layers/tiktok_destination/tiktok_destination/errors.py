@@ -82,7 +82,9 @@ class InputChanged(InputRejected):
 
 
 class MassRemovalBlocked(FatalError):
-    """The file would remove more of a custom audience than ``max_removal_share`` allows.
+    """The file would remove more of a custom audience than ``max_removal_share`` allows (of
+    the whole audience or of one identifier type's members), or every member of a type the
+    last sync had and the file has no column for.
 
     Raised while planning, before any batch is sent: mirror semantics would turn a truncated
     or near-empty export into mass deletions at TikTok.
@@ -99,6 +101,9 @@ class MassRemovalBlocked(FatalError):
         would_add: int,
         max_removal_share: float,
         min_audience: int,
+        by_type: dict[str, dict[str, int]] | None = None,
+        types_over_share: list[str] | None = None,
+        types_without_column: dict[str, int] | None = None,
     ):
         super().__init__(message)
         self.details = {
@@ -108,6 +113,15 @@ class MassRemovalBlocked(FatalError):
             "max_removal_share": max_removal_share,
             "mass_removal_min_audience": min_audience,
         }
+        if by_type is not None:
+            # Per identifier type (EMAIL, PHONE, IDFA, AAID): the same three counts, and the
+            # types of which more than max_removal_share would be removed.
+            self.details["by_type"] = by_type
+            self.details["types_over_share"] = list(types_over_share or [])
+        if types_without_column:
+            # Types the last committed sync held (with its member count) that the file has
+            # no column for.
+            self.details["types_without_column"] = types_without_column
 
 
 class AdvertiserNotFound(FatalError):

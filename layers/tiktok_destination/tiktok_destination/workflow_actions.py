@@ -130,14 +130,21 @@ ACTIONS: dict[str, WorkflowAction] = {
         WorkflowAction(
             "MassRemovalBlocked",
             "Mass removal blocked",
-            "The file would remove more of the audience than max_removal_share allows, so "
-            "the run stopped before any call changed the audience: every member missing from "
-            "a file is deleted at TikTok, and a truncated or near-empty export looks like "
-            "this. The message gives the current size, how many would be removed and added.",
+            "The file would remove more of the audience than max_removal_share allows (of "
+            "the whole audience, or of its members of one identifier type: EMAIL, PHONE, "
+            "IDFA or AAID), or the file has no column for an identifier type the last sync "
+            "of the audience had, so the run stopped before any call changed the audience: "
+            "every member missing from a file is deleted at TikTok, and a truncated or "
+            "near-empty export, or a renamed or dropped column, looks like this. The message "
+            "gives the current size, how many would be removed and added, and per type.",
             (
                 "Check the file: read the run report (rows received, rejected by reason) and "
                 "the rejects file it names; compare the row count with what the query should "
                 "return.",
+                "If the message names a type the file has no column for, or one whose members "
+                "would mostly go, check that column's header: map it in the data template with "
+                'columns = { email = "<the header name>" } (the message names a near-miss '
+                "header when it sees one), upload the configuration, then re-run.",
                 "If the export is wrong, fix the query or export and drop the corrected file "
                 "in the inbox (a new file is a new run).",
                 "If the removal is intended, start a new execution with the same input plus "
