@@ -1111,6 +1111,10 @@ _REASON_FIXES: dict[str, str] = {
     "invisible_character": (
         "the values hold control or invisible characters: clean the column at the source"
     ),
+    "event_id_conflict": (
+        "rows of one event set, event and event_id name different people: give each "
+        "person's event its own event_id"
+    ),
 }
 
 
