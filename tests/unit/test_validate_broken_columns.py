@@ -135,6 +135,8 @@ def test_every_broken_column_is_named_with_its_main_reason(tmp_path: Path) -> No
     assert "column 'phone' has too many invalid values: 10 of its 10 (100.0%)" in message
     assert "main reason phone_lost_digits (9 values)" in message
     assert "'idfa'" not in message
+    # it goes to notifications: no address, not even an example one
+    assert "@" not in message
 
 
 def test_a_column_whose_rows_are_rejected_stops_by_the_row_rule_with_the_fix(

@@ -1102,9 +1102,9 @@ _REASON_FIXES: dict[str, str] = {
         "meant for phone"
     ),
     "phone_extension": "give the direct numbers, without extensions",
+    # no example address: these messages go to notifications, where "@" looks like PII
     "invalid_email": (
-        "check that the column holds email addresses (name@example.com) and that it is the "
-        "column meant for email"
+        "check that the column holds email addresses and that it is the column meant for email"
     ),
     "invalid_idfa": "check that the column holds IDFAs (UUIDs), not MD5s or all zeros",
     "invalid_aaid": "check that the column holds AAIDs (UUIDs), not MD5s or all zeros",
