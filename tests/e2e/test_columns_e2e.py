@@ -122,3 +122,56 @@ def test_offline_events_mapping_including_the_event_set_column(
     assert sorted(emulator.events_by_key) == [(EVENT_SET, "Purchase", "A1")]
     assert result.report is not None
     assert result.report["columns"]["used"]["email"] == "email address"
+
+
+def test_phones_exported_as_floats_stop_the_run_and_tiktok_keeps_every_phone(
+    local: LocalDestination, emulator: TikTokEmulator, tmp_path: Path
+) -> None:
+    people = [(f"p{i}@example.com", f"+1415555{100 + i:04d}") for i in range(10)]
+    first = local.run_file(
+        write_csv(tmp_path / "day1.csv", "email,phone", [f"{e},{p}" for e, p in people]),
+        "acme_audiences",
+        "vip",
+    )
+    assert first.succeeded, first.cause
+    before = the_audience(emulator)["members"]
+    assert before == expected_members(people)
+
+    # Day 2: the same people, the phone column saved by Excel as numbers (4.15555E+09).
+    # Every row still has its email, so no row is rejected: before, every phone was removed.
+    emulator.reset_counters()
+    floats = [f"{e},{float(p[2:]):.5E}" for e, p in people]
+    assert floats[0].endswith(",4.15555E+09")
+    result = local.run_file(
+        write_csv(tmp_path / "day2.csv", "email,phone", floats), "acme_audiences", "vip"
+    )
+    assert result.status == "FAILED"
+    assert result.error == "InputRejected"
+    assert result.report is not None
+    message = result.report["workflow_action"]["message"]
+    assert "column 'phone' has too many invalid values: 10 of its 10" in message
+    assert "phone_lost_digits" in message and "export the column as text" in message
+    assert "4.15555E+09" not in message and "@example.com" not in message
+    assert emulator.calls["segment/mapping/"] == 0
+    assert the_audience(emulator)["members"] == before
+
+
+def test_emails_no_mailbox_can_be_never_become_members(
+    local: LocalDestination, emulator: TikTokEmulator, tmp_path: Path
+) -> None:
+    people = [(f"p{i}@example.com", f"+1415555{100 + i:04d}") for i in range(10)]
+    junk = {0: "mailto:p0@example.com", 1: "<p1@example.com>", 2: 'p2@example.com"'}
+    rows = []
+    for i, (email, phone) in enumerate(people):
+        shown = junk.get(i, email)
+        rows.append(f'"{shown.replace(chr(34), chr(34) * 2)}",{phone}')
+    result = local.run_file(
+        write_csv(tmp_path / "junk.csv", "email,phone", rows), "acme_audiences", "vip"
+    )
+    assert result.succeeded, result.cause
+    members = the_audience(emulator)["members"]
+    # every phone, and the emails that are addresses; no hash of a junk spelling
+    assert members == expected_members(people) - {f"EMAIL_SHA256:{sha(people[i][0])}" for i in junk}
+    assert not {f"EMAIL_SHA256:{sha(text.lower())}" for text in junk.values()} & members
+    assert result.report is not None
+    assert result.report["members"]["dropped_invalid"] == {"invalid_email": 3}

@@ -160,6 +160,8 @@ def test_one_event_id_with_1001_people_sends_one_person_and_rejects_the_rest(
     recent = iso(timedelta(hours=1))
     rows = [f"Purchase,same,p{i}@example.com,,sku{i},1,1,USD,,crm,{recent}" for i in range(1001)]
     path = write_csv(tmp_path / "one-id.csv", HEADER, rows)
+    # 1,000 of 1,001 rows rejected: sent only when the reject threshold allows it (below).
+    local.put_config(_lenient_config(1.0))
     result = local.run_file(path, "acme_offline", "purchases")
     assert result.succeeded, result.cause
 
@@ -217,10 +219,38 @@ def test_out_of_range_numbers_are_rejected_rows_and_only_finite_json_is_sent(
     ]
 
 
-def _lenient_config() -> str:
+def _lenient_config(reject_threshold: float = 0.6) -> str:
     from tests.conftest import CONFIG
 
-    return CONFIG.replace("reject_threshold = 0.5", "reject_threshold = 0.6")
+    return CONFIG.replace("reject_threshold = 0.5", f"reject_threshold = {reject_threshold}")
+
+
+def test_event_id_conflicts_over_the_reject_threshold_stop_the_run_before_any_event(
+    local: LocalDestination, emulator: TikTokEmulator, tmp_path: Path
+) -> None:
+    recent = iso(timedelta(hours=1))
+    # 12 rows: order "same" names 10 people (9 event_id_conflict rows, rejected only when
+    # rows are grouped, after validate), two other orders are fine. 9 of 12 is over 0.5.
+    rows = [f"Purchase,same,p{i}@example.com,,sku{i},1,1,USD,,crm,{recent}" for i in range(10)]
+    rows += [f"Purchase,o{i},o{i}@example.com,,sku,1,1,USD,,crm,{recent}" for i in range(2)]
+    path = write_csv(tmp_path / "conflicts.csv", HEADER, rows)
+    result = local.run_file(path, "acme_offline", "purchases")
+    assert result.status == "FAILED"
+    assert result.error == "InputRejected"
+    assert emulator.received_events == []
+    assert emulator.calls["event/track/"] == 0
+    report = result.report
+    assert report is not None
+    message = report["workflow_action"]["message"]
+    assert "9 of 12 rows rejected (75.0%)" in message and "50.0%" in message
+    assert "event_id_conflict (9 rows)" in message and "own event_id" in message
+    assert report["rows"] == {
+        "received": 12,
+        "rejected": 9,
+        "rejected_by_reason": {"event_id_conflict": 9},
+    }
+    rejects = _rejects(local, report["run_id"])
+    assert sorted(int(r["row"]) for r in rejects) == list(range(2, 11))
 
 
 def _rejects(local: LocalDestination, run_id: str) -> list[dict[str, str]]:

@@ -384,6 +384,31 @@ def test_the_reject_threshold_applies_to_the_whole_file_not_to_a_range(
     assert [int(r["row"]) for r in rejects] == list(range(1, 26))
 
 
+def test_a_broken_column_is_judged_on_the_whole_file_not_on_a_range(
+    s3: tuple[Bucket, Bucket], tmp_path: Path
+) -> None:
+    state, inbox = s3
+    # The first ranges' phones are all Excel floats that lost digits; over the whole file
+    # 25 % of the phones are, and every row is kept on its email.
+    bad = "".join(f"{person(i)},{float(4155550100 + i):.5E}\n" for i in range(25))
+    good = "".join(f"{person(i)},(213) 373-{4200 + i}\n" for i in range(25, 100))
+    data = f"email,phone\n{bad}{good}".encode()
+    run = make_run(inbox, data, "floats.csv")
+    plan = ranges.plan_validation(state, inbox, run, range_bytes=200, default_region="US", now=NOW)
+    assert len(plan["ranges"]) > 4
+    for spec in plan["ranges"]:
+        ranges.validate_range(state, inbox, run, plan, spec["index"], workdir=tmp_path)
+    result = ranges.merge_ranges(state, run, plan, reject_threshold=0.3, workdir=tmp_path)
+    assert (result.rows_received, result.rows_rejected) == (100, 0)
+    assert result.valid_values_by_column == {"email": 100, "phone": 75}
+    assert result.invalid_values_by_column == {"phone": {"phone_lost_digits": 25}}
+    with pytest.raises(InputRejected, match=r"column 'phone' has too many invalid values: 25 of"):
+        ranges.merge_ranges(state, run, plan, reject_threshold=0.2, workdir=tmp_path)
+    assert state.get_json(run.paths.validation)["invalid_values_by_column"] == {
+        "phone": {"phone_lost_digits": 25}
+    }
+
+
 # ------------------------------------------------------------------ crash and re-run
 def test_a_crashed_range_is_redone_and_the_finished_ones_are_not(
     s3: tuple[Bucket, Bucket], tmp_path: Path, monkeypatch: pytest.MonkeyPatch

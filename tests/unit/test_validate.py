@@ -172,7 +172,10 @@ def test_device_ids(tmp_path: Path) -> None:
     src = write_csv(
         tmp_path / "in.csv", "IDFA,aaid\n6D92078A-8246-4BA4-AE5B-76104861E7DC,not-an-id\n"
     )
-    result, members, _ = run_audience(tmp_path, src, user_id_types=("IDFA", "AAID"))
+    # at 1.0: an aaid column of one invalid value is a broken column (test_validate_broken_columns)
+    result, members, _ = run_audience(
+        tmp_path, src, user_id_types=("IDFA", "AAID"), reject_threshold=1.0
+    )
     assert members == [f"IDFA_SHA256\t{sha('6d92078a-8246-4ba4-ae5b-76104861e7dc')}"]
     assert result.dropped_identifiers_by_reason == {"invalid_aaid": 1}
 
@@ -298,7 +301,8 @@ def test_invisible_character_in_an_audience_file_is_rejected(tmp_path: Path) -> 
         tmp_path / "in.csv",
         "email,phone\njane\u200b@example.com,\nbob@example.org\x00,(213) 373-4253\n",
     )
-    result, members, rejects = run_audience(tmp_path, src)
+    # at 1.0: an email column of two invalid values is a broken column
+    result, members, rejects = run_audience(tmp_path, src, reject_threshold=1.0)
     assert members == [f"PHONE_SHA256\t{sha('+12133734253')}"]
     assert [(r["row"], r["column"], r["reason_code"]) for r in rejects] == [
         ("1", "email", "invisible_character")

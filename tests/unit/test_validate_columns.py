@@ -76,6 +76,32 @@ def reference(src: Path, file_format: str) -> tuple[list[str], list[list[str]], 
     return members, rejects, dropped
 
 
+def reference_columns(src: Path, file_format: str) -> tuple[Counter[str], dict[str, Counter[str]]]:
+    """Value by value: per identifier column, its values that hash, and its invalid values
+    by reason (in every readable row, rejected or not)."""
+    header, rows = iter_rows(src, file_format, source=SOURCE)
+    _, present = audience_columns(header, TYPES, source=SOURCE)
+    hashers = [
+        (column, rows.header.index(column), identifier_hasher(kind, "US"))
+        for kind, column, _ in present
+    ]
+    valid: Counter[str] = Counter()
+    invalid: dict[str, Counter[str]] = {}
+    for _, row in rows.records():
+        if isinstance(row, RowRejected):
+            continue
+        for column, position, hasher in hashers:
+            raw = row[position]
+            if not raw or raw.isspace():
+                continue
+            try:
+                hasher(raw)
+                valid[column] += 1
+            except RowRejected as problem:
+                invalid.setdefault(column, Counter())[problem.reason_code] += 1
+    return valid, invalid
+
+
 def generated_rows(count: int, seed: int) -> list[list[str | None]]:
     rng = random.Random(seed)
     emails = list(email_corpus(count, seed=seed))
@@ -136,6 +162,11 @@ def run(tmp_path: Path, src: Path, file_format: str) -> None:
     assert result.rows_accepted == result.rows_received - len(want_rejects)
     assert result.identifiers_written == len(want_members)
     assert result.identifiers_by_type == dict(Counter(line.split("\t")[0] for line in want_members))
+    # what the broken-column rule reads: counted where the column hasher's answers are
+    want_valid, want_invalid = reference_columns(src, file_format)
+    assert result.valid_values_by_column == dict(want_valid)
+    assert result.invalid_values_by_column == {c: dict(r) for c, r in want_invalid.items()}
+    assert set(want_invalid) == {"email", "phone", "idfa"}
     # all kinds of outcome happened
     assert len(want_rejects) > 100
     assert sum(want_dropped.values()) > 100

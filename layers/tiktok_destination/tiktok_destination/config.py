@@ -130,7 +130,8 @@ _HINTS: dict[str, tuple[str, str]] = {
         'schedule = "cron(0 6 * * ? *)"',
     ),
     "reject_threshold": (
-        "a number from 0 to 1, the share of rejected rows that stops a run",
+        "a number from 0 to 1, the share of rejected rows (or of one identifier column's "
+        "invalid values) that stops a run",
         "reject_threshold = 0.2",
     ),
     "mapping_batch_size": (

@@ -37,10 +37,19 @@ COLUMNS: dict[str, str] = {id_type: id_type.lower() for id_type in ID_TYPES}
 _SHA256_HEX = re.compile(r"[0-9a-f]{64}")
 _ANY_CASE_SHA256_HEX = re.compile(r"[0-9a-fA-F]{64}")
 _MD5_HEX = re.compile(r"[0-9a-fA-F]{32}")
-# One "@", a domain with at least one dot, a top-level domain of two or more characters.
+# One "@", a domain with at least one dot, a top-level domain of two or more characters,
+# and nowhere whitespace or a character no address holds unquoted: what is left of a link
+# (mailto:), a display form (Name <a@example.com>), a list (a,b; a;b) or a stray quote of
+# the export. A quoted local part ("a b"@example.com) is valid by RFC 5322, but no
+# mailbox people sign up with uses one, and TikTok would not match it.
 # re's \s is str.isspace(), character for character (checked over every code point).
 _WHITESPACE = re.compile(r"\s")
-_EMAIL = re.compile(r"[^@\s]+@(?:[^@\s.]+\.)+[^@\s.]{2,}")
+_NOT_UNQUOTED = '<>()[]\\,;:"'
+_NOT_IN_EMAIL = re.compile(rf"[{re.escape(_NOT_UNQUOTED)}]")
+_EMAIL = re.compile(
+    rf"[^@\s{re.escape(_NOT_UNQUOTED)}]+@"
+    rf"(?:[^@\s.{re.escape(_NOT_UNQUOTED)}]+\.)+[^@\s.{re.escape(_NOT_UNQUOTED)}]{{2,}}"
+)
 _UUID = re.compile(r"[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}")
 _ZERO_UUID = "00000000-0000-0000-0000-000000000000"
 # How spreadsheets and dataframes write a phone column they took for a number: a float with
@@ -100,6 +109,14 @@ def _email_problem(value: str) -> str:
         return "it is empty"
     if _WHITESPACE.search(value):
         return "it contains a space"
+    if value.startswith("mailto:"):
+        return "it starts with mailto: (a link, not an address); give the address alone"
+    if "<" in value or ">" in value:
+        return "it has angle brackets (as in Name <name@example.com>); give the address alone"
+    if '"' in value:
+        return "it has a double quote (often one left over from the export)"
+    if _NOT_IN_EMAIL.search(value):
+        return "it has a character an address cannot hold unquoted: ( ) [ ] \\ , ; or :"
     count = value.count("@")
     if count == 0:
         return "it has no '@'"
@@ -707,13 +724,14 @@ def _hash_trimmed(kind: str, value: str, normalize: Callable[[str], str]) -> str
 # compares both on generated corpora, `make bench-phones` on 1,000,000 phones.
 
 # The email rule's _EMAIL on printable ASCII without the space: every class is a subset of
-# _EMAIL's ([^@\s] there), and possessive quantifiers only take matches away (they save the
+# _EMAIL's (printable ASCII less "@" and _NOT_UNQUOTED: "(),:;<>[\\]; less "." in the
+# domain's labels), and possessive quantifiers only take matches away (they save the
 # backtracking; no match is lost, as labels cannot hold the "." that ends them), so a match
 # here is a match there. Such a value is printable, so the invisible-character check is a
 # no-op, and str.lower() of ASCII is ASCII.
-_ASCII_EMAIL = re.compile(
-    r"[\x21-\x3f\x41-\x7e]++@(?:[\x21-\x2d\x2f-\x3f\x41-\x7e]++\.)++[\x21-\x2d\x2f-\x3f\x41-\x7e]{2,}+"
-)
+_ASCII_LOCAL = r"[\x21\x23-\x27\x2a\x2b\x2d-\x39\x3d\x3f\x41-\x5a\x5e-\x7e]"
+_ASCII_LABEL = r"[\x21\x23-\x27\x2a\x2b\x2d\x2f-\x39\x3d\x3f\x41-\x5a\x5e-\x7e]"
+_ASCII_EMAIL = re.compile(rf"{_ASCII_LOCAL}++@(?:{_ASCII_LABEL}++\.)++{_ASCII_LABEL}{{2,}}+")
 
 
 def _email_hasher() -> Callable[[str], str]:

@@ -22,12 +22,13 @@ from pathlib import Path
 from typing import Any
 
 from . import sorting
-from .errors import TikTokRequestRejected
+from .errors import DestinationError, TikTokRequestRejected
 from .events import BuiltEvent, build_event, event_group_key, track_body
-from .ranges import RowNames, validated_files, validated_index
+from .ranges import RowNames, add_up, validated_files, validated_index
 from .runs import Run
 from .storage import Bucket
 from .tiktok.client import TikTokClient
+from .validate import _finish
 
 logger = logging.getLogger(__name__)
 
@@ -200,6 +201,37 @@ def plan_events(bucket: Bucket, run: Run, *, batch_size: int, workdir: Path) -> 
     return plan
 
 
+def check_rejected_share(
+    bucket: Bucket, run: Run, plan: EventPlan, *, reject_threshold: float
+) -> None:
+    """Raise InputRejected when validate's and grouping's rejected rows together are more
+    than ``reject_threshold`` of the rows: called by chunk, before any event is sent.
+
+    Grouping rejects rows validate let through (``duplicate_row``, ``event_id_conflict``);
+    they are rejected rows like validate's, in the report and in the share. The rule is
+    validate's own (``validate._finish``), applied to the counts added up.
+    """
+    validation = bucket.get_json(run.paths.validation)
+    if validation is None:
+        raise DestinationError(
+            f"{bucket.uri(run.paths.validation)} is missing: validate did not finish; re-run "
+            "the input"
+        )
+    result = add_up(run.source.uri, [validation])
+    grouped = {
+        "duplicate_row": plan.duplicate_rows,
+        "event_id_conflict": plan.event_id_conflict_rows,
+    }
+    by_reason = Counter(result.rejected_by_reason)
+    for reason, rows in grouped.items():
+        if rows:
+            by_reason[reason] += rows
+            result.rows_rejected += rows
+            result.rows_accepted -= rows
+    result.rejected_by_reason = dict(by_reason.most_common())
+    _finish(result, reject_threshold)
+
+
 def send_event_batch(
     client: TikTokClient, bucket: Bucket, run: Run, batch: dict[str, Any]
 ) -> dict[str, Any]:
@@ -272,4 +304,11 @@ def sent_totals(bucket: Bucket, run: Run, plan_id: str) -> dict[str, int]:
     return {"events_sent": sent, "events_rejected_by_tiktok": rejected}
 
 
-__all__ = ["EventPlan", "plan_events", "send_event_batch", "sent_totals", "track_body"]
+__all__ = [
+    "EventPlan",
+    "check_rejected_share",
+    "plan_events",
+    "send_event_batch",
+    "sent_totals",
+    "track_body",
+]

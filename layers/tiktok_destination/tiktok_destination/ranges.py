@@ -78,7 +78,7 @@ SHARDS = 16
 #: One S3 range GET per read of this size.
 READ_BLOCK = 8 * 1024 * 1024
 #: Bumped when the range outputs change shape, so old range outputs are never reused.
-LAYOUT = 2
+LAYOUT = 3
 _READ_ATTEMPTS = 3
 _BOM = b"\xef\xbb\xbf"
 
@@ -612,13 +612,17 @@ def add_up(source: str, results: Sequence[Mapping[str, Any]]) -> ValidationResul
         "rejected_by_reason": Counter(),
         "identifiers_by_type": Counter(),
         "dropped_identifiers_by_reason": Counter(),
+        "valid_values_by_column": Counter(),
     }
+    invalid: dict[str, Counter[str]] = collections.defaultdict(Counter)
     lines: LineCounts | None = LineCounts() if results and results[0].get("lines") else None
     for part in results:
         for name in ("rows_received", "rows_accepted", "rows_rejected", "identifiers_written"):
             setattr(total, name, getattr(total, name) + int(part.get(name) or 0))
         for name, counter in counters.items():
             counter.update({k: int(v) for k, v in (part.get(name) or {}).items()})
+        for column, reasons in (part.get("invalid_values_by_column") or {}).items():
+            invalid[column].update({k: int(v) for k, v in reasons.items()})
         if lines is not None:
             for name, value in (part.get("lines") or {}).items():
                 setattr(lines, name, getattr(lines, name) + int(value))
@@ -629,6 +633,9 @@ def add_up(source: str, results: Sequence[Mapping[str, Any]]) -> ValidationResul
     total.columns_missing = list(first.get("columns_missing") or [])
     for name, counter in counters.items():
         setattr(total, name, dict(counter.most_common()))
+    total.invalid_values_by_column = {
+        column: dict(reasons.most_common()) for column, reasons in invalid.items()
+    }
     total.lines = lines
     return total
 

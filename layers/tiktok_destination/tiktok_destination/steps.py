@@ -183,9 +183,7 @@ def step_merge_ranges(
                 bucket,
                 run,
                 plan,
-                reject_threshold=float(
-                    run.options.get("reject_threshold", settings.reject_threshold)
-                ),
+                reject_threshold=_reject_threshold(run, settings),
                 workdir=workdir,
             )
     finally:
@@ -200,6 +198,10 @@ def step_merge_ranges(
         "rejects_key": paths.rejects("validate"),
         "result_key": paths.validation,
     }
+
+
+def _reject_threshold(run: Run, settings: Settings) -> float:
+    return float(run.options.get("reject_threshold", settings.reject_threshold))
 
 
 def _validate_plan(bucket: Bucket, run: Run, vid: str) -> dict[str, Any]:
@@ -260,6 +262,11 @@ def step_chunk(run: Run, audience: dict[str, Any] | None) -> dict[str, Any]:
                     run,
                     batch_size=int(run.options.get("event_batch_size", settings.event_batch_size)),
                     workdir=workdir,
+                )
+                # Rows grouping rejected count toward the threshold too: checked here, on
+                # every execution (a re-run reuses the plan), before any event is sent.
+                offline_events.check_rejected_share(
+                    bucket, run, plan, reject_threshold=_reject_threshold(run, settings)
                 )
     finally:
         shutil.rmtree(workdir, ignore_errors=True)

@@ -111,6 +111,11 @@ class ValidationResult:
     identifiers_by_type: dict[str, int] = field(default_factory=dict)
     #: an invalid value in a row that was still accepted thanks to another identifier
     dropped_identifiers_by_reason: dict[str, int] = field(default_factory=dict)
+    #: audiences, per identifier column (the file's header name): its values that gave an
+    #: identifier, and its invalid values by reason (in rejected and accepted rows alike);
+    #: a column's non-empty values are the two together (see ``_check_columns``)
+    valid_values_by_column: dict[str, int] = field(default_factory=dict)
+    invalid_values_by_column: dict[str, dict[str, int]] = field(default_factory=dict)
     columns: list[str] = field(default_factory=list)
     #: field -> the header column it was read from
     columns_used: dict[str, str] = field(default_factory=dict)
@@ -1083,7 +1088,83 @@ def _finish(result: ValidationResult, reject_threshold: float) -> None:
         raise
 
 
+#: What to do when many values or rows are rejected for this reason (the reject-threshold
+#: messages give the main reason's).
+_REASON_FIXES: dict[str, str] = {
+    "phone_lost_digits": (
+        "the phones were exported as numbers in scientific notation that rounded digits "
+        "away (like 4.15844E+09): export the column as text (in a spreadsheet, format it as "
+        "Text before saving)"
+    ),
+    "invalid_phone": (
+        "check that the column holds phone numbers, written with their country code or as "
+        "numbers of the default region (default_phone_region), and that it is the column "
+        "meant for phone"
+    ),
+    "phone_extension": "give the direct numbers, without extensions",
+    # no example address: these messages go to notifications, where "@" looks like PII
+    "invalid_email": (
+        "check that the column holds email addresses and that it is the column meant for email"
+    ),
+    "invalid_idfa": "check that the column holds IDFAs (UUIDs), not MD5s or all zeros",
+    "invalid_aaid": "check that the column holds AAIDs (UUIDs), not MD5s or all zeros",
+    "invisible_character": (
+        "the values hold control or invisible characters: clean the column at the source"
+    ),
+    "event_id_conflict": (
+        "rows of one event set, event and event_id name different people: give each "
+        "person's event its own event_id"
+    ),
+}
+
+
+def _main_reason(by_reason: Mapping[str, int]) -> tuple[str, int]:
+    reason, count = sorted(by_reason.items(), key=lambda item: (-item[1], item[0]))[0]
+    return reason, count
+
+
+def _fix(by_reason: Mapping[str, int]) -> str:
+    """``; <main reason>: <its fix>`` when the main reason has one, else ""."""
+    if not by_reason:
+        return ""
+    reason, _ = _main_reason(by_reason)
+    fix = _REASON_FIXES.get(reason)
+    return f"; {reason}: {fix}" if fix else ""
+
+
+def _check_columns(result: ValidationResult, reject_threshold: float) -> None:
+    """An identifier column with more than ``reject_threshold`` of its non-empty values
+    invalid stops the run, whatever became of its rows: where another identifier kept them,
+    the column's values would only be dropped, and their members removed at TikTok."""
+    fields = {column: name for name, column in result.columns_used.items()}
+    broken: list[str] = []
+    for column, reasons in result.invalid_values_by_column.items():
+        invalid = sum(reasons.values())
+        values = invalid + result.valid_values_by_column.get(column, 0)
+        share = invalid / values if values else 0.0
+        if share <= reject_threshold:
+            continue
+        reason, count = _main_reason(reasons)
+        field_name = fields.get(column, column)
+        named = f"'{column}'" if field_name == column else f"'{column}' (read as {field_name})"
+        fix = _REASON_FIXES.get(reason, "fix the column at the source")
+        broken.append(
+            f"column {named} has too many invalid values: {invalid:,} of its {values:,} "
+            f"({share:.1%}), above the reject threshold of {reject_threshold:.1%}; main "
+            f"reason {reason} ({count:,} values): {fix}"
+        )
+    if broken:
+        raise InputRejected(
+            f"{result.source}: {'; '.join(broken)}. Nothing is sent: syncing the column as it "
+            "is would remove those members at TikTok. Fix the column and run again; if it is "
+            "not meant to be read, list it in ignore_columns (or raise reject_threshold if "
+            "this share is expected)"
+        )
+
+
 def _check_usable(result: ValidationResult, reject_threshold: float) -> None:
+    """The file-level rules over a whole file's counts (a ranged file's added up): rows,
+    then identifier columns. The one place reject_threshold is applied."""
     source = result.source
     if result.rows_received == 0:
         raise InputRejected(
@@ -1095,10 +1176,13 @@ def _check_usable(result: ValidationResult, reject_threshold: float) -> None:
         raise InputRejected(
             f"{source}: {result.rows_rejected:,} of {result.rows_received:,} rows rejected "
             f"({share:.1%}), above the reject threshold of {reject_threshold:.1%}; top "
-            f"reasons: {_top_reasons(result.rejected_by_reason)}. The rejects file lists each "
+            f"reasons: {_top_reasons(result.rejected_by_reason)}"
+            f"{_fix(result.rejected_by_reason)}. The rejects file lists each "
             "rejected row with its column and reason: fix those rows and run again, or raise "
             "reject_threshold if this share is expected"
         )
+    # A column broken in rows that another identifier kept: the rows' share missed it.
+    _check_columns(result, reject_threshold)
     if result.rows_accepted == 0:
         # Even at threshold 1.0: an audience of nobody would remove every member.
         raise InputRejected(
@@ -1327,6 +1411,7 @@ def validate_audience_rows(
         prefixes = [f"{schema}\t" for _, _, schema in present]
         joiners = [f"\n{prefix}" for prefix in prefixes]
         counts = [0] * len(present)
+        invalid: list[Counter[str]] = [Counter() for _ in present]
         # What a row that could not be read gives each column: no value.
         unreadable = [None] * len(rows.header)
         with _open_out(out_members) as members, _open_out(out_rejects) as rejects:
@@ -1358,7 +1443,9 @@ def validate_audience_rows(
                 hashed = [
                     hasher(column) for hasher, column in zip(column_hashers, values, strict=True)
                 ]
-                for at, (digests, misses, _) in enumerate(hashed):
+                for at, (digests, misses, rejected) in enumerate(hashed):
+                    if rejected:  # per invalid value only: the usual batch has none
+                        invalid[at].update([problem.reason_code for problem in rejected.values()])
                     if len(misses) == size:
                         continue
                     lines = list(filter(None, digests)) if misses else digests
@@ -1391,6 +1478,11 @@ def validate_audience_rows(
                 result.identifiers_written += count
                 if count:
                     loop.by_type[prefix[:-1]] = count
+            for column, count, reasons in zip(present_names, counts, invalid, strict=True):
+                if count:
+                    result.valid_values_by_column[column] = count
+                if reasons:
+                    result.invalid_values_by_column[column] = dict(reasons.most_common())
             loop.close(rows)
     return result
 

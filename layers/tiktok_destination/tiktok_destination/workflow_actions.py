@@ -107,7 +107,8 @@ ACTIONS: dict[str, WorkflowAction] = {
             "InputRejected",
             "Input rejected",
             "The input file cannot be used as it is: a needed column is missing, it has no "
-            "rows, or more rows were rejected than the reject threshold allows.",
+            "rows, more rows were rejected than the reject threshold allows, or an "
+            "identifier column has more invalid values than it allows.",
             (
                 "Read the run report and the rejects file it names (row, column, reason).",
                 "Fix the query or export that produced the file and drop the corrected file "
