@@ -1,4 +1,4 @@
-"""The one client for TikTok's Business API v1.3 (see ``tiktok-api.md``).
+"""The one client for TikTok's Business API v1.3 (see ``docs/tiktok-contract.md``).
 
 Everything that talks to TikTok goes through :class:`TikTokClient`, so the rules of the
 contract live in one place: the ``Access-Token`` header, trailing-slash paths, JSON-string
@@ -110,11 +110,11 @@ _OAUTH = (
 _REJECTED_HINTS: dict[int, str] = {
     40000: (
         "A parameter is invalid. On segment/ calls this also means the audience is still "
-        "processing or matched nothing; check the request against tiktok-api.md."
+        "processing or matched nothing; check the request against docs/tiktok-contract.md."
     ),
     40002: (
         "A parameter is invalid. On segment/ calls this also means the audience is still "
-        "processing or matched nothing; check the request against tiktok-api.md."
+        "processing or matched nothing; check the request against docs/tiktok-contract.md."
     ),
     40007: (
         "The object does not exist: check the audience id / event set id, or let the "
