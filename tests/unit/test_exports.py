@@ -165,7 +165,8 @@ def test_quiet_period_only_the_latest_arrival_goes_on(bucket: Bucket) -> None:
     template = dataclasses.replace(TEMPLATE, export_quiet_seconds=60)
     now = datetime.now(UTC)
 
-    def arrive(key: str, name: str, at: datetime) -> exports.Export:
+    def arrive(key: str, name: str, at: datetime, *, looking_again: bool = False) -> exports.Export:
+        """One part's execution (started ``at``): its first look, or its look after the wait."""
         return exports.resolve(
             bucket,
             bucket,
@@ -176,7 +177,8 @@ def test_quiet_period_only_the_latest_arrival_goes_on(bucket: Bucket) -> None:
             base=BASE,
             execution_id=f"arn:aws:states:us-east-1:1:execution:m:{name}",
             started_at=at.isoformat(),
-            now=now,
+            previous={"start": "wait"} if looking_again else None,
+            now=now + timedelta(seconds=60) if looking_again else now,
         )
 
     first = arrive(FOLDER + "part-1.csv", "a", now - timedelta(seconds=10))
@@ -184,33 +186,9 @@ def test_quiet_period_only_the_latest_arrival_goes_on(bucket: Bucket) -> None:
     second = arrive(FOLDER + "part-2.csv", "b", now - timedelta(seconds=5))
     assert second.status == "wait"
     # After the wait, the first looks again and finds a later arrival.
-    again = exports.resolve(
-        bucket,
-        bucket,
-        FOLDER + "part-1.csv",
-        template,
-        size=10,
-        from_event=True,
-        base=BASE,
-        execution_id="arn:aws:states:us-east-1:1:execution:m:a",
-        started_at=(now - timedelta(seconds=10)).isoformat(),
-        previous={"start": "wait"},
-        now=now + timedelta(seconds=60),
-    )
+    again = arrive(FOLDER + "part-1.csv", "a", now - timedelta(seconds=10), looking_again=True)
     assert again.status == "part_of_export"
-    done = exports.resolve(
-        bucket,
-        bucket,
-        FOLDER + "part-2.csv",
-        template,
-        size=10,
-        from_event=True,
-        base=BASE,
-        execution_id="arn:aws:states:us-east-1:1:execution:m:b",
-        started_at=(now - timedelta(seconds=5)).isoformat(),
-        previous={"start": "wait"},
-        now=now + timedelta(seconds=60),
-    )
+    done = arrive(FOLDER + "part-2.csv", "b", now - timedelta(seconds=5), looking_again=True)
     assert (done.status, done.completion, len(done.parts)) == ("run", "quiet_period", 2)
 
 

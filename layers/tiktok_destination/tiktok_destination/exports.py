@@ -52,7 +52,7 @@ logger = logging.getLogger(__name__)
 ARRIVALS_PREFIX = "leases/export-arrivals/"
 #: A manifest's name ends with this (Redshift: ``manifest`` or ``<prefix>manifest``).
 MANIFEST_SUFFIX = "manifest"
-_NOT_DATA_SUFFIXES = (".crc", ".metadata", ".json.metadata", ".csv.metadata")
+_NOT_DATA_SUFFIXES = (".crc", ".metadata")
 #: Changed parts named in an InputChanged message before "and N more".
 _SHOWN = 5
 
