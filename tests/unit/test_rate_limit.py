@@ -17,7 +17,7 @@ from tiktok_destination.errors import ConfigurationError, TikTokRateLimited
 from tiktok_destination.rate_limit import AppRateLimiter, app_key, make_pacer
 from tiktok_destination.settings import load_settings
 from tiktok_destination.steps import make_client
-from tiktok_destination.tiktok.client import LocalPacer, pacing_interval
+from tiktok_destination.tiktok.client import LATE_TOLERANCE, LocalPacer, pacing_interval
 
 TABLE = "rate-limit"
 KEY = app_key("https://business-api.tiktok.com/open_api/v1.3/")
@@ -208,3 +208,49 @@ def test_make_client_takes_the_app_wide_limiter_when_the_table_is_set(
     assert isinstance(make_client(load_settings(), "token")._pacer, LocalPacer)
     monkeypatch.setenv("RATE_LIMIT_TABLE", TABLE)
     assert isinstance(make_client(load_settings(), "token")._pacer, AppRateLimiter)
+
+
+def test_a_caller_that_keeps_waking_late_never_squeezes_its_call_next_to_another(
+    dynamodb: Any,
+) -> None:
+    # Issue 15: X (a CPU-starved Lambda) wakes 0.25 s late for six slots in a row while Y
+    # (punctual Map children) keeps the queue full. Until then X gave up taking new slots
+    # after five and went late anyway: its call started 6 ms before one of Y's.
+    interval = pacing_interval(10)
+    x_time = FakeTime(1000.0)
+    x_time.oversleeps = [0.25] * 6  # type: ignore[attr-defined]
+    y_time = FakeTime(1000.0)
+    y = limiter(dynamodb, 10, y_time)
+    starts: list[tuple[str, float]] = []  # (who, when the call started)
+    x_slots: list[float] = []
+
+    class OthersQueueBehindX:
+        def update_item(self, **kwargs: Any) -> Any:
+            out = dynamodb.update_item(**kwargs)
+            # X's write went through: three of Y's calls reserve the slots right after it.
+            x_slots.append(next_at(dynamodb) - interval)
+            for _ in range(3):
+                y_time.now = x_time.now
+                slot, _queued = y._reserve(y_time.now)
+                assert slot is not None
+                starts.append(("Y", slot))  # Y is punctual: it starts at its slot
+            return out
+
+    def late_sleep(seconds: float) -> None:
+        extra = x_time.oversleeps.pop(0) if x_time.oversleeps else 0.0  # type: ignore[attr-defined]
+        x_time.sleeps.append(seconds)
+        x_time.now += seconds + extra
+
+    dynamodb.put_item(TableName=TABLE, Item={"pk": {"S": KEY}, "next_at": {"N": "1000.120000"}})
+    x = AppRateLimiter(
+        TABLE, KEY, 10, client=OthersQueueBehindX(), clock=x_time.clock, sleep=late_sleep
+    )
+    x.wait()
+    starts.append(("X", x_time.now))
+
+    x_start = x_time.now
+    y_starts = [t for who, t in starts if who == "Y"]
+    nearest = min(abs(x_start - t) for t in y_starts)
+    assert nearest >= interval - LATE_TOLERANCE - 1e-6, f"X started {nearest:.3f} s from Y"
+    # ...because X started on time for a slot of its own (LATE_TOLERANCE's invariant).
+    assert min(x_start - slot for slot in x_slots if slot <= x_start) <= LATE_TOLERANCE

@@ -18,7 +18,10 @@ with one conditional UpdateItem and sleeps until it:
   becomes now + interval.
 
 No reservation reads first, so callers do not collide and retry; a slot reserved by a
-caller that then dies, or wakes up too late to use it, just passes unused. The interval and
+caller that then dies, or wakes up too late to use it, just passes unused: a late caller
+takes a new slot and never sends late (``LATE_TOLERANCE`` in the client proves why no
+second then holds more than ``tiktok_qps`` calls), and one that keeps waking late until
+``max_wait`` gives the step back with TikTokRateLimited. The interval and
 the burst of one call are :class:`~tiktok_destination.tiktok.client.LocalPacer`'s
 (:func:`~tiktok_destination.tiktok.client.pacing_interval`: ``1/tiktok_qps`` plus
 headroom): TikTok counts calls per second, and a token bucket holding a second's worth of
@@ -44,14 +47,21 @@ from botocore.exceptions import BotoCoreError, ClientError
 
 from .errors import ConfigurationError, RetriableError, TikTokRateLimited
 from .storage import error_code
-from .tiktok.client import MAX_LATE_SLOTS, Pacer, pacing_interval, sleep_until
+from .tiktok.client import (
+    MAX_PACING_WAIT,
+    Pacer,
+    late_for_every_slot,
+    pacing_interval,
+    sleep_until,
+)
 
 __all__ = ["AppRateLimiter", "app_key", "make_pacer"]
 
 #: seconds of calls already queued ahead beyond which a caller waits without reserving
 DEFAULT_MAX_QUEUE = 30.0
-#: seconds a caller polls for a place in the queue before giving the step back
-DEFAULT_MAX_WAIT = 60.0
+#: seconds a caller polls for a place in the queue, or keeps waking too late for its
+#: slots, before giving the step back
+DEFAULT_MAX_WAIT = MAX_PACING_WAIT
 
 _LOCKS: dict[tuple[str, str], threading.Lock] = {}
 _LOCKS_GUARD = threading.Lock()
@@ -109,15 +119,21 @@ class AppRateLimiter:
 
     def wait(self) -> None:
         deadline = self._clock() + self._max_wait
-        late = 0
         while True:
-            now = self._clock()
             with _process_lock(self._table, self._key):
+                # Read under the lock: a "now" taken before waiting for it is stale, and an
+                # idle app's slot would then lie in the past.
+                now = self._clock()
                 slot, queued_until = self._reserve(now)
             if slot is not None:
-                if sleep_until(slot, self._clock, self._sleep) or late >= MAX_LATE_SLOTS:
+                if sleep_until(slot, self._clock, self._sleep):
                     return
-                late += 1  # woke too late: the missed slot passes unused, take a new one
+                # Woke too late: the missed slot passes unused and the call never goes late
+                # (client.LATE_TOLERANCE says why); take a new one while time is left.
+                if self._clock() >= deadline:
+                    raise late_for_every_slot(
+                        self._max_wait, f"the app-wide rate limiter (DynamoDB table {self._table})"
+                    )
                 continue
             if queued_until is None:
                 continue  # the app went idle between the two writes: reserve again

@@ -45,7 +45,7 @@ from tiktok_destination.events import track_body
 __all__ = [
     "DEFAULT_BASE_URL",
     "LATE_TOLERANCE",
-    "MAX_LATE_SLOTS",
+    "MAX_PACING_WAIT",
     "MIN_QPS",
     "PACING_HEADROOM",
     "SANDBOX_BASE_URL",
@@ -54,6 +54,7 @@ __all__ = [
     "Pacer",
     "RetryPolicy",
     "TikTokClient",
+    "late_for_every_slot",
     "pacing_interval",
     "sleep_until",
 ]
@@ -176,16 +177,30 @@ class CallStats:
         }
 
 
-#: Calls are spaced this much wider than ``1/qps``. TikTok counts a call when it arrives,
-#: and network or scheduling jitter between two calls' starts must not squeeze one call
-#: more than the app's QPS into a second (at 10 QPS, 10% is 100 ms of slack per second).
+#: Calls are spaced this much wider than ``1/qps``: ``pacing_interval(qps) * qps`` is
+#: ``1 + PACING_HEADROOM`` seconds at every QPS, the slack every run of ``qps`` calls has.
 PACING_HEADROOM = 0.2
-#: A call that starts later than this (seconds) after its slot takes a new slot instead of
-#: crowding the calls queued behind it (a frozen or CPU-starved process wakes up late):
-#: half the headroom, leaving the other half for the way to TikTok.
+#: A call may start at most this long (seconds) after its slot; a later call never goes,
+#: it takes a new slot. Half the headroom: the other half is for the way to TikTok.
+#:
+#: Why no 1-second window then holds more than ``qps`` calls, as TikTok counts them (on
+#: arrival, in a sliding window; docs/tiktok-contract.md): slots are handed out at least
+#: ``interval = (1 + H) / qps`` apart, each to one call (H = PACING_HEADROOM). A call
+#: arrives at ``slot + d``, where ``d`` (its start's lateness, at most LATE_TOLERANCE, plus
+#: its way to TikTok) is between 0 and some D. Calls k and k + qps have slots at least
+#: ``qps * interval = 1 + H`` apart, so they arrive at least ``1 + H - D`` apart: more than
+#: one second whenever ``D < H``, whatever the QPS. The tolerance is therefore absolute, not
+#: a share of the interval: two calls may arrive closer than the interval (at 10 QPS a call
+#: 0.1 s late lands 20 ms before the next), which TikTok's window allows; what it does not
+#: allow is a run of qps + 1 calls inside one second, and that needs D >= H. So the rule
+#: must hold for every call: a call that goes later than its slot + LATE_TOLERANCE (as one
+#: did after a few late wakes, until issue 15) spends the way-to-TikTok half of H and can
+#: put qps + 1 calls into a second.
 LATE_TOLERANCE = PACING_HEADROOM / 2
-#: ...at most this many times; then it goes late (a rare 40100 is retried).
-MAX_LATE_SLOTS = 5
+#: Seconds a call waits for a slot it can start on time before the step is given back
+#: (TikTokRateLimited, retried by the state machine): a process that keeps waking late
+#: (CPU-starved, frozen) must not go late instead.
+MAX_PACING_WAIT = 60.0
 
 
 def pacing_interval(qps: float) -> float:
@@ -194,11 +209,25 @@ def pacing_interval(qps: float) -> float:
 
 
 def sleep_until(slot: float, clock: Callable[[], float], sleep: Callable[[float], None]) -> bool:
-    """Sleep until ``slot``; False when the call is already too late to use it."""
+    """Sleep until ``slot``; False when the call is already too late to use it.
+
+    The one lateness rule of both pacers (see LATE_TOLERANCE): on False the caller takes a
+    new slot, or gives up with :func:`late_for_every_slot`; it never sends.
+    """
     delay = slot - clock()
     if delay > 0:
         sleep(delay)
     return clock() - slot <= LATE_TOLERANCE
+
+
+def late_for_every_slot(waited: float, where: str) -> TikTokRateLimited:
+    """The error of a call that found no slot it could start on time within ``waited`` s."""
+    return TikTokRateLimited(
+        f"{where}: for {waited:g} s this process woke too late for every slot it reserved "
+        "(it was CPU-starved or frozen), and a late call could pass TikTok's per-second "
+        "limit, so none was sent. The step will be retried later; if this repeats, give the "
+        "function more memory (more CPU) or run fewer steps at once."
+    )
 
 
 class Pacer(Protocol):
@@ -218,24 +247,34 @@ class LocalPacer:
     """
 
     def __init__(
-        self, qps: float, clock: Callable[[], float], sleep: Callable[[float], None]
+        self,
+        qps: float,
+        clock: Callable[[], float],
+        sleep: Callable[[float], None],
+        *,
+        max_wait: float = MAX_PACING_WAIT,
     ) -> None:
         self._interval = pacing_interval(qps)
         self._clock = clock
         self._sleep = sleep
+        self._max_wait = max_wait
         self._next_slot: float | None = None
         self._lock = threading.Lock()
 
     def wait(self) -> None:
         if self._interval <= 0:
             return
-        for _ in range(MAX_LATE_SLOTS + 1):
+        deadline = self._clock() + self._max_wait
+        while True:
             with self._lock:
                 now = self._clock()
                 slot = now if self._next_slot is None else max(now, self._next_slot)
                 self._next_slot = slot + self._interval
             if sleep_until(slot, self._clock, self._sleep):
                 return
+            # Too late: the slot passes unused (LATE_TOLERANCE says why it must not be used).
+            if self._clock() >= deadline:
+                raise late_for_every_slot(self._max_wait, "TikTok client pacing")
 
 
 class _Attempt:
