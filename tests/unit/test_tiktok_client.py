@@ -15,6 +15,7 @@ from typing import Any
 from urllib.parse import parse_qs, urlsplit
 
 import pytest
+import requests
 
 from tiktok_destination.errors import (
     AdvertiserNotFound,
@@ -660,6 +661,41 @@ def test_retries_are_paced_too(server: FakeTikTok) -> None:
     client = make_client(server, qps=4.0, retry=policy, sleep=fake.sleep, clock=fake.clock)
     client.get("user/info/")
     assert fake.now - 1000.0 >= 0.25 - 1e-9
+
+
+def test_a_call_stalled_between_its_slot_and_the_send_takes_a_new_slot(
+    server: FakeTikTok, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Issue 15: the pacer let the call go on time, then the process stalled (CPU-starved,
+    # GIL-bound) for 0.5 s while the request was prepared. It left that late anyway, next
+    # to the call of the following slot: three calls inside one second at 2 QPS.
+    fake = FakeClock()
+    client = make_client(server, qps=2.0, sleep=fake.sleep, clock=fake.clock)
+    arrivals: list[float] = []  # fake time at which each request reached the server
+
+    class Stamped(list[Recorded]):
+        def append(self, item: Recorded) -> None:
+            arrivals.append(fake.now)
+            super().append(item)
+
+    server.requests = Stamped()
+    stalls = [0.5]
+    real_prepare = requests.Session.prepare_request
+
+    def stalling_prepare(self: requests.Session, request: requests.Request) -> Any:
+        if stalls:
+            fake.now += stalls.pop()
+        return real_prepare(self, request)
+
+    monkeypatch.setattr(requests.Session, "prepare_request", stalling_prepare)
+    for _ in range(3):
+        client.get("user/info/")
+
+    assert len(arrivals) == 3, "the stalled call was sent once, in a later slot"
+    assert client.stats.calls == 3
+    # TikTok's count at 2 QPS: any third call is at least a second after the first.
+    spans = [b - a for a, b in zip(arrivals, arrivals[2:], strict=False)]
+    assert min(spans) >= 1.0, arrivals
 
 
 # ------------------------------------------------------------------ secrets never leak

@@ -37,6 +37,7 @@ TikTokRateLimited so that the state machine retries the step later.
 
 from __future__ import annotations
 
+import functools
 import threading
 import time
 from collections.abc import Callable
@@ -50,7 +51,9 @@ from .storage import error_code
 from .tiktok.client import (
     MAX_PACING_WAIT,
     Pacer,
+    StillOnTime,
     late_for_every_slot,
+    on_time,
     pacing_interval,
     sleep_until,
 )
@@ -117,7 +120,7 @@ class AppRateLimiter:
         self._max_queue = max_queue
         self._max_wait = max_wait
 
-    def wait(self) -> None:
+    def wait(self) -> StillOnTime:
         deadline = self._clock() + self._max_wait
         while True:
             with _process_lock(self._table, self._key):
@@ -127,7 +130,7 @@ class AppRateLimiter:
                 slot, queued_until = self._reserve(now)
             if slot is not None:
                 if sleep_until(slot, self._clock, self._sleep):
-                    return
+                    return functools.partial(on_time, slot, self._clock)
                 # Woke too late: the missed slot passes unused and the call never goes late
                 # (client.LATE_TOLERANCE says why); take a new one while time is left.
                 if self._clock() >= deadline:

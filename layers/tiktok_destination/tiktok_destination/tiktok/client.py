@@ -15,6 +15,8 @@ customer identifiers).
 
 from __future__ import annotations
 
+import contextvars
+import functools
 import json
 import logging
 import math
@@ -26,6 +28,9 @@ from dataclasses import dataclass, field
 from typing import Any, Literal, NoReturn, Protocol
 
 import requests
+from requests.adapters import HTTPAdapter
+from urllib3.connection import HTTPConnection, HTTPSConnection
+from urllib3.connectionpool import HTTPConnectionPool, HTTPSConnectionPool
 
 from tiktok_destination.errors import (
     AdvertiserNotFound,
@@ -55,6 +60,7 @@ __all__ = [
     "RetryPolicy",
     "TikTokClient",
     "late_for_every_slot",
+    "on_time",
     "pacing_interval",
     "sleep_until",
 ]
@@ -208,16 +214,22 @@ def pacing_interval(qps: float) -> float:
     return (1.0 + PACING_HEADROOM) / qps if qps > 0 else 0.0
 
 
+def on_time(slot: float, clock: Callable[[], float]) -> bool:
+    """The one lateness rule (see LATE_TOLERANCE): may a call of ``slot`` still start now?"""
+    return clock() - slot <= LATE_TOLERANCE
+
+
 def sleep_until(slot: float, clock: Callable[[], float], sleep: Callable[[float], None]) -> bool:
     """Sleep until ``slot``; False when the call is already too late to use it.
 
-    The one lateness rule of both pacers (see LATE_TOLERANCE): on False the caller takes a
-    new slot, or gives up with :func:`late_for_every_slot`; it never sends.
+    On False the caller takes a new slot, or gives up with :func:`late_for_every_slot`; it
+    never sends. On True the rule is checked once more as the request is about to leave
+    (:class:`TikTokClient`'s send gate), since time passes between the two.
     """
     delay = slot - clock()
     if delay > 0:
         sleep(delay)
-    return clock() - slot <= LATE_TOLERANCE
+    return on_time(slot, clock)
 
 
 def late_for_every_slot(waited: float, where: str) -> TikTokRateLimited:
@@ -230,10 +242,18 @@ def late_for_every_slot(waited: float, where: str) -> TikTokRateLimited:
     )
 
 
-class Pacer(Protocol):
-    """Holds a call back until it may go: every HTTP attempt to TikTok waits on one first."""
+#: what a pacer's ``wait`` returns: whether the call may still start (None: not paced)
+StillOnTime = Callable[[], bool] | None
 
-    def wait(self) -> None: ...
+
+class Pacer(Protocol):
+    """Holds a call back until it may go: every HTTP attempt to TikTok waits on one first.
+
+    ``wait`` returns the check of the slot it gave (:func:`on_time` bound to it), which the
+    client asks again just before the request leaves.
+    """
+
+    def wait(self) -> StillOnTime: ...
 
 
 class LocalPacer:
@@ -261,9 +281,9 @@ class LocalPacer:
         self._next_slot: float | None = None
         self._lock = threading.Lock()
 
-    def wait(self) -> None:
+    def wait(self) -> StillOnTime:
         if self._interval <= 0:
-            return
+            return None
         deadline = self._clock() + self._max_wait
         while True:
             with self._lock:
@@ -271,10 +291,64 @@ class LocalPacer:
                 slot = now if self._next_slot is None else max(now, self._next_slot)
                 self._next_slot = slot + self._interval
             if sleep_until(slot, self._clock, self._sleep):
-                return
+                return functools.partial(on_time, slot, self._clock)
             # Too late: the slot passes unused (LATE_TOLERANCE says why it must not be used).
             if self._clock() >= deadline:
                 raise late_for_every_slot(self._max_wait, "TikTok client pacing")
+
+
+#: the pacer's check of the attempt being sent in this thread (None: not paced)
+_SEND_GATE: contextvars.ContextVar[StillOnTime] = contextvars.ContextVar(
+    "tiktok_send_gate", default=None
+)
+
+
+class _MissedSlot(Exception):
+    """The request was about to leave too late for its slot; nothing was sent."""
+
+
+def _check_send_gate(conn: HTTPConnection) -> None:
+    # The pacer's lateness rule again, as the request's first byte is about to leave. Between
+    # the pacer's wake and here lie the request's preparation and, on a new connection, the
+    # TCP and TLS handshakes: a CPU-starved or GIL-bound process (the local default runs
+    # every Lambda and the emulator in one) stretched that to 0.9 s in issue 15's trials,
+    # enough to land an 11th call inside TikTok's second. The handshakes are done first, so
+    # only the send itself and the network are left of the way to TikTok.
+    still_on_time = _SEND_GATE.get()
+    if still_on_time is None:
+        return
+    if conn.is_closed:
+        conn.connect()
+    if not still_on_time():
+        raise _MissedSlot
+
+
+class _GatedHTTPConnection(HTTPConnection):
+    def request(self, *args: Any, **kwargs: Any) -> None:
+        _check_send_gate(self)
+        super().request(*args, **kwargs)
+
+
+class _GatedHTTPSConnection(HTTPSConnection):
+    def request(self, *args: Any, **kwargs: Any) -> None:
+        _check_send_gate(self)
+        super().request(*args, **kwargs)
+
+
+class _GatedHTTPPool(HTTPConnectionPool):
+    ConnectionCls = _GatedHTTPConnection
+
+
+class _GatedHTTPSPool(HTTPSConnectionPool):
+    ConnectionCls = _GatedHTTPSConnection
+
+
+class _GatedAdapter(HTTPAdapter):
+    """requests' adapter, with connections that check the send gate before each request."""
+
+    def init_poolmanager(self, *args: Any, **kwargs: Any) -> None:
+        super().init_poolmanager(*args, **kwargs)
+        self.poolmanager.pool_classes_by_scheme = {"http": _GatedHTTPPool, "https": _GatedHTTPSPool}
 
 
 class _Attempt:
@@ -395,8 +469,14 @@ class TikTokClient:
         self._retry = retry if retry is not None else RetryPolicy()
         self._timeout = timeout
         self._own_session = session is None
-        self._session = session if session is not None else requests.Session()
+        if session is None:
+            # Our own session sends through the gate; a caller's session is not altered.
+            session = requests.Session()
+            session.mount("https://", _GatedAdapter())
+            session.mount("http://", _GatedAdapter())
+        self._session = session
         self._sleep = sleep
+        self._clock = clock
         self._pacer: Pacer = pacer if pacer is not None else LocalPacer(qps, clock, sleep)
         self._rng = random.Random()  # jitter only; not security-sensitive
         self._stats_lock = threading.Lock()
@@ -465,12 +545,7 @@ class TikTokClient:
             if attempt > 1:
                 with self._stats_lock:
                     self.stats.retries += 1
-            self._pacer.wait()
-            with self._stats_lock:
-                self.stats.calls += 1
-                self.stats.by_endpoint[rel] = self.stats.by_endpoint.get(rel, 0) + 1
-
-            outcome = self._attempt(method, url, rel, params, data, headers, hidden, attempt)
+            outcome = self._paced_attempt(method, url, rel, params, data, headers, hidden, attempt)
             if isinstance(outcome, dict):
                 return outcome
             if outcome.error_cls is TikTokRateLimited:
@@ -494,6 +569,37 @@ class TikTokClient:
             )
             self._sleep(wait)
         raise AssertionError("unreachable: the retry loop returns or raises")  # pragma: no cover
+
+    def _paced_attempt(
+        self,
+        method: str,
+        url: str,
+        rel: str,
+        params: Mapping[str, str] | None,
+        data: bytes | None,
+        headers: Mapping[str, str],
+        hidden: set[str],
+        attempt: int,
+    ) -> dict[str, Any] | _Attempt:
+        """One attempt, sent in a slot of the pacer and only while that slot allows it."""
+        deadline: float | None = None
+        while True:
+            token = _SEND_GATE.set(self._pacer.wait())
+            try:
+                outcome = self._attempt(method, url, rel, params, data, headers, hidden, attempt)
+            except _MissedSlot:
+                # Nothing left: the missed slot passes unused and the attempt takes a new one.
+                now = self._clock()
+                deadline = now + MAX_PACING_WAIT if deadline is None else deadline
+                if now >= deadline:
+                    raise late_for_every_slot(MAX_PACING_WAIT, f"TikTok {method} {rel}") from None
+                continue
+            finally:
+                _SEND_GATE.reset(token)
+            with self._stats_lock:
+                self.stats.calls += 1
+                self.stats.by_endpoint[rel] = self.stats.by_endpoint.get(rel, 0) + 1
+            return outcome
 
     def _attempt(
         self,
