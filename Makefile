@@ -46,14 +46,18 @@ lint: $(STAMP)
 
 ## Long benchmarks, not run in CI: identifier hashing's per-value cost and validate's peak
 ## memory, throughput and per-row cost, both against bare SHA-256 of the same identifiers,
-## at BENCH_ROWS rows (make bench BENCH_ROWS=200000).
+## at BENCH_ROWS rows (make bench BENCH_ROWS=200000); and whether the app-wide rate limit
+## holds: RATE_TRIALS trials of two audience runs against a TikTok enforcing tiktok_qps
+## (any answer of 40100 fails it).
 BENCH_ROWS ?= 1000000 5000000
+RATE_TRIALS ?= 50
 bench: $(STAMP)
 	$(BIN)/python tests/bench/bench_identifiers.py
 	$(BIN)/python tests/bench/bench_validate.py --rows $(BENCH_ROWS)
 	$(BIN)/python tests/bench/bench_diff.py
 	$(BIN)/python tests/bench/bench_sync_e2e.py --range-bytes 16777216 --diff-inline-members 0
 	$(BIN)/python tests/bench/bench_export_parts.py --parts 100
+	$(BIN)/python tests/bench/bench_rate_limit.py --trials $(RATE_TRIALS)
 
 ## The phone fast path's equivalence proof: PHONES generated numbers through both paths.
 PHONES ?= 1000000

@@ -2,7 +2,10 @@
 
 TikTok counts calls per developer app. Two audiences syncing side by side start Map
 children (each its own Lambda, each its own client) that must share the app's QPS: the
-shared limiter (DynamoDB, see rate_limit.py) spaces every call of every child of both runs.
+shared limiter (DynamoDB, see rate_limit.py) spaces every call of every child of both runs,
+and the emulator refuses an 11th call in any 1-second window. Issue 15 saw 40100 in 1 of 9
+trials; a few trials run here, 50 in ``make bench`` (tests/bench/bench_rate_limit.py, which
+runs this same scenario).
 """
 
 from __future__ import annotations
@@ -16,7 +19,7 @@ import pytest
 
 from tests.conftest import ADVERTISER, write_csv
 from tiktok_destination_local.emulator import TikTokEmulator
-from tiktok_destination_local.runner import LocalDestination
+from tiktok_destination_local.runner import LocalDestination, RunResult
 
 pytestmark = pytest.mark.e2e
 
@@ -57,9 +60,10 @@ def expected(rows: list[str]) -> set[str]:
     return {"EMAIL_SHA256:" + hashlib.sha256(e.lower().encode()).hexdigest() for e in rows}
 
 
-def test_two_audiences_synced_together_stay_under_the_apps_qps(
+def sync_two_audiences(
     local: LocalDestination, emulator: TikTokEmulator, tmp_path: Path
-) -> None:
+) -> list[RunResult]:
+    """Two audience runs started together at tiktok_qps = QPS against a TikTok enforcing it."""
     local.put_config(CONFIG)
     emulator.qps_limit = QPS  # TikTok's limit for the app, across every token and caller
     vip, lapsed = emails("vip"), emails("lapsed")
@@ -73,8 +77,16 @@ def test_two_audiences_synced_together_stay_under_the_apps_qps(
             )
         ),
     ]
-    results = [local.wait(arn) for arn in started]
+    return [local.wait(arn) for arn in started]
+
+
+@pytest.mark.parametrize("trial", range(2))
+def test_two_audiences_synced_together_stay_under_the_apps_qps(
+    local: LocalDestination, emulator: TikTokEmulator, tmp_path: Path, trial: int
+) -> None:
+    results = sync_two_audiences(local, emulator, tmp_path)
     assert all(r.succeeded for r in results), [r.cause for r in results]
+    vip, lapsed = emails("vip"), emails("lapsed")
 
     limited = [entry for entry in emulator.calls_log if entry[2] == 40100]
     assert limited == [], f"{len(limited)} of {len(emulator.calls_log)} calls were rate limited"

@@ -646,6 +646,22 @@ def test_qps_limit_answers_40100(api: Api, emu: TikTokEmulator, clock: FakeClock
     assert emu.calls["user/info/"] == 7
 
 
+def test_qps_limit_is_a_sliding_window_not_calendar_seconds(
+    api: Api, emu: TikTokEmulator, clock: FakeClock
+) -> None:
+    # "10 calls in any 1-second window": ten calls late in one second and one early in the
+    # next are eleven within 0.1 s; calendar-second buckets would let the eleventh in.
+    emu.qps_limit = 10
+    clock.now = 2000.9
+    assert {api.get("user/info/")["code"] for _ in range(10)} == {0}
+    clock.now = 2001.0
+    assert api.get("user/info/")["code"] == 40100
+    clock.now = 2001.9  # the ten are a whole second old: they no longer count
+    assert api.get("user/info/")["code"] == 0
+    assert [admitted for _t, admitted in emu.arrivals] == [True] * 10 + [False, True]
+    assert [t for t, _admitted in emu.arrivals][-2:] == [2001.0, 2001.9]
+
+
 def test_fail_next_code_status_and_clear(api: Api, emu: TikTokEmulator) -> None:
     audience_id = api.create_audience("Buyers")
     body = mapping(audience_id, [sha("a")])

@@ -79,6 +79,9 @@ class EmulatorBase:
         #: (method, path, code): code is the TikTok code, or the HTTP status when the
         #: answer is not an envelope (404, 405, injected 5xx, portal redirects)
         self.calls_log: list[tuple[str, str, int]] = []
+        #: (time, admitted) of every API request as it reached the rate-limit check, in
+        #: ``clock`` seconds: when TikTok counts it
+        self.arrivals: list[tuple[float, bool]] = []
         #: every accepted event, duplicates included (``duplicate`` says which)
         self.received_events: list[dict[str, Any]] = []
         #: the deduplicated view: (event_set_id, event, event_id) -> first event in 48 h

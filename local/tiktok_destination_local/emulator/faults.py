@@ -78,15 +78,22 @@ class Faults(EmulatorBase):
             return delay.seconds
 
     def _admit(self) -> bool:
-        """Rolling one-second window; only admitted requests count, so N per second get in."""
+        """TikTok's QPS limit: at most ``qps_limit`` admitted requests in any 1-second window.
+
+        A sliding window, as TikTok documents its API's rate calculation (see
+        docs/tiktok-contract.md): a request is refused when ``qps_limit`` admitted ones
+        arrived less than a second before it. Only admitted requests count, so N per second
+        get in. Every request checked is recorded in ``arrivals``.
+        """
         limit = self.qps_limit
-        if limit is None:
-            return True
         with self._lock:
             now = self.clock()
-            while self._window and now - self._window[0] >= 1.0:
-                self._window.popleft()
-            if len(self._window) >= limit:
-                return False
-            self._window.append(now)
+            if limit is not None:
+                while self._window and now - self._window[0] >= 1.0:
+                    self._window.popleft()
+                if len(self._window) >= limit:
+                    self.arrivals.append((now, False))
+                    return False
+                self._window.append(now)
+            self.arrivals.append((now, True))
             return True

@@ -44,8 +44,8 @@ class TikTokEmulator(AccountsApi, AudiencesApi, EventsApi, Faults, StateFile):
     ``set_app``, ``add_advertiser``, ``add_event_set``, ``add_token`` / ``authorize``.
 
     Options:
-        qps_limit: more than this many admitted API requests in any rolling second answer
-            40100; None (default) switches rate limiting off.
+        qps_limit: more than this many admitted API requests in any 1-second window (a
+            sliding window) answer 40100; None (default) switches rate limiting off.
         audience_limit: custom audiences per advertiser (TikTok: 400).
         max_ids_per_request: ``segment/mapping`` rows per request; more answer 40011.
         latency: seconds added to every request (also settable as ``emu.latency``).
@@ -113,10 +113,11 @@ class TikTokEmulator(AccountsApi, AudiencesApi, EventsApi, Faults, StateFile):
 
     # ------------------------------------------------------------------ inspection
     def reset_counters(self) -> None:
-        """Forget calls, calls_log and the rate-limit window (not state or events)."""
+        """Forget calls, calls_log, arrivals and the rate-limit window (not state or events)."""
         with self._lock:
             self.calls.clear()
             self.calls_log.clear()
+            self.arrivals.clear()
             self._window.clear()
 
     def state_summary(self) -> dict[str, Any]:
