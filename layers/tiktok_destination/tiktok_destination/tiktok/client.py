@@ -317,7 +317,7 @@ def _check_send_gate(conn: HTTPConnection) -> None:
     still_on_time = _SEND_GATE.get()
     if still_on_time is None:
         return
-    if conn.is_closed:
+    if conn.sock is None:  # urllib3 2's is_closed; 1.26 has only the socket
         conn.connect()
     if not still_on_time():
         raise _MissedSlot
