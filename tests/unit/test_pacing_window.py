@@ -23,10 +23,8 @@ import threading
 from collections.abc import Callable, Iterator
 from typing import Any
 
-import boto3
 import pytest
 import requests
-from moto import mock_aws
 
 from tiktok_destination.rate_limit import AppRateLimiter, app_key
 from tiktok_destination.tiktok.client import (
@@ -44,6 +42,7 @@ CALLERS = 5
 CALLS_EACH = 6
 SEEDS = range(20)
 TOKEN = "window-token-3c9d"
+TABLE = "rate-limit"  # the dynamodb fixture's table (tests/unit/conftest.py)
 #: the least time between call k and call k + QPS that the proof promises
 MIN_SPAN = 1.0 + PACING_HEADROOM - LATE_TOLERANCE
 
@@ -207,22 +206,6 @@ def test_local_pacer_keeps_tiktoks_window_whatever_the_delays(
     run_case(seed, emulator, stalls, one_pacer)
 
 
-@pytest.fixture
-def dynamodb(monkeypatch: pytest.MonkeyPatch) -> Iterator[Any]:
-    monkeypatch.setenv("AWS_DEFAULT_REGION", "us-east-1")
-    monkeypatch.setenv("AWS_ACCESS_KEY_ID", "test")
-    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "test")
-    with mock_aws():
-        client = boto3.client("dynamodb", region_name="us-east-1")
-        client.create_table(
-            TableName="rate-limit",
-            KeySchema=[{"AttributeName": "pk", "KeyType": "HASH"}],
-            AttributeDefinitions=[{"AttributeName": "pk", "AttributeType": "S"}],
-            BillingMode="PAY_PER_REQUEST",
-        )
-        yield client
-
-
 @pytest.mark.parametrize("seed", SEEDS[:8])
 def test_app_rate_limiter_keeps_tiktoks_window_whatever_the_delays(
     seed: int, emulator: TikTokEmulator, stalls: dict[int, Sleep], dynamodb: Any
@@ -231,6 +214,6 @@ def test_app_rate_limiter_keeps_tiktoks_window_whatever_the_delays(
     key = app_key("https://business-api.tiktok.com/open_api/v1.3/")
 
     def own_limiter(vt: VirtualTime, sleep: Sleep) -> Pacer:
-        return AppRateLimiter("rate-limit", key, QPS, client=dynamodb, clock=vt.clock, sleep=sleep)
+        return AppRateLimiter(TABLE, key, QPS, client=dynamodb, clock=vt.clock, sleep=sleep)
 
     run_case(seed, emulator, stalls, own_limiter)

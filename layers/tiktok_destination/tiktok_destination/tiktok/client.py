@@ -545,7 +545,13 @@ class TikTokClient:
             if attempt > 1:
                 with self._stats_lock:
                     self.stats.retries += 1
-            outcome = self._paced_attempt(method, url, rel, params, data, headers, hidden, attempt)
+            outcome = self._paced_attempt(
+                method,
+                rel,
+                functools.partial(
+                    self._attempt, method, url, rel, params, data, headers, hidden, attempt
+                ),
+            )
             if isinstance(outcome, dict):
                 return outcome
             if outcome.error_cls is TikTokRateLimited:
@@ -571,22 +577,14 @@ class TikTokClient:
         raise AssertionError("unreachable: the retry loop returns or raises")  # pragma: no cover
 
     def _paced_attempt(
-        self,
-        method: str,
-        url: str,
-        rel: str,
-        params: Mapping[str, str] | None,
-        data: bytes | None,
-        headers: Mapping[str, str],
-        hidden: set[str],
-        attempt: int,
+        self, method: str, rel: str, send: Callable[[], dict[str, Any] | _Attempt]
     ) -> dict[str, Any] | _Attempt:
-        """One attempt, sent in a slot of the pacer and only while that slot allows it."""
+        """``send`` one attempt in a slot of the pacer, and only while that slot allows it."""
         deadline: float | None = None
         while True:
             token = _SEND_GATE.set(self._pacer.wait())
             try:
-                outcome = self._attempt(method, url, rel, params, data, headers, hidden, attempt)
+                outcome = send()
             except _MissedSlot:
                 # Nothing left: the missed slot passes unused and the attempt takes a new one.
                 now = self._clock()
