@@ -16,6 +16,7 @@ from urllib.parse import parse_qs, urlsplit
 
 import pytest
 import requests
+from urllib3.connection import HTTPConnection
 
 from tiktok_destination.errors import (
     AdvertiserNotFound,
@@ -696,6 +697,40 @@ def test_a_call_stalled_between_its_slot_and_the_send_takes_a_new_slot(
     # TikTok's count at 2 QPS: any third call is at least a second after the first.
     spans = [b - a for a, b in zip(arrivals, arrivals[2:], strict=False)]
     assert min(spans) >= 1.0, arrivals
+
+
+def test_a_slow_handshake_does_not_make_the_call_late_nor_cost_its_connection(
+    server: FakeTikTok, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Every new connection takes 0.5 s to open (a slow TLS handshake to TikTok). The call
+    # waits for a new slot on the open connection rather than going late, and the next
+    # slot's call reuses it: a missed slot must not cost the handshake again.
+    fake = FakeClock()
+    client = make_client(server, qps=2.0, sleep=fake.sleep, clock=fake.clock)
+    arrivals: list[float] = []
+
+    class Stamped(list[Recorded]):
+        def append(self, item: Recorded) -> None:
+            arrivals.append(fake.now)
+            super().append(item)
+
+    server.requests = Stamped()
+    connects: list[float] = []
+    real_connect = HTTPConnection.connect
+
+    def slow_connect(self: HTTPConnection) -> None:
+        fake.now += 0.5
+        connects.append(fake.now)
+        real_connect(self)
+
+    monkeypatch.setattr(HTTPConnection, "connect", slow_connect)
+    for _ in range(3):
+        client.get("user/info/")
+
+    assert len(connects) == 1
+    assert len(arrivals) == 3
+    assert arrivals[0] - 1000.0 == pytest.approx(0.6), "the first slot passed during the handshake"
+    assert min(b - a for a, b in zip(arrivals, arrivals[2:], strict=False)) >= 1.0, arrivals
 
 
 # ------------------------------------------------------------------ secrets never leak

@@ -297,14 +297,10 @@ class LocalPacer:
                 raise late_for_every_slot(self._max_wait, "TikTok client pacing")
 
 
-#: the pacer's check of the attempt being sent in this thread (None: not paced)
-_SEND_GATE: contextvars.ContextVar[StillOnTime] = contextvars.ContextVar(
+#: run just before the request of the attempt in this thread leaves (None: not paced)
+_SEND_GATE: contextvars.ContextVar[Callable[[], None] | None] = contextvars.ContextVar(
     "tiktok_send_gate", default=None
 )
-
-
-class _MissedSlot(Exception):
-    """The request was about to leave too late for its slot; nothing was sent."""
 
 
 def _check_send_gate(conn: HTTPConnection) -> None:
@@ -313,14 +309,14 @@ def _check_send_gate(conn: HTTPConnection) -> None:
     # TCP and TLS handshakes: a CPU-starved or GIL-bound process (the local default runs
     # every Lambda and the emulator in one) stretched that to 0.9 s in issue 15's trials,
     # enough to land an 11th call inside TikTok's second. The handshakes are done first, so
-    # only the send itself and the network are left of the way to TikTok.
-    still_on_time = _SEND_GATE.get()
-    if still_on_time is None:
+    # that only the send and the network are left of the way to TikTok, and a call that is
+    # late by then waits for a new slot here, its connection kept open.
+    gate = _SEND_GATE.get()
+    if gate is None:
         return
     if conn.sock is None:  # urllib3 2's is_closed; 1.26 has only the socket
         conn.connect()
-    if not still_on_time():
-        raise _MissedSlot
+    gate()
 
 
 class _GatedHTTPConnection(HTTPConnection):
@@ -579,25 +575,30 @@ class TikTokClient:
     def _paced_attempt(
         self, method: str, rel: str, send: Callable[[], dict[str, Any] | _Attempt]
     ) -> dict[str, Any] | _Attempt:
-        """``send`` one attempt in a slot of the pacer, and only while that slot allows it."""
-        deadline: float | None = None
-        while True:
-            token = _SEND_GATE.set(self._pacer.wait())
-            try:
-                outcome = send()
-            except _MissedSlot:
-                # Nothing left: the missed slot passes unused and the attempt takes a new one.
+        """``send`` one attempt in a slot of the pacer, leaving only while the slot allows."""
+        still_on_time = self._pacer.wait()
+
+        def on_time_or_new_slot() -> None:
+            # Held up past its slot after the pacer let it go: the slot passes unused and the
+            # call takes a new one, giving the step back after MAX_PACING_WAIT of misses.
+            nonlocal still_on_time
+            deadline: float | None = None
+            while still_on_time is not None and not still_on_time():
                 now = self._clock()
                 deadline = now + MAX_PACING_WAIT if deadline is None else deadline
                 if now >= deadline:
-                    raise late_for_every_slot(MAX_PACING_WAIT, f"TikTok {method} {rel}") from None
-                continue
-            finally:
-                _SEND_GATE.reset(token)
-            with self._stats_lock:
-                self.stats.calls += 1
-                self.stats.by_endpoint[rel] = self.stats.by_endpoint.get(rel, 0) + 1
-            return outcome
+                    raise late_for_every_slot(MAX_PACING_WAIT, f"TikTok {method} {rel}")
+                still_on_time = self._pacer.wait()
+
+        token = _SEND_GATE.set(on_time_or_new_slot)
+        try:
+            outcome = send()
+        finally:
+            _SEND_GATE.reset(token)
+        with self._stats_lock:
+            self.stats.calls += 1
+            self.stats.by_endpoint[rel] = self.stats.by_endpoint.get(rel, 0) + 1
+        return outcome
 
     def _attempt(
         self,
