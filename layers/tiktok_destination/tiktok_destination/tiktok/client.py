@@ -199,9 +199,11 @@ PACING_HEADROOM = 0.2
 #: a share of the interval: two calls may arrive closer than the interval (at 10 QPS a call
 #: 0.1 s late lands 20 ms before the next), which TikTok's window allows; what it does not
 #: allow is a run of qps + 1 calls inside one second, and that needs D >= H. So the rule
-#: must hold for every call: a call that goes later than its slot + LATE_TOLERANCE (as one
-#: did after a few late wakes, until issue 15) spends the way-to-TikTok half of H and can
-#: put qps + 1 calls into a second.
+#: must hold for every call, and "start" must be as late as we can see: the pacer checks
+#: on waking and the client again just before the request's first byte (the send gate),
+#: because in issue 15's trials calls the pacer let go on time spent up to 0.9 s in our
+#: process before leaving (preparation, a new connection, a starved thread), and until
+#: then a call went late too after five late wakes; either put 11 calls into a second.
 LATE_TOLERANCE = PACING_HEADROOM / 2
 #: Seconds a call waits for a slot it can start on time before the step is given back
 #: (TikTokRateLimited, retried by the state machine): a process that keeps waking late
