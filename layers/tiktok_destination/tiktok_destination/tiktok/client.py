@@ -44,6 +44,7 @@ from tiktok_destination.events import track_body
 
 __all__ = [
     "DEFAULT_BASE_URL",
+    "DEFAULT_TIMEOUT",
     "LATE_TOLERANCE",
     "MAX_LATE_SLOTS",
     "MIN_QPS",
@@ -63,6 +64,10 @@ logger = logging.getLogger(__name__)
 DEFAULT_BASE_URL = "https://business-api.tiktok.com/open_api/v1.3/"
 SANDBOX_BASE_URL = "https://sandbox-ads.tiktok.com/open_api/v1.3/"
 
+#: seconds an HTTP attempt waits for TikTok (connect, then each read). A create TikTok
+#: received may be applied after this, so ``audience.py`` keeps looking the name up for
+#: twice as long before it creates again.
+DEFAULT_TIMEOUT = 30.0
 #: the slowest pacing a setting may ask for: below it a run's calls are hours apart and the
 #: step looks hung (0 is allowed only in code, meaning "do not pace")
 MIN_QPS = 0.1
@@ -339,7 +344,7 @@ class TikTokClient:
         base_url: str = DEFAULT_BASE_URL,
         qps: float = 10.0,
         retry: RetryPolicy | None = None,
-        timeout: float = 30.0,
+        timeout: float = DEFAULT_TIMEOUT,
         session: requests.Session | None = None,
         sleep: Callable[[float], None] = time.sleep,
         clock: Callable[[], float] = time.monotonic,
@@ -364,6 +369,11 @@ class TikTokClient:
         # Values that must never leak into a message even if TikTok echoes them back.
         self._secrets: set[str] = {access_token} if access_token else set()
         self.stats = CallStats()
+
+    @property
+    def timeout(self) -> float:
+        """Seconds one HTTP attempt waits for TikTok's answer."""
+        return self._timeout
 
     # ------------------------------------------------------------------ lifecycle
     def close(self) -> None:
