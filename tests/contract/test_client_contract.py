@@ -15,7 +15,7 @@ from typing import Any
 import pytest
 
 from tests.contract._fixtures import PREFIX, load, replay_session
-from tiktok_destination.errors import TikTokRateLimited, TikTokRequestRejected
+from tiktok_destination.errors import RetriableError, TikTokRateLimited, TikTokRequestRejected
 from tiktok_destination.events import build_event, normalize_event_row
 from tiktok_destination.identifiers import hash_identifier
 from tiktok_destination.tiktok.client import TIKTOK_CODES, RetryPolicy, TikTokClient
@@ -233,3 +233,5 @@ def test_every_code_the_client_maps_is_cited_with_its_sdk_name_and_class() -> No
         assert row is not None, f"code {code} is mapped but not in docs/tiktok-contract.md"
         assert f"`{rule.name}`" in row, (code, rule.name)
         assert f"`{rule.error.__name__}`" in row, (code, rule.error.__name__)
+        if not issubclass(rule.error, RetriableError):
+            assert rule.fix, f"fatal code {code} names no fix"

@@ -127,7 +127,8 @@ class CodeRule:
     #: the name TikTok's SDK gives the code (tiktok_code.py, without ``ERROR_CODE_``)
     name: str
     error: type[DestinationError]
-    #: the fix a message names (None: the error class's own advice)
+    #: the fix a failure's message names (required of a fatal code; a retried one's
+    #: message says it will be retried)
     fix: str | None = None
 
 
@@ -417,18 +418,11 @@ def _advice(error_cls: type[DestinationError], code: int | None, attempts: int) 
             f"TikTok did not answer properly for {attempts} attempts; the step will be "
             "retried later. Check https://status.tiktok.com if this persists."
         )
-    rule = _rule(code) if code is not None else None
-    if rule is not None and rule.fix:
-        return rule.fix
-    if error_cls is MissingAdvertiserPermissions:
-        return _ROLE
-    if error_cls is InvalidCredentials:
-        return _REAUTHORIZE
-    if error_cls is AdvertiserNotFound:
-        return _ADVERTISER
-    if error_cls is OAuthError:
-        return _OAUTH
-    return _REJECTED_DEFAULT if code is not None else ""
+    if code is None:
+        return ""
+    rule = _rule(code)
+    # Every fatal code of the table names its fix (a contract test holds it to that).
+    return rule.fix if rule is not None and rule.fix else _REJECTED_DEFAULT
 
 
 # pragma: no mutate block
