@@ -178,6 +178,13 @@ def print_report(report: dict[str, Any] | None, out: TextIO = sys.stdout) -> Non
             + ("  (created)" if aud.get("created_this_run") else ""),
             file=out,
         )
+        duplicates = aud.get("duplicate_audience_ids") or []
+        if duplicates:
+            print(
+                f"  duplicates   other audiences of this name in TikTok, not used and not "
+                f"deleted (delete them in Ads Manager if unwanted): {', '.join(duplicates)}",
+                file=out,
+            )
         print(
             f"  members      {mem.get('in_file')} in file: +{mem.get('added')} added, "
             f"-{mem.get('removed')} removed, {mem.get('unchanged')} unchanged",

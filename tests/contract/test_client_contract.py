@@ -9,15 +9,16 @@ from __future__ import annotations
 
 import hashlib
 from datetime import UTC, datetime
+from pathlib import Path
 from typing import Any
 
 import pytest
 
 from tests.contract._fixtures import PREFIX, load, replay_session
-from tiktok_destination.errors import TikTokRateLimited, TikTokRequestRejected
+from tiktok_destination.errors import RetriableError, TikTokRateLimited, TikTokRequestRejected
 from tiktok_destination.events import build_event, normalize_event_row
 from tiktok_destination.identifiers import hash_identifier
-from tiktok_destination.tiktok.client import RetryPolicy, TikTokClient
+from tiktok_destination.tiktok.client import TIKTOK_CODES, RetryPolicy, TikTokClient
 
 TOKEN = "contract-token-5e1f"
 BASE_URL = "https://business-api.tiktok.com/open_api/v1.3/"
@@ -204,3 +205,33 @@ def test_a_throttle_code_that_never_clears_is_rate_limited() -> None:
 
     with pytest.raises(TikTokRateLimited):
         client.user_info()
+
+
+# ---------------------------------------------------------------- the code table's sources
+def _documented_codes() -> dict[int, str]:
+    """Code -> the row of docs/tiktok-contract.md's "Codes" table that cites it."""
+    text = (Path(__file__).parents[2] / "docs" / "tiktok-contract.md").read_text("utf-8")
+    section = text.split("## Codes", 1)[1].split("\n## ", 1)[0]
+    rows: dict[int, str] = {}
+    for line in section.splitlines():
+        cells = [c.strip() for c in line.strip("|").split("|")]
+        if not line.startswith("| ") or not cells[0][:1].isdigit():
+            continue
+        for part in cells[0].split(","):
+            low, _, high = part.strip().partition(
+                "\u2013"
+            )  # an en dash, as the table writes ranges
+            for code in range(int(low), int(high or low) + 1):
+                rows[code] = line
+    return rows
+
+
+def test_every_code_the_client_maps_is_cited_with_its_sdk_name_and_class() -> None:
+    documented = _documented_codes()
+    for code, rule in TIKTOK_CODES.items():
+        row = documented.get(code)
+        assert row is not None, f"code {code} is mapped but not in docs/tiktok-contract.md"
+        assert f"`{rule.name}`" in row, (code, rule.name)
+        assert f"`{rule.error.__name__}`" in row, (code, rule.error.__name__)
+        if not issubclass(rule.error, RetriableError):
+            assert rule.fix, f"fatal code {code} names no fix"

@@ -19,7 +19,18 @@ import requests
 
 import tiktok_destination_local.emulator as emulator_package
 from tests.contract._fixtures import load
-from tiktok_destination.errors import RowRejected
+from tiktok_destination.errors import (
+    AccessBlocked,
+    AdvertiserNotFound,
+    ConfigurationError,
+    FatalError,
+    InputRejected,
+    InvalidCredentials,
+    MissingAdvertiserPermissions,
+    OAuthError,
+    RowRejected,
+    TikTokRequestRejected,
+)
 from tiktok_destination.events import (
     ISO_4217,
     TIKTOK_CURRENCIES,
@@ -27,8 +38,10 @@ from tiktok_destination.events import (
 )
 from tiktok_destination.events import STANDARD_EVENTS as VALIDATE_EVENTS
 from tiktok_destination.tiktok.client import RetryPolicy, TikTokClient
+from tiktok_destination.workflow_actions import action_for_exception
 from tiktok_destination_local.emulator import (
     CURRENCIES,
+    SERVER_SIDE_CODES,
     STANDARD_EVENTS,
     THROTTLE_CODES,
     TikTokEmulator,
@@ -262,3 +275,142 @@ def test_the_import_check_would_catch_a_shared_table(tmp_path: Path) -> None:
         encoding="utf-8",
     )
     assert len(_imports_outside_the_emulator(probe)) == 5
+
+
+# ---------------------------------------------------------------- TikTok's codes
+# Written from TikTok's SDK (tiktok/tiktok-business-api-sdk,
+# python_sdk/business_api_client/tiktok_business/tiktok_code.py) and the contract's reading
+# of it (docs/tiktok-contract.md, "Codes"), not from the client's table.
+RETRIED_CODES = sorted(SERVER_SIDE_CODES | {40202, 51000, 51099, 61000})
+
+FATAL_CODES = [
+    # code, SDK name, error class, workflow action, a words of the fix the message names
+    (
+        40001,
+        "PERMISSION_ERROR",
+        MissingAdvertiserPermissions,
+        "MissingAdvertiserPermissions",
+        "Admin or Operator",
+    ),
+    (
+        40003,
+        "FORBIDDEN",
+        MissingAdvertiserPermissions,
+        "MissingAdvertiserPermissions",
+        "approve every permission",
+    ),
+    (
+        40125,
+        "DEVELOPER_NO_PERMISSION",
+        MissingAdvertiserPermissions,
+        "MissingAdvertiserPermissions",
+        "developer portal",
+    ),
+    (
+        40130,
+        "SCOPE_NOT_AUTHORIZED",
+        MissingAdvertiserPermissions,
+        "MissingAdvertiserPermissions",
+        "approve every permission",
+    ),
+    (
+        40301,
+        "ADVERTISER_ROLE_ERROR",
+        MissingAdvertiserPermissions,
+        "MissingAdvertiserPermissions",
+        "Admin or Operator",
+    ),
+    (40102, "ACCESS_TOKEN_EXPIRE", InvalidCredentials, "InvalidCredentials", "Re-authorize"),
+    (40104, "EMPTY_ACCESS_TOKEN", InvalidCredentials, "InvalidCredentials", "Re-authorize"),
+    (40105, "INVALID_ACCESS_TOKEN", InvalidCredentials, "InvalidCredentials", "Re-authorize"),
+    (40106, "INVALID_CORE_USER", InvalidCredentials, "InvalidCredentials", "Re-authorize"),
+    (40101, "INVALID_PARTNER", OAuthError, "InvalidCredentials", "app_id and secret"),
+    (40110, "AUTH_CODE_ERROR", OAuthError, "InvalidCredentials", "app_id and secret"),
+    (40113, "APP_FORBIDDEN", OAuthError, "InvalidCredentials", "app_id and secret"),
+    (40300, "ADVERTISER_NOT_EXIST", AdvertiserNotFound, "AdvertiserNotFound", "advertiser_id"),
+    (
+        40302,
+        "CUSTOMER_ADVERTISER_NOT_EXIST",
+        AdvertiserNotFound,
+        "AdvertiserNotFound",
+        "advertiser_id",
+    ),
+    (
+        40013,
+        "SANDBOX_ADV_NOT_EXIST",
+        AdvertiserNotFound,
+        "AdvertiserNotFound",
+        "sandbox advertiser_id",
+    ),
+    (41000, "BLOCKED", AccessBlocked, "AccessBlocked", "contact TikTok support"),
+    (
+        40061,
+        "INVALID_BATCH_SIZE",
+        ConfigurationError,
+        "ConfigurationError",
+        "lower MAPPING_BATCH_SIZE",
+    ),
+    (40062, "PII_NOT_HASHED", InputRejected, "InputRejected", "pre-hashed identifiers are SHA-256"),
+    (
+        40000,
+        "INVALID_PARAMS",
+        TikTokRequestRejected,
+        "TikTokRequestRejected",
+        "parameter is invalid",
+    ),
+    (40002, "PARAM_ERROR", TikTokRequestRejected, "TikTokRequestRejected", "parameter is invalid"),
+    (40007, "NOT_EXIST", TikTokRequestRejected, "TikTokRequestRejected", "does not exist"),
+    (
+        40011,
+        "ID_LIMIT_EXCEED",
+        TikTokRequestRejected,
+        "TikTokRequestRejected",
+        "lower the batch size",
+    ),
+]
+
+
+def contract_client(emu: TikTokEmulator) -> TikTokClient:
+    assert emu.base_url is not None
+    return TikTokClient(
+        TOKEN, base_url=emu.base_url, qps=0, sleep=lambda _s: None, retry=RetryPolicy()
+    )
+
+
+@pytest.mark.parametrize("code", RETRIED_CODES)
+def test_tiktoks_server_side_codes_are_retried_then_succeed(emu: TikTokEmulator, code: int) -> None:
+    audience_id = create_audience(emu)
+    emu.fail_next("segment/mapping/", code=code)
+    client = contract_client(emu)
+
+    client.map_audience(
+        ADV, "add", ["EMAIL_SHA256"], [[{"id": "a" * 64, "audience_ids": [audience_id]}]]
+    )
+
+    assert client.stats.retries == 1
+    assert emu.audience_members(audience_id) == {"EMAIL_SHA256:" + "a" * 64}
+
+
+@pytest.mark.parametrize(("code", "name", "error", "action", "fix"), FATAL_CODES)
+def test_tiktoks_fatal_codes_end_with_their_action_naming_the_code_and_the_fix(
+    emu: TikTokEmulator,
+    code: int,
+    name: str,
+    error: type[FatalError],
+    action: str,
+    fix: str,
+) -> None:
+    emu.fail_next("segment/mapping/", code=code)
+    client = contract_client(emu)
+
+    with pytest.raises(FatalError) as info:
+        client.map_audience(
+            ADV, "add", ["EMAIL_SHA256"], [[{"id": "a" * 64, "audience_ids": ["1"]}]]
+        )
+
+    assert type(info.value) is error
+    assert action_for_exception(info.value).name == action
+    message = info.value.message
+    assert f"code {code} {name} (" in message, message
+    assert fix in message, message
+    assert client.stats.calls == 1, "a fatal code is not retried"

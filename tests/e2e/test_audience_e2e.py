@@ -3,14 +3,19 @@
 from __future__ import annotations
 
 import hashlib
+import io
 import math
+import time
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
-from tests.conftest import ADVERTISER, write_csv
+from tests.conftest import ADVERTISER, CONFIG, TOKEN, write_csv
+from tiktok_destination.tiktok.client import TikTokClient
+from tiktok_destination_local.cli import print_report
 from tiktok_destination_local.emulator import TikTokEmulator
-from tiktok_destination_local.runner import LocalDestination
+from tiktok_destination_local.runner import LOCAL_APP_ID, LOCAL_APP_SECRET, LocalDestination
 
 pytestmark = pytest.mark.e2e
 BATCH = 4  # mapping_batch_size in the test config
@@ -197,3 +202,79 @@ def test_same_file_after_the_audience_came_back_to_an_earlier_state_is_sent_agai
         assert result.succeeded, result.cause
         expected = {"EMAIL_SHA256:" + hashlib.sha256(e.encode()).hexdigest() for e in rows}
         assert audience(emulator)["members"] == expected, name
+
+
+# ------------------------------------------------------------------ creates TikTok applies late
+CLIENT_TIMEOUT = 0.5  # TIKTOK_TIMEOUT_SECONDS: the lookup window after a lost create is 1 s
+
+
+@pytest.fixture
+def patient_local(
+    emulator: TikTokEmulator, handler_logs: io.StringIO
+) -> Iterator[LocalDestination]:
+    """The local deployment with a short client timeout, so a late TikTok costs a second."""
+    with LocalDestination(
+        tiktok_base_url=emulator.base_url or "",
+        retry_wait_scale=0.0,
+        log_stream=handler_logs,
+        environment={"TIKTOK_TIMEOUT_SECONDS": str(CLIENT_TIMEOUT)},
+    ) as deployment:
+        deployment.put_config(CONFIG)
+        deployment.put_app(LOCAL_APP_ID, LOCAL_APP_SECRET)
+        deployment.put_token("acme", TOKEN, [ADVERTISER])
+        yield deployment
+
+
+def test_a_create_applied_after_the_client_timeout_leaves_one_audience_with_the_members(
+    patient_local: LocalDestination, emulator: TikTokEmulator, tmp_path: Path
+) -> None:
+    # TikTok applies the create 0.8 s after it arrives: the client gave up at 0.5 s, and a
+    # lookup right then finds nothing.
+    emulator.hold_next("segment/audience/", 0.8)
+    rows = people(0, 5)
+
+    result = patient_local.run_file(csv_of(tmp_path, "day1.csv", rows), "acme_audiences", "vip")
+
+    assert result.succeeded, result.cause
+    time.sleep(1.0)  # a second create, had one been sent, is applied by now
+    only = audience(emulator)
+    assert only["members"] == members_of(rows)
+    assert emulator.calls["segment/audience/"] == 1
+    assert result.report is not None
+    assert result.report["audience"]["audience_id"] == only["id"]
+    assert result.report["audience"]["duplicate_audience_ids"] == []
+
+
+def test_other_audiences_of_the_name_are_reported_by_id_and_left_alone(
+    local: LocalDestination,
+    emulator: TikTokEmulator,
+    tmp_path: Path,
+    handler_logs: io.StringIO,
+) -> None:
+    # Two audiences of the name exist already (e.g. a create applied after the one that
+    # replaced it): the oldest is used, the other is named in the report and the log.
+    made = []
+    with TikTokClient(TOKEN, base_url=emulator.base_url or "", qps=0) as tiktok:
+        for offset in (0.0, 60.0):
+            emulator.clock = lambda offset=offset: 1_767_225_600.0 + offset  # type: ignore[misc]
+            made.append(tiktok.create_audience(ADVERTISER, "VIP customers"))
+    emulator.clock = time.time  # type: ignore[method-assign]
+    rows = people(0, 3)
+
+    result = local.run_file(csv_of(tmp_path, "day1.csv", rows), "acme_audiences", "vip")
+
+    assert result.succeeded, result.cause
+    oldest, other = made
+    by_id = {a["id"]: a for a in emulator.audiences(ADVERTISER)}
+    assert set(by_id) == {oldest, other}, "the other audience is never deleted"
+    assert by_id[oldest]["members"] == members_of(rows)
+    assert by_id[other]["members"] == set()
+    assert result.report is not None
+    assert result.report["audience"]["audience_id"] == oldest
+    assert result.report["audience"]["duplicate_audience_ids"] == [other]
+    printed = io.StringIO()
+    print_report(result.report, printed)
+    assert f"not used and not deleted (delete them in Ads Manager if unwanted): {other}" in (
+        printed.getvalue()
+    )
+    assert f"leaving the others (not deleted): {other}" in handler_logs.getvalue()

@@ -214,6 +214,13 @@ FAULTS: dict[str, Fault] = {
         inject=_fail("dmp/custom_audience/list/", code=40300),
         clear=_clear_faults,
     ),
+    "blocked-41000-at-first-advertiser-call": Fault(
+        action="AccessBlocked",
+        kind="audience",
+        failing_state="EnsureAudience",
+        inject=_fail("dmp/custom_audience/list/", code=41000),
+        clear=_clear_faults,
+    ),
     "revoked-token-40105": Fault(
         action="InvalidCredentials",
         kind="audience",

@@ -3,13 +3,20 @@ whose answer is lost (timeout, 5xx) never leaving two audiences of one name."""
 
 from __future__ import annotations
 
+import math
+import time
 from collections.abc import Iterator
 from typing import Any
 
 import pytest
 
 from tests.conftest import s3_bucket_on_moto
-from tiktok_destination.audience import AudienceKeys, ensure_audience, tiktok_visible_name
+from tiktok_destination.audience import (
+    AudienceKeys,
+    ensure_audience,
+    lost_create_waits,
+    tiktok_visible_name,
+)
 from tiktok_destination.config import ResolvedTemplate
 from tiktok_destination.errors import (
     AudienceLimitReached,
@@ -54,6 +61,10 @@ def client_for(emu: TikTokEmulator, *, timeout: float = 5.0) -> TikTokClient:
         timeout=timeout,
         retry=RetryPolicy(max_retries=3, backoff_base=0.0, backoff_max=0.0, rate_limit_wait=0.0),
     )
+
+
+def no_wait(seconds: float) -> None:
+    """The lookups' sleep in tests whose TikTok answers at once."""
 
 
 def run_for(template: str, audience_name: str) -> Run:
@@ -143,7 +154,7 @@ def test_a_create_that_failed_before_taking_effect_is_sent_again(
     emu.fail_next("segment/audience/", http_status=503)
     client = client_for(emu)
 
-    found = ensure_audience(client, bucket, run_for("vip", "VIP customers"))
+    found = ensure_audience(client, bucket, run_for("vip", "VIP customers"), sleep=no_wait)
 
     audiences = emu.audiences(ADV)
     assert [a["id"] for a in audiences] == [found["audience_id"]]
@@ -157,7 +168,7 @@ def test_creates_that_stay_uncertain_end_retriable_without_an_audience(
     client = client_for(emu)
 
     with pytest.raises(TikTokUnavailable, match="looking the name up before creating") as info:
-        ensure_audience(client, bucket, run_for("vip", "VIP customers"))
+        ensure_audience(client, bucket, run_for("vip", "VIP customers"), sleep=no_wait)
 
     assert isinstance(info.value, RetriableError)
     assert emu.audiences(ADV) == []
@@ -193,7 +204,12 @@ def test_a_registered_audience_deleted_in_tiktok_is_found_again_by_name(
 
     found = ensure_audience(client, bucket, run_for("vip", "VIP customers"))
 
-    assert found == {"audience_id": remade, "created": False, "found_by": "name"}
+    assert found == {
+        "audience_id": remade,
+        "created": False,
+        "found_by": "name",
+        "duplicate_audience_ids": [],
+    }
     assert bucket.get_json(keys.registry)["audience_id"] == remade
     # Nothing we committed describes the adopted audience: the next plan starts from empty.
     assert not bucket.exists(keys.snapshot)
@@ -228,7 +244,12 @@ def test_a_registered_audience_still_in_tiktok_keeps_its_membership(
 
     again = ensure_audience(client, bucket, run_for("vip", "VIP customers"))
 
-    assert again == {"audience_id": first["audience_id"], "created": False, "found_by": "registry"}
+    assert again == {
+        "audience_id": first["audience_id"],
+        "created": False,
+        "found_by": "registry",
+        "duplicate_audience_ids": [],
+    }
     assert bucket.exists(keys.snapshot)
     assert bucket.exists(keys.pending("old-run"))
 
@@ -262,12 +283,15 @@ def test_several_audiences_of_one_name_adopt_the_oldest(
     found = ensure_audience(client, bucket, run_for("vip", "VIP customers"))
 
     assert (found["audience_id"], found["found_by"]) == (made[0], "name")
-    assert len(emu.audiences(ADV)) == 3
+    assert found["duplicate_audience_ids"] == [made[100], made[200]]
+    assert len(emu.audiences(ADV)) == 3, "the others are reported, never deleted"
 
 
 # ------------------------------------------------------------------ the 400-audience limit
 class Listing:
     """A client that lists given audiences and records creates (400 real creates are slow)."""
+
+    timeout = 30.0
 
     def __init__(self, audiences: list[dict[str, str]]) -> None:
         self.audiences = audiences
@@ -369,7 +393,12 @@ def test_the_oldest_is_chosen_by_create_time_then_by_id(
         found = ensure_audience(client, bucket, run_for("vip", "VIP customers"))  # type: ignore[arg-type]
 
     assert (found["audience_id"], found["found_by"]) == ("7200000000000000004", "name")
-    assert "several TikTok audiences share this name; using the oldest" in caplog.messages
+    others = ["7200000000000000005", "7200000000000000002", "7200000000000000001"]
+    assert found["duplicate_audience_ids"] == others
+    assert (
+        "several TikTok audiences share this name; using the oldest, 7200000000000000004, and "
+        "leaving the others (not deleted): " + ", ".join(others)
+    ) in caplog.messages
 
 
 def test_one_audience_of_the_name_logs_no_warning(
@@ -449,7 +478,8 @@ def test_of_two_an_audience_listed_without_create_time_counts_as_oldest(
         found = ensure_audience(client, bucket, run_for("vip", "VIP customers"))  # type: ignore[arg-type]
 
     assert found["audience_id"] == "7200000000000000009"
-    assert "several TikTok audiences share this name; using the oldest" in caplog.messages
+    assert found["duplicate_audience_ids"] == ["7200000000000000001"]
+    assert any("several TikTok audiences share this name" in m for m in caplog.messages)
 
 
 class LosingCreate(Listing):
@@ -464,7 +494,7 @@ def test_uncertain_creates_end_with_the_last_answers_code_and_request_id(bucket:
     client = LosingCreate([])
 
     with pytest.raises(TikTokUnavailable) as info:
-        ensure_audience(client, bucket, run_for("vip", "VIP customers"))  # type: ignore[arg-type]
+        ensure_audience(client, bucket, run_for("vip", "VIP customers"), sleep=no_wait)  # type: ignore[arg-type]
 
     assert (info.value.code, info.value.request_id) == (50002, "req-3")
     assert client.created == ["VIP customers"] * 3
@@ -496,7 +526,12 @@ def test_the_registry_lookup_asks_for_its_one_audience(bucket: Bucket) -> None:
 
     found = ensure_audience(client, bucket, run_for("vip", "VIP customers"))  # type: ignore[arg-type]
 
-    assert found == {"audience_id": "7200000000000000042", "created": False, "found_by": "registry"}
+    assert found == {
+        "audience_id": "7200000000000000042",
+        "created": False,
+        "found_by": "registry",
+        "duplicate_audience_ids": [],
+    }
     assert client.params == [
         {
             "advertiser_id": ADV,
@@ -520,3 +555,162 @@ def test_an_answer_without_a_list_means_the_registered_audience_is_gone(bucket: 
 def test_a_name_of_exactly_70_characters_is_shown_whole() -> None:
     assert tiktok_visible_name("x" * 70) == "x" * 70
     assert tiktok_visible_name("x" * 71) == "x" * 67 + "..."
+
+
+# ---------------------------------------------------------- a create applied after the timeout
+class LateTikTok(Listing):
+    """TikTok on a fake clock: the first create's answer is lost, and the audience it made
+    shows up in listings only ``lands_after`` seconds later; ``unlisted_at`` are the lookups
+    (1-based) that fail as TikTok being unavailable."""
+
+    def __init__(self, *, lands_after: float | None, unlisted_at: tuple[int, ...] = ()) -> None:
+        super().__init__([])
+        self.now = 0.0
+        self.lands_at: float | None = None
+        self.lands_after = lands_after
+        self.unlisted_at = unlisted_at
+        self.lookups = 0
+        self.create_times: list[float] = []
+
+    def sleep(self, seconds: float) -> None:
+        self.now += seconds
+
+    def iter_audiences(self, advertiser_id: str) -> Iterator[dict[str, str]]:
+        self.lookups += 1
+        if self.lookups in self.unlisted_at:
+            raise TikTokUnavailable("no answer", code=50002)
+        if self.lands_at is not None and self.now >= self.lands_at:
+            yield listed("7200000000000000001", "2026-01-01 00:00:00")
+        yield from self.audiences
+
+    def create_audience(self, advertiser_id: str, name: str) -> str:
+        self.created.append(name)
+        self.create_times.append(self.now)
+        if len(self.created) == 1:
+            # The client waits its whole timeout, then gives up; TikTok applies it later.
+            self.now += self.timeout
+            if self.lands_after is not None:
+                self.lands_at = self.now + self.lands_after
+            raise TikTokUnavailable("no answer (ReadTimeout)")
+        self.audiences.append(listed("7200000000000000002", "2026-01-01 00:05:00"))
+        return "7200000000000000002"
+
+
+def test_a_create_applied_well_after_the_timeout_is_found_not_sent_again(bucket: Bucket) -> None:
+    # Applied 50 s after the client gave up: a lookup right then finds nothing.
+    tiktok = LateTikTok(lands_after=50.0)
+
+    found = ensure_audience(
+        tiktok,  # type: ignore[arg-type]
+        bucket,
+        run_for("vip", "VIP customers"),
+        sleep=tiktok.sleep,
+    )
+
+    assert tiktok.created == ["VIP customers"], "a second create would make a second audience"
+    assert found["audience_id"] == "7200000000000000001"
+    assert found["found_by"] == "created (answer lost, found by name)"
+    assert found["duplicate_audience_ids"] == []
+
+
+def test_a_second_create_waits_twice_the_timeout_after_the_lost_one(bucket: Bucket) -> None:
+    tiktok = LateTikTok(lands_after=None)  # the lost create never lands
+
+    found = ensure_audience(
+        tiktok,  # type: ignore[arg-type]
+        bucket,
+        run_for("vip", "VIP customers"),
+        sleep=tiktok.sleep,
+    )
+
+    assert found["audience_id"] == "7200000000000000002"
+    gave_up = tiktok.create_times[0] + tiktok.timeout
+    assert tiktok.create_times[1] - gave_up >= 2 * tiktok.timeout
+    assert tiktok.lookups >= 6, "looked up with backoff, not once"
+
+
+def test_lookups_that_fail_inside_the_window_do_not_end_the_wait(bucket: Bucket) -> None:
+    # The first lookups find TikTok unavailable; the audience lands while they are retried.
+    tiktok = LateTikTok(lands_after=40.0, unlisted_at=(2, 3, 4))
+
+    found = ensure_audience(
+        tiktok,  # type: ignore[arg-type]
+        bucket,
+        run_for("vip", "VIP customers"),
+        sleep=tiktok.sleep,
+    )
+
+    assert tiktok.created == ["VIP customers"]
+    assert found["audience_id"] == "7200000000000000001"
+
+
+def test_a_failed_last_lookup_is_raised_rather_than_creating_again(bucket: Bucket) -> None:
+    # Lookup 1 is ensure's own; 2..8 are the window's seven: the last one fails.
+    tiktok = LateTikTok(lands_after=None, unlisted_at=(8,))
+
+    with pytest.raises(TikTokUnavailable) as info:
+        ensure_audience(
+            tiktok,  # type: ignore[arg-type]
+            bucket,
+            run_for("vip", "VIP customers"),
+            sleep=tiktok.sleep,
+        )
+
+    assert info.value.code == 50002
+    assert tiktok.created == ["VIP customers"]
+    assert bucket.get_json(AudienceKeys(ADV, "VIP customers").registry) is None
+
+
+class LandsWithTheSecondCreate(LateTikTok):
+    """The lost create is applied after the window's last lookup, just before the next one."""
+
+    def create_audience(self, advertiser_id: str, name: str) -> str:
+        if self.created:
+            self.lands_at = self.now
+        return super().create_audience(advertiser_id, name)
+
+
+def test_a_lost_create_landing_after_the_window_is_adopted_as_the_oldest(
+    bucket: Bucket,
+) -> None:
+    tiktok = LandsWithTheSecondCreate(lands_after=None)
+
+    found = ensure_audience(
+        tiktok,  # type: ignore[arg-type]
+        bucket,
+        run_for("vip", "VIP customers"),
+        sleep=tiktok.sleep,
+    )
+
+    assert len(tiktok.created) == 2
+    assert found["audience_id"] == "7200000000000000001"
+    assert found["duplicate_audience_ids"] == ["7200000000000000002"]
+    registry = bucket.get_json(AudienceKeys(ADV, "VIP customers").registry)
+    assert registry["audience_id"] == "7200000000000000001"
+
+
+def test_a_create_tiktok_applies_after_the_client_timeout_leaves_one_audience(
+    bucket: Bucket, emu: TikTokEmulator
+) -> None:
+    # The emulator holds the create 0.45 s before applying it; the client waits 0.3 s.
+    emu.hold_next("segment/audience/", 0.45)
+    client = client_for(emu, timeout=0.3)
+
+    found = ensure_audience(client, bucket, run_for("vip", "VIP customers"))
+
+    time.sleep(0.3)  # past the hold: a second create, had one been sent, is applied by now
+    audiences = emu.audiences(ADV)
+    assert [a["id"] for a in audiences] == [found["audience_id"]]
+    assert emu.calls["segment/audience/"] == 1
+    assert found["found_by"] == "created (answer lost, found by name)"
+
+
+@pytest.mark.parametrize("timeout", [0.3, 1.0, 30.0, 50.0])
+def test_lost_create_waits_add_up_to_twice_the_timeout(timeout: float) -> None:
+    waits = lost_create_waits(timeout)
+    assert math.isclose(sum(waits), 2 * timeout)
+    assert waits == sorted(waits[:-1]) + waits[-1:] and max(waits) <= 15.0
+
+
+def test_lost_create_waits_at_the_default_timeout() -> None:
+    assert lost_create_waits(30.0) == [1.0, 2.0, 4.0, 8.0, 15.0, 15.0, 15.0]

@@ -717,6 +717,33 @@ def test_delay_next_answers_late_after_taking_effect(api: Api, emu: TikTokEmulat
         emu.delay_next("user/info/", 0)
 
 
+def test_hold_next_applies_the_request_after_the_client_gave_up(
+    api: Api, emu: TikTokEmulator
+) -> None:
+    emu.hold_next("segment/audience/", 0.4)
+    with pytest.raises(requests.exceptions.ReadTimeout):
+        requests.post(
+            f"{emu.base_url}segment/audience/",
+            json={"advertiser_id": ADV, "action": "create", "custom_audience_name": "late"},
+            headers={"Access-Token": TOKEN},
+            timeout=0.1,
+        )
+    # Not there when the client gave up, as TikTok applying the create later...
+    assert emu.audiences(ADV) == []
+    deadline = time.monotonic() + 5.0
+    while not emu.audiences(ADV) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    # ...and there afterwards, though no answer reached the client.
+    assert [a["name"] for a in emu.audiences(ADV)] == ["late"]
+    emu.hold_next("user/info/", 5.0)
+    emu.clear_faults()
+    started = time.monotonic()
+    assert api.get("user/info/")["code"] == 0
+    assert time.monotonic() - started < 1.0
+    with pytest.raises(ValueError, match="positive"):
+        emu.hold_next("user/info/", 0)
+
+
 def test_calls_counter_log_and_reset(api: Api, emu: TikTokEmulator) -> None:
     api.get("user/info/")
     Api(api.base_url, token=None).get("user/info/")
@@ -744,8 +771,7 @@ def test_state_summary_has_no_hashes(api: Api, emu: TikTokEmulator) -> None:
 
 def test_serve_forever_prints_url_and_stops_on_ctrl_c() -> None:
     script = (
-        "from tiktok_destination_local.emulator import serve_forever; "
-        "serve_forever('127.0.0.1', 0)"
+        "from tiktok_destination_local.emulator import serve_forever; serve_forever('127.0.0.1', 0)"
     )
     proc = subprocess.Popen(
         [sys.executable, "-c", script], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True

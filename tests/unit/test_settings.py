@@ -2,12 +2,19 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 
+from tiktok_destination.audience import CREATE_ATTEMPTS, lost_create_waits
 from tiktok_destination.config import load_config
 from tiktok_destination.errors import ConfigurationError
-from tiktok_destination.settings import load_settings
+from tiktok_destination.settings import MAX_TIKTOK_TIMEOUT, load_settings
+from tiktok_destination.steps import make_client
 from tiktok_destination.tiktok.client import TikTokClient
+from tiktok_destination_local.runner import _CfnLoader
+
+ROOT = Path(__file__).resolve().parents[2]
 
 
 @pytest.fixture(autouse=True)
@@ -101,3 +108,33 @@ def test_diff_inline_members_outside_its_range_is_a_configuration_error(
     monkeypatch.setenv("DIFF_INLINE_MEMBERS", raw)
     with pytest.raises(ConfigurationError, match="DIFF_INLINE_MEMBERS"):
         load_settings()
+
+
+@pytest.mark.parametrize(("raw", "timeout"), [("", 30.0), ("0.5", 0.5), ("50", 50.0)])
+def test_tiktok_timeout_is_read_and_reaches_the_client(
+    monkeypatch: pytest.MonkeyPatch, raw: str, timeout: float
+) -> None:
+    monkeypatch.setenv("TIKTOK_TIMEOUT_SECONDS", raw)
+    settings = load_settings()
+    assert settings.tiktok_timeout == timeout
+    assert make_client(settings, "token").timeout == timeout
+
+
+@pytest.mark.parametrize("raw", ["0", "-1", "50.5", "600", "nan", "soon"])
+def test_a_tiktok_timeout_outside_its_range_is_a_configuration_error(
+    monkeypatch: pytest.MonkeyPatch, raw: str
+) -> None:
+    monkeypatch.setenv("TIKTOK_TIMEOUT_SECONDS", raw)
+    with pytest.raises(ConfigurationError, match="TIKTOK_TIMEOUT_SECONDS"):
+        load_settings()
+
+
+def test_lost_create_lookups_fit_the_audience_functions_timeout() -> None:
+    # EnsureAudience's worst expected invocation at the largest timeout: CREATE_ATTEMPTS
+    # rounds of (a create that waits the whole timeout + the lookup window's waits + one
+    # listing per lookup, at most 4 pages of 100 audiences, allowed 2 s each).
+    template = _CfnLoader.load((ROOT / "template.yaml").read_text(encoding="utf-8"))
+    function_timeout = template["Resources"]["AudienceFunction"]["Properties"]["Timeout"]
+    waits = lost_create_waits(MAX_TIKTOK_TIMEOUT)
+    per_round = MAX_TIKTOK_TIMEOUT + sum(waits) + 2.0 * len(waits)
+    assert CREATE_ATTEMPTS * per_round < function_timeout <= 900

@@ -424,8 +424,9 @@ FATAL_CODES = [
     (41234, TikTokRequestRejected, "check the request"),
     # named by no source found: not retried as a rate limit any more
     (40133, TikTokRequestRejected, "check the request"),
-    # just past the 51000-51999 system-error range
-    (52000, TikTokRequestRejected, "check the request"),
+    # codes TikTok's SDK does not name, between its database/storage codes (52000-52204)
+    (52004, TikTokRequestRejected, "check the request"),
+    (52205, TikTokRequestRejected, "check the request"),
     (50999, TikTokRequestRejected, "check the request"),
 ]
 

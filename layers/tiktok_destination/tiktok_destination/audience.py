@@ -39,8 +39,9 @@ import json
 import logging
 import re
 import shutil
+import time
 from collections import Counter
-from collections.abc import Iterable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from fractions import Fraction
 from pathlib import Path
@@ -53,6 +54,7 @@ from .errors import (
     AudienceLimitReached,
     DestinationError,
     MassRemovalBlocked,
+    RetriableError,
     TikTokRequestRejected,
     TikTokUnavailable,
 )
@@ -107,8 +109,19 @@ class AudienceKeys:
 
 
 # ------------------------------------------------------------------ ensure
-def ensure_audience(client: TikTokClient, bucket: Bucket, run: Run) -> dict[str, Any]:
-    """Return the audience id for the run's template, creating the audience at most once."""
+def ensure_audience(
+    client: TikTokClient,
+    bucket: Bucket,
+    run: Run,
+    *,
+    sleep: Callable[[float], None] = time.sleep,
+) -> dict[str, Any]:
+    """Return the audience id for the run's template, creating the audience at most once.
+
+    ``duplicate_audience_ids``: other partner audiences of the name in TikTok, seen when the
+    audience was looked up by name; they are left alone (never deleted) and reported.
+    ``sleep`` is what the lookups after a lost create wait with (tests pass a fake one).
+    """
     template = run.resolved
     advertiser_id = template.advertiser_id
     name = template.audience_name or ""
@@ -126,7 +139,7 @@ def ensure_audience(client: TikTokClient, bucket: Bucket, run: Run) -> dict[str,
             },
         )
         if any(str(a.get("audience_id")) == audience_id for a in found.get("list", [])):
-            return {"audience_id": audience_id, "created": False, "found_by": "registry"}
+            return _ensured(audience_id, created=False, found_by="registry")
         logger.warning(
             "audience from the registry no longer exists in TikTok; looking it up by name",
             extra={"audience_id": audience_id, "advertiser_id": advertiser_id},
@@ -139,7 +152,7 @@ def ensure_audience(client: TikTokClient, bucket: Bucket, run: Run) -> dict[str,
     held = _held_by_other_templates(bucket, advertiser_id, keys)
     matches, total = _find_by_name(client, advertiser_id, name, held)
     if matches:
-        audience_id = _oldest(matches, advertiser_id)
+        audience_id, duplicates = _oldest(matches, advertiser_id)
         found_by = "name"
         created = False
         # Found by name, not by our registry: we do not know what it holds, so the next
@@ -152,18 +165,65 @@ def ensure_audience(client: TikTokClient, bucket: Bucket, run: Run) -> dict[str,
                 f"(TikTok's limit is {AUDIENCE_LIMIT}), so '{visible}' cannot be created: "
                 "delete unused audiences in TikTok Ads Manager, then re-run"
             )
-        audience_id, found_by = _create_once(client, bucket, keys, advertiser_id, name, held)
+        audience_id, found_by, duplicates = _create_once(
+            client, bucket, keys, advertiser_id, name, held, sleep
+        )
         created = True
     bucket.put_json(
         keys.registry,
         {"advertiser_id": advertiser_id, "audience_id": audience_id, "name": name},
     )
-    return {"audience_id": audience_id, "created": created, "found_by": found_by}
+    return _ensured(audience_id, created=created, found_by=found_by, duplicates=duplicates)
+
+
+def _ensured(
+    audience_id: str, *, created: bool, found_by: str, duplicates: Sequence[str] = ()
+) -> dict[str, Any]:
+    return {
+        "audience_id": audience_id,
+        "created": created,
+        "found_by": found_by,
+        "duplicate_audience_ids": list(duplicates),
+    }
 
 
 #: creates sent for one ensure when each answer is lost (timeout, 5xx) and the name
-#: lookup after it finds nothing; then the state machine retries the step later
+#: lookups after it find nothing; then the state machine retries the step later
 CREATE_ATTEMPTS = 3
+#: after a lost create, the name is looked up after waits doubling from this (seconds)...
+LOOKUP_FIRST_WAIT = 1.0
+#: ...up to this, until they add up to LOOKUP_WINDOW_TIMEOUTS times the client's timeout
+LOOKUP_MAX_WAIT = 15.0
+LOOKUP_WINDOW_TIMEOUTS = 2
+# Time budget, at the default client timeout of 30 s (tiktok.client.DEFAULT_TIMEOUT): a lost
+# create costs at most the timeout (30 s), then 60 s of waits (1+2+4+8+15+15+15) and 7 name
+# lookups (one listing each: at most 4 pages of 100 for TikTok's 400 audiences, about 1 s at
+# 10 QPS). CREATE_ATTEMPTS rounds: 3 x (30 + 60 + ~4) = ~282 s of the AudienceFunction's
+# Timeout: 600 s in template.yaml (Lambda allows 900 s); at the largest
+# TIKTOK_TIMEOUT_SECONDS (settings.MAX_TIKTOK_TIMEOUT, 50 s; 10 lookups): 3 x (50 + 100 +
+# ~6) = ~468 s (tests/unit/test_settings.py checks this against template.yaml).
+# The EnsureAudience state's Retry (statemachine/destination.asl.json: TikTokUnavailable,
+# 4 more attempts after 5/10/20/40 s) starts a new invocation only after one ended, which
+# (when its last create was lost) is after a full window of lookups: so no create is ever
+# sent within the window of an earlier lost one, even across invocations.
+
+
+def lost_create_waits(timeout: float) -> list[float]:
+    """The waits before each name lookup after a create whose answer was lost.
+
+    A create TikTok received may be applied after the client stopped waiting, so "not listed"
+    right after a timeout proves nothing: the lookups go on for twice the client's timeout
+    (longer than a create the client waited for can take), from quick to patient.
+    """
+    window = LOOKUP_WINDOW_TIMEOUTS * timeout
+    wait = min(LOOKUP_FIRST_WAIT, window / 8)
+    waits: list[float] = []
+    left = window
+    while left > 1e-9:
+        waits.append(min(wait, left))
+        left -= waits[-1]
+        wait = min(wait * 2, LOOKUP_MAX_WAIT)
+    return waits
 
 
 def _create_once(
@@ -173,16 +233,18 @@ def _create_once(
     advertiser_id: str,
     name: str,
     held: set[str],
-) -> tuple[str, str]:
+    sleep: Callable[[float], None],
+) -> tuple[str, str, list[str]]:
     """Create the audience; after an answer that was lost, look before creating again.
 
-    A create is not idempotent: a timed-out create may still have made the audience, and
-    sending it again would make a second one with the same name.
+    A create is not idempotent: a timed-out create may still make the audience, even after
+    the client gave up, and sending it again would make a second one with the same name.
     """
     visible = tiktok_visible_name(name)
+    lost: TikTokUnavailable | None = None
     for attempt in range(1, CREATE_ATTEMPTS + 1):
         try:
-            return client.create_audience(advertiser_id, name), "created"
+            audience_id = client.create_audience(advertiser_id, name)
         except TikTokUnavailable as err:
             logger.warning(
                 "the answer to creating the audience was lost; looking it up by name",
@@ -199,11 +261,22 @@ def _create_once(
                     request_id=err.request_id,
                 ) from None
             raise
-        matches, _ = _find_by_name(client, advertiser_id, name, held)
+        else:
+            if lost is None:
+                return audience_id, "created", []
+            # An earlier create was lost: it may have landed since the last lookup.
+            matches, _ = _find_by_name(client, advertiser_id, name, held)
+            if len(matches) > 1:
+                oldest, duplicates = _oldest(matches, advertiser_id)
+                return oldest, "created (earlier create landed too)", duplicates
+            return audience_id, "created", []
+        matches = _look_after_lost_create(client, advertiser_id, name, held, sleep)
         if matches:
             # The lost create did make it; no snapshot of ours can describe it yet.
             _forget_membership(bucket, keys)
-            return _oldest(matches, advertiser_id), "created (answer lost, found by name)"
+            oldest, duplicates = _oldest(matches, advertiser_id)
+            return oldest, "created (answer lost, found by name)", duplicates
+    assert lost is not None
     raise TikTokUnavailable(
         f"creating audience '{visible}' for advertiser {advertiser_id} got no usable answer "
         f"{CREATE_ATTEMPTS} times and the audience is not listed; the step will be retried, "
@@ -211,6 +284,38 @@ def _create_once(
         code=lost.code,
         request_id=lost.request_id,
     )
+
+
+def _look_after_lost_create(
+    client: TikTokClient,
+    advertiser_id: str,
+    name: str,
+    held: set[str],
+    sleep: Callable[[float], None],
+) -> list[dict[str, Any]]:
+    """The audiences of the name, looked for with backoff for the whole window; a lookup
+    that fails inside the window is not a reason to stop waiting (nor to create again)."""
+    waits = lost_create_waits(client.timeout)
+    failed: RetriableError | None = None
+    for wait in waits:
+        sleep(wait)
+        try:
+            matches, _ = _find_by_name(client, advertiser_id, name, held)
+        except RetriableError as err:
+            failed = err
+            continue
+        if matches:
+            return matches
+        failed = None
+    if failed is not None:
+        # The last look failed: "not listed" is not known, so do not create; the step's
+        # retry looks again first.
+        raise failed
+    logger.warning(
+        "the audience is still not listed after a lost create; creating it again",
+        extra={"advertiser_id": advertiser_id, "waited_seconds": round(sum(waits), 3)},
+    )
+    return []
 
 
 def _find_by_name(
@@ -232,19 +337,23 @@ def _find_by_name(
     return matches, total
 
 
-def _oldest(matches: list[dict[str, Any]], advertiser_id: str) -> str:
+def _oldest(matches: list[dict[str, Any]], advertiser_id: str) -> tuple[str, list[str]]:
+    """The oldest audience of the name, and the ids of the others (left alone in TikTok:
+    one may hold what someone else put there, so they are reported, never deleted)."""
     matches = sorted(
         matches, key=lambda a: (str(a.get("create_time", "")), str(a.get("audience_id")))
     )
-    if len(matches) > 1:
+    oldest = str(matches[0]["audience_id"])
+    others = [str(m["audience_id"]) for m in matches[1:]]
+    if others:
         logger.warning(
-            "several TikTok audiences share this name; using the oldest",
-            extra={
-                "advertiser_id": advertiser_id,
-                "audience_ids": [str(m["audience_id"]) for m in matches],
-            },
+            "several TikTok audiences share this name; using the oldest, %s, and leaving "
+            "the others (not deleted): %s",
+            oldest,
+            ", ".join(others),
+            extra={"advertiser_id": advertiser_id, "duplicate_audience_ids": others},
         )
-    return str(matches[0]["audience_id"])
+    return oldest, others
 
 
 _REGISTRY_RE = re.compile(r"audiences/[^/]+/[0-9a-f]{16}/audience\.json")
@@ -1334,6 +1443,7 @@ __all__ = [
     "ensure_audience",
     "estimated_members",
     "load_diff",
+    "lost_create_waits",
     "plan_audience",
     "prepare_diff",
     "removal_blocked",

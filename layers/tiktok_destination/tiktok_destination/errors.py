@@ -38,13 +38,16 @@ class RetriableError(DestinationError):
 
 
 class TikTokRateLimited(RetriableError):
-    """TikTok answered 40016/40100/40132 (too many requests) and in-process retries ran out."""
+    """TikTok answered 40016/40100/40132 (too many requests) and in-process retries ran out.
+
+    Which code raises which class is the one code table, ``tiktok.client.TIKTOK_CODES``."""
 
     action = "rate_limited"
 
 
 class TikTokUnavailable(RetriableError):
-    """TikTok answered 5xx, 50000-style codes, or did not answer."""
+    """TikTok answered 5xx, a system/database/storage code (50000, 51xxx, 52000-52204,
+    60001, 61000), 40201 (task not ready), or did not answer."""
 
     action = "tiktok_unavailable"
 
@@ -125,7 +128,8 @@ class MassRemovalBlocked(FatalError):
 
 
 class AdvertiserNotFound(FatalError):
-    """40300, or the advertiser is not among those the token may act for."""
+    """40300/40302 (40013 in the sandbox), or the advertiser is not among those the token
+    may act for."""
 
     action = "advertiser_not_found"
 
@@ -137,9 +141,16 @@ class InvalidCredentials(FatalError):
 
 
 class MissingAdvertiserPermissions(FatalError):
-    """40001/40301: the authorizing user is not Admin or Operator on the advertiser."""
+    """40001/40003/40301: the authorizing user is not Admin or Operator on the advertiser;
+    40130: the authorization lacks a scope; 40125: the app lacks the API permission."""
 
     action = "missing_advertiser_permissions"
+
+
+class AccessBlocked(FatalError):
+    """41000 (BLOCKED): TikTok blocks the call, for the advertiser account or the app."""
+
+    action = "access_blocked"
 
 
 class AudienceLimitReached(FatalError):

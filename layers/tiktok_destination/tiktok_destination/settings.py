@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING
 
 from .errors import ConfigurationError
 from .events import MAX_EVENTS_PER_REQUEST
-from .tiktok.client import MAX_MAPPING_IDS, MIN_QPS, RetryPolicy
+from .tiktok.client import DEFAULT_TIMEOUT, MAX_MAPPING_IDS, MIN_QPS, RetryPolicy
 
 if TYPE_CHECKING:
     from .config import Config
@@ -21,6 +21,10 @@ if TYPE_CHECKING:
 DEFAULT_TIKTOK_BASE_URL = "https://business-api.tiktok.com/open_api/v1.3/"
 DEFAULT_RANGE_BYTES = 256 * 1024 * 1024
 DEFAULT_DIFF_INLINE_MEMBERS = 2_000_000
+#: the longest TIKTOK_TIMEOUT_SECONDS: EnsureAudience's lost-create lookups wait twice the
+#: timeout per create, and three such rounds must fit the AudienceFunction's 600 s
+#: (audience.CREATE_ATTEMPTS; tests/unit/test_settings.py checks the sum)
+MAX_TIKTOK_TIMEOUT = 50.0
 
 
 def _float(name: str, default: float) -> float:
@@ -41,6 +45,17 @@ def _qps(name: str, default: float) -> float:
             f"environment variable {name}={os.environ.get(name, '')!r} must be a number of "
             f"at least {MIN_QPS} (calls per second to TikTok); set the template parameter "
             "TikTokQps, e.g. 10"
+        )
+    return value
+
+
+def _timeout(name: str, default: float) -> float:
+    value = _float(name, default)
+    if not 0 < value <= MAX_TIKTOK_TIMEOUT:
+        raise ConfigurationError(
+            f"environment variable {name}={os.environ.get(name, '')!r} must be a number of "
+            f"seconds above 0 and at most {MAX_TIKTOK_TIMEOUT:g}; leave it empty for the "
+            f"default {default:g}"
         )
     return value
 
@@ -81,6 +96,8 @@ class Settings:
     tiktok_max_retries: int
     tiktok_backoff_base: float
     tiktok_backoff_max: float
+    #: seconds one HTTP attempt to TikTok waits for the answer
+    tiktok_timeout: float = DEFAULT_TIMEOUT
     #: backstop expiry of a run's lease when Step Functions cannot say whether its holder
     #: still runs (a live holder keeps its lease however long it takes)
     lease_ttl_seconds: int = 21_600
@@ -154,6 +171,7 @@ def load_settings() -> Settings:
         tiktok_max_retries=_int("TIKTOK_MAX_RETRIES", 5),
         tiktok_backoff_base=_float("TIKTOK_BACKOFF_BASE", 0.5),
         tiktok_backoff_max=_float("TIKTOK_BACKOFF_MAX", 20.0),
+        tiktok_timeout=_timeout("TIKTOK_TIMEOUT_SECONDS", DEFAULT_TIMEOUT),
         lease_ttl_seconds=_int("LEASE_TTL_SECONDS", 21_600),
         lease_wait_seconds=_int("LEASE_WAIT_SECONDS", 60),
         lease_max_waits=_int("LEASE_MAX_WAITS", 60),

@@ -52,6 +52,7 @@ def make_client(settings: Settings, token: str, run: Run | None = None) -> TikTo
         base_url=settings.tiktok_base_url,
         qps=qps,
         retry=settings.retry_policy(),
+        timeout=settings.tiktok_timeout,
         # Every Map child of every run takes its slots from the one limiter of the app.
         pacer=make_pacer(settings.rate_limit_table, settings.tiktok_base_url, qps),
     )
@@ -371,6 +372,9 @@ def step_report(run: Run, validate: dict[str, Any], chunk: dict[str, Any]) -> di
             "audience_id": found.get("audience_id"),
             "name": run.resolved.audience_name,
             "created_this_run": bool(found.get("created")),
+            # Other partner audiences of the name in TikTok (a create applied after its
+            # answer was lost, or made by hand): not used, not deleted, named for a person.
+            "duplicate_audience_ids": list(found.get("duplicate_audience_ids") or []),
         }
         report["rows"]["accepted"] = received - rejects["rejected"]
         report["members"] = {

@@ -72,12 +72,30 @@ ACTIONS: dict[str, WorkflowAction] = {
             "Missing advertiser permissions",
             "The user who authorized the credential may read but not manage audiences or "
             "events on this advertiser: they must be Admin or Operator (recommended), not "
-            "Analyst.",
+            "Analyst; or the authorization or the TikTok app lacks the permission (scope) the "
+            "call needs. The message names TikTok's code and which it is.",
             (
                 "Open TikTok Business Center and check the authorizing user's role on the "
                 "advertiser account; assign Operator (or Admin).",
+                "If the message names a permission (scope), in the TikTok developer portal "
+                "give the app the Audience Management and Offline Events permissions.",
                 "Regenerate the authorization link (`tiktok-destination auth-link --credential "
                 "NAME`) and authorize as the Operator user.",
+                RESOLVE,
+            ),
+        ),
+        WorkflowAction(
+            "AccessBlocked",
+            "Access blocked by TikTok",
+            "TikTok answered 41000 (BLOCKED): it blocks calls for this advertiser account or "
+            "this app, for example an account suspended, in review or restricted. TikTok's "
+            "SDK names the code without saying which.",
+            (
+                "Open TikTok Business Center and Ads Manager: check the advertiser account's "
+                "status and any notice there, and resolve it with TikTok.",
+                "In the TikTok developer portal, check that the app is active and approved "
+                "for the Marketing API.",
+                "If neither shows why, contact TikTok support with the request_id in the message.",
                 RESOLVE,
             ),
         ),
@@ -107,8 +125,9 @@ ACTIONS: dict[str, WorkflowAction] = {
             "InputRejected",
             "Input rejected",
             "The input file cannot be used as it is: a needed column is missing, it has no "
-            "rows, more rows were rejected than the reject threshold allows, or an "
-            "identifier column has more invalid values than it allows.",
+            "rows, more rows were rejected than the reject threshold allows, an "
+            "identifier column has more invalid values than it allows, or TikTok read an "
+            "identifier as not hashed (40062; the message says what to check).",
             (
                 "Read the run report and the rejects file it names (row, column, reason).",
                 "Fix the query or export that produced the file and drop the corrected file "
@@ -161,9 +180,10 @@ ACTIONS: dict[str, WorkflowAction] = {
         WorkflowAction(
             "ConfigurationError",
             "Configuration error",
-            "The configuration document or the execution input is invalid or incomplete.",
+            "The configuration document, a deployment setting or the execution input is "
+            "invalid or incomplete, or TikTok refused a value it sets (such as a batch size).",
             (
-                "Read the message: it names the table and field.",
+                "Read the message: it names the table and field, or the setting.",
                 "Fix the configuration and upload it to the state bucket (CONFIG_KEY), or fix "
                 "the execution input.",
                 RESOLVE,
@@ -232,6 +252,7 @@ _BY_CLASS: dict[str, str] = {
     "InvalidCredentials": "InvalidCredentials",
     "OAuthError": "InvalidCredentials",
     "MissingAdvertiserPermissions": "MissingAdvertiserPermissions",
+    "AccessBlocked": "AccessBlocked",
     "AudienceLimitReached": "AudienceLimitReached",
     "EventSetNotFound": "EventSetNotFound",
     "InputRejected": "InputRejected",

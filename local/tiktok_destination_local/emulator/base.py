@@ -72,6 +72,7 @@ class EmulatorBase:
         self._auth_codes: dict[str, _AuthCode] = {}
         self._faults: dict[str, deque[_Fault]] = {}
         self._delays: dict[str, deque[_Delay]] = {}
+        self._holds: dict[str, deque[_Delay]] = {}
         self._window: deque[float] = deque()
 
         #: requests received per path ("segment/mapping/"), rejected ones included

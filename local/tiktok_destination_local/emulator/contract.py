@@ -103,6 +103,15 @@ _HEX = {64: _SHA256, 32: re.compile(r"[0-9a-f]{32}")}
 #: as frequency control; the SDK has no text for it). A client must wait and retry them.
 THROTTLE_CODES: frozenset[int] = frozenset({40016, 40100, 40132})
 
+#: the codes TikTok's official SDK (tiktok_code.py) names as failures on TikTok's side, which
+#: a client may retry: 40201 TASK_NOT_READY, 50000 SYS_ERROR, 50002 SYS_TIMEOUT, the
+#: database, RDS and object-store codes 52000-52204 (DB_*, RDS_*, TOS_*), 60001 MAINTENANCE.
+SERVER_SIDE_CODES: frozenset[int] = frozenset(
+    {40201, 50000, 50002}
+    | {52000, 52001, 52002, 52003, 52100, 52101, 52102, 52103, 52201, 52202, 52203, 52204}
+    | {60001}
+)
+
 #: texts used when a fault is injected by code. The codes and their meanings are those of
 #: TikTok's official SDK (tiktok/tiktok-business-api-sdk,
 #: python_sdk/business_api_client/tiktok_business/tiktok_code.py), which has names only: the
@@ -111,20 +120,42 @@ FAULT_MESSAGES: dict[int, str] = {
     40000: "Invalid parameters.",
     40001: "No permission to operate. Please check your role on the advertiser.",
     40002: "Invalid parameters.",
+    40003: "Forbidden.",
     40007: "The object does not exist.",
     40011: "Too many IDs in one request.",
+    40013: "Sandbox advertiser does not exist.",
     40016: "Requests made too frequently. Please try again later.",
+    40061: "Invalid batch size.",
+    40062: "PII data is not hashed.",
     40100: "Requests made too frequently",
     40102: "Access token has expired.",
     40104: "Access token is empty.",
     40105: "Access token is invalid or has been revoked.",
     40106: "Access token does not belong to this user.",
+    40125: "The developer app has no permission for this API.",
+    40130: "The scope is not authorized.",
     40132: "Request frequency limited. Please try again later.",
+    40201: "Task is not ready. Please try again later.",
     40202: "Write conflict: the object is being modified by another request. Retry later.",
     40300: "Advertiser does not exist or has been deleted.",
     40301: "Advertiser role error.",
+    40302: "Customer advertiser does not exist.",
+    41000: "Blocked.",
     50000: "System error. Please try again later.",
     50002: "Service is busy. Please try again later.",
+    52000: "Database error.",
+    52001: "Database read error.",
+    52002: "Database write error.",
+    52003: "Database partition error.",
+    52100: "RDS error.",
+    52101: "RDS read error.",
+    52102: "RDS write error.",
+    52103: "RDS timeout.",
+    52201: "Storage error.",
+    52202: "Storage upload timeout.",
+    52203: "Storage head object error.",
+    52204: "Storage put object error.",
+    60001: "System maintenance.",
 }
 
 _HTTP_REASONS = {

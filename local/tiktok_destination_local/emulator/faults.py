@@ -1,4 +1,4 @@
-"""Fault switches: injected errors, late answers, latency and the rate limit."""
+"""Fault switches: injected errors, late answers, late requests, latency and the rate limit."""
 
 from __future__ import annotations
 
@@ -39,19 +39,34 @@ class Faults(EmulatorBase):
         an audience but answers after the client's timeout (unlike ``latency``, which
         waits before handling every request).
         """
+        self._queue_delay(self._delays, path, seconds, times)
+
+    def hold_next(self, path: str, seconds: float, *, times: int = 1) -> None:
+        """Apply the next ``times`` requests to ``path`` only ``seconds`` after they arrive.
+
+        As when TikTok creates an audience after the client's timeout: the client gave up,
+        a lookup right then finds nothing, and the audience appears later anyway (unlike
+        ``delay_next``, whose request takes effect at once and only its answer is late).
+        """
+        self._queue_delay(self._holds, path, seconds, times)
+
+    def _queue_delay(
+        self, queues: dict[str, deque[_Delay]], path: str, seconds: float, times: int
+    ) -> None:
         if seconds <= 0:
             raise ValueError("seconds must be positive")
         if times < 1:
             raise ValueError("times must be at least 1")
         key = _normalize_path(path)
         with self._lock:
-            self._delays.setdefault(key, deque()).append(_Delay(seconds, times))
+            queues.setdefault(key, deque()).append(_Delay(seconds, times))
 
     def clear_faults(self) -> None:
-        """Drop pending fail_next faults and delays, latency and the rate limit window."""
+        """Drop pending fail_next faults, delays and holds, latency and the rate limit window."""
         with self._lock:
             self._faults.clear()
             self._delays.clear()
+            self._holds.clear()
             self._window.clear()
             self.latency = 0.0
 
@@ -66,9 +81,9 @@ class Faults(EmulatorBase):
                 queue.popleft()
             return fault
 
-    def _take_delay(self, key: str) -> float:
+    def _take_delay(self, key: str, *, hold: bool = False) -> float:
         with self._lock:
-            queue = self._delays.get(key)
+            queue = (self._holds if hold else self._delays).get(key)
             if not queue:
                 return 0.0
             delay = queue[0]

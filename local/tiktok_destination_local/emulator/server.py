@@ -4,7 +4,7 @@ It follows ``tiktok-api.md`` (paths, envelope, codes, limits, rate limiting) so 
 tested against it works against the real service, and it keeps the state a test needs to
 check: audiences with their member hashes, events received, calls per endpoint. Switches
 inject the faults a client must survive (5xx, rate-limit bursts, latency, answers that come
-after the client gave up, revoked tokens, Analyst users).
+after the client gave up, requests applied after it gave up, revoked tokens, Analyst users).
 
 This module puts the API areas together (``accounts``, ``audiences``, ``events``, ``faults``,
 ``state``, ``state_file``) and routes requests to them; ``transport`` is the HTTP server.
@@ -199,6 +199,9 @@ class TikTokEmulator(AccountsApi, AudiencesApi, EventsApi, Faults, StateFile):
         if latency > 0:
             time.sleep(latency)
 
+        late = self._take_delay(key, hold=True)
+        if late > 0:
+            time.sleep(late)
         held = self._take_delay(key)
         resp = self._answer(method, key, query, access_token, content_type, body, handler)
         if held > 0:

@@ -33,9 +33,11 @@ from urllib3.connection import HTTPConnection, HTTPSConnection
 from urllib3.connectionpool import HTTPConnectionPool, HTTPSConnectionPool
 
 from tiktok_destination.errors import (
+    AccessBlocked,
     AdvertiserNotFound,
     ConfigurationError,
     DestinationError,
+    InputRejected,
     InvalidCredentials,
     MissingAdvertiserPermissions,
     OAuthError,
@@ -49,12 +51,15 @@ from tiktok_destination.events import track_body
 
 __all__ = [
     "DEFAULT_BASE_URL",
+    "DEFAULT_TIMEOUT",
     "LATE_TOLERANCE",
     "MAX_PACING_WAIT",
     "MIN_QPS",
     "PACING_HEADROOM",
     "SANDBOX_BASE_URL",
+    "TIKTOK_CODES",
     "CallStats",
+    "CodeRule",
     "LocalPacer",
     "Pacer",
     "RetryPolicy",
@@ -70,26 +75,15 @@ logger = logging.getLogger(__name__)
 DEFAULT_BASE_URL = "https://business-api.tiktok.com/open_api/v1.3/"
 SANDBOX_BASE_URL = "https://sandbox-ads.tiktok.com/open_api/v1.3/"
 
+#: seconds an HTTP attempt waits for TikTok (connect, then each read). A create TikTok
+#: received may be applied after this, so ``audience.py`` keeps looking the name up for
+#: twice as long before it creates again.
+DEFAULT_TIMEOUT = 30.0
 #: the slowest pacing a setting may ask for: below it a run's calls are hours apart and the
 #: step looks hung (0 is allowed only in code, meaning "do not pace")
 MIN_QPS = 0.1
 #: ``segment/mapping`` identifiers per request (more answer 40011)
 MAX_MAPPING_IDS = 10_000
-
-SUCCESS_CODES = frozenset({0, 20001})
-PARTIAL_SUCCESS_CODE = 20001
-# Throttle codes, as TikTok's official SDK names them (tiktok/tiktok-business-api-sdk,
-# python_sdk/business_api_client/tiktok_business/tiktok_code.py): 40100
-# REQUEST_TOO_FREQUENT, 40132 REQUEST_FREQUENCY_LIMITED, 40016 BIZ_FC_ERROR ("FC" read as
-# frequency control: the SDK gives no text, so that reading is ours). 40133 appears in no
-# source found and is not retried; see docs/tiktok-contract.md.
-RATE_LIMIT_CODES = frozenset({40016, 40100, 40132})
-UNAVAILABLE_CODES = frozenset({50000, 50002, 60001, 61000})
-WRITE_CONFLICT_CODES = frozenset({40202})
-PERMISSION_CODES = frozenset({40001, 40301})
-CREDENTIAL_CODES = frozenset({40102, 40104, 40105, 40106})
-ADVERTISER_NOT_FOUND_CODES = frozenset({40300})
-OAUTH_CODES = frozenset({40101, 40110, 40113})
 
 #: where ``offline/get/`` puts the event sets, in the order they are looked for
 _EVENT_SET_LIST_KEYS = ("event_set_list", "list")
@@ -106,6 +100,17 @@ _ROLE = (
     "not Analyst: change the role in TikTok Business Center, or re-authorize the "
     "credential with an Admin or Operator."
 )
+_SCOPE = (
+    "The credential was authorized without a permission this call needs: re-authorize it "
+    "(tiktok-destination auth-link --credential NAME) and approve every permission the app "
+    "asks for; the app must have the Audience Management and Offline Events permissions in "
+    "the TikTok developer portal."
+)
+_APP_PERMISSION = (
+    "The TikTok app (app_id) lacks the permission for this API: in the TikTok developer "
+    "portal add the Audience Management and Offline Events permissions to the app, then "
+    "re-authorize the credential (tiktok-destination auth-link --credential NAME)."
+)
 _ADVERTISER = (
     "Check advertiser_id in the destination: the advertiser does not exist, was deleted, "
     "or is not one the credential was authorized for."
@@ -114,22 +119,130 @@ _OAUTH = (
     "Check the TikTok app's app_id and secret, then start the authorization again "
     "(an auth_code is valid once, for one hour)."
 )
-_REJECTED_HINTS: dict[int, str] = {
-    40000: (
-        "A parameter is invalid. On segment/ calls this also means the audience is still "
-        "processing or matched nothing; check the request against docs/tiktok-contract.md."
-    ),
-    40002: (
-        "A parameter is invalid. On segment/ calls this also means the audience is still "
-        "processing or matched nothing; check the request against docs/tiktok-contract.md."
-    ),
-    40007: (
-        "The object does not exist: check the audience id / event set id, or let the "
-        "destination re-resolve the audience by name."
-    ),
-    40011: "Too many IDs in one request: lower the batch size.",
-}
+_INVALID_PARAMETER = (
+    "A parameter is invalid. On segment/ calls this also means the audience is still "
+    "processing or matched nothing; check the request against docs/tiktok-contract.md."
+)
 _REJECTED_DEFAULT = "TikTok refused the request as invalid; check the request parameters."
+
+
+@dataclass(frozen=True)
+class CodeRule:
+    """What one TikTok code makes of a call: the error it raises (its class decides retry
+    and the workflow action) and, for a fatal one, what to do about it."""
+
+    #: the name TikTok's SDK gives the code (tiktok_code.py, without ``ERROR_CODE_``)
+    name: str
+    error: type[DestinationError]
+    #: the fix a failure's message names (required of a fatal code; a retried one's
+    #: message says it will be retried)
+    fix: str | None = None
+
+
+SUCCESS_CODES = frozenset({0, 20001})
+PARTIAL_SUCCESS_CODE = 20001
+
+#: The one code table. Every code and name is TikTok's official SDK's
+#: (tiktok/tiktok-business-api-sdk,
+#: python_sdk/business_api_client/tiktok_business/tiktok_code.py, which has names only): what
+#: each means for us, and why, is in docs/tiktok-contract.md ("Codes"). A code not here is
+#: a TikTokRequestRejected (fatal: retrying a refused request cannot help), except the
+#: 51000-51999 service errors (UNAVAILABLE_RANGE).
+TIKTOK_CODES: dict[int, CodeRule] = {
+    # Throttling: waited out, then retried. 40016 BIZ_FC_ERROR has no text in the SDK:
+    # reading "FC" as frequency control is ours. 40133 appears in no source: not here.
+    40016: CodeRule("BIZ_FC_ERROR", TikTokRateLimited),
+    40100: CodeRule("REQUEST_TOO_FREQUENT", TikTokRateLimited),
+    40132: CodeRule("REQUEST_FREQUENCY_LIMITED", TikTokRateLimited),
+    # TikTok's side failed or is not ready: retried (the request may have been applied, so a
+    # create is looked up by name instead of being sent again).
+    40201: CodeRule("TASK_NOT_READY", TikTokUnavailable),
+    50000: CodeRule("SYS_ERROR", TikTokUnavailable),
+    50002: CodeRule("SYS_TIMEOUT", TikTokUnavailable),
+    52000: CodeRule("DB_ERROR", TikTokUnavailable),
+    52001: CodeRule("DB_READ_ERROR", TikTokUnavailable),
+    52002: CodeRule("DB_WRITE_ERROR", TikTokUnavailable),
+    52003: CodeRule("DB_PARTITION_ERROR", TikTokUnavailable),
+    52100: CodeRule("RDS_ERROR", TikTokUnavailable),
+    52101: CodeRule("RDS_READ_ERROR", TikTokUnavailable),
+    52102: CodeRule("RDS_WRITE_ERROR", TikTokUnavailable),
+    52103: CodeRule("RDS_TIMEOUT_ERROR", TikTokUnavailable),
+    52201: CodeRule("TOS_ERROR", TikTokUnavailable),
+    52202: CodeRule("TOS_UPLOAD_TIMEOUT", TikTokUnavailable),
+    52203: CodeRule("TOS_HEAD_OBJECT", TikTokUnavailable),
+    52204: CodeRule("TOS_PUT_OBJECT", TikTokUnavailable),
+    60001: CodeRule("MAINTENANCE", TikTokUnavailable),
+    61000: CodeRule("TOO_MANY_REQUESTS_BL", TikTokUnavailable),
+    # Another write to the same object was in progress: not applied, retried.
+    40202: CodeRule("WRITE_CONFLICT", TikTokWriteConflict),
+    # Permissions: the user's role, the authorization's scopes, the app's permissions.
+    40001: CodeRule("PERMISSION_ERROR", MissingAdvertiserPermissions, _ROLE),
+    40003: CodeRule("FORBIDDEN", MissingAdvertiserPermissions, f"{_ROLE} {_SCOPE}"),
+    40125: CodeRule("DEVELOPER_NO_PERMISSION", MissingAdvertiserPermissions, _APP_PERMISSION),
+    40130: CodeRule("SCOPE_NOT_AUTHORIZED", MissingAdvertiserPermissions, _SCOPE),
+    40301: CodeRule("ADVERTISER_ROLE_ERROR", MissingAdvertiserPermissions, _ROLE),
+    # The access token.
+    40102: CodeRule("ACCESS_TOKEN_EXPIRE", InvalidCredentials, _REAUTHORIZE),
+    40104: CodeRule("EMPTY_ACCESS_TOKEN", InvalidCredentials, _REAUTHORIZE),
+    40105: CodeRule("INVALID_ACCESS_TOKEN", InvalidCredentials, _REAUTHORIZE),
+    40106: CodeRule("INVALID_CORE_USER", InvalidCredentials, _REAUTHORIZE),
+    # The advertiser.
+    40300: CodeRule("ADVERTISER_NOT_EXIST", AdvertiserNotFound, _ADVERTISER),
+    40302: CodeRule("CUSTOMER_ADVERTISER_NOT_EXIST", AdvertiserNotFound, _ADVERTISER),
+    40013: CodeRule(
+        "SANDBOX_ADV_NOT_EXIST",
+        AdvertiserNotFound,
+        "The advertiser is not a sandbox advertiser: with the sandbox base_url "
+        f"({SANDBOX_BASE_URL}) use a sandbox advertiser_id, or set base_url to "
+        f"{DEFAULT_BASE_URL} for a real one.",
+    ),
+    # TikTok blocks the call: the account or the app, TikTok's SDK does not say which.
+    41000: CodeRule(
+        "BLOCKED",
+        AccessBlocked,
+        "TikTok blocks this call: check the advertiser account's status in TikTok Business "
+        "Center (suspended, in review, restricted) and the app's status in the TikTok "
+        "developer portal; if neither shows why, contact TikTok support with the request_id.",
+    ),
+    # The OAuth exchange.
+    40101: CodeRule("INVALID_PARTNER", OAuthError, _OAUTH),
+    40110: CodeRule("AUTH_CODE_ERROR", OAuthError, _OAUTH),
+    40113: CodeRule("APP_FORBIDDEN", OAuthError, _OAUTH),
+    # Our configuration or the input's data, each with its fix.
+    40061: CodeRule(
+        "INVALID_BATCH_SIZE",
+        ConfigurationError,
+        "TikTok refused the number of records in one request: lower MAPPING_BATCH_SIZE "
+        "(template parameter MappingBatchSize; audiences) or EVENT_BATCH_SIZE (events), or "
+        "[settings] mapping_batch_size / event_batch_size, then redrive.",
+    ),
+    40062: CodeRule(
+        "PII_NOT_HASHED",
+        InputRejected,
+        "TikTok read an identifier as not hashed. Identifiers are sent as 64 lowercase hex "
+        "characters: hashed here, or passed on as they are when the file has them pre-hashed. "
+        "Check that the file's pre-hashed identifiers are SHA-256 of the normalized value "
+        "(see docs/tiktok-contract.md, Hashing examples); if the file has none, report it "
+        "with the run report.",
+    ),
+    # Refused requests: fatal, with what to check.
+    40000: CodeRule("INVALID_PARAMS", TikTokRequestRejected, _INVALID_PARAMETER),
+    40002: CodeRule("PARAM_ERROR", TikTokRequestRejected, _INVALID_PARAMETER),
+    40007: CodeRule(
+        "NOT_EXIST",
+        TikTokRequestRejected,
+        "The object does not exist: check the audience id / event set id, or let the "
+        "destination re-resolve the audience by name.",
+    ),
+    40011: CodeRule(
+        "ID_LIMIT_EXCEED",
+        TikTokRequestRejected,
+        "Too many IDs in one request: lower the batch size.",
+    ),
+}
+#: the SDK's service errors (51000 RPC_ERROR to 51099 STATISTICS_NEW_ERROR), and codes
+#: TikTok adds to that block: retried like 50000
+UNAVAILABLE_RANGE = range(51000, 52000)
 
 
 # `make mutation` covers this module's code table (_classify, _advice, request encoding),
@@ -388,22 +501,16 @@ def _encode_param(value: Any) -> str:
     return str(value)
 
 
+def _rule(code: int) -> CodeRule | None:
+    rule = TIKTOK_CODES.get(code)
+    if rule is None and code in UNAVAILABLE_RANGE:
+        return CodeRule("", TikTokUnavailable)
+    return rule
+
+
 def _classify(code: int) -> type[DestinationError]:
-    if code in RATE_LIMIT_CODES:
-        return TikTokRateLimited
-    if code in UNAVAILABLE_CODES or 51000 <= code <= 51999:
-        return TikTokUnavailable
-    if code in WRITE_CONFLICT_CODES:
-        return TikTokWriteConflict
-    if code in PERMISSION_CODES:
-        return MissingAdvertiserPermissions
-    if code in CREDENTIAL_CODES:
-        return InvalidCredentials
-    if code in ADVERTISER_NOT_FOUND_CODES:
-        return AdvertiserNotFound
-    if code in OAUTH_CODES:
-        return OAuthError
-    return TikTokRequestRejected
+    rule = _rule(code)
+    return rule.error if rule is not None else TikTokRequestRejected
 
 
 def _advice(error_cls: type[DestinationError], code: int | None, attempts: int) -> str:
@@ -422,15 +529,11 @@ def _advice(error_cls: type[DestinationError], code: int | None, attempts: int) 
             f"TikTok did not answer properly for {attempts} attempts; the step will be "
             "retried later. Check https://status.tiktok.com if this persists."
         )
-    if error_cls is MissingAdvertiserPermissions:
-        return _ROLE
-    if error_cls is InvalidCredentials:
-        return _REAUTHORIZE
-    if error_cls is AdvertiserNotFound:
-        return _ADVERTISER
-    if error_cls is OAuthError:
-        return _OAUTH
-    return _REJECTED_HINTS.get(code, _REJECTED_DEFAULT) if code is not None else ""
+    if code is None:
+        return ""
+    rule = _rule(code)
+    # Every fatal code of the table names its fix (a contract test holds it to that).
+    return rule.fix if rule is not None and rule.fix else _REJECTED_DEFAULT
 
 
 # pragma: no mutate block
@@ -450,7 +553,7 @@ class TikTokClient:
         base_url: str = DEFAULT_BASE_URL,
         qps: float = 10.0,
         retry: RetryPolicy | None = None,
-        timeout: float = 30.0,
+        timeout: float = DEFAULT_TIMEOUT,
         session: requests.Session | None = None,
         sleep: Callable[[float], None] = time.sleep,
         clock: Callable[[], float] = time.monotonic,
@@ -481,6 +584,11 @@ class TikTokClient:
         # Values that must never leak into a message even if TikTok echoes them back.
         self._secrets: set[str] = {access_token} if access_token else set()
         self.stats = CallStats()
+
+    @property
+    def timeout(self) -> float:
+        """Seconds one HTTP attempt waits for TikTok's answer."""
+        return self._timeout
 
     # ------------------------------------------------------------------ lifecycle
     def close(self) -> None:
@@ -706,9 +814,11 @@ class TikTokClient:
                 return {}
             return payload
 
+        rule = _rule(code)
+        named = f" {rule.name}" if rule is not None and rule.name else ""
         return _Attempt(
             error_cls=_classify(code),
-            text=f"code {code} ({message or 'no message'})",
+            text=f"code {code}{named} ({message or 'no message'})",
             code=code,
             request_id=request_id,
         )
