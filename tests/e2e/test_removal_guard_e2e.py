@@ -189,8 +189,9 @@ def test_cli_flags_pass_allow_mass_removal_into_the_execution_input(
 
 # ------------------------------------------------------------------ per identifier type
 # Day 1: 30 people with an email and a phone (60 members, over the minimum set here); day 2
-# the same rows under the header "emial,phone": every email would go, exactly half of the
-# audience, so only the guard per type and the vanished-column check can stop it.
+# the same rows under the header "contact,phone" (a name that is no near miss of email, which
+# would stop the run earlier with a "did you mean"): every email would go, exactly half of
+# the audience, so only the guard per type and the vanished-column check can stop it.
 TYPES_CONFIG = GUARD_CONFIG.replace("[settings]\n", "[settings]\nmass_removal_min_audience = 50\n")
 PEOPLE = [(f"Person{i}@Example.COM", f"+1 (415) 555-{i:04d}") for i in range(30)]
 
@@ -210,7 +211,7 @@ def people_members(*, emails: bool) -> set[str]:
     return out
 
 
-def test_a_misspelt_email_header_is_blocked_naming_email_then_allowed_rerun_goes_through(
+def test_a_renamed_email_header_is_blocked_naming_email_then_allowed_rerun_goes_through(
     local: LocalDestination, emulator: TikTokEmulator, tmp_path: Path
 ) -> None:
     # Diffed inline, as an audience this small is; CollectShards runs the same collect_diff
@@ -222,7 +223,7 @@ def test_a_misspelt_email_header_is_blocked_naming_email_then_allowed_rerun_goes
 
     emulator.reset_counters()
     blocked = local.run_file(
-        people_csv(tmp_path / "day2.csv", "emial,phone"), "acme_audiences", "vip"
+        people_csv(tmp_path / "day2.csv", "contact,phone"), "acme_audiences", "vip"
     )
     assert blocked.status == "FAILED"
     assert blocked.error == "MassRemovalBlocked", blocked.cause
@@ -231,7 +232,7 @@ def test_a_misspelt_email_header_is_blocked_naming_email_then_allowed_rerun_goes
         "has no email column",
         f"(run {day1.report['run_id'] if day1.report else '?'} of ",
         "left 30 EMAIL members at TikTok",
-        'columns = { email = "emial" }',
+        'columns = { email = "<the header name>" }',
         "EMAIL members 30, would remove 30 (100.0%)",
     ):
         assert part in cause, cause
