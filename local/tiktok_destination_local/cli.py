@@ -30,7 +30,10 @@ from tiktok_destination.config import Config, load_config
 from tiktok_destination.errors import DestinationError
 from tiktok_destination.workflow_actions import ACTIONS
 
+from .state_dir import StateDirWriteError, cannot_write, disk_full
+
 DEFAULT_STATE_DIR = Path(".tiktok-destination")
+EMULATOR_STATE = "emulator.json (the local TikTok emulator's state)"
 LOCAL_TOKEN = "local-emulator-token"  # noqa: S105 - the emulator's token, not a secret
 
 
@@ -71,7 +74,12 @@ def tiktok_side(
             )
     # The emulator stands in for a service that never loses what it acknowledged: each change
     # is saved before it is answered, so a killed run leaves "TikTok" as it really would be.
-    emu.persist(saved)
+    try:
+        emu.persist(saved)
+    except OSError as err:
+        raise StateDirWriteError(
+            cannot_write(state_dir, EMULATOR_STATE, err.strerror or str(err), err)
+        ) from None
     base_url = emu.start()
     try:
         yield base_url, emu
@@ -219,7 +227,9 @@ def print_report(report: dict[str, Any] | None, out: TextIO = sys.stdout) -> Non
         print(f"  note         {reminder}", file=out)
 
 
-def _finish(result: Any, args: argparse.Namespace, state_dir: Path, local: Any) -> int:
+def _finish(
+    result: Any, args: argparse.Namespace, state_dir: Path, local: Any, emu: Any = None
+) -> int:
     lease = ((result.output or {}).get("run") or {}).get("lease") or {}
     if result.succeeded and lease.get("status") == "duplicate":
         _err(
@@ -252,6 +262,12 @@ def _finish(result: Any, args: argparse.Namespace, state_dir: Path, local: Any) 
     if failure is not None:
         # The step that failed may have been Notify's report itself: say what really happened.
         _err(f"error: {failure.message}")
+        return 2
+    saving = emu.save_failure if emu is not None else None
+    if saving is not None and not result.succeeded:
+        # The emulator answered 503 to changes it could not store: the run failed on that.
+        reason = saving.strerror or str(saving)
+        _err(f"error: {cannot_write(state_dir, EMULATOR_STATE, reason, saving)}")
         return 2
     if not result.succeeded:
         action = ACTIONS.get(result.error or "")
@@ -329,7 +345,7 @@ def cmd_run(args: argparse.Namespace) -> int:
                 result = local.run_file(Path(args.file), args.destination, args.template, extra)
         finally:
             local.__exit__(None, None, None)
-    return _finish(result, args, state_dir, local)
+    return _finish(result, args, state_dir, local, emu)
 
 
 def cmd_rerun(args: argparse.Namespace) -> int:
@@ -353,7 +369,7 @@ def cmd_rerun(args: argparse.Namespace) -> int:
             result = local.rerun(args.run_id, extra)
         finally:
             local.__exit__(None, None, None)
-    return _finish(result, args, state_dir, local)
+    return _finish(result, args, state_dir, local, emu)
 
 
 def cmd_demo(args: argparse.Namespace) -> int:
@@ -598,4 +614,13 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     except (IsADirectoryError, PermissionError) as exc:
         _err(f"error: {exc.filename}: {exc.strerror}")
+        return 2
+    except OSError as exc:
+        if not disk_full(exc):
+            raise
+        # Any other write to the state dir (its lock, its logs): one line, not a traceback.
+        state_dir = getattr(args, "state_dir", None)
+        where = Path(state_dir) if state_dir else Path(exc.filename or ".").parent
+        what = Path(exc.filename).name if exc.filename else "its files"
+        _err(f"error: {cannot_write(where, what, exc.strerror or str(exc), exc)}")
         return 2
