@@ -271,11 +271,23 @@ def _finish(
         return 2
     if not result.succeeded:
         action = ACTIONS.get(result.error or "")
-        if action and not (report and report.get("workflow_action")):
-            _err(f"{action.title}: {result.cause}")
+        if not (report and report.get("workflow_action")):
+            # No report to show it: the failure's own message, as one line (the cause is the
+            # state machine's JSON error, which names the type and carries the message).
+            title = f"{action.title}: " if action else f"{result.error}: " if result.error else ""
+            _err(f"error: {title}{_cause_message(result.cause)}")
+            return 2
         _err(f"run failed: {result.error}")
         return 2
     return 0
+
+
+def _cause_message(cause: str | None) -> str:
+    """The first line of a failed execution's error message (its cause is JSON, or text)."""
+    text = cause or "no cause was given"
+    with contextlib.suppress(ValueError, TypeError, AttributeError):
+        text = str(json.loads(text).get("errorMessage") or text)
+    return (text.strip().splitlines() or [text])[0]
 
 
 def _readable_file(path: str | Path, what: str) -> Path:

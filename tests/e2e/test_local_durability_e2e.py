@@ -373,3 +373,22 @@ def test_a_directory_or_unreadable_input_is_one_line_and_exit_2(tmp_path: Path) 
         lines = proc.stderr.strip().splitlines()
         assert len(lines) == 1 and lines[0].startswith("error: ") and reason in lines[0], lines
     assert not ws.state_dir.exists(), "nothing started"
+
+
+def test_a_configuration_error_of_the_environment_is_one_line(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # Refused by the Lambdas' settings, in Preflight: was printed as the state machine's
+    # JSON error ({"errorType": …, "errorMessage": …}).
+    monkeypatch.setenv("TIKTOK_QPS", "0.001")
+    ws = Workspace(tmp_path)
+    assert cli.main(ws.run_args("A")) == 2
+    err = capsys.readouterr().err
+    assert "{" not in err and "Traceback" not in err, err
+    lines = [line for line in err.splitlines() if line.startswith("error:")]
+    assert lines == [
+        "error: Configuration error: environment variable TIKTOK_QPS='0.001' must be a number "
+        "of at least 0.1 (calls per second to TikTok); set the template parameter TikTokQps, "
+        "e.g. 10"
+    ], err
+    assert "run failed" not in err
