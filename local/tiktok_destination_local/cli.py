@@ -274,8 +274,9 @@ def _finish(
         if not (report and report.get("workflow_action")):
             # No report to show it: the failure's own message, as one line (the cause is the
             # state machine's JSON error, which names the type and carries the message).
+            message = _cause_message(result.cause)
             title = f"{action.title}: " if action else f"{result.error}: " if result.error else ""
-            _err(f"error: {title}{_cause_message(result.cause)}")
+            _err(f"error: {'' if message.startswith(title) else title}{message}")
             return 2
         _err(f"run failed: {result.error}")
         return 2
