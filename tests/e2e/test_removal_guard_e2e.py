@@ -254,3 +254,33 @@ def test_a_renamed_email_header_is_blocked_naming_email_then_allowed_rerun_goes_
     assert allowed.report is not None
     assert allowed.report["members"]["removed"] == 30
     assert allowed.report["members"]["mass_removal_allowed"] is True
+
+
+# ------------------------------------------------------------------ header-only file
+def test_a_header_only_file_empties_the_audience_only_with_allow_mass_removal(
+    local: LocalDestination, emulator: TikTokEmulator, tmp_path: Path
+) -> None:
+    local.put_config(TYPES_CONFIG)
+    day1 = local.run_file(people_csv(tmp_path / "day1.csv", "email,phone"), "acme_audiences", "vip")
+    assert day1.succeeded, day1.cause
+    assert members(emulator) == people_members(emails=True)
+
+    emulator.reset_counters()
+    empty = write_csv(tmp_path / "day2.csv", "email,phone", [])
+    blocked = local.run_file(empty, "acme_audiences", "vip")
+    assert blocked.status == "FAILED"
+    assert blocked.error == "InputRejected", blocked.cause
+    assert blocked.report is not None
+    message = blocked.report["workflow_action"]["message"]
+    assert "has a header but no data rows" in message
+    assert '"allow_mass_removal": true' in message
+    assert emulator.calls["segment/mapping/"] == 0
+    assert members(emulator) == people_members(emails=True)
+
+    # Was refused the same way even with the flag: an audience could not be emptied at all.
+    allowed = local.rerun(blocked.report["run_id"], {"allow_mass_removal": True})
+    assert allowed.succeeded, allowed.cause
+    assert members(emulator) == set()
+    assert allowed.report is not None
+    assert allowed.report["members"]["removed"] == 60
+    assert allowed.report["members"]["mass_removal_allowed"] is True

@@ -710,7 +710,9 @@ def merge_ranges(
     if in_parts:
         validation["parts"] = _rows_per_part(run, plan, records)
     state.put_json(paths.validation, validation)
-    _finish(result, reject_threshold)
+    audience = run.kind == "custom_audience"
+    allowed = bool(run.options.get("allow_mass_removal", False)) if audience else None
+    _finish(result, reject_threshold, empty_audience=allowed)
     return result
 
 

@@ -1079,10 +1079,16 @@ def _top_reasons(by_reason: Mapping[str, int]) -> str:
     return ", ".join(f"{code} ({count:,} rows)" for code, count in ranked)
 
 
-def _finish(result: ValidationResult, reject_threshold: float) -> None:
-    """Raise when the file as a whole is unusable; call after every output is closed."""
+def _finish(
+    result: ValidationResult, reject_threshold: float, *, empty_audience: bool | None = None
+) -> None:
+    """Raise when the file as a whole is unusable; call after every output is closed.
+
+    ``empty_audience``: for an audience, whether this execution may empty it (its
+    allow_mass_removal); None for offline events.
+    """
     try:
-        _check_usable(result, reject_threshold)
+        _check_usable(result, reject_threshold, empty_audience=empty_audience)
     except InputRejected as err:
         err.result = result
         raise
@@ -1162,14 +1168,24 @@ def _check_columns(result: ValidationResult, reject_threshold: float) -> None:
         )
 
 
-def _check_usable(result: ValidationResult, reject_threshold: float) -> None:
+def _check_usable(
+    result: ValidationResult, reject_threshold: float, *, empty_audience: bool | None = None
+) -> None:
     """The file-level rules over a whole file's counts (a ranged file's added up): rows,
     then identifier columns. The one place reject_threshold is applied."""
     source = result.source
     if result.rows_received == 0:
+        if empty_audience:
+            return  # a header alone empties the audience: this execution allows it
+        on_purpose = (
+            "; to empty the audience on purpose, start a new execution with the same input "
+            'and "allow_mass_removal": true'
+            if empty_audience is False
+            else ""
+        )
         raise InputRejected(
             f"{source} has a header but no data rows; check that the query returned rows "
-            "before it was exported"
+            f"before it was exported{on_purpose}"
         )
     share = result.rows_rejected / result.rows_received
     if share > reject_threshold:
@@ -1290,7 +1306,7 @@ def validate_audience_file(
         ignore_columns=ignore_columns,
         data_template=data_template,
     )
-    _finish(result, reject_threshold)
+    _finish(result, reject_threshold, empty_audience=False)
     return result
 
 
