@@ -745,3 +745,29 @@ def test_young_collections_are_rare_while_rows_are_read_and_restored_after(
         run_audience(tmp_path, bad, user_id_types=("EMAIL",), reject_threshold=0.2)
     assert seen == [100_000, 100_000]
     assert gc.get_threshold() == before
+
+
+@pytest.mark.parametrize(
+    ("data", "found"),
+    [
+        pytest.param("email\njane@example.com\n".encode("utf-16"), "UTF-16 (it starts", id="le"),
+        pytest.param(
+            b"\xfe\xff" + "email\njane@example.com\n".encode("utf-16-be"), "UTF-16", id="be"
+        ),
+        pytest.param(
+            "email\njane@example.com\n".encode("utf-16-le"), "UTF-16 (every other", id="no-bom"
+        ),
+        pytest.param("email\njane@example.com\n".encode("utf-32"), "UTF-32", id="utf-32"),
+    ],
+)
+def test_a_utf16_file_is_refused_naming_its_encoding(
+    tmp_path: Path, data: bytes, found: str
+) -> None:
+    src = tmp_path / "in.csv"
+    src.write_bytes(data)
+    with pytest.raises(InputRejected) as caught:
+        run_audience(tmp_path, src)
+    message = str(caught.value)
+    assert f"is encoded as {found}" in message
+    assert "export it as UTF-8" in message and "Windows-1252" not in message
+    assert "jane" not in message
