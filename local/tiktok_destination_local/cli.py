@@ -30,7 +30,10 @@ from tiktok_destination.config import Config, load_config
 from tiktok_destination.errors import DestinationError
 from tiktok_destination.workflow_actions import ACTIONS
 
+from .state_dir import StateDirWriteError, cannot_write, disk_full
+
 DEFAULT_STATE_DIR = Path(".tiktok-destination")
+EMULATOR_STATE = "emulator.json (the local TikTok emulator's state)"
 LOCAL_TOKEN = "local-emulator-token"  # noqa: S105 - the emulator's token, not a secret
 
 
@@ -71,7 +74,12 @@ def tiktok_side(
             )
     # The emulator stands in for a service that never loses what it acknowledged: each change
     # is saved before it is answered, so a killed run leaves "TikTok" as it really would be.
-    emu.persist(saved)
+    try:
+        emu.persist(saved)
+    except OSError as err:
+        raise StateDirWriteError(
+            cannot_write(state_dir, EMULATOR_STATE, err.strerror or str(err), err)
+        ) from None
     base_url = emu.start()
     try:
         yield base_url, emu
@@ -226,7 +234,9 @@ def print_report(report: dict[str, Any] | None, out: TextIO = sys.stdout) -> Non
         print(f"  note         {reminder}", file=out)
 
 
-def _finish(result: Any, args: argparse.Namespace, state_dir: Path, local: Any) -> int:
+def _finish(
+    result: Any, args: argparse.Namespace, state_dir: Path, local: Any, emu: Any = None
+) -> int:
     lease = ((result.output or {}).get("run") or {}).get("lease") or {}
     if result.succeeded and lease.get("status") == "duplicate":
         _err(
@@ -260,13 +270,32 @@ def _finish(result: Any, args: argparse.Namespace, state_dir: Path, local: Any) 
         # The step that failed may have been Notify's report itself: say what really happened.
         _err(f"error: {failure.message}")
         return 2
+    saving = emu.save_failure if emu is not None else None
+    if saving is not None and not result.succeeded:
+        # The emulator answered 503 to changes it could not store: the run failed on that.
+        reason = saving.strerror or str(saving)
+        _err(f"error: {cannot_write(state_dir, EMULATOR_STATE, reason, saving)}")
+        return 2
     if not result.succeeded:
         action = ACTIONS.get(result.error or "")
-        if action and not (report and report.get("workflow_action")):
-            _err(f"{action.title}: {result.cause}")
+        if not (report and report.get("workflow_action")):
+            # No report to show it: the failure's own message, as one line (the cause is the
+            # state machine's JSON error, which names the type and carries the message).
+            message = _cause_message(result.cause)
+            title = f"{action.title}: " if action else f"{result.error}: " if result.error else ""
+            _err(f"error: {'' if message.startswith(title) else title}{message}")
+            return 2
         _err(f"run failed: {result.error}")
         return 2
     return 0
+
+
+def _cause_message(cause: str | None) -> str:
+    """The first line of a failed execution's error message (its cause is JSON, or text)."""
+    text = cause or "no cause was given"
+    with contextlib.suppress(ValueError, TypeError, AttributeError):
+        text = str(json.loads(text).get("errorMessage") or text)
+    return (text.strip().splitlines() or [text])[0]
 
 
 def _readable_file(path: str | Path, what: str) -> Path:
@@ -336,7 +365,7 @@ def cmd_run(args: argparse.Namespace) -> int:
                 result = local.run_file(Path(args.file), args.destination, args.template, extra)
         finally:
             local.__exit__(None, None, None)
-    return _finish(result, args, state_dir, local)
+    return _finish(result, args, state_dir, local, emu)
 
 
 def cmd_rerun(args: argparse.Namespace) -> int:
@@ -360,7 +389,7 @@ def cmd_rerun(args: argparse.Namespace) -> int:
             result = local.rerun(args.run_id, extra)
         finally:
             local.__exit__(None, None, None)
-    return _finish(result, args, state_dir, local)
+    return _finish(result, args, state_dir, local, emu)
 
 
 def cmd_demo(args: argparse.Namespace) -> int:
@@ -605,4 +634,13 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     except (IsADirectoryError, PermissionError) as exc:
         _err(f"error: {exc.filename}: {exc.strerror}")
+        return 2
+    except OSError as exc:
+        if not disk_full(exc):
+            raise
+        # Any other write to the state dir (its lock, its logs): one line, not a traceback.
+        state_dir = getattr(args, "state_dir", None)
+        where = Path(state_dir) if state_dir else Path(exc.filename or ".").parent
+        what = Path(exc.filename).name if exc.filename else "its files"
+        _err(f"error: {cannot_write(where, what, exc.strerror or str(exc), exc)}")
         return 2

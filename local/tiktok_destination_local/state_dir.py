@@ -96,6 +96,21 @@ def _remove_file(path: Path) -> None:
     _fsync_dir(path.parent)
 
 
+def disk_full(err: BaseException) -> bool:
+    """``err`` is a write refused for want of space (or of quota)."""
+    return isinstance(err, OSError) and err.errno in (errno.ENOSPC, errno.EDQUOT)
+
+
+def cannot_write(state_dir: Path, what: str, reason: str, err: OSError | None) -> str:
+    """The one line that says a write to the state dir failed, and what to do."""
+    fix = "free some space there" if err is not None and disk_full(err) else "fix the cause"
+    return (
+        f"cannot write {what} to the local state dir {state_dir}: {reason}. What was written "
+        f"before is intact; {fix}, then run the same command again (or `tiktok-destination "
+        "rerun RUN_ID`): the run resumes where it stopped"
+    )
+
+
 def _md5(data: bytes) -> str:
     return hashlib.md5(data, usedforsecurity=False).hexdigest()
 
@@ -130,16 +145,7 @@ class BucketMirror:
         return self.state_dir / _ETAGS_DIR / self.buckets[bucket] / f"{key}.json"
 
     def _error(self, key: str, reason: str, err: OSError | None) -> StateDirWriteError:
-        fix = (
-            "free some space there"
-            if err is not None and err.errno in (errno.ENOSPC, errno.EDQUOT)
-            else "fix the cause"
-        )
-        error = StateDirWriteError(
-            f"cannot write {key} to the local state dir {self.state_dir}: {reason}. What was "
-            f"written before is intact; {fix}, then run the same command again (or "
-            "`tiktok-destination rerun RUN_ID`): the run resumes where it stopped"
-        )
+        error = StateDirWriteError(cannot_write(self.state_dir, key, reason, err))
         if self.failure is None:
             self.failure = error
         return error
@@ -313,5 +319,7 @@ __all__ = [
     "BucketMirror",
     "StateDirBusy",
     "StateDirWriteError",
+    "cannot_write",
+    "disk_full",
     "locked",
 ]

@@ -175,3 +175,89 @@ def test_emails_no_mailbox_can_be_never_become_members(
     assert not {f"EMAIL_SHA256:{sha(text.lower())}" for text in junk.values()} & members
     assert result.report is not None
     assert result.report["members"]["dropped_invalid"] == {"invalid_email": 3}
+
+
+# ------------------------------------------------------------------ near misses (issue 15)
+CROWD = [(f"person{i}@example.com", f"+1415555{1000 + i:04d}") for i in range(40)]
+
+
+def test_day2_header_typo_stops_before_any_tiktok_call_and_tiktok_keeps_everyone(
+    local: LocalDestination, emulator: TikTokEmulator, tmp_path: Path
+) -> None:
+    rows = [f"{e},{p}" for e, p in CROWD]
+    first = local.run_file(
+        write_csv(tmp_path / "day1.csv", "email,phone", rows), "acme_audiences", "vip"
+    )
+    assert first.succeeded, first.cause
+    assert the_audience(emulator)["members"] == expected_members(CROWD)
+
+    # Day 2: the same rows, the header misspelt. Before, every email member was removed
+    # (or, with the per-type guard, the run stopped only because a last sync had emails).
+    emulator.reset_counters()
+    result = local.run_file(
+        write_csv(tmp_path / "day2.csv", "emial,phone", rows), "acme_audiences", "vip"
+    )
+    assert result.status == "FAILED"
+    assert result.error == "InputRejected", result.cause
+    assert result.report is not None
+    message = result.report["workflow_action"]["message"]
+    for part in (
+        "Column 'emial' is a near miss of email (a typo?) but is not used",
+        'Did you mean columns = { email = "emial" }? Add it to [data_templates.vip]',
+        "rename the column to email",
+        'add ignore_columns = ["emial"] there',
+    ):
+        assert part in message, message
+    assert "@example.com" not in message
+    assert dict(emulator.calls) == {}, "stopped before any call to TikTok"
+    assert the_audience(emulator)["members"] == expected_members(CROWD)
+
+
+def test_a_first_run_with_a_translated_header_stops_and_creates_no_audience(
+    local: LocalDestination, emulator: TikTokEmulator, tmp_path: Path
+) -> None:
+    rows = [f"{e},{p}" for e, p in CROWD]
+    result = local.run_file(
+        write_csv(tmp_path / "clientes.csv", "correo,teléfono", rows), "acme_audiences", "vip"
+    )
+    assert result.status == "FAILED"
+    assert result.error == "InputRejected", result.cause
+    assert result.report is not None
+    message = result.report["workflow_action"]["message"]
+    assert "Column 'correo' is Spanish for email but is not used" in message, message
+    assert 'Did you mean columns = { email = "correo" }?' in message
+    assert emulator.audiences(ADVERTISER) == []
+    assert dict(emulator.calls) == {}
+
+    # Declared deliberately unused (and the phone column mapped), the file syncs the phones.
+    local.put_config(
+        CONFIG
+        + '\n[data_templates.vip_phones]\ndestination = "acme_audiences"\n'
+        + 'audience_name = "VIP phones"\nignore_columns = ["Correo"]\n'
+        + 'columns = { phone = "Teléfono" }\n'
+    )
+    synced = local.run_file(tmp_path / "clientes.csv", "acme_audiences", "vip_phones")
+    assert synced.succeeded, synced.cause
+    assert the_audience(emulator)["members"] == {f"PHONE_SHA256:{sha(p)}" for _, p in CROWD}
+
+
+def test_an_events_header_typo_stops_before_any_event_is_sent(
+    local: LocalDestination, emulator: TikTokEmulator, tmp_path: Path
+) -> None:
+    recent = (datetime.now(UTC) - timedelta(hours=2)).strftime("%Y-%m-%dT%H:%M:%SZ")
+    path = write_csv(
+        tmp_path / "sales.csv",
+        "event,event_id,email,timestamp,vlaue,currency",
+        [f"Purchase,A{i},{e},{recent},19.99,EUR" for i, (e, _) in enumerate(CROWD)],
+    )
+    result = local.run_file(path, "acme_offline", "purchases")
+    assert result.status == "FAILED"
+    assert result.error == "InputRejected", result.cause
+    assert result.report is not None
+    message = result.report["workflow_action"]["message"]
+    assert "Column 'vlaue' is a near miss of value (a typo?)" in message, message
+    assert 'Did you mean columns = { value = "vlaue" }? Add it to [data_templates.purchases]' in (
+        message
+    )
+    assert emulator.calls["event/track/"] == 0
+    assert emulator.events_by_key == {}

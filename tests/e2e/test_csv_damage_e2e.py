@@ -109,3 +109,22 @@ def test_a_truncated_gzip_is_input_rejected_and_nothing_is_sent(
     assert "cannot read the file after data row" in (failed.cause or "")
     assert emulator.calls["segment/mapping/"] == 0
     assert emulator.audiences(ADVERTISER) == []
+
+
+@pytest.mark.parametrize("compress", [False, True], ids=["csv", "gzip"])
+def test_a_utf16_export_is_refused_naming_utf16_and_nothing_is_sent(
+    local: LocalDestination, emulator: TikTokEmulator, tmp_path: Path, compress: bool
+) -> None:
+    # Excel's "Unicode Text": was refused as "probably Windows-1252".
+    data = ("email,phone\n" + "".join(f"p{i}@example.com,\n" for i in range(5))).encode("utf-16")
+    path = tmp_path / ("unicode.csv.gz" if compress else "unicode.csv")
+    path.write_bytes(gzip.compress(data) if compress else data)
+    failed = local.run_file(path, "acme_audiences", "vip")
+    assert failed.status == "FAILED"
+    assert failed.error == "InputRejected", failed.cause
+    cause = failed.cause or ""
+    assert "is encoded as UTF-16 (it starts with a UTF-16 byte order mark)" in cause, cause
+    assert "export it as UTF-8" in cause and "Windows-1252" not in cause
+    assert "example.com" not in cause
+    assert emulator.calls["segment/mapping/"] == 0
+    assert emulator.audiences(ADVERTISER) == []

@@ -294,6 +294,62 @@ def test_disk_full_fails_with_one_line_keeps_the_state_and_converges_next_run(
     assert ws.audience() == expected(B)
 
 
+def _no_space(*_args: Any, **_kwargs: Any) -> None:
+    raise OSError(errno.ENOSPC, "No space left on device")
+
+
+def _emulator_fills_up_after(saves: int) -> Any:
+    real_save = TikTokEmulator.save
+    done = 0
+
+    def save(self: TikTokEmulator, path: Path | str) -> None:
+        nonlocal done
+        done += 1
+        if done > saves:
+            raise OSError(errno.ENOSPC, "No space left on device")
+        real_save(self, path)
+
+    return save
+
+
+def _log_file_cannot_open(state_dir: Path, verbose: bool) -> Any:
+    raise OSError(errno.ENOSPC, "No space left on device", str(state_dir / "logs/handlers.log"))
+
+
+@pytest.mark.parametrize(
+    ("target", "name", "replacement", "names"),
+    [
+        # the emulator's first save, as with about 120 KB free: was a Python traceback
+        pytest.param(TikTokEmulator, "save", _no_space, "emulator.json", id="emulator-start"),
+        # the emulator cannot store a mapping: it answers 503 until the run gives up
+        pytest.param(TikTokEmulator, "save", None, "emulator.json", id="emulator-mid"),
+        pytest.param(cli, "_log_stream", _log_file_cannot_open, "handlers.log", id="log-file"),
+    ],
+)
+def test_a_full_disk_at_any_write_is_one_error_line(
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+    target: Any,
+    name: str,
+    replacement: Any,
+    names: str,
+) -> None:
+    ws = Workspace(tmp_path)
+    if replacement is None:
+        replacement = _emulator_fills_up_after(1)  # saved once at the start, then full
+    monkeypatch.setattr(target, name, replacement)
+    code = cli.main(ws.run_args("A"))
+    err = capsys.readouterr().err
+    assert code == 2, err
+    assert "Traceback" not in err
+    lines = [line for line in err.splitlines() if line.startswith("error:")]
+    assert len(lines) == 1, err
+    assert f"to the local state dir {ws.state_dir}: No space left on device" in lines[0]
+    assert names in lines[0]
+    assert "free some space there, then run the same command again" in lines[0]
+
+
 def test_a_directory_or_unreadable_input_is_one_line_and_exit_2(tmp_path: Path) -> None:
     ws = Workspace(tmp_path)
     loop = tmp_path / "loop.csv"
@@ -317,3 +373,22 @@ def test_a_directory_or_unreadable_input_is_one_line_and_exit_2(tmp_path: Path) 
         lines = proc.stderr.strip().splitlines()
         assert len(lines) == 1 and lines[0].startswith("error: ") and reason in lines[0], lines
     assert not ws.state_dir.exists(), "nothing started"
+
+
+def test_a_configuration_error_of_the_environment_is_one_line(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # Refused by the Lambdas' settings, in Preflight: was printed as the state machine's
+    # JSON error ({"errorType": …, "errorMessage": …}).
+    monkeypatch.setenv("TIKTOK_QPS", "0.001")
+    ws = Workspace(tmp_path)
+    assert cli.main(ws.run_args("A")) == 2
+    err = capsys.readouterr().err
+    assert "{" not in err and "Traceback" not in err, err
+    lines = [line for line in err.splitlines() if line.startswith("error:")]
+    assert lines == [
+        "error: Configuration error: environment variable TIKTOK_QPS='0.001' must be a number "
+        "of at least 0.1 (calls per second to TikTok); set the template parameter TikTokQps, "
+        "e.g. 10"
+    ], err
+    assert "run failed" not in err

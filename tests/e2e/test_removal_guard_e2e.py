@@ -189,8 +189,9 @@ def test_cli_flags_pass_allow_mass_removal_into_the_execution_input(
 
 # ------------------------------------------------------------------ per identifier type
 # Day 1: 30 people with an email and a phone (60 members, over the minimum set here); day 2
-# the same rows under the header "emial,phone": every email would go, exactly half of the
-# audience, so only the guard per type and the vanished-column check can stop it.
+# the same rows under the header "contact,phone" (a name that is no near miss of email, which
+# would stop the run earlier with a "did you mean"): every email would go, exactly half of
+# the audience, so only the guard per type and the vanished-column check can stop it.
 TYPES_CONFIG = GUARD_CONFIG.replace("[settings]\n", "[settings]\nmass_removal_min_audience = 50\n")
 PEOPLE = [(f"Person{i}@Example.COM", f"+1 (415) 555-{i:04d}") for i in range(30)]
 
@@ -210,7 +211,7 @@ def people_members(*, emails: bool) -> set[str]:
     return out
 
 
-def test_a_misspelt_email_header_is_blocked_naming_email_then_allowed_rerun_goes_through(
+def test_a_renamed_email_header_is_blocked_naming_email_then_allowed_rerun_goes_through(
     local: LocalDestination, emulator: TikTokEmulator, tmp_path: Path
 ) -> None:
     # Diffed inline, as an audience this small is; CollectShards runs the same collect_diff
@@ -222,7 +223,7 @@ def test_a_misspelt_email_header_is_blocked_naming_email_then_allowed_rerun_goes
 
     emulator.reset_counters()
     blocked = local.run_file(
-        people_csv(tmp_path / "day2.csv", "emial,phone"), "acme_audiences", "vip"
+        people_csv(tmp_path / "day2.csv", "contact,phone"), "acme_audiences", "vip"
     )
     assert blocked.status == "FAILED"
     assert blocked.error == "MassRemovalBlocked", blocked.cause
@@ -231,7 +232,7 @@ def test_a_misspelt_email_header_is_blocked_naming_email_then_allowed_rerun_goes
         "has no email column",
         f"(run {day1.report['run_id'] if day1.report else '?'} of ",
         "left 30 EMAIL members at TikTok",
-        'columns = { email = "emial" }',
+        'columns = { email = "<the header name>" }',
         "EMAIL members 30, would remove 30 (100.0%)",
     ):
         assert part in cause, cause
@@ -252,4 +253,34 @@ def test_a_misspelt_email_header_is_blocked_naming_email_then_allowed_rerun_goes
     assert members(emulator) == people_members(emails=False)
     assert allowed.report is not None
     assert allowed.report["members"]["removed"] == 30
+    assert allowed.report["members"]["mass_removal_allowed"] is True
+
+
+# ------------------------------------------------------------------ header-only file
+def test_a_header_only_file_empties_the_audience_only_with_allow_mass_removal(
+    local: LocalDestination, emulator: TikTokEmulator, tmp_path: Path
+) -> None:
+    local.put_config(TYPES_CONFIG)
+    day1 = local.run_file(people_csv(tmp_path / "day1.csv", "email,phone"), "acme_audiences", "vip")
+    assert day1.succeeded, day1.cause
+    assert members(emulator) == people_members(emails=True)
+
+    emulator.reset_counters()
+    empty = write_csv(tmp_path / "day2.csv", "email,phone", [])
+    blocked = local.run_file(empty, "acme_audiences", "vip")
+    assert blocked.status == "FAILED"
+    assert blocked.error == "InputRejected", blocked.cause
+    assert blocked.report is not None
+    message = blocked.report["workflow_action"]["message"]
+    assert "has a header but no data rows" in message
+    assert '"allow_mass_removal": true' in message
+    assert emulator.calls["segment/mapping/"] == 0
+    assert members(emulator) == people_members(emails=True)
+
+    # Was refused the same way even with the flag: an audience could not be emptied at all.
+    allowed = local.rerun(blocked.report["run_id"], {"allow_mass_removal": True})
+    assert allowed.succeeded, allowed.cause
+    assert members(emulator) == set()
+    assert allowed.report is not None
+    assert allowed.report["members"]["removed"] == 60
     assert allowed.report["members"]["mass_removal_allowed"] is True

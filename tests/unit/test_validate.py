@@ -426,15 +426,24 @@ def test_reject_threshold_out_of_range_is_configuration_error(tmp_path: Path) ->
 
 # ---------------------------------------------------------------- file-level errors
 def test_header_without_needed_columns(tmp_path: Path) -> None:
-    # "E-Mail" is now read as email (separators are ignored); a misspelling is not.
-    src = write_csv(tmp_path / "in.csv", "A,b,Emial\n1,2,jane@example.com\n")
+    src = write_csv(tmp_path / "in.csv", "A,b,Contact\n1,2,jane@example.com\n")
     with pytest.raises(InputRejected) as caught:
         run_audience(tmp_path, src)
     message = str(caught.value)
     assert message.startswith(f"{SOURCE}: none of the columns email, phone found")
-    assert "header has: a, b, emial" in message
+    assert "header has: a, b, contact" in message
     assert "expected at least one of: email, phone (the data template's user_id_types)" in message
-    assert "rename 'emial' to 'email'" in message
+    assert not (tmp_path / "members.tsv").exists()  # raised before reading rows
+
+
+def test_a_misspelt_identifier_header_is_a_did_you_mean(tmp_path: Path) -> None:
+    # "E-Mail" is read as email (separators are ignored); a misspelling stops the run.
+    src = write_csv(tmp_path / "in.csv", "A,b,Emial\n1,2,jane@example.com\n")
+    with pytest.raises(InputRejected) as caught:
+        run_audience(tmp_path, src)
+    message = str(caught.value)
+    assert "Column 'emial' is a near miss of email (a typo?) but is not used" in message
+    assert 'Did you mean columns = { email = "emial" }?' in message
     assert not (tmp_path / "members.tsv").exists()  # raised before reading rows
 
 
@@ -617,8 +626,14 @@ def test_events_missing_required_columns(tmp_path: Path) -> None:
 
 
 def test_events_rename_hint(tmp_path: Path) -> None:
+    src = write_csv(tmp_path / "in.csv", "event,Old Event_ID,email\nPurchase,1,a@example.com\n")
+    with pytest.raises(InputRejected, match="rename 'old event_id' to 'event_id'"):
+        run_events(tmp_path, src)
+
+
+def test_events_near_miss_of_a_required_column_is_a_did_you_mean(tmp_path: Path) -> None:
     src = write_csv(tmp_path / "in.csv", "event,Event IDs,email\nPurchase,1,a@example.com\n")
-    with pytest.raises(InputRejected, match="rename 'event ids' to 'event_id'"):
+    with pytest.raises(InputRejected, match=r'Did you mean columns = \{ event_id = "event ids" \}'):
         run_events(tmp_path, src)
 
 
@@ -730,3 +745,29 @@ def test_young_collections_are_rare_while_rows_are_read_and_restored_after(
         run_audience(tmp_path, bad, user_id_types=("EMAIL",), reject_threshold=0.2)
     assert seen == [100_000, 100_000]
     assert gc.get_threshold() == before
+
+
+@pytest.mark.parametrize(
+    ("data", "found"),
+    [
+        pytest.param("email\njane@example.com\n".encode("utf-16"), "UTF-16 (it starts", id="le"),
+        pytest.param(
+            b"\xfe\xff" + "email\njane@example.com\n".encode("utf-16-be"), "UTF-16", id="be"
+        ),
+        pytest.param(
+            "email\njane@example.com\n".encode("utf-16-le"), "UTF-16 (every other", id="no-bom"
+        ),
+        pytest.param("email\njane@example.com\n".encode("utf-32"), "UTF-32", id="utf-32"),
+    ],
+)
+def test_a_utf16_file_is_refused_naming_its_encoding(
+    tmp_path: Path, data: bytes, found: str
+) -> None:
+    src = tmp_path / "in.csv"
+    src.write_bytes(data)
+    with pytest.raises(InputRejected) as caught:
+        run_audience(tmp_path, src)
+    message = str(caught.value)
+    assert f"is encoded as {found}" in message
+    assert "export it as UTF-8" in message and "Windows-1252" not in message
+    assert "jane" not in message

@@ -10,7 +10,12 @@ a skipped column removes everybody it held. So, for every field a data template 
    stop the run, asking for an explicit mapping;
 3. a column that looks like an identifier the template asks for (``customer_email``,
    ``phone2``) but feeds nothing stops the run with a "did you mean" naming the exact
-   ``columns`` or ``ignore_columns`` line to add.
+   ``columns`` or ``ignore_columns`` line to add; so does a column whose name is a near miss
+   of such a field or alias (``emial``, ``phnoe``) or a common translation of it
+   (:data:`TRANSLATIONS`: ``courriel``, ``correo``, ``Telefon``), and, for offline events,
+   a near miss or translation of an event field that has no column (``timestmap``,
+   ``valeur``). This holds on every run, a template's first one included: a misspelt header
+   must not become a deleted identifier type, nor events sent without their value.
 
 Identifier columns of a type the template does not ask for, and any other column, are
 ignored and listed as such in the run report. Header names are echoed in messages only
@@ -20,6 +25,7 @@ when they cannot be a value (a file without a header line starts with personal d
 from __future__ import annotations
 
 import re
+import unicodedata
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 
@@ -102,6 +108,92 @@ ALIASES: dict[str, tuple[str, ...]] = {
     ),
 }
 
+#: Common names of a field in the languages warehouses are often kept in, beside the
+#: English :data:`ALIASES`. They are not read as the field (a guess could feed the wrong
+#: data): an unused column named like one stops the run with a "did you mean". Compared
+#: like header names and also without accents (``Téléphone`` = ``telephone``); German
+#: umlauts are also listed spelt out (``waehrung``). Documented in the README.
+_DEVICE_ID_TRANSLATIONS: dict[str, tuple[str, ...]] = {
+    "French": ("identifiant_publicitaire", "id_appareil", "identifiant_appareil"),
+    "Spanish": ("id_de_publicidad", "id_dispositivo", "identificador_de_dispositivo"),
+    "German": ("werbe_id", "geraete_id", "geräte_id"),
+    "Portuguese": ("id_de_publicidade", "id_do_dispositivo"),
+    "Italian": ("id_pubblicita", "id_pubblicitario"),
+    "Dutch": ("advertentie_id", "apparaat_id"),
+}
+TRANSLATIONS: dict[str, dict[str, tuple[str, ...]]] = {
+    "email": {
+        "French": ("courriel", "adresse_courriel", "adresse_email", "adresse_mail"),
+        "Spanish": ("correo", "correo_electronico", "direccion_de_correo", "direccion_email"),
+        "German": ("email_adresse", "mail_adresse"),
+        "Portuguese": ("correio_eletronico", "endereco_de_email", "endereco_email"),
+        "Italian": ("posta_elettronica", "indirizzo_email", "indirizzo_di_posta"),
+        "Dutch": ("emailadres", "mailadres"),
+        "Swedish/Norwegian": ("e_post", "e_postadresse", "e_postadress"),
+    },
+    "phone": {
+        "French": ("téléphone", "numero_de_telephone", "portable", "telephone_portable"),
+        "Spanish": ("teléfono", "numero_de_telefono", "celular", "movil"),
+        "German": ("telefon", "telefonnummer", "handy", "handynummer", "mobilnummer"),
+        "Portuguese": ("telefone", "numero_de_telefone", "telemovel"),
+        "Italian": ("telefono", "numero_di_telefono", "cellulare"),
+        "Dutch": ("telefoon", "telefoonnummer", "mobiel", "mobiel_nummer"),
+    },
+    "idfa": _DEVICE_ID_TRANSLATIONS,
+    "aaid": _DEVICE_ID_TRANSLATIONS,
+    "event": {
+        "French": ("evenement",),
+        "Spanish": ("evento",),
+        "German": ("ereignis",),
+        "Dutch": ("gebeurtenis",),
+    },
+    "timestamp": {
+        "French": ("horodatage", "date_heure"),
+        "Spanish": ("marca_de_tiempo", "fecha_hora"),
+        "German": ("zeitstempel",),
+        "Portuguese": ("data_hora",),
+        "Italian": ("data_ora",),
+        "Dutch": ("tijdstempel",),
+    },
+    "value": {
+        "French": ("valeur", "montant"),
+        "Spanish": ("valor", "importe"),
+        "German": ("wert", "betrag"),
+        "Italian": ("valore", "importo"),
+        "Dutch": ("waarde", "bedrag"),
+    },
+    "currency": {
+        "French": ("devise", "monnaie"),
+        "Spanish": ("moneda", "divisa"),
+        "German": ("währung", "waehrung"),
+        "Portuguese": ("moeda",),
+        "Italian": ("valuta",),
+    },
+    "price": {
+        "French": ("prix",),
+        "Spanish": ("precio",),
+        "German": ("preis",),
+        "Portuguese": ("preço",),
+        "Italian": ("prezzo",),
+        "Dutch": ("prijs",),
+    },
+    "quantity": {
+        "French": ("quantité",),
+        "Spanish": ("cantidad",),
+        "German": ("menge", "anzahl"),
+        "Portuguese": ("quantidade",),
+        "Italian": ("quantità",),
+        "Dutch": ("aantal",),
+    },
+    "order_id": {
+        "French": ("id_commande", "numero_de_commande", "numero_commande"),
+        "Spanish": ("id_pedido", "numero_de_pedido", "numero_pedido"),
+        "German": ("bestellnummer", "bestell_id"),
+        "Italian": ("id_ordine", "numero_ordine"),
+        "Dutch": ("bestelnummer",),
+    },
+}
+
 _MAX_SHOWN = 30
 _SEPARATORS = re.compile(r"[\s_.\-]+")
 _WORDS = re.compile(r"[a-z]+")
@@ -136,6 +228,12 @@ _DEVICE_HINTS: tuple[str, ...] = ("advertisingid", "deviceid", "maid")
 def compact(name: str) -> str:
     """A header name without case, surrounding blanks, spaces, ``_``, ``-`` or ``.``."""
     return _SEPARATORS.sub("", name.strip().lower())
+
+
+def _folded(name: str) -> str:
+    """:func:`compact` without accents: ``Téléphone`` and ``telephone`` are one name."""
+    text = unicodedata.normalize("NFKD", compact(name).replace("ß", "ss"))
+    return "".join(ch for ch in text if not unicodedata.combining(ch))
 
 
 _ACCEPTED: dict[str, frozenset[str]] = {
@@ -202,26 +300,58 @@ def _edits(a: str, b: str) -> int:
     return row[len(b)]
 
 
-def near_miss(name: str, field_name: str) -> bool:
+def near_miss(name: str, field_name: str, *, long_edits: int = 2) -> bool:
     """A header name a typo away from ``field_name`` or one of its aliases (``emial``,
-    ``phnoe``, ``mobil``): two edits for names of 6 or more characters; for 4 or 5, one
-    letter more, less, or swapped with its neighbour (a replaced letter turns ``aaid`` into
-    ``paid``); none for shorter ones (``tel`` is too close to too many words to guess)."""
+    ``phnoe``, ``mobil``, ``émail``): ``long_edits`` edits for names of 6 or more characters;
+    for 4 or 5, one letter more, less, or swapped with its neighbour (a replaced letter turns
+    ``aaid`` into ``paid``); none for shorter ones (``tel`` is too close to too many words to
+    guess). Accents alone are a miss."""
     key = compact(name)
     names = _ACCEPTED.get(field_name, frozenset())
     if key in names:
         return False  # the field's own name or an alias is a hit, not a miss
+    key = _folded(name)
+    if key in names:
+        return True
     for accepted in names:
         if len(accepted) < 4:
             continue
         if len(accepted) >= 6:
-            close = abs(len(key) - len(accepted)) <= 2 and _edits(key, accepted) <= 2
+            close = (
+                abs(len(key) - len(accepted)) <= long_edits and _edits(key, accepted) <= long_edits
+            )
         else:
             same_letters = len(key) != len(accepted) or sorted(key) == sorted(accepted)
             close = same_letters and _edits(key, accepted) == 1
         if close:
             return True
     return False
+
+
+_TRANSLATED: dict[str, list[tuple[str, str]]] = {}
+for _field, _languages in TRANSLATIONS.items():
+    for _language, _names in _languages.items():
+        for _name in _names:
+            _TRANSLATED.setdefault(_folded(_name), []).append((_field, _language))
+
+
+def translation_of(name: str, field_name: str) -> str | None:
+    """The languages in which header ``name`` is a common name of ``field_name``
+    (:data:`TRANSLATIONS`, without case or accents), e.g. "Spanish/Italian", or None."""
+    languages = [lang for found, lang in _TRANSLATED.get(_folded(name), ()) if found == field_name]
+    return "/".join(languages) or None
+
+
+def resembles(name: str, field_name: str, *, long_edits: int = 2) -> str | None:
+    """How header ``name`` resembles ``field_name`` without being it or an alias, as words
+    for a message ("is a near miss of email", "is Spanish for email"), or None."""
+    language = translation_of(name, field_name)
+    if language is not None:
+        meaning = "a device id" if field_name in ("idfa", "aaid") else field_name
+        return f"is {language} for {meaning}"
+    if near_miss(name, field_name, long_edits=long_edits):
+        return f"is a near miss of {field_name} (a typo?)"
+    return None
 
 
 def _toml(text: str) -> str:
@@ -311,8 +441,11 @@ def resolve_columns(
             continue
         kinds = identifier_kinds(name)
         wanted = [kind for kind in kinds if kind in asked]
+        like = None if wanted else _resembled(name, fields, asked, result.used)
         if wanted:
             problems.append(_did_you_mean(name, wanted[0], result.used, where))
+        elif like is not None:
+            problems.append(_did_you_mean(name, like[0], result.used, where, looks=like[1]))
         elif kinds:
             result.ignored[name] = (
                 f"looks like {kinds[0]}, which this data template does not ask for"
@@ -325,20 +458,47 @@ def resolve_columns(
     return result
 
 
-def _did_you_mean(name: str, kind: str, used: Mapping[str, str], where: str) -> str:
+def _resembled(
+    name: str, fields: Sequence[str], asked: Sequence[str], used: Mapping[str, str]
+) -> tuple[str, str] | None:
+    """The field an unused column's name is a near miss or translation of, and how.
+
+    An identifier the template asks for counts even when another column feeds it (two
+    spellings of email in one file are as suspect as ``customer_email`` is); a column about
+    an identifier (``email_status``) does not. Another field (offline events) counts only
+    when no column feeds it, and only one letter off for long names: with a column, nothing
+    goes missing, and ``contact_id`` is two letters from ``content_id``.
+    """
+    about = bool(set(_WORDS.findall(name.lower())) & _METADATA_WORDS)
+    for target in fields:
+        if target in asked:
+            how = None if about else resembles(name, target)
+        elif target not in used:
+            how = resembles(name, target, long_edits=1)
+        else:
+            how = None
+        if how is not None:
+            return target, how
+    return None
+
+
+def _did_you_mean(
+    name: str, kind: str, used: Mapping[str, str], where: str, *, looks: str | None = None
+) -> str:
     ignore = f"ignore_columns = [{_toml(name)}]"
     mapping = f"columns = {{ {kind} = {_toml(name)} }}"
     a_kind = ("an " if kind[0] in "aeiou" else "a ") + kind
+    looks = looks or f"looks like {a_kind} column"
     if kind in used:
         return (
-            f"Column '{name}' looks like {a_kind} column but is not used ({kind} is read "
-            f"from column '{used[kind]}'). If it may be left out, add {ignore} to {where}; "
-            f"to read {kind} from it instead, set {mapping} there."
+            f"Column '{name}' {looks} but is not used ({kind} is read from column "
+            f"'{used[kind]}'). If it may be left out, add {ignore} to {where}; to read "
+            f"{kind} from it instead, set {mapping} there."
         )
     return (
-        f"Column '{name}' looks like {a_kind} column but is not used: no column is named "
-        f"{kind} or one of its aliases. Did you mean {mapping}? Add it to {where} (or "
-        f"rename the column to {kind}); if it is not {a_kind} column, add {ignore} there."
+        f"Column '{name}' {looks} but is not used: no column is named {kind} or one of its "
+        f"aliases. Did you mean {mapping}? Add it to {where} (or rename the column to "
+        f"{kind}); if it is not {a_kind} column, add {ignore} there."
     )
 
 

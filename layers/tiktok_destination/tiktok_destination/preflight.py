@@ -34,7 +34,7 @@ from urllib.parse import unquote_plus
 from aws_lambda_powertools.utilities.data_classes import S3EventBridgeNotificationEvent
 from pydantic import BaseModel, ConfigDict, ValidationError
 
-from . import exports, leases
+from . import exports, leases, ranges
 from .columns import resolve_event_columns
 from .config import Config, ResolvedTemplate, load_config
 from .errors import (
@@ -431,14 +431,7 @@ def require_event_set_id(run: Run) -> None:
     template = run.resolved
     if run.kind != "offline_events" or template.event_set_id:
         return
-    # An export in parts is checked by validate, still before anything is sent.
-    header = (
-        list(template.headerless_columns)
-        if template.headerless_columns
-        else None
-        if run.source.parts
-        else _peek_csv_header(run.source)
-    )
+    header = _file_header(run)
     if header is None:
         return
     # The same rule as validate, so a mapped event_set_id column counts here too.
@@ -455,6 +448,24 @@ def require_event_set_id(run: Run) -> None:
             "event_set_id in the execution input, or set event_set_id in "
             f"[data_templates.{run.data_template}]"
         )
+
+
+def check_columns(run: Run) -> None:
+    """The file's header against the data template's columns, before any call to TikTok: a
+    misnamed or misspelt identifier column stops the run here (the rule validate applies).
+    """
+    header = _file_header(run)
+    if header is not None:
+        ranges.check_header(run, header, run.source.uri)
+
+
+def _file_header(run: Run) -> list[str] | None:
+    """The header names of a single CSV (a ranged GET), or None when only validate can
+    read it (Parquet, gzip, an export in parts: still checked before anything is sent)."""
+    template = run.resolved
+    if template.headerless_columns:
+        return list(template.headerless_columns)
+    return None if run.source.parts else _peek_csv_header(run.source)
 
 
 def _peek_csv_header(source: Source) -> list[str] | None:
@@ -475,6 +486,8 @@ def _peek_csv_header(source: Source) -> list[str] | None:
     if b"\n" not in body and len(body) >= HEADER_PEEK_BYTES:
         return None  # a header longer than the peek: its last name would be cut
     first = body.split(b"\n", 1)[0].decode("utf-8-sig", errors="replace")
+    if "\ufffd" in first or "\x00" in first:
+        return None  # not UTF-8 (UTF-16 has NULs): validate names the encoding
     # The same delimiter rule as validate: another one only when the header has no comma.
     delimiter = next((d for d in ",;\t|" if d in first), ",")
     try:
@@ -595,6 +608,7 @@ def preflight(
             },
         )
     bucket.put_json(run.paths.run, run.model_dump())
+    check_columns(run)
     token = load_access_token(settings, run.resolved.credential, fresh=True)
     client = client_factory(token, run)
     try:

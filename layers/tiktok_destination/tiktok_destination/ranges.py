@@ -358,8 +358,9 @@ def _whole(size: int) -> dict[str, Any]:
     }
 
 
-def _check_header(run: Run, header: list[str], uri: str) -> None:
-    """The header errors every range would raise, raised once, before the Map."""
+def check_header(run: Run, header: list[str], uri: str) -> None:
+    """The header errors every range would raise, raised once: in Preflight (before any
+    call to TikTok) when a CSV's header could be peeked, and again here, before the Map."""
     template = run.resolved
     common: dict[str, Any] = {
         "source": uri,
@@ -407,7 +408,7 @@ def _csv_ranges(
         headerless=run.resolved.headerless_columns,
     )
     with contextlib.closing(rows):
-        _check_header(run, header, uri)
+        check_header(run, header, uri)
         collections.deque(rows.records(), maxlen=0)  # read through, in C: no row is kept
     if read[0] != size:
         raise DestinationError(
@@ -439,7 +440,7 @@ def _parquet_ranges(
         open_range(source, part["key"], etag=part["etag"], end=size), part["uri"]
     )
     with contextlib.closing(parquet):
-        _check_header(run, header, part["uri"])
+        check_header(run, header, part["uri"])
         metadata = parquet.metadata
     groups = [metadata.row_group(i) for i in range(metadata.num_row_groups)]
     if size <= range_bytes or len(groups) <= 1:
@@ -709,7 +710,9 @@ def merge_ranges(
     if in_parts:
         validation["parts"] = _rows_per_part(run, plan, records)
     state.put_json(paths.validation, validation)
-    _finish(result, reject_threshold)
+    audience = run.kind == "custom_audience"
+    allowed = bool(run.options.get("allow_mass_removal", False)) if audience else None
+    _finish(result, reject_threshold, empty_audience=allowed)
     return result
 
 

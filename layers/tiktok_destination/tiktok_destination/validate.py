@@ -21,7 +21,7 @@ import re
 import zlib
 from collections import Counter
 from collections.abc import Callable, Iterator, Mapping, Sequence
-from contextlib import closing, contextmanager
+from contextlib import closing, contextmanager, suppress
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from decimal import Decimal
@@ -446,9 +446,45 @@ def text_stream(raw: IO[bytes], source: str, *, file_start: bool = True) -> IO[s
     # surrogateescape instead of strict decoding: a bad byte then shows up in the one row
     # that holds it, so the error can name that row rather than a nearby read buffer.
     # newline="": line ends are kept, so csv.reader sees line breaks inside quoted values.
-    if magic.startswith(_GZIP_MAGIC):
-        return gzip.open(raw, "rt", encoding="utf-8-sig", errors="surrogateescape", newline="")
-    return io.TextIOWrapper(raw, encoding="utf-8-sig", errors="surrogateescape", newline="")
+    try:
+        if magic.startswith(_GZIP_MAGIC):
+            unzipped = gzip.GzipFile(fileobj=raw)
+            binary: IO[bytes] = unzipped  # type: ignore[assignment]
+            # corrupt or cut short: reading the header line says so, naming the line
+            with suppress(OSError, EOFError, zlib.error):
+                _refuse_utf16(unzipped.peek(4)[:4], source)
+        else:
+            binary = raw
+            _refuse_utf16(magic, source)
+    except BaseException:
+        raw.close()
+        raise
+    return io.TextIOWrapper(binary, encoding="utf-8-sig", errors="surrogateescape", newline="")
+
+
+def _refuse_utf16(start: bytes, source: str) -> None:
+    """Refuse a UTF-16 or UTF-32 file (Excel's "Unicode Text") with the fix.
+
+    Refused rather than transcoded: ranges split the file at byte offsets found by looking
+    for the bytes of a line end, and checkpoints count UTF-8 bytes; in UTF-16 a line end is
+    two bytes and either may sit beside half of another character, so every range read would
+    need its own decoding rules. A UTF-8 export is one setting away.
+    """
+    if start.startswith((b"\xff\xfe\x00\x00", b"\x00\x00\xfe\xff")):
+        found = "UTF-32 (it starts with a UTF-32 byte order mark)"
+    elif start.startswith((b"\xff\xfe", b"\xfe\xff")):
+        found = "UTF-16 (it starts with a UTF-16 byte order mark)"
+    elif len(start) == 4 and (
+        (start[1] == start[3] == 0 and start[0] and start[2])
+        or (start[0] == start[2] == 0 and start[1] and start[3])
+    ):
+        found = "UTF-16 (every other byte of its first characters is zero)"
+    else:
+        return
+    raise InputRejected(
+        f"{source} is encoded as {found}, which is not read; export it as UTF-8 (Excel: "
+        "Save As 'CSV UTF-8 (Comma delimited)', not 'Unicode Text'), with or without BOM"
+    )
 
 
 def _peek(raw: IO[bytes], size: int) -> bytes:
@@ -1079,10 +1115,16 @@ def _top_reasons(by_reason: Mapping[str, int]) -> str:
     return ", ".join(f"{code} ({count:,} rows)" for code, count in ranked)
 
 
-def _finish(result: ValidationResult, reject_threshold: float) -> None:
-    """Raise when the file as a whole is unusable; call after every output is closed."""
+def _finish(
+    result: ValidationResult, reject_threshold: float, *, empty_audience: bool | None = None
+) -> None:
+    """Raise when the file as a whole is unusable; call after every output is closed.
+
+    ``empty_audience``: for an audience, whether this execution may empty it (its
+    allow_mass_removal); None for offline events.
+    """
     try:
-        _check_usable(result, reject_threshold)
+        _check_usable(result, reject_threshold, empty_audience=empty_audience)
     except InputRejected as err:
         err.result = result
         raise
@@ -1162,14 +1204,24 @@ def _check_columns(result: ValidationResult, reject_threshold: float) -> None:
         )
 
 
-def _check_usable(result: ValidationResult, reject_threshold: float) -> None:
+def _check_usable(
+    result: ValidationResult, reject_threshold: float, *, empty_audience: bool | None = None
+) -> None:
     """The file-level rules over a whole file's counts (a ranged file's added up): rows,
     then identifier columns. The one place reject_threshold is applied."""
     source = result.source
     if result.rows_received == 0:
+        if empty_audience:
+            return  # a header alone empties the audience: this execution allows it
+        on_purpose = (
+            "; to empty the audience on purpose, start a new execution with the same input "
+            'and "allow_mass_removal": true'
+            if empty_audience is False
+            else ""
+        )
         raise InputRejected(
             f"{source} has a header but no data rows; check that the query returned rows "
-            "before it was exported"
+            f"before it was exported{on_purpose}"
         )
     share = result.rows_rejected / result.rows_received
     if share > reject_threshold:
@@ -1290,7 +1342,7 @@ def validate_audience_file(
         ignore_columns=ignore_columns,
         data_template=data_template,
     )
-    _finish(result, reject_threshold)
+    _finish(result, reject_threshold, empty_audience=False)
     return result
 
 

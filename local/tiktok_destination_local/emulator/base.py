@@ -89,6 +89,8 @@ class EmulatorBase:
         self.events_by_key: dict[tuple[str, str, str], dict[str, Any]] = {}
 
         self._persist_path: Path | None = None
+        #: the first save of a change that failed (disk full): the CLI says so in one line
+        self.save_failure: OSError | None = None
         self._server: _Server | None = None
         self._thread: threading.Thread | None = None
         self.base_url: str | None = None

@@ -67,7 +67,9 @@ class StateFile(StateStore):
             return True
         try:
             self.save(path)
-        except OSError:
+        except OSError as err:
+            if self.save_failure is None:
+                self.save_failure = err
             with contextlib.suppress(OSError, ValueError):
                 self.load(path)  # back to the last state a client was told about
             return False
