@@ -96,6 +96,9 @@ class Expected:
     damage: tuple[str, ...]
     #: raw values (personal data) that must never appear in a rejects file
     secrets: tuple[str, ...]
+    #: reason codes of the row's invalid values: when the row is kept for another value,
+    #: each is a ``dropped_value`` line of the rejects file
+    bad_values: tuple[str, ...] = ()
 
     def own(self) -> frozenset[str]:
         return self.ids | self.maybe
@@ -356,7 +359,8 @@ def _row(
             # reading it as anyone else's is not.
             fate = "rejected" if fate == "rejected" else "either"
             reasons |= {"malformed_row", "unterminated_quote"}
-    expected = Expected(i, fate, ids, maybe, frozenset(reasons), damage, secrets)
+    bad_values = tuple(v for kind, v in outcomes if kind == "bad")
+    expected = Expected(i, fate, ids, maybe, frozenset(reasons), damage, secrets, bad_values)
     multiline = structure == "multiline_note"
     return line, expected, lines, multiline
 
@@ -485,15 +489,24 @@ def check_run(
     """Assert what the product did with ``file`` against the oracle; the members written.
 
     ``members``: the identifiers written (``TYPE\\thash``); ``rejects``: the rejects file's
-    records; ``counts``: ``received``, ``accepted``, ``rejected``, ``by_reason``.
+    records, rejected rows and dropped values; ``counts``: ``received``, ``accepted``,
+    ``rejected``, ``by_reason``.
     """
     where = file.describe()
     written = list(members)
     found = set(written)
     assert len(found) == len(written), f"an identifier was written twice; {where}"
     rows = {r.row: r for r in file.rows}
+    kinds = Counter(record["kind"] for record in rejects)
+    assert set(kinds) <= {"rejected_row", "dropped_value"}, f"{kinds}; {where}"
+    dropped: dict[int, list[dict[str, str]]] = {}
+    for record in rejects:
+        if record["kind"] == "dropped_value":
+            dropped.setdefault(int(record["row"]), []).append(record)
     by_row: dict[int, dict[str, str]] = {}
     for record in rejects:
+        if record["kind"] != "rejected_row":
+            continue
         number = int(record["row"])
         assert number in rows, f"rejects name row {number}, not a row of the file; {where}"
         assert number not in by_row, f"row {number} rejected twice; {where}"
@@ -525,6 +538,35 @@ def check_run(
         assert not missing, f"row {row.row} accepted without its own identifiers; {where}"
         assert row.own() & found, f"row {row.row} accepted but wrote nothing of its own; {where}"
         allowed |= row.own()
+    for number, records in dropped.items():
+        assert number in rows and number not in by_row, (
+            f"a dropped value names row {number}, which is not a kept row; {where}"
+        )
+        row = rows[number]
+        codes = Counter(r["reason_code"] for r in records)
+        for record in records:
+            assert record["column"] in {name.strip().lower() for name in file.header}, (
+                f"row {number}: dropped value of column {record['column']!r}; {where}"
+            )
+            assert record["reason"], f"row {number}: no reason text; {where}"
+            assert record["reason_code"] in row.reasons, (
+                f"row {number}: value dropped as {record['reason_code']}, expected one of "
+                f"{sorted(row.reasons)}; {where}"
+            )
+        # Values the README leaves open may be dropped as well; no more than those.
+        extra = codes - Counter(row.bad_values)
+        assert row.fate != "accepted" or sum(extra.values()) <= len(row.maybe), (
+            f"row {number}: values dropped {dict(codes)}, its invalid values "
+            f"{list(row.bad_values)}; {where}"
+        )
+    for row in (r for r in accepted if r.fate == "accepted"):
+        missing_drops = Counter(row.bad_values) - Counter(
+            r["reason_code"] for r in dropped.get(row.row, [])
+        )
+        assert not missing_drops, (
+            f"row {row.row} was kept but its invalid value(s) {dict(missing_drops)} are not "
+            f"in the rejects file as dropped values; {where}"
+        )
     strangers = found - allowed
     assert not strangers, (
         f"{len(strangers)} identifier(s) written that belong to no accepted row (a rejected "

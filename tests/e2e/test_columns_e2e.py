@@ -3,7 +3,9 @@ identifier column stops the run before anything reaches TikTok."""
 
 from __future__ import annotations
 
+import csv
 import hashlib
+import io
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
@@ -175,6 +177,19 @@ def test_emails_no_mailbox_can_be_never_become_members(
     assert not {f"EMAIL_SHA256:{sha(text.lower())}" for text in junk.values()} & members
     assert result.report is not None
     assert result.report["members"]["dropped_invalid"] == {"invalid_email": 3}
+    # Each dropped email is in the rejects file, by row and column, without its value; the
+    # report's counts add up to the file's lines.
+    text = local.state_text(f"runs/{result.report['run_id']}/rejects/validate.csv") or ""
+    lines = list(csv.DictReader(io.StringIO(text)))
+    assert [(r["row"], r["column"], r["reason_code"], r["kind"]) for r in lines] == [
+        (str(i + 1), "email", "invalid_email", "dropped_value") for i in sorted(junk)
+    ]
+    assert not any(f"p{i}@" in text for i in junk)
+    assert result.report["dropped_values"]["total"] == 3
+    assert result.report["dropped_values"]["by_reason"] == {"invalid_email": 3}
+    assert result.report["rows"]["rejected"] + result.report["dropped_values"]["total"] == len(
+        lines
+    )
 
 
 # ------------------------------------------------------------------ near misses (issue 15)

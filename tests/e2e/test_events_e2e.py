@@ -298,3 +298,42 @@ def test_missing_event_set_id_everywhere_stops_before_any_call(
     assert "event_set_id column" in (result.cause or "")
     assert "[data_templates.purchases]" in (result.cause or "")
     assert sum(emulator.calls.values()) == 0, "no call to TikTok at all"
+
+
+def test_an_invalid_phone_beside_a_valid_email_is_a_dropped_value_in_the_rejects_file(
+    local: LocalDestination, emulator: TikTokEmulator, tmp_path: Path
+) -> None:
+    recent = iso(timedelta(hours=2))
+    rows = [
+        f"Purchase,A,ann@example.com,12345,sku1,10,1,USD,,in_store,{recent}",
+        f"Purchase,B,bob@example.com,+1 415 555 0101 x12,sku2,10,1,USD,,in_store,{recent}",
+        f"Purchase,C,cat@example.com,+1 415 555 0102,sku3,10,1,USD,,in_store,{recent}",
+        # an exact duplicate of row 1: a rejected row of the grouping step's rejects file
+        f"Purchase,A,ann@example.com,12345,sku1,10,1,USD,,in_store,{recent}",
+    ]
+    local.put_config(_lenient_config())
+    result = local.run_file(
+        write_csv(tmp_path / "e.csv", HEADER, rows), "acme_offline", "purchases"
+    )
+    assert result.succeeded, result.cause
+    received = {e["event_id"]: e["user"] for e in emulator.received_events}
+    # A and B go out with their email alone; C with both.
+    assert set(received) == {"A", "B", "C"}
+    assert "phone" not in received["A"] and "phone" not in received["B"]
+    assert received["C"].get("phone")
+
+    report = result.report
+    assert report is not None
+    rejects = _rejects(local, report["run_id"])
+    assert sorted((r["row"], r["column"], r["reason_code"], r["kind"]) for r in rejects) == [
+        ("1", "phone", "invalid_phone", "dropped_value"),
+        ("2", "phone", "phone_extension", "dropped_value"),
+        ("4", "", "duplicate_row", "rejected_row"),
+        ("4", "phone", "invalid_phone", "dropped_value"),
+    ]
+    assert report["dropped_values"]["by_reason"] == {"invalid_phone": 2, "phone_extension": 1}
+    assert report["rows"]["rejected"] == 1
+    # The report's counts add up to the rejects files' lines, which hold no value.
+    assert report["rows"]["rejected"] + report["dropped_values"]["total"] == len(rejects)
+    joined = "\n".join(",".join(r.values()) for r in rejects)
+    assert "12345" not in joined and "@example.com" not in joined

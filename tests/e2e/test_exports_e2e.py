@@ -256,8 +256,9 @@ def test_an_order_split_across_two_parts_is_one_event_with_all_items(
     assert report["rows"]["rejected_by_reason"] == {"duplicate_row": 1}
     chunk = exports_local.state_text(f"runs/{report['run_id']}/rejects/chunk.csv") or ""
     assert chunk.splitlines() == [
-        "part,row,column,reason_code,reason",
-        "part-00001.csv,2,,duplicate_row,identical to row 1 of part-00000.csv; sent once",
+        "part,row,column,reason_code,reason,kind",
+        "part-00001.csv,2,,duplicate_row,identical to row 1 of part-00000.csv; sent once,"
+        "rejected_row",
     ]
 
 

@@ -344,8 +344,8 @@ def test_the_event_plan_counts_what_went_into_it(bucket: Bucket, tmp_path: Path)
     rejects = bucket.get_bytes(key)
     assert rejects is not None
     assert rejects.decode().splitlines()[1:] == [
-        "3,,duplicate_row,identical to row 2; sent once",
-        "5,,duplicate_row,identical to row 4; sent once",
+        "3,,duplicate_row,identical to row 2; sent once,rejected_row",
+        "5,,duplicate_row,identical to row 4; sent once,rejected_row",
     ]
     head = bucket.head(key)
     assert head is not None and head["ContentType"] == "text/csv"
@@ -448,8 +448,8 @@ def test_a_refused_event_batch_is_bisected_down_to_the_bad_events(
     assert rejects is not None
     assert rejects.decode().splitlines() == [
         ",".join(REJECTS_HEADER),
-        "3,,tiktok_rejected,TikTok rejected the event: event 3 is invalid",
-        "6,,tiktok_rejected,TikTok rejected the event: event 3 is invalid",
+        "3,,tiktok_rejected,TikTok rejected the event: event 3 is invalid,rejected_row",
+        "6,,tiktok_rejected,TikTok rejected the event: event 3 is invalid,rejected_row",
     ]
     assert sent_totals(bucket, run, manifest[0]["plan_id"]) == {
         "events_sent": 3,

@@ -600,8 +600,19 @@ def test_parquet_ranges_are_row_groups_with_the_files_row_numbers(
     assert groups == [[0, 1], [1, 2], [2, 3], [3, 4], [4, 5], [5, 6]]
     assert [r["rows_before"] for r in got.plan["ranges"]] == [0, 7, 14, 21, 28, 35]
     want = reference(data, "day.parquet", tmp_path)
-    rejected = [int(r["row"]) for r in csv.DictReader(io.StringIO(want.rejects))]
-    assert rejected == [5, 10, 15, 25, 30, 35]  # row numbers run on across the groups
+    rejected = [(int(r["row"]), r["kind"]) for r in csv.DictReader(io.StringIO(want.rejects))]
+    # row numbers run on across the groups; rows 20 and 40 keep their phone, their email
+    # is dropped
+    assert rejected == [
+        (5, "rejected_row"),
+        (10, "rejected_row"),
+        (15, "rejected_row"),
+        (20, "dropped_value"),
+        (25, "rejected_row"),
+        (30, "rejected_row"),
+        (35, "rejected_row"),
+        (40, "dropped_value"),
+    ]
     assert_same(got, want)
     # Past the range size: several groups to one range.
     many = ranged(

@@ -70,7 +70,7 @@ def run_audience(
 def read_rejects(path: Path) -> list[dict[str, str]]:
     with open(path, newline="") as handle:
         reader = csv.DictReader(handle)
-        assert reader.fieldnames == ["row", "column", "reason_code", "reason"]
+        assert reader.fieldnames == ["row", "column", "reason_code", "reason", "kind"]
         return list(reader)
 
 
@@ -304,10 +304,11 @@ def test_invisible_character_in_an_audience_file_is_rejected(tmp_path: Path) -> 
     # at 1.0: an email column of two invalid values is a broken column
     result, members, rejects = run_audience(tmp_path, src, reject_threshold=1.0)
     assert members == [f"PHONE_SHA256\t{sha('+12133734253')}"]
-    assert [(r["row"], r["column"], r["reason_code"]) for r in rejects] == [
-        ("1", "email", "invisible_character")
+    assert [(r["row"], r["column"], r["reason_code"], r["kind"]) for r in rejects] == [
+        ("1", "email", "invisible_character", "rejected_row"),
+        ("2", "email", "invisible_character", "dropped_value"),
     ]
-    assert "jane" not in rejects[0]["reason"]
+    assert "jane" not in rejects[0]["reason"] and "bob" not in rejects[1]["reason"]
     assert result.dropped_identifiers_by_reason == {"invisible_character": 1}
 
 
@@ -354,13 +355,18 @@ def test_rejects_file_names_rows_and_reasons_never_values(tmp_path: Path) -> Non
     src = write_csv(tmp_path / "in.csv", "\n".join(lines) + "\n")
     result, members, rejects = run_audience(tmp_path, src, reject_threshold=0.9)
 
-    assert [(r["row"], r["column"], r["reason_code"]) for r in rejects] == [
-        ("2", "email", "invalid_email"),
-        ("3", "email", "invalid_email"),
-        ("4", "email,phone", "no_identifier"),
-        ("7", "", "malformed_row"),
+    # Every value that did not reach TikTok is there, in row order: whole rows, and values
+    # dropped from rows kept for their other identifier.
+    assert [(r["row"], r["column"], r["reason_code"], r["kind"]) for r in rejects] == [
+        ("2", "email", "invalid_email", "rejected_row"),
+        ("3", "email", "invalid_email", "rejected_row"),
+        ("4", "email,phone", "no_identifier", "rejected_row"),
+        ("5", "email", "invalid_email", "dropped_value"),
+        ("6", "phone", "invalid_phone", "dropped_value"),
+        ("7", "", "malformed_row", "rejected_row"),
     ]
     assert all(r["reason"] for r in rejects)
+    assert result.rows_rejected + sum(result.dropped_identifiers_by_reason.values()) == len(rejects)
     text = (tmp_path / "rejects.csv").read_text()
     for raw in [*RAW_BAD, "12345", "555-555-5555", "x@example.com"]:
         assert raw not in text
@@ -378,7 +384,7 @@ def test_rejects_file_names_rows_and_reasons_never_values(tmp_path: Path) -> Non
 def test_rejects_file_has_header_only_when_nothing_rejected(tmp_path: Path) -> None:
     src = write_csv(tmp_path / "in.csv", "email\njane@example.com\n")
     run_audience(tmp_path, src)
-    assert (tmp_path / "rejects.csv").read_text() == "row,column,reason_code,reason\n"
+    assert (tmp_path / "rejects.csv").read_text() == "row,column,reason_code,reason,kind\n"
 
 
 def test_trailing_empty_fields_are_not_malformed(tmp_path: Path) -> None:
@@ -473,7 +479,7 @@ def test_header_but_no_rows(tmp_path: Path) -> None:
     src = write_csv(tmp_path / "in.csv", "email,phone\n", bom=True)
     with pytest.raises(InputRejected, match="has a header but no data rows"):
         run_audience(tmp_path, src)
-    assert (tmp_path / "rejects.csv").read_text() == "row,column,reason_code,reason\n"
+    assert (tmp_path / "rejects.csv").read_text() == "row,column,reason_code,reason,kind\n"
 
 
 def test_non_utf8_names_the_row_and_column(tmp_path: Path) -> None:
@@ -576,11 +582,13 @@ def test_events_plumbing_writes_sorted_compact_json_and_rejects(tmp_path: Path) 
         f'"row":1,"user":{{"email":"{sha("jane@example.com")}"}},"z_now":"{NOW.isoformat()}"}}'
     )
     assert [json.loads(line)["row"] for line in lines] == [1, 3]
-    assert [(r["row"], r["column"], r["reason_code"]) for r in rejects] == [
-        ("2", "event", "invalid_event"),
-        ("4", "", "malformed_row"),
+    assert [(r["row"], r["column"], r["reason_code"], r["kind"]) for r in rejects] == [
+        ("2", "event", "invalid_event", "rejected_row"),
+        ("3", "email", "invalid_email", "dropped_value"),  # sent with its phone alone
+        ("4", "", "malformed_row", "rejected_row"),
     ]
-    assert "bob@example.org" not in (tmp_path / "rejects.csv").read_text()
+    text = (tmp_path / "rejects.csv").read_text()
+    assert "bob@example.org" not in text and "not-an-email" not in text
     assert (result.rows_received, result.rows_accepted, result.rows_rejected) == (4, 2, 2)
     assert result.identifiers_written == 2
     assert result.identifiers_by_type == {"EMAIL_SHA256": 1}
@@ -693,6 +701,7 @@ def test_a_long_file_is_written_and_counted_across_blocks(tmp_path: Path) -> Non
         elif i % 7 == 0:
             lines.append(f"not-an-email-{i},{phone},note {i}")
             want.append(f"PHONE_SHA256\t{sha(e164)}")
+            rejected.append((str(i), "invalid_email"))  # the email dropped, the row kept
         elif i % 3 == 0:
             lines.append(f"Person{i}@Example.com,,note {i}")
             want.append(f"EMAIL_SHA256\t{sha(f'person{i}@example.com')}")
@@ -705,10 +714,12 @@ def test_a_long_file_is_written_and_counted_across_blocks(tmp_path: Path) -> Non
 
     assert sorted(members) == sorted(want)
     assert [(r["row"], r["reason_code"]) for r in rejects] == rejected
+    rows_rejected = sum(r["kind"] == "rejected_row" for r in rejects)
+    assert rows_rejected == 10
     assert (result.rows_received, result.rows_accepted, result.rows_rejected) == (
         10_000,
-        10_000 - len(rejected),
-        len(rejected),
+        10_000 - rows_rejected,
+        rows_rejected,
     )
     assert result.identifiers_written == len(want)
     assert result.identifiers_by_type == {

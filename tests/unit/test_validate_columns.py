@@ -30,7 +30,8 @@ TYPES = ("EMAIL", "PHONE", "IDFA")
 
 
 def reference(src: Path, file_format: str) -> tuple[list[str], list[list[str]], Counter[str]]:
-    """The row-by-row loop: (member lines, rejects rows, dropped by reason)."""
+    """The row-by-row loop: (member lines, rejects file lines, dropped by reason). A rejects
+    line is a rejected row, or a value dropped from a row kept for another identifier."""
     header, rows = iter_rows(src, file_format, source=SOURCE)
     resolution, present = audience_columns(header, TYPES, source=SOURCE)
     names = [column for _, column, _ in present]
@@ -42,9 +43,9 @@ def reference(src: Path, file_format: str) -> tuple[list[str], list[list[str]], 
     rejects: list[list[str]] = []
     dropped: Counter[str] = Counter()
 
-    def reject(number: int, problem: RowRejected) -> None:
+    def reject(number: int, problem: RowRejected, kind: str = "rejected_row") -> None:
         column = resolution.used.get(problem.column, problem.column)
-        rejects.append([str(number), column, problem.reason_code, problem.message])
+        rejects.append([str(number), column, problem.reason_code, problem.message, kind])
 
     for number, row in rows.records():
         if isinstance(row, RowRejected):
@@ -64,6 +65,8 @@ def reference(src: Path, file_format: str) -> tuple[list[str], list[list[str]], 
             reject(number, problems[0])
         elif problems:
             dropped.update(problem.reason_code for problem in problems)
+            for problem in problems:
+                reject(number, problem, "dropped_value")
         elif not hit:
             reject(
                 number,
@@ -158,8 +161,11 @@ def run(tmp_path: Path, src: Path, file_format: str) -> None:
     assert rejects == want_rejects
     assert Counter(members) == Counter(want_members)
     assert result.dropped_identifiers_by_reason == dict(want_dropped)
-    assert result.rows_rejected == len(want_rejects)
-    assert result.rows_accepted == result.rows_received - len(want_rejects)
+    rejected_rows = [line for line in want_rejects if line[4] == "rejected_row"]
+    assert result.rows_rejected == len(rejected_rows)
+    assert result.rows_accepted == result.rows_received - len(rejected_rows)
+    # the counts add up to the rejects file: every line is a rejected row or a dropped value
+    assert result.rows_rejected + sum(result.dropped_identifiers_by_reason.values()) == len(rejects)
     assert result.identifiers_written == len(want_members)
     assert result.identifiers_by_type == dict(Counter(line.split("\t")[0] for line in want_members))
     # what the broken-column rule reads: counted where the column hasher's answers are
@@ -168,7 +174,7 @@ def run(tmp_path: Path, src: Path, file_format: str) -> None:
     assert result.invalid_values_by_column == {c: dict(r) for c, r in want_invalid.items()}
     assert set(want_invalid) == {"email", "phone", "idfa"}
     # all kinds of outcome happened
-    assert len(want_rejects) > 100
+    assert len(rejected_rows) > 100
     assert sum(want_dropped.values()) > 100
     assert {line.split("\t")[0] for line in members} == set(SCHEMA[kind] for kind in TYPES)
 
@@ -179,7 +185,7 @@ def test_csv_blocks_give_the_row_by_row_results(tmp_path: Path) -> None:
     run(tmp_path, src, "csv")
     _, want_rejects, _ = reference(src, "csv")
     # rows that could not be read came in the reader's blocks among the others
-    assert sum(reason == "malformed_row" for _, _, reason, _ in want_rejects) > 50
+    assert sum(reason == "malformed_row" for _, _, reason, _, _ in want_rejects) > 50
 
 
 @pytest.mark.parametrize("count", [1, 3])

@@ -53,6 +53,7 @@ from .runs import Run
 from .storage import MISSING_CODES, PRECONDITION_CODES, Bucket, error_code
 from .validate import (
     BLOCK_CHARS,
+    REJECTED_ROW,
     REJECTS_HEADER,
     LineCounts,
     RangeStart,
@@ -837,8 +838,10 @@ class RowNames:
         return (("part",) if self.in_parts else ()) + REJECTS_HEADER
 
     def reject(self, row: int, *fields: str) -> tuple[Any, ...]:
-        """A rejects file line: ``part, row, …`` for an export in parts, else ``row, …``."""
-        return (*self.locate(row), *fields) if self.in_parts else (row, *fields)
+        """A rejects file line for a rejected row, ``fields`` being its column, reason code
+        and reason: ``part, row, …`` for an export in parts, else ``row, …``."""
+        line = (*fields, REJECTED_ROW)
+        return (*self.locate(row), *line) if self.in_parts else (row, *line)
 
 
 def plan_key(run: Run, vid: str) -> str:

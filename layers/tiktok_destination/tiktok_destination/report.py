@@ -15,6 +15,7 @@ from typing import Any
 
 from .runs import Run
 from .storage import Bucket
+from .validate import DROPPED_VALUE
 
 AUDIENCE_REMINDERS = (
     "TikTok needs at least 1,000 matched members before the audience can be used in an ad group.",
@@ -48,10 +49,13 @@ def sum_calls(bucket: Bucket, run: Run) -> dict[str, Any]:
 
 
 def rejects_summary(bucket: Bucket, run: Run) -> dict[str, Any]:
-    """Rejected rows by reason across every rejects file of the run (validate, chunk, send)."""
+    """Rejected rows and dropped values by reason across every rejects file of the run
+    (validate, chunk, send): ``rejected`` + ``dropped_values`` is the files' lines."""
     by_reason: Counter[str] = Counter()
+    dropped_by_reason: Counter[str] = Counter()
     files: list[str] = []
     rows: set[tuple[str, int]] = set()
+    values: set[tuple[str, int, str]] = set()
     for obj in bucket.list(run.paths.rejects_prefix):
         files.append(bucket.uri(obj["Key"]))
         body = bucket.s3.get_object(Bucket=bucket.name, Key=obj["Key"])["Body"]
@@ -59,12 +63,38 @@ def rejects_summary(bucket: Bucket, run: Run) -> dict[str, Any]:
         lines = codecs.iterdecode(body.iter_lines(keepends=True), "utf-8")
         for record in csv.DictReader(lines):
             # An export in parts numbers rows within each part, and its rejects name the part.
-            row = (record.get("part") or "", int(record.get("row") or 0))
-            if row in rows:
+            part, number = record.get("part") or "", int(record.get("row") or 0)
+            reason = record.get("reason_code") or "unknown"
+            # A file written before the kind column holds rejected rows only.
+            if record.get("kind") == DROPPED_VALUE:
+                value = (part, number, record.get("column") or "")
+                if value not in values:
+                    values.add(value)
+                    dropped_by_reason[reason] += 1
                 continue
-            rows.add(row)
-            by_reason[record.get("reason_code") or "unknown"] += 1
-    return {"rejected": len(rows), "by_reason": dict(by_reason.most_common()), "files": files}
+            if (part, number) in rows:
+                continue
+            rows.add((part, number))
+            by_reason[reason] += 1
+    return {
+        "rejected": len(rows),
+        "by_reason": dict(by_reason.most_common()),
+        "dropped_values": len(values),
+        "dropped_by_reason": dict(dropped_by_reason.most_common()),
+        "files": files,
+    }
+
+
+def dropped_values_report(rejects: dict[str, Any]) -> dict[str, Any]:
+    """The report's ``dropped_values`` section from :func:`rejects_summary`."""
+    return {
+        "note": (
+            "an invalid value left out of a row that was kept for its other identifier; "
+            "each is a dropped_value line of the rejects files"
+        ),
+        "total": rejects["dropped_values"],
+        "by_reason": rejects["dropped_by_reason"],
+    }
 
 
 def columns_report(validation: dict[str, Any]) -> dict[str, Any]:

@@ -29,6 +29,7 @@ from .report import (
     EVENTS_REMINDERS,
     base_report,
     columns_report,
+    dropped_values_report,
     export_report,
     record_calls,
     rejects_summary,
@@ -358,6 +359,7 @@ def step_report(run: Run, validate: dict[str, Any], chunk: dict[str, Any]) -> di
     if lines:
         # The rows read against the file's physical lines, with a note when they differ.
         report["lines"] = lines
+    report["dropped_values"] = dropped_values_report(rejects)
     report["rejects_files"] = rejects["files"]
     report["columns"] = columns_report(validation)
     export = export_report(run, validation)
@@ -487,6 +489,7 @@ def step_notify(state: dict[str, Any], execution_id: str) -> dict[str, Any]:
         lines = lines_report(validation)
         if lines:
             report["lines"] = lines
+        report["dropped_values"] = dropped_values_report(rejects)
         report["rejects_files"] = rejects["files"]
         export = export_report(run, validation)
         if export:

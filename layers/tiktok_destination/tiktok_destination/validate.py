@@ -65,7 +65,12 @@ Batch = list[Fields | RowRejected]
 
 CSV_EXTENSIONS: tuple[str, ...] = (".csv", ".txt", ".csv.gz", ".txt.gz")
 PARQUET_EXTENSIONS: tuple[str, ...] = (".parquet", ".pq")
-REJECTS_HEADER: tuple[str, ...] = ("row", "column", "reason_code", "reason")
+#: ``kind`` last, so readers of the first four columns by position are unaffected.
+REJECTS_HEADER: tuple[str, ...] = ("row", "column", "reason_code", "reason", "kind")
+#: A rejects file line's ``kind``: the whole row was not used...
+REJECTED_ROW = "rejected_row"
+#: ...or one value was left out of a row that was used for its other identifier(s).
+DROPPED_VALUE = "dropped_value"
 
 #: Rows between progress log lines (the audience loop logs at the end of the batch that
 #: reaches a multiple).
@@ -109,7 +114,8 @@ class ValidationResult:
     identifiers_written: int = 0
     #: keyed by TikTok schema type (``EMAIL_SHA256``...)
     identifiers_by_type: dict[str, int] = field(default_factory=dict)
-    #: an invalid value in a row that was still accepted thanks to another identifier
+    #: an invalid value in a row that was still accepted thanks to another identifier; each
+    #: is also a ``dropped_value`` line of the rejects file
     dropped_identifiers_by_reason: dict[str, int] = field(default_factory=dict)
     #: audiences, per identifier column (the file's header name): its values that gave an
     #: identifier, and its invalid values by reason (in rejected and accepted rows alike);
@@ -1262,8 +1268,17 @@ class _RowLoop:
     def reject(self, number: int, problem: RowRejected) -> None:
         self.result.rows_rejected += 1
         self.rejected[problem.reason_code] += 1
+        self._write(number, problem, REJECTED_ROW)
+
+    def drop(self, number: int, problem: RowRejected) -> None:
+        """A value left out of a row that is kept: counted, and in the rejects file too, so
+        that whoever fixes the source finds every value that did not reach TikTok."""
+        self.dropped[problem.reason_code] += 1
+        self._write(number, problem, DROPPED_VALUE)
+
+    def _write(self, number: int, problem: RowRejected, kind: str) -> None:
         column = self._columns.get(problem.column, problem.column)
-        self._writer.writerow((number, column, problem.reason_code, problem.message))
+        self._writer.writerow((number, column, problem.reason_code, problem.message, kind))
 
     def tick(self, number: int) -> None:
         # Counted, not taken from the row number: a range's rows start after earlier ones.
@@ -1322,8 +1337,9 @@ def validate_audience_file(
 
     ``out_members`` gets one line per identifier, ``<schema type>\\t<sha256>``; a row is
     accepted when at least one identifier of the template's ``user_id_types`` is usable.
-    ``out_rejects`` gets ``row,column,reason_code,reason`` per rejected row (header only when
-    none). Both are fully written before a file-level ``InputRejected`` is raised.
+    ``out_rejects`` gets ``row,column,reason_code,reason,kind`` per rejected row
+    (``rejected_row``) and per value dropped from a kept row (``dropped_value``); header
+    only when none. Both are fully written before a file-level ``InputRejected`` is raised.
     ``columns``/``ignore_columns`` are the data template's (see ``columns.resolve_columns``);
     ``data_template`` names the template in messages.
     """
@@ -1518,7 +1534,7 @@ def validate_audience_rows(
                         loop.reject(before + at + 1, problems[0] if problems else missing_problem)
                     else:
                         for dropped in problems:
-                            loop.dropped[dropped.reason_code] += 1
+                            loop.drop(before + at + 1, dropped)
                 if number >= next_progress:
                     next_progress = (number // PROGRESS_EVERY + 1) * PROGRESS_EVERY
                     result.rows_received = number - first
@@ -1694,13 +1710,13 @@ def validate_events_rows(
                 )
                 result.rows_accepted += 1
                 result.identifiers_written += 1
-                _count_event_identifiers(loop, row, event, default_region)
+                _count_event_identifiers(loop, number, row, event, default_region)
             loop.close(rows)
     return result
 
 
 def _count_event_identifiers(
-    loop: _RowLoop, row: Row, event: Mapping[str, Any], default_region: str
+    loop: _RowLoop, number: int, row: Row, event: Mapping[str, Any], default_region: str
 ) -> None:
     user = event.get("user")
     if not isinstance(user, Mapping):
@@ -1716,4 +1732,4 @@ def _count_event_identifiers(
         try:
             hash_identifier(kind, raw, default_region=default_region)
         except RowRejected as problem:
-            loop.dropped[problem.reason_code] += 1
+            loop.drop(number, problem)
