@@ -35,8 +35,8 @@ from tiktok_destination_local.emulator import TikTokEmulator
 from tiktok_destination_local.runner import LOCAL_APP_ID, LOCAL_APP_SECRET, LocalDestination
 
 
-def trial(workdir: Path) -> tuple[bool, int, list[float]]:
-    """(both runs succeeded, answers of 40100, arrival times)."""
+def trial(workdir: Path) -> tuple[list[str], int, list[float]]:
+    """(why each failed run failed, answers of 40100, arrival times)."""
     with TikTokEmulator() as emulator:
         emulator.set_app(LOCAL_APP_ID, LOCAL_APP_SECRET)
         emulator.add_advertiser(ADVERTISER, "Acme")
@@ -49,7 +49,7 @@ def trial(workdir: Path) -> tuple[bool, int, list[float]]:
             results = sync_two_audiences(local, emulator, workdir)
         limited = sum(1 for entry in emulator.calls_log if entry[2] == 40100)
         arrivals = sorted(t for t, _admitted in emulator.arrivals)
-    return all(r.succeeded for r in results), limited, arrivals
+    return [str(r.cause)[:300] for r in results if not r.succeeded], limited, arrivals
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -62,7 +62,8 @@ def main(argv: list[str] | None = None) -> None:
     began = time.monotonic()
     for number in range(1, args.trials + 1):
         with tempfile.TemporaryDirectory() as tmp:
-            succeeded, limited, arrivals = trial(Path(tmp))
+            causes, limited, arrivals = trial(Path(tmp))
+        succeeded = not causes
         gap = min(b - a for a, b in itertools.pairwise(arrivals))
         span = min(b - a for a, b in zip(arrivals, arrivals[QPS:], strict=False))
         total_limited += limited
@@ -71,7 +72,7 @@ def main(argv: list[str] | None = None) -> None:
         print(
             f"trial {number:2d}: {len(arrivals)} calls, {limited} answers of 40100, "
             f"min gap {gap * 1000:.0f} ms, 11 calls spanned at least {span:.3f} s"
-            + ("" if succeeded else ", a run FAILED"),
+            + "".join(f"\n  a run FAILED: {cause}" for cause in causes),
             flush=True,
         )
     print(
