@@ -23,7 +23,7 @@ act for, and an event set named at run level must exist.
 
 from __future__ import annotations
 
-import csv
+import io
 import logging
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -50,7 +50,7 @@ from .secrets import load_access_token, load_app, load_credential
 from .settings import Settings
 from .storage import Bucket
 from .tiktok.client import TikTokClient
-from .validate import detect_format
+from .validate import detect_format, iter_csv_lines, text_stream
 
 logger = logging.getLogger(__name__)
 
@@ -483,18 +483,20 @@ def _peek_csv_header(source: Source) -> list[str] | None:
         return None
     if body[:2] == b"\x1f\x8b":  # gzip: validate decompresses it
         return None
-    if b"\n" not in body and len(body) >= HEADER_PEEK_BYTES:
-        return None  # a header longer than the peek: its last name would be cut
-    first = body.split(b"\n", 1)[0].decode("utf-8-sig", errors="replace")
-    if "\ufffd" in first or "\x00" in first:
-        return None  # not UTF-8 (UTF-16 has NULs): validate names the encoding
-    # The same delimiter rule as validate: another one only when the header has no comma.
-    delimiter = next((d for d in ",;\t|" if d in first), ",")
+    if len(body) >= HEADER_PEEK_BYTES:
+        # The header line must end inside the peek, else its last name would be cut.
+        body = body[: body.rfind(b"\n") + 1]
+        if not body.strip():
+            return None
+    # validate's own header reader (blank lines before it, delimiter, quotes, BOM); what it
+    # refuses (not UTF-8, no header) it refuses again with the whole file in hand.
     try:
-        row = next(csv.reader([first], delimiter=delimiter))
-    except (csv.Error, StopIteration):
+        text = text_stream(io.BufferedReader(io.BytesIO(body)), source.uri)
+        header, rows = iter_csv_lines(text, text, source.uri)
+        rows.close()
+    except (InputRejected, ConfigurationError):
         return None
-    return [name.strip().lower() for name in row]
+    return header
 
 
 def take_lease(
