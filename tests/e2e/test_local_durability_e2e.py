@@ -201,7 +201,9 @@ def test_rerun_after_a_failed_run_sends_the_rest(tmp_path: Path) -> None:
     try:
         ws = Workspace(tmp_path, tiktok)
         tiktok.fail_next("segment/audience/", http_status=503, times=10_000)
-        failed = ws.run("A", env={"TIKTOK_MAX_RETRIES": "0"})
+        # A refused create may still be applied: the audience is looked up for twice the
+        # client's timeout before the next create, so a short timeout keeps the test short.
+        failed = ws.run("A", env={"TIKTOK_MAX_RETRIES": "0", "TIKTOK_TIMEOUT_SECONDS": "0.5"})
         assert failed.returncode == 2, failed.stderr
         assert "TikTokUnavailable" in failed.stderr
         assert "Traceback" not in failed.stderr
@@ -339,6 +341,9 @@ def test_a_full_disk_at_any_write_is_one_error_line(
     if replacement is None:
         replacement = _emulator_fills_up_after(1)  # saved once at the start, then full
     monkeypatch.setattr(target, name, replacement)
+    # The emulator answers 503 to a create it cannot store, and a create whose answer is
+    # lost is looked up for twice the client's timeout: a short one keeps the test short.
+    monkeypatch.setenv("TIKTOK_TIMEOUT_SECONDS", "0.5")
     code = cli.main(ws.run_args("A"))
     err = capsys.readouterr().err
     assert code == 2, err

@@ -210,10 +210,17 @@ def test_row_names_across_parts_skip_empty_parts() -> None:
         ("c.csv", 3),
     ]
     assert names.label(4) == "1 of c.csv"
-    assert names.reject(4, "", "duplicate_row", "x") == ("c.csv", 1, "", "duplicate_row", "x")
+    assert names.reject(4, "", "duplicate_row", "x") == (
+        "c.csv",
+        1,
+        "",
+        "duplicate_row",
+        "x",
+        "rejected_row",
+    )
     one_file = RowNames(None)
     assert (one_file.export_row(0, 7), one_file.label(7), one_file.reject(7, "r")) == (
         7,
         "7",
-        (7, "r"),
+        (7, "r", "rejected_row"),
     )
