@@ -198,10 +198,11 @@ def print_report(report: dict[str, Any] | None, out: TextIO = sys.stdout) -> Non
             f"-{mem.get('removed')} removed, {mem.get('unchanged')} unchanged",
             file=out,
         )
-        dropped = mem.get("dropped_invalid") or {}
-        if dropped:
-            listed = ", ".join(f"{k} {v}" for k, v in dropped.items())
-            print(f"  dropped      invalid values in otherwise usable rows: {listed}", file=out)
+    # Audiences and events alike: each dropped value is a line of the rejects file.
+    dropped = (report.get("dropped_values") or {}).get("by_reason") or {}
+    if dropped:
+        listed = ", ".join(f"{k} {v}" for k, v in dropped.items())
+        print(f"  dropped      invalid values in otherwise usable rows: {listed}", file=out)
     if "events" in report:
         ev = report["events"]
         print(

@@ -13,6 +13,7 @@ from pathlib import Path
 import pytest
 
 from tests.conftest import EVENT_SET, write_csv
+from tiktok_destination_local.cli import print_report
 from tiktok_destination_local.emulator import TikTokEmulator
 from tiktok_destination_local.runner import LocalDestination
 
@@ -337,3 +338,8 @@ def test_an_invalid_phone_beside_a_valid_email_is_a_dropped_value_in_the_rejects
     assert report["rows"]["rejected"] + report["dropped_values"]["total"] == len(rejects)
     joined = "\n".join(",".join(r.values()) for r in rejects)
     assert "12345" not in joined and "@example.com" not in joined
+    # ...and the printed report names them too, for events as for audiences.
+    printed = io.StringIO()
+    print_report(report, printed)
+    assert "dropped      invalid values in otherwise usable rows: " in printed.getvalue()
+    assert "invalid_phone 2, phone_extension 1" in printed.getvalue()
