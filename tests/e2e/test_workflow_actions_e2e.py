@@ -49,6 +49,9 @@ def fast_client_retries(monkeypatch: pytest.MonkeyPatch) -> None:
 def deployment(local: LocalDestination, monkeypatch: pytest.MonkeyPatch) -> LocalDestination:
     # Pacing at 10 QPS costs 0.1 s per retried call; irrelevant to what is tested here.
     monkeypatch.setenv("TIKTOK_QPS", "1000")
+    # A create answered 503 is looked up for twice the client's timeout in each of the
+    # Audience step's attempts before the run fails (60 s each at the default 30 s).
+    monkeypatch.setenv("TIKTOK_TIMEOUT_SECONDS", "1")
     return local
 
 
