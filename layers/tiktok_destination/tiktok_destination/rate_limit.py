@@ -1,7 +1,8 @@
 """The app-wide rate limit: one pace for every call to TikTok, from every Lambda.
 
-TikTok limits calls per developer app (``tiktok-api.md``: 10 QPS on the Basic tier), not per
-caller. A run's Distributed Map sends its batches from separate Lambdas, and runs of other
+TikTok limits calls per developer app (10 QPS on the Basic tier; docs/tiktok-contract.md,
+"Rate limit: how a second is counted"), not per caller. A run's Distributed Map sends
+its batches from separate Lambdas, and runs of other
 audiences and event sets overlap it, so a pace kept inside one process lets the app burst
 past its limit. The pace lives in one DynamoDB item per app instead (table
 ``RATE_LIMIT_TABLE``, key ``pk`` = ``app#<TikTok base URL>``; one deployment holds one
