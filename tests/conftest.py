@@ -11,8 +11,8 @@ import boto3
 import pytest
 from moto import mock_aws
 
-from tiktok_destination import storage
-from tiktok_destination.storage import Bucket
+from tiktok_destination.adapters import s3 as storage
+from tiktok_destination.adapters.s3 import Bucket
 from tiktok_destination_local.emulator import TikTokEmulator
 from tiktok_destination_local.runner import (
     LOCAL_APP_ID,

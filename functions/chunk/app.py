@@ -9,8 +9,8 @@ from typing import Any, Literal
 from aws_lambda_powertools.utilities.typing import LambdaContext
 from pydantic import BaseModel, Field
 
-from tiktok_destination.observability import logger, tracer
-from tiktok_destination.runs import Run
+from tiktok_destination.adapters.observability import logger, tracer
+from tiktok_destination.runs.run import Run
 from tiktok_destination.steps import step_chunk, step_collect_diff, step_diff_shard
 
 

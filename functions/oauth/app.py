@@ -1,7 +1,7 @@
 """OAuth callback: the Function URL TikTok redirects the authorizing user's browser to.
 
 Public by nature, so it trusts only a ``state`` this destination signed (see
-``tiktok_destination.oauth``). It answers a small HTML page either way; only the outcome,
+``tiktok_destination.oauth.flow``). It answers a small HTML page either way; only the outcome,
 the credential name and the advertiser count are logged, never the token or auth code.
 """
 
@@ -11,10 +11,10 @@ from typing import Any
 from aws_lambda_powertools.utilities.data_classes import LambdaFunctionUrlEvent, event_source
 from aws_lambda_powertools.utilities.typing import LambdaContext
 
+from tiktok_destination.adapters.observability import logger, tracer
+from tiktok_destination.config.settings import load_settings
 from tiktok_destination.errors import ConfigurationError, DestinationError, OAuthError
-from tiktok_destination.oauth import handle_callback, render_page
-from tiktok_destination.observability import logger, tracer
-from tiktok_destination.settings import load_settings
+from tiktok_destination.oauth.flow import handle_callback, render_page
 
 _HEADERS = {
     "Content-Type": "text/html; charset=utf-8",

@@ -5,7 +5,7 @@ from typing import Any
 from aws_lambda_powertools.utilities.typing import LambdaContext
 from pydantic import BaseModel
 
-from tiktok_destination.observability import logger, tracer
+from tiktok_destination.adapters.observability import logger, tracer
 from tiktok_destination.steps import step_preflight
 
 

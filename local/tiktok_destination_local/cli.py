@@ -26,9 +26,9 @@ from importlib import resources
 from pathlib import Path
 from typing import Any, TextIO
 
-from tiktok_destination.config import Config, load_config
+from tiktok_destination.config.document import Config, load_config
 from tiktok_destination.errors import DestinationError
-from tiktok_destination.workflow_actions import ACTIONS
+from tiktok_destination.runs.workflow_actions import ACTIONS
 
 from .state_dir import StateDirWriteError, cannot_write, disk_full
 
@@ -494,8 +494,8 @@ def cmd_auth_link(args: argparse.Namespace) -> int:
     Reads the app secret from Secrets Manager in the account and region of the environment
     (AWS_PROFILE / AWS_REGION; AWS_ENDPOINT_URL for a stand-in).
     """
-    from tiktok_destination.oauth import cli_auth_link
-    from tiktok_destination.settings import load_settings
+    from tiktok_destination.config.settings import load_settings
+    from tiktok_destination.oauth.flow import cli_auth_link
 
     if args.state_bucket:
         os.environ["STATE_BUCKET"] = args.state_bucket

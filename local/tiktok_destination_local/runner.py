@@ -384,7 +384,8 @@ class LocalDestination:
         retrier_decl.time = _ScaledTime(self.retry_wait_scale)  # type: ignore[assignment]
         self._stack.callback(setattr, retrier_decl, "time", original_time)
 
-        from tiktok_destination import metrics, secrets, storage
+        from tiktok_destination.adapters import metrics, secrets
+        from tiktok_destination.adapters import s3 as storage
 
         log_stream = self.log_stream
 
@@ -448,7 +449,7 @@ class LocalDestination:
 
     # -------------------------------------------------------------- setup
     def put_config(self, text: str | bytes) -> None:
-        from tiktok_destination.config import load_config
+        from tiktok_destination.config.document import load_config
 
         load_config(text, source="--config")  # fail here, with the field, not mid-run
         body = text.encode() if isinstance(text, str) else text
@@ -462,7 +463,7 @@ class LocalDestination:
             sm.create_secret(Name=name, SecretString=json.dumps(value))
         except sm.exceptions.ResourceExistsException:
             sm.put_secret_value(SecretId=name, SecretString=json.dumps(value))
-        from tiktok_destination import secrets
+        from tiktok_destination.adapters import secrets
 
         secrets.clear_cache()
 

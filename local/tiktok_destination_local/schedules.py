@@ -14,7 +14,7 @@ from typing import Any
 
 import boto3
 
-from tiktok_destination.config import Config
+from tiktok_destination.config.document import Config
 
 DEFAULT_PREFIX = "tiktok-destination-"
 # A missed start is retried for an hour, then dropped: the next run sends the newest file.

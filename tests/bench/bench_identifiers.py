@@ -21,7 +21,7 @@ import random
 import time
 from collections.abc import Callable
 
-from tiktok_destination.identifiers import (
+from tiktok_destination.identity.identifiers import (
     ColumnHasher,
     identifier_column_hasher,
     identifier_hasher,

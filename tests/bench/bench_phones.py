@@ -23,8 +23,8 @@ from collections import Counter
 from collections.abc import Callable, Iterator
 
 from tests.phone_corpus import DEFAULT_REGIONS, outcome, phone_corpus
-from tiktok_destination import identifiers
 from tiktok_destination.errors import RowRejected
+from tiktok_destination.identity import identifiers
 
 
 def _full(raw: str, region: str) -> str:

@@ -82,8 +82,8 @@ def child(src: Path, out_dir: Path, *, frame: bool = False) -> None:
     """
     import resource
 
-    from tiktok_destination import validate
-    from tiktok_destination.validate import validate_audience_file
+    from tiktok_destination.validation import validate
+    from tiktok_destination.validation.validate import validate_audience_file
 
     if frame:
         constant = "0" * 64
@@ -132,7 +132,7 @@ def planner_child(src: Path) -> None:
     from types import SimpleNamespace
     from unittest import mock
 
-    from tiktok_destination import ranges
+    from tiktok_destination.inputs import ranges
 
     template = SimpleNamespace(
         user_id_types=["EMAIL", "PHONE"], columns={}, ignore_columns=[], headerless_columns=()
@@ -154,7 +154,7 @@ def sha_child(src: Path) -> None:
     import hashlib
 
     from tiktok_destination.errors import RowRejected
-    from tiktok_destination.identifiers import normalize_email, normalize_phone
+    from tiktok_destination.identity.identifiers import normalize_email, normalize_phone
 
     def flush(batch: list[str]) -> float:
         sha256 = hashlib.sha256

@@ -15,10 +15,10 @@ from typing import Any
 import pytest
 
 from tests.contract._fixtures import PREFIX, load, replay_session
+from tiktok_destination.adapters.tiktok.client import TIKTOK_CODES, RetryPolicy, TikTokClient
 from tiktok_destination.errors import RetriableError, TikTokRateLimited, TikTokRequestRejected
-from tiktok_destination.events import build_event, normalize_event_row
-from tiktok_destination.identifiers import hash_identifier
-from tiktok_destination.tiktok.client import TIKTOK_CODES, RetryPolicy, TikTokClient
+from tiktok_destination.events.rules import build_event, normalize_event_row
+from tiktok_destination.identity.identifiers import hash_identifier
 
 TOKEN = "contract-token-5e1f"
 BASE_URL = "https://business-api.tiktok.com/open_api/v1.3/"

@@ -19,6 +19,7 @@ import requests
 
 import tiktok_destination_local.emulator as emulator_package
 from tests.contract._fixtures import load
+from tiktok_destination.adapters.tiktok.client import RetryPolicy, TikTokClient
 from tiktok_destination.errors import (
     AccessBlocked,
     AdvertiserNotFound,
@@ -31,14 +32,13 @@ from tiktok_destination.errors import (
     RowRejected,
     TikTokRequestRejected,
 )
-from tiktok_destination.events import (
+from tiktok_destination.events.rules import (
     ISO_4217,
     TIKTOK_CURRENCIES,
     normalize_event_row,
 )
-from tiktok_destination.events import STANDARD_EVENTS as VALIDATE_EVENTS
-from tiktok_destination.tiktok.client import RetryPolicy, TikTokClient
-from tiktok_destination.workflow_actions import action_for_exception
+from tiktok_destination.events.rules import STANDARD_EVENTS as VALIDATE_EVENTS
+from tiktok_destination.runs.workflow_actions import action_for_exception
 from tiktok_destination_local.emulator import (
     CURRENCIES,
     SERVER_SIDE_CODES,
@@ -264,8 +264,8 @@ def test_the_import_check_would_catch_a_shared_table(tmp_path: Path) -> None:
     probe = tmp_path / "probe.py"
     probe.write_text(
         "from ..events import STANDARD_EVENTS\n"
-        "from tiktok_destination.tiktok.client import RATE_LIMIT_CODES\n"
-        "import tiktok_destination.identifiers\n"
+        "from tiktok_destination.adapters.tiktok.client import RATE_LIMIT_CODES\n"
+        "import tiktok_destination.identity.identifiers\n"
         "from tiktok_destination_local.runner import LOCAL_APP_ID\n"
         "import tiktok_destination_local.cli\n"
         "from .server import TikTokEmulator\n"

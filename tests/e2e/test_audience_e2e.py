@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 
 from tests.conftest import ADVERTISER, CONFIG, TOKEN, write_csv
-from tiktok_destination.tiktok.client import TikTokClient
+from tiktok_destination.adapters.tiktok.client import TikTokClient
 from tiktok_destination_local.cli import print_report
 from tiktok_destination_local.emulator import TikTokEmulator
 from tiktok_destination_local.runner import LOCAL_APP_ID, LOCAL_APP_SECRET, LocalDestination

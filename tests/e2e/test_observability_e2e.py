@@ -16,7 +16,7 @@ from typing import Any
 import pytest
 
 from tests.conftest import write_csv
-from tiktok_destination.metrics import METRIC_NAMES
+from tiktok_destination.adapters.metrics import METRIC_NAMES
 from tiktok_destination_local.emulator import TikTokEmulator
 from tiktok_destination_local.runner import LocalDestination
 

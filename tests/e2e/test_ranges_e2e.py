@@ -17,7 +17,7 @@ from typing import Any
 import pytest
 
 from tests.conftest import ADVERTISER, CONFIG, EVENT_SET, TOKEN
-from tiktok_destination import audience as audience_domain
+from tiktok_destination.audiences import audience as audience_domain
 from tiktok_destination_local.emulator import TikTokEmulator
 from tiktok_destination_local.runner import (
     LOCAL_APP_ID,

@@ -15,7 +15,7 @@ from typing import Any
 import pytest
 
 from tests.conftest import ADVERTISER, CONFIG, write_csv
-from tiktok_destination.workflow_actions import ACTIONS
+from tiktok_destination.runs.workflow_actions import ACTIONS
 from tiktok_destination_local.cli import main
 from tiktok_destination_local.emulator import TikTokEmulator
 from tiktok_destination_local.runner import LocalDestination, RunResult

@@ -20,8 +20,8 @@ import boto3
 import pytest
 
 from tests.conftest import ADVERTISER, CONFIG, EVENT_SET, TOKEN, write_csv
-from tiktok_destination.tiktok import client as client_module
-from tiktok_destination.workflow_actions import ACTIONS
+from tiktok_destination.adapters.tiktok import client as client_module
+from tiktok_destination.runs.workflow_actions import ACTIONS
 from tiktok_destination_local.emulator import TikTokEmulator
 from tiktok_destination_local.runner import REGION, LocalDestination, RunResult, project_root
 

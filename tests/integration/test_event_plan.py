@@ -14,12 +14,12 @@ from typing import Any
 import pytest
 
 from tests.conftest import s3_bucket_on_moto
+from tiktok_destination.adapters.s3 import Bucket
 from tiktok_destination.errors import InputRejected
-from tiktok_destination.events import normalize_event_row
-from tiktok_destination.offline_events import check_rejected_share, plan_events
-from tiktok_destination.report import rejects_summary
-from tiktok_destination.runs import Run, Source
-from tiktok_destination.storage import Bucket
+from tiktok_destination.events.offline import check_rejected_share, plan_events
+from tiktok_destination.events.rules import normalize_event_row
+from tiktok_destination.runs.report import rejects_summary
+from tiktok_destination.runs.run import Run, Source
 
 NOW = datetime(2024, 5, 20, 12, 0, 0, tzinfo=UTC)
 SET_ID = "7654321098765432109"

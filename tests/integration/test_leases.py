@@ -9,10 +9,10 @@ from typing import Any
 import pytest
 
 from tests.conftest import s3_bucket_on_moto
-from tiktok_destination import leases
-from tiktok_destination.config import load_config
-from tiktok_destination.runs import Run, Source
-from tiktok_destination.storage import Bucket
+from tiktok_destination.adapters.s3 import Bucket
+from tiktok_destination.config.document import load_config
+from tiktok_destination.runs import leases
+from tiktok_destination.runs.run import Run, Source
 
 BUCKET = "state"
 ADVERTISER = "7000000000000000001"

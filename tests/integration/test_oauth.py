@@ -21,9 +21,11 @@ import pytest
 import requests
 from moto import mock_aws
 
-from tiktok_destination import secrets
+from tiktok_destination.adapters import secrets
+from tiktok_destination.adapters.tiktok.client import TikTokClient
+from tiktok_destination.config.settings import Settings, load_settings
 from tiktok_destination.errors import OAuthError
-from tiktok_destination.oauth import (
+from tiktok_destination.oauth.flow import (
     AUTH_URL,
     USED_STATE_PREFIX,
     _b64decode,
@@ -35,8 +37,6 @@ from tiktok_destination.oauth import (
     sign_state,
     verify_state,
 )
-from tiktok_destination.settings import Settings, load_settings
-from tiktok_destination.tiktok.client import TikTokClient
 from tiktok_destination_local.emulator import TikTokEmulator
 
 ROOT = Path(__file__).resolve().parents[2]

@@ -12,13 +12,18 @@ from typing import Any
 import pytest
 
 from tests.conftest import s3_bucket_on_moto
-from tiktok_destination.audience import AudienceKeys, commit_audience, plan_audience, send_batch
-from tiktok_destination.config import ResolvedTemplate
+from tiktok_destination.adapters.s3 import Bucket
+from tiktok_destination.audiences.audience import (
+    AudienceKeys,
+    commit_audience,
+    plan_audience,
+    send_batch,
+)
+from tiktok_destination.config.document import ResolvedTemplate
 from tiktok_destination.errors import DestinationError, MassRemovalBlocked, TikTokRequestRejected
-from tiktok_destination.offline_events import plan_events, send_event_batch, sent_totals
-from tiktok_destination.runs import Run, Source
-from tiktok_destination.storage import Bucket
-from tiktok_destination.validate import REJECTS_HEADER
+from tiktok_destination.events.offline import plan_events, send_event_batch, sent_totals
+from tiktok_destination.runs.run import Run, Source
+from tiktok_destination.validation.validate import REJECTS_HEADER
 
 
 def stage_validated(bucket: Bucket, index_key: str, text: str) -> None:

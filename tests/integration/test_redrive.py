@@ -23,7 +23,7 @@ def state_bucket(monkeypatch: pytest.MonkeyPatch) -> Iterator[str]:
     monkeypatch.setenv("AWS_ACCESS_KEY_ID", "testing")
     monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "testing")
     monkeypatch.setenv("STATE_BUCKET", "redrive-state")
-    from tiktok_destination import storage
+    from tiktok_destination.adapters import s3 as storage
 
     storage.s3_client.cache_clear()
     with mock_aws():

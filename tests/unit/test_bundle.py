@@ -21,9 +21,9 @@ import pytest
 import yaml
 
 from tiktok_destination import errors
-from tiktok_destination.config import ResolvedTemplate
-from tiktok_destination.runs import Run
-from tiktok_destination.settings import load_settings
+from tiktok_destination.config.document import ResolvedTemplate
+from tiktok_destination.config.settings import load_settings
+from tiktok_destination.runs.run import Run
 
 ROOT = Path(__file__).resolve().parents[2]
 TEMPLATE = ROOT / "template.yaml"

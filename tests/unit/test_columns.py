@@ -12,9 +12,9 @@ from typing import Any
 
 import pytest
 
-from tiktok_destination.config import ResolvedTemplate, load_config
+from tiktok_destination.config.document import ResolvedTemplate, load_config
 from tiktok_destination.errors import ConfigurationError, InputRejected
-from tiktok_destination.validate import (
+from tiktok_destination.validation.validate import (
     ValidationResult,
     validate_audience_file,
     validate_events_file,

@@ -8,13 +8,13 @@ from collections.abc import Sequence
 
 import pytest
 
-from tiktok_destination.columns import (
+from tiktok_destination.errors import InputRejected
+from tiktok_destination.identity.columns import (
     TRANSLATIONS,
     ColumnResolution,
     resolve_columns,
     resolve_event_columns,
 )
-from tiktok_destination.errors import InputRejected
 
 SOURCE = "s3://inbox/acme/vip/day2.csv"
 IDENTIFIERS = ("email", "phone", "idfa", "aaid")

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from tiktok_destination.config import (
+from tiktok_destination.config.document import (
     Config,
     DataTemplate,
     Destination,

@@ -15,9 +15,9 @@ from pathlib import Path
 
 import pytest
 
-from tiktok_destination import validate
 from tiktok_destination.errors import DestinationError, InputRejected, RowRejected
-from tiktok_destination.validate import (
+from tiktok_destination.validation import validate
+from tiktok_destination.validation.validate import (
     LineCounts,
     ValidationResult,
     iter_rows,

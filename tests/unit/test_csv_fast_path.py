@@ -20,9 +20,14 @@ from typing import Any
 import pytest
 
 from tests.damaged_csv import generate
-from tiktok_destination import validate
 from tiktok_destination.errors import DestinationError, RowRejected
-from tiktok_destination.validate import LineCounts, RangeStart, iter_csv_lines, text_stream
+from tiktok_destination.validation import validate
+from tiktok_destination.validation.validate import (
+    LineCounts,
+    RangeStart,
+    iter_csv_lines,
+    text_stream,
+)
 
 SOURCE = "s3://inbox/acme/audience/fast.csv"
 # One character (one line a block), sizes that cut lines anywhere, and the default.

@@ -13,7 +13,7 @@ from typing import Any
 import pytest
 
 from tiktok_destination.errors import RowRejected
-from tiktok_destination.events import (
+from tiktok_destination.events.rules import (
     EVENT_CHANNELS,
     ISO_4217,
     MAX_EVENT_AGE,

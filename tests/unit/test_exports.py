@@ -10,10 +10,10 @@ from datetime import UTC, datetime, timedelta
 import pytest
 
 from tests.conftest import s3_bucket_on_moto
-from tiktok_destination import exports
-from tiktok_destination.config import load_config
+from tiktok_destination.adapters.s3 import Bucket
+from tiktok_destination.config.document import load_config
 from tiktok_destination.errors import InputChanged, InputRejected
-from tiktok_destination.storage import Bucket
+from tiktok_destination.inputs import exports
 
 TEMPLATE = load_config(
     """
@@ -193,7 +193,7 @@ def test_quiet_period_only_the_latest_arrival_goes_on(bucket: Bucket) -> None:
 
 
 def test_row_names_across_parts_skip_empty_parts() -> None:
-    from tiktok_destination.ranges import RowNames
+    from tiktok_destination.inputs.ranges import RowNames
 
     names = RowNames(
         [

@@ -8,9 +8,9 @@ from collections import Counter
 import pytest
 
 from tests.phone_corpus import outcome, phone_corpus
-from tiktok_destination import identifiers
 from tiktok_destination.errors import ConfigurationError, RowRejected
-from tiktok_destination.identifiers import (
+from tiktok_destination.identity import identifiers
+from tiktok_destination.identity.identifiers import (
     ID_TYPES,
     SCHEMA,
     hash_identifier,

@@ -15,9 +15,9 @@ import pytest
 
 from tests.phone_corpus import phone_corpus
 from tests.unit.test_identifiers_fast import EXISTING_HASH, device_corpus, email_corpus
-from tiktok_destination import identifiers
 from tiktok_destination.errors import ConfigurationError, RowRejected
-from tiktok_destination.identifiers import identifier_column_hasher, identifier_hasher
+from tiktok_destination.identity import identifiers
+from tiktok_destination.identity.identifiers import identifier_column_hasher, identifier_hasher
 
 
 def sha(text: str) -> str:

@@ -18,9 +18,9 @@ from functools import partial
 import pytest
 
 from tests.phone_corpus import DEFAULT_REGIONS, phone_corpus
-from tiktok_destination import identifiers
 from tiktok_destination.errors import ConfigurationError, RowRejected
-from tiktok_destination.identifiers import (
+from tiktok_destination.identity import identifiers
+from tiktok_destination.identity.identifiers import (
     hash_identifier,
     identifier_hasher,
     normalize_device_id,

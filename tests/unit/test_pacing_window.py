@@ -26,8 +26,8 @@ from typing import Any
 import pytest
 import requests
 
-from tiktok_destination.rate_limit import AppRateLimiter, app_key
-from tiktok_destination.tiktok.client import (
+from tiktok_destination.adapters.rate_limit import AppRateLimiter, app_key
+from tiktok_destination.adapters.tiktok.client import (
     LATE_TOLERANCE,
     PACING_HEADROOM,
     LocalPacer,

@@ -26,12 +26,12 @@ import boto3
 import pytest
 from moto import mock_aws
 
-from tiktok_destination import ranges
-from tiktok_destination.config import load_config
+from tiktok_destination.adapters.s3 import Bucket
+from tiktok_destination.config.document import load_config
 from tiktok_destination.errors import DestinationError, InputRejected, RetriableError
-from tiktok_destination.runs import Run, Source
-from tiktok_destination.storage import Bucket
-from tiktok_destination.validate import validate_audience_file, validate_events_file
+from tiktok_destination.inputs import ranges
+from tiktok_destination.runs.run import Run, Source
+from tiktok_destination.validation.validate import validate_audience_file, validate_events_file
 
 ADV = "7000000000000000001"
 ESET = "7100000000000000001"
@@ -73,7 +73,7 @@ def s3(monkeypatch: pytest.MonkeyPatch) -> Iterator[tuple[Bucket, Bucket]]:
     }.items():
         monkeypatch.setenv(name, value)
     monkeypatch.delenv("AWS_ENDPOINT_URL", raising=False)
-    from tiktok_destination import storage
+    from tiktok_destination.adapters import s3 as storage
 
     storage.s3_client.cache_clear()
     with mock_aws():

@@ -10,12 +10,12 @@ from typing import Any
 import boto3
 import pytest
 
-from tiktok_destination import rate_limit
+from tiktok_destination.adapters import rate_limit
+from tiktok_destination.adapters.rate_limit import AppRateLimiter, app_key, make_pacer
+from tiktok_destination.adapters.tiktok.client import LATE_TOLERANCE, LocalPacer, pacing_interval
+from tiktok_destination.config.settings import load_settings
 from tiktok_destination.errors import ConfigurationError, TikTokRateLimited
-from tiktok_destination.rate_limit import AppRateLimiter, app_key, make_pacer
-from tiktok_destination.settings import load_settings
 from tiktok_destination.steps import make_client
-from tiktok_destination.tiktok.client import LATE_TOLERANCE, LocalPacer, pacing_interval
 
 TABLE = "rate-limit"
 KEY = app_key("https://business-api.tiktok.com/open_api/v1.3/")

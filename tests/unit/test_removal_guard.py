@@ -9,14 +9,14 @@ import boto3
 import pytest
 from moto import mock_aws
 
-from tiktok_destination.audience import check_removal, removal_blocked
-from tiktok_destination.config import ResolvedTemplate, load_config
+from tiktok_destination.adapters.s3 import Bucket
+from tiktok_destination.audiences.audience import check_removal, removal_blocked
+from tiktok_destination.config.document import ResolvedTemplate, load_config
+from tiktok_destination.config.settings import load_settings
 from tiktok_destination.errors import ConfigurationError, MassRemovalBlocked
-from tiktok_destination.preflight import build_run
-from tiktok_destination.runs import Run, Source
-from tiktok_destination.settings import load_settings
-from tiktok_destination.storage import Bucket
-from tiktok_destination.workflow_actions import ACTIONS, action_for_error
+from tiktok_destination.runs.preflight import build_run
+from tiktok_destination.runs.run import Run, Source
+from tiktok_destination.runs.workflow_actions import ACTIONS, action_for_error
 
 ADV = "7000000000000000001"
 ESET = "7100000000000000001"
@@ -245,7 +245,7 @@ def deployed(monkeypatch: pytest.MonkeyPatch) -> Iterator[Bucket]:
     }.items():
         monkeypatch.setenv(name, value)
     monkeypatch.delenv("AWS_ENDPOINT_URL", raising=False)
-    from tiktok_destination import storage
+    from tiktok_destination.adapters import s3 as storage
 
     storage.s3_client.cache_clear()
     with mock_aws():

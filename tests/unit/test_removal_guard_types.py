@@ -17,7 +17,8 @@ import pytest
 
 from tests.conftest import s3_bucket_on_moto
 from tests.unit.test_removal_guard import make_run as guard_run
-from tiktok_destination.audience import (
+from tiktok_destination.adapters.s3 import Bucket
+from tiktok_destination.audiences.audience import (
     AudienceKeys,
     LastSync,
     TypeCounts,
@@ -27,12 +28,11 @@ from tiktok_destination.audience import (
     types_over_share,
     vanished_types,
 )
-from tiktok_destination.columns import near_miss
-from tiktok_destination.config import load_config
+from tiktok_destination.config.document import load_config
 from tiktok_destination.errors import MassRemovalBlocked
-from tiktok_destination.runs import Run, Source
-from tiktok_destination.storage import Bucket
-from tiktok_destination.workflow_actions import ACTIONS
+from tiktok_destination.identity.columns import near_miss
+from tiktok_destination.runs.run import Run, Source
+from tiktok_destination.runs.workflow_actions import ACTIONS
 
 # 1,000 people with an email and a phone: 2,000 members.
 BOTH = {"EMAIL": TypeCounts(1000, 0, 0), "PHONE": TypeCounts(1000, 0, 0)}

@@ -16,8 +16,9 @@ from typing import Any
 import pytest
 
 from tests.conftest import s3_bucket_on_moto
-from tiktok_destination import audience as audience_domain
-from tiktok_destination.audience import (
+from tiktok_destination.adapters.s3 import Bucket
+from tiktok_destination.audiences import audience as audience_domain
+from tiktok_destination.audiences.audience import (
     AudienceKeys,
     AudiencePlan,
     DiffPlan,
@@ -29,10 +30,9 @@ from tiktok_destination.audience import (
     plan_audience,
     prepare_diff,
 )
-from tiktok_destination.config import load_config
+from tiktok_destination.config.document import load_config
 from tiktok_destination.errors import DestinationError
-from tiktok_destination.runs import Run, Source
-from tiktok_destination.storage import Bucket
+from tiktok_destination.runs.run import Run, Source
 
 ADV = "7000000000000000001"
 NAME = "VIP customers"

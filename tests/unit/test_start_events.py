@@ -16,11 +16,11 @@ import boto3
 import pytest
 from moto import mock_aws
 
-from tiktok_destination.config import load_config
+from tiktok_destination.config.document import load_config
+from tiktok_destination.config.settings import Settings, load_settings
 from tiktok_destination.errors import ConfigurationError
-from tiktok_destination.preflight import resolve_input
-from tiktok_destination.settings import Settings, load_settings
-from tiktok_destination.validate import detect_format
+from tiktok_destination.runs.preflight import resolve_input
+from tiktok_destination.validation.validate import detect_format
 
 ROOT = Path(__file__).resolve().parents[2]
 CONFIG = load_config(
@@ -114,7 +114,7 @@ def test_an_event_without_etag_reads_it_from_the_object(
     bucket = event["detail"]["bucket"]["name"]
     key = event["detail"]["object"]["key"]
     with mock_aws():
-        from tiktok_destination import storage
+        from tiktok_destination.adapters import s3 as storage
 
         storage.s3_client.cache_clear()
         s3 = boto3.client("s3", region_name="us-east-1")
@@ -139,7 +139,7 @@ def test_a_url_encoded_key_is_read_as_the_object_it_names(
         "inbox/acme_audiences/vip_customers/exp+1/dt%3D2026-12-07/part+0.csv"
     )
     with mock_aws():
-        from tiktok_destination import storage
+        from tiktok_destination.adapters import s3 as storage
 
         storage.s3_client.cache_clear()
         s3 = boto3.client("s3", region_name="us-east-1")

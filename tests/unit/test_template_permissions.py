@@ -510,7 +510,7 @@ def _dashboard_metrics() -> list[tuple[str, str, dict[str, str]]]:
 
 
 def test_the_dashboard_shows_every_metric_the_code_emits_with_its_dimensions() -> None:
-    from tiktok_destination.metrics import (
+    from tiktok_destination.adapters.metrics import (
         ACTION_DIMENSION,
         METRIC_NAMES,
         RUN_DIMENSIONS,
@@ -556,7 +556,7 @@ def test_metrics_namespace_is_the_stack_and_service_matches_the_functions() -> N
 
 
 def test_failed_executions_and_rate_limiting_alarm_the_workflow_action_topic() -> None:
-    from tiktok_destination.metrics import METRIC_NAMES
+    from tiktok_destination.adapters.metrics import METRIC_NAMES
 
     alarms = {
         name: r["Properties"]

@@ -18,6 +18,13 @@ import pytest
 import requests
 from urllib3.connection import HTTPConnection
 
+from tiktok_destination.adapters.tiktok.client import (
+    DEFAULT_BASE_URL,
+    CallStats,
+    RetryPolicy,
+    TikTokClient,
+    _advice,
+)
 from tiktok_destination.errors import (
     AdvertiserNotFound,
     ConfigurationError,
@@ -32,14 +39,7 @@ from tiktok_destination.errors import (
     TikTokUnavailable,
     TikTokWriteConflict,
 )
-from tiktok_destination.events import track_body
-from tiktok_destination.tiktok.client import (
-    DEFAULT_BASE_URL,
-    CallStats,
-    RetryPolicy,
-    TikTokClient,
-    _advice,
-)
+from tiktok_destination.events.rules import track_body
 
 TOKEN = "tok-7f3a9c1e5b2d4f6a8c0e"
 SECRET = "app-secret-91b2c3d4e5"
@@ -776,7 +776,7 @@ def test_exchange_auth_code_errors_hide_secret_and_code(server: FakeTikTok) -> N
 def test_logs_carry_no_token_or_body(server: FakeTikTok, caplog: pytest.LogCaptureFixture) -> None:
     server.script(envelope(code=50000, message=f"x {TOKEN}"), envelope(data={}))
     client = make_client(server)
-    with caplog.at_level("DEBUG", logger="tiktok_destination.tiktok.client"):
+    with caplog.at_level("DEBUG", logger="tiktok_destination.adapters.tiktok.client"):
         client.post("segment/mapping/", {"batch_data": [[{"id": "secret-hash"}]]})
     assert caplog.records, "retries must be logged"
     for record in caplog.records:

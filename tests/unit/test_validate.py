@@ -16,10 +16,10 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-import tiktok_destination.events as events_module
-from tiktok_destination import validate
+import tiktok_destination.events.rules as events_module
 from tiktok_destination.errors import ConfigurationError, InputRejected, RowRejected
-from tiktok_destination.validate import (
+from tiktok_destination.validation import validate
+from tiktok_destination.validation.validate import (
     ValidationResult,
     detect_format,
     iter_rows,

@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 
 from tiktok_destination.errors import InputRejected
-from tiktok_destination.validate import ValidationResult, validate_audience_file
+from tiktok_destination.validation.validate import ValidationResult, validate_audience_file
 
 SOURCE = "s3://inbox/acme/audience/day2.csv"
 

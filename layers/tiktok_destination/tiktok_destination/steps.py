@@ -18,13 +18,19 @@ from typing import Any
 
 import boto3
 
-from . import audience as audience_domain
-from . import exports, leases, offline_events, ranges
-from .errors import DestinationError
-from .metrics import emit_run_metrics, emit_workflow_action
-from .preflight import build_run, preflight
-from .rate_limit import make_pacer
-from .report import (
+from tiktok_destination.adapters.metrics import emit_run_metrics, emit_workflow_action
+from tiktok_destination.adapters.rate_limit import make_pacer
+from tiktok_destination.adapters.s3 import Bucket, scratch_dir
+from tiktok_destination.adapters.secrets import load_access_token
+from tiktok_destination.adapters.tiktok.client import TikTokClient
+from tiktok_destination.audiences import audience as audience_domain
+from tiktok_destination.config.settings import Settings, load_settings
+from tiktok_destination.errors import DestinationError
+from tiktok_destination.events import offline as offline_events
+from tiktok_destination.inputs import exports, ranges
+from tiktok_destination.runs import leases
+from tiktok_destination.runs.preflight import build_run, preflight
+from tiktok_destination.runs.report import (
     AUDIENCE_REMINDERS,
     EVENTS_REMINDERS,
     base_report,
@@ -35,13 +41,13 @@ from .report import (
     rejects_summary,
     sum_calls,
 )
-from .runs import Run, execution_report_key
-from .secrets import load_access_token
-from .settings import Settings, load_settings
-from .storage import Bucket, scratch_dir
-from .tiktok.client import TikTokClient
-from .validate import lines_report
-from .workflow_actions import action_for_error, is_classified, parse_step_error
+from tiktok_destination.runs.run import Run, execution_report_key
+from tiktok_destination.runs.workflow_actions import (
+    action_for_error,
+    is_classified,
+    parse_step_error,
+)
+from tiktok_destination.validation.validate import lines_report
 
 logger = logging.getLogger(__name__)
 

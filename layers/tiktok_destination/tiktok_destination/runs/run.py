@@ -14,7 +14,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict
 
-from .config import ResolvedTemplate
+from tiktok_destination.config.document import ResolvedTemplate
 
 
 class Source(BaseModel):

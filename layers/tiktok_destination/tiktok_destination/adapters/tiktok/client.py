@@ -5,7 +5,7 @@ contract live in one place: the ``Access-Token`` header, trailing-slash paths, J
 list parameters, the ``{code, message, request_id, data}`` envelope (errors come back with
 HTTP 200), the code table, in-process retries with capped full-jitter backoff, and pacing
 to the configured QPS (by an injected :class:`Pacer`: in AWS the app-wide limiter of
-:mod:`tiktok_destination.rate_limit`, shared by every Lambda).
+:mod:`tiktok_destination.adapters.rate_limit`, shared by every Lambda).
 
 Errors raised here are the classes of :mod:`tiktok_destination.errors`; their class names
 are what the state machine's ``Retry``/``Catch`` match on. Messages and log lines never
@@ -47,7 +47,7 @@ from tiktok_destination.errors import (
     TikTokUnavailable,
     TikTokWriteConflict,
 )
-from tiktok_destination.events import track_body
+from tiktok_destination.events.rules import track_body
 
 __all__ = [
     "DEFAULT_BASE_URL",
@@ -378,7 +378,7 @@ class LocalPacer:
     counts per second, and a burst at a window edge is exactly what trips 40100. Slots are
     reserved under a lock and slept outside it, so threads sharing a client queue fairly.
     It knows only its own process: where Lambdas of one TikTok app run side by side, the
-    app-wide limiter of :mod:`tiktok_destination.rate_limit` takes its place.
+    app-wide limiter of :mod:`tiktok_destination.adapters.rate_limit` takes its place.
     """
 
     def __init__(

@@ -29,7 +29,7 @@ import unicodedata
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 
-from .errors import ConfigurationError, InputRejected
+from tiktok_destination.errors import ConfigurationError, InputRejected
 
 #: identifier fields of custom audiences (the lowercase id types)
 IDENTIFIER_FIELDS: tuple[str, ...] = ("email", "phone", "idfa", "aaid")

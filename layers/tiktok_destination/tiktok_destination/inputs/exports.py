@@ -41,10 +41,10 @@ from datetime import UTC, datetime
 from typing import Any, Literal
 from urllib.parse import unquote, urlparse
 
-from .config import ResolvedTemplate
-from .errors import InputChanged, InputRejected
-from .storage import Bucket
-from .validate import detect_format
+from tiktok_destination.adapters.s3 import Bucket
+from tiktok_destination.config.document import ResolvedTemplate
+from tiktok_destination.errors import InputChanged, InputRejected
+from tiktok_destination.validation.validate import detect_format
 
 logger = logging.getLogger(__name__)
 

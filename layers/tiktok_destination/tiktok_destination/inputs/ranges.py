@@ -46,12 +46,12 @@ from typing import IO, Any
 
 from botocore.exceptions import BotoCoreError, ClientError
 
-from . import sorting
-from .errors import DestinationError, InputRejected, RetriableError
-from .exports import basename, part_format
-from .runs import Run
-from .storage import MISSING_CODES, PRECONDITION_CODES, Bucket, error_code
-from .validate import (
+from tiktok_destination import sorting
+from tiktok_destination.adapters.s3 import MISSING_CODES, PRECONDITION_CODES, Bucket, error_code
+from tiktok_destination.errors import DestinationError, InputRejected, RetriableError
+from tiktok_destination.inputs.exports import basename, part_format
+from tiktok_destination.runs.run import Run
+from tiktok_destination.validation.validate import (
     BLOCK_CHARS,
     REJECTED_ROW,
     REJECTS_HEADER,
@@ -774,7 +774,7 @@ def _check_parts_agree(
 
 
 def _shown(names: Sequence[str]) -> list[str]:
-    from .columns import looks_like_data
+    from tiktok_destination.identity.columns import looks_like_data
 
     return ["a value that looks like data" if looks_like_data(n) else f"'{n[:40]}'" for n in names]
 

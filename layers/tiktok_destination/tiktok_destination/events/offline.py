@@ -21,14 +21,14 @@ from itertools import groupby
 from pathlib import Path
 from typing import Any
 
-from . import sorting
-from .errors import DestinationError, TikTokRequestRejected
-from .events import BuiltEvent, build_event, event_group_key, track_body
-from .ranges import RowNames, add_up, validated_files, validated_index
-from .runs import Run
-from .storage import Bucket
-from .tiktok.client import TikTokClient
-from .validate import _finish
+from tiktok_destination import sorting
+from tiktok_destination.adapters.s3 import Bucket
+from tiktok_destination.adapters.tiktok.client import TikTokClient
+from tiktok_destination.errors import DestinationError, TikTokRequestRejected
+from tiktok_destination.events.rules import BuiltEvent, build_event, event_group_key, track_body
+from tiktok_destination.inputs.ranges import RowNames, add_up, validated_files, validated_index
+from tiktok_destination.runs.run import Run
+from tiktok_destination.validation.validate import _finish
 
 logger = logging.getLogger(__name__)
 

@@ -19,7 +19,7 @@ from functools import cache, partial
 import phonenumbers
 from phonenumbers import PhoneMetadata
 
-from .errors import ConfigurationError, RowRejected
+from tiktok_destination.errors import ConfigurationError, RowRejected
 
 ID_TYPES: tuple[str, ...] = ("EMAIL", "PHONE", "IDFA", "AAID")
 

@@ -16,7 +16,7 @@ from typing import Any
 import boto3
 from botocore.exceptions import ClientError
 
-from .errors import InputRejected
+from tiktok_destination.errors import InputRejected
 
 
 @functools.cache

@@ -36,11 +36,11 @@ from urllib.parse import urlencode, urlsplit
 import boto3
 from botocore.exceptions import ClientError
 
-from . import secrets
-from .errors import ConfigurationError, DestinationError, OAuthError
-from .settings import DEFAULT_TIKTOK_BASE_URL, Settings
-from .storage import PRECONDITION_CODES, error_code
-from .tiktok.client import RetryPolicy, TikTokClient
+from tiktok_destination.adapters import secrets
+from tiktok_destination.adapters.s3 import PRECONDITION_CODES, error_code
+from tiktok_destination.adapters.tiktok.client import RetryPolicy, TikTokClient
+from tiktok_destination.config.settings import DEFAULT_TIKTOK_BASE_URL, Settings
+from tiktok_destination.errors import ConfigurationError, DestinationError, OAuthError
 
 __all__ = [
     "AUTH_URL",

@@ -11,12 +11,17 @@ import os
 from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING
 
-from .errors import ConfigurationError
-from .events import MAX_EVENTS_PER_REQUEST
-from .tiktok.client import DEFAULT_TIMEOUT, MAX_MAPPING_IDS, MIN_QPS, RetryPolicy
+from tiktok_destination.adapters.tiktok.client import (
+    DEFAULT_TIMEOUT,
+    MAX_MAPPING_IDS,
+    MIN_QPS,
+    RetryPolicy,
+)
+from tiktok_destination.errors import ConfigurationError
+from tiktok_destination.events.rules import MAX_EVENTS_PER_REQUEST
 
 if TYPE_CHECKING:
-    from .config import Config
+    from tiktok_destination.config.document import Config
 
 DEFAULT_TIKTOK_BASE_URL = "https://business-api.tiktok.com/open_api/v1.3/"
 DEFAULT_RANGE_BYTES = 256 * 1024 * 1024

@@ -47,10 +47,11 @@ from fractions import Fraction
 from pathlib import Path
 from typing import Any
 
-from . import sorting
-from .audience_names import tiktok_visible_name
-from .columns import near_miss
-from .errors import (
+from tiktok_destination import sorting
+from tiktok_destination.adapters.s3 import Bucket
+from tiktok_destination.adapters.tiktok.client import TikTokClient
+from tiktok_destination.adapters.tiktok.names import tiktok_visible_name
+from tiktok_destination.errors import (
     AudienceLimitReached,
     DestinationError,
     MassRemovalBlocked,
@@ -58,11 +59,10 @@ from .errors import (
     TikTokRequestRejected,
     TikTokUnavailable,
 )
-from .identifiers import ID_TYPES, SCHEMA
-from .ranges import SHARDS, shard_members
-from .runs import Run
-from .storage import Bucket
-from .tiktok.client import TikTokClient
+from tiktok_destination.identity.columns import near_miss
+from tiktok_destination.identity.identifiers import ID_TYPES, SCHEMA
+from tiktok_destination.inputs.ranges import SHARDS, shard_members
+from tiktok_destination.runs.run import Run
 
 logger = logging.getLogger(__name__)
 

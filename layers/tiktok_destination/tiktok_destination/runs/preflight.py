@@ -34,23 +34,24 @@ from urllib.parse import unquote_plus
 from aws_lambda_powertools.utilities.data_classes import S3EventBridgeNotificationEvent
 from pydantic import BaseModel, ConfigDict, ValidationError
 
-from . import exports, leases, ranges
-from .columns import resolve_event_columns
-from .config import Config, ResolvedTemplate, load_config
-from .errors import (
+from tiktok_destination.adapters.s3 import Bucket
+from tiktok_destination.adapters.secrets import load_access_token, load_app, load_credential
+from tiktok_destination.adapters.tiktok.client import TikTokClient
+from tiktok_destination.config.document import Config, ResolvedTemplate, load_config
+from tiktok_destination.config.settings import Settings
+from tiktok_destination.errors import (
     AdvertiserNotFound,
     ConfigurationError,
     EventSetNotFound,
     InputRejected,
     RunInProgress,
 )
-from .report import base_report, record_calls
-from .runs import Run, Source, execution_report_key, run_id_for
-from .secrets import load_access_token, load_app, load_credential
-from .settings import Settings
-from .storage import Bucket
-from .tiktok.client import TikTokClient
-from .validate import detect_format, iter_csv_lines, text_stream
+from tiktok_destination.identity.columns import resolve_event_columns
+from tiktok_destination.inputs import exports, ranges
+from tiktok_destination.runs import leases
+from tiktok_destination.runs.report import base_report, record_calls
+from tiktok_destination.runs.run import Run, Source, execution_report_key, run_id_for
+from tiktok_destination.validation.validate import detect_format, iter_csv_lines, text_stream
 
 logger = logging.getLogger(__name__)
 

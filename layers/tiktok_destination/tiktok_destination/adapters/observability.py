@@ -14,7 +14,7 @@ logging process-wide, which the domain package itself must not do.
   string. Disabled outside Lambda and wherever ``POWERTOOLS_TRACE_DISABLED=true`` (the
   local default), so nothing tries to reach an X-Ray daemon there.
 
-Metrics are emitted by the steps (see ``tiktok_destination.metrics``), not here.
+Metrics are emitted by the steps (see ``tiktok_destination.adapters.metrics``), not here.
 """
 
 from __future__ import annotations
@@ -25,7 +25,7 @@ import os
 from aws_lambda_powertools import Logger, Tracer
 from aws_lambda_powertools.logging.utils import copy_config_to_registered_loggers
 
-from .metrics import DEFAULT_SERVICE
+from tiktok_destination.adapters.metrics import DEFAULT_SERVICE
 
 DOMAIN_LOGGER = "tiktok_destination"
 

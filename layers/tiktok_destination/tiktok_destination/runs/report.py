@@ -13,9 +13,9 @@ from collections import Counter
 from datetime import UTC, datetime
 from typing import Any
 
-from .runs import Run
-from .storage import Bucket
-from .validate import DROPPED_VALUE
+from tiktok_destination.adapters.s3 import Bucket
+from tiktok_destination.runs.run import Run
+from tiktok_destination.validation.validate import DROPPED_VALUE
 
 AUDIENCE_REMINDERS = (
     "TikTok needs at least 1,000 matched members before the audience can be used in an ad group.",

@@ -25,8 +25,8 @@ from datetime import UTC, datetime, timedelta
 from decimal import ROUND_HALF_UP, Context, Decimal, InvalidOperation, localcontext
 from typing import Any, Literal
 
-from .errors import RowRejected
-from .identifiers import hash_identifier
+from tiktok_destination.errors import RowRejected
+from tiktok_destination.identity.identifiers import hash_identifier
 
 #: names a row in messages (a row number, or a part and the row within it)
 RowLabel = Callable[[int], str]

@@ -1,6 +1,6 @@
 """TikTok Business API v1.3 access: one client for every call (see ``client.py``)."""
 
-from tiktok_destination.tiktok.client import (
+from tiktok_destination.adapters.tiktok.client import (
     DEFAULT_BASE_URL,
     SANDBOX_BASE_URL,
     CallStats,

@@ -29,11 +29,20 @@ from operator import itemgetter
 from pathlib import Path
 from typing import IO, TYPE_CHECKING, Any, Literal
 
-from .columns import ColumnResolution, resolve_columns, resolve_event_columns
-from .columns import header_text as _header_text
-from .columns import looks_like_data as _looks_like_data
-from .errors import ConfigurationError, DestinationError, InputRejected, RowRejected
-from .identifiers import (
+from tiktok_destination.errors import (
+    ConfigurationError,
+    DestinationError,
+    InputRejected,
+    RowRejected,
+)
+from tiktok_destination.identity.columns import (
+    ColumnResolution,
+    resolve_columns,
+    resolve_event_columns,
+)
+from tiktok_destination.identity.columns import header_text as _header_text
+from tiktok_destination.identity.columns import looks_like_data as _looks_like_data
+from tiktok_destination.identity.identifiers import (
     COLUMNS,
     ID_TYPES,
     SCHEMA,
@@ -1570,7 +1579,7 @@ _EVENT_USER_SCHEMA = {"email": ("EMAIL", SCHEMA["EMAIL"]), "phone": ("PHONE", SC
 
 def _event_row_normalizer() -> Callable[..., dict[str, Any]]:
     # Looked up at call time (not imported at module load) so a test can stand in for it.
-    from . import events
+    from tiktok_destination.events import rules as events
 
     return events.normalize_event_row
 

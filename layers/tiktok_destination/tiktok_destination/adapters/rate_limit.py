@@ -23,8 +23,8 @@ caller that then dies, or wakes up too late to use it, just passes unused: a lat
 takes a new slot and never sends late (``LATE_TOLERANCE`` in the client proves why no
 second then holds more than ``tiktok_qps`` calls), and one that keeps waking late until
 ``max_wait`` gives the step back with TikTokRateLimited. The interval and
-the burst of one call are :class:`~tiktok_destination.tiktok.client.LocalPacer`'s
-(:func:`~tiktok_destination.tiktok.client.pacing_interval`: ``1/tiktok_qps`` plus
+the burst of one call are :class:`~tiktok_destination.adapters.tiktok.client.LocalPacer`'s
+(:func:`~tiktok_destination.adapters.tiktok.client.pacing_interval`: ``1/tiktok_qps`` plus
 headroom): TikTok counts calls per second, and a token bucket holding a second's worth of
 burst lets up to twice the QPS into one second after an idle spell (the burst, then the
 refill), which TikTok answers with 40100. Slots are wall-clock times compared across
@@ -47,9 +47,8 @@ from typing import Any
 import boto3
 from botocore.exceptions import BotoCoreError, ClientError
 
-from .errors import ConfigurationError, RetriableError, TikTokRateLimited
-from .storage import error_code
-from .tiktok.client import (
+from tiktok_destination.adapters.s3 import error_code
+from tiktok_destination.adapters.tiktok.client import (
     MAX_PACING_WAIT,
     Pacer,
     StillOnTime,
@@ -58,6 +57,7 @@ from .tiktok.client import (
     pacing_interval,
     sleep_until,
 )
+from tiktok_destination.errors import ConfigurationError, RetriableError, TikTokRateLimited
 
 __all__ = ["AppRateLimiter", "app_key", "make_pacer"]
 
@@ -89,7 +89,7 @@ def _number(value: float) -> dict[str, str]:
 
 
 class AppRateLimiter:
-    """A :class:`~tiktok_destination.tiktok.client.Pacer` shared through a DynamoDB item.
+    """A :class:`~tiktok_destination.adapters.tiktok.client.Pacer` shared through a DynamoDB item.
 
     ``client`` (a boto3 DynamoDB client), ``clock`` (epoch seconds: callers on different
     hosts compare their slots on it) and ``sleep`` are injectable for tests.

@@ -45,8 +45,8 @@ from typing import Any, Literal
 import boto3
 from botocore.exceptions import BotoCoreError, ClientError
 
-from .runs import Run
-from .storage import Bucket, error_code
+from tiktok_destination.adapters.s3 import Bucket, error_code
+from tiktok_destination.runs.run import Run
 
 logger = logging.getLogger(__name__)
 

@@ -9,8 +9,8 @@ from __future__ import annotations
 import json
 from typing import Any
 
-from .errors import InvalidCredentials
-from .settings import Settings
+from tiktok_destination.config.settings import Settings
+from tiktok_destination.errors import InvalidCredentials
 
 # Short enough that a re-authorized token reaches warm map Lambdas within a minute; long
 # enough that a run's hundreds of batches do not each call Secrets Manager.

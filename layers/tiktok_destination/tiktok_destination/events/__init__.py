@@ -1,0 +1,1 @@
+"""Offline events: per-row rules, grouping rows into events, planning and sending batches."""

@@ -1,0 +1,1 @@
+"""Identifiers as TikTok matches them: which column feeds which field, normalization, hashing."""

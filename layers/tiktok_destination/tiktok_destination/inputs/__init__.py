@@ -1,0 +1,1 @@
+"""What arrives in S3: formats, exports written in parts, and ranges of a large file."""

@@ -1,0 +1,1 @@
+"""TikTok advertiser authorization: the link, its signed state, and the callback."""

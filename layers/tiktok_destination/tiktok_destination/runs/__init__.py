@@ -1,0 +1,1 @@
+"""A run from start to report: preflight, the run record, leases, reports, workflow actions."""
