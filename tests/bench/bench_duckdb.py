@@ -154,7 +154,7 @@ def bench_diff(members: int, thread_counts: list[int]) -> list[str]:
 # After trimming spaces: printable ASCII without whitespace. For such a value Python's
 # strip() removes exactly the spaces trim() removed, isprintable() is True, lower() is ASCII
 # lowering, and the email pattern's \s can match nothing, so the SQL below decides exactly
-# as identifiers.hash_identifier does. Anything else is Python's to decide.
+# as hashing.hash_identifier does. Anything else is Python's to decide.
 _FAST_SQL = r"""
 WITH r AS (
     SELECT row_number() OVER () AS rn, email AS raw
@@ -180,7 +180,7 @@ def duckdb_validate(src: Path, out_dir: Path, threads: int) -> dict[str, Any]:
     import duckdb
 
     from tiktok_destination.errors import RowRejected
-    from tiktok_destination.identity.identifiers import hash_identifier
+    from tiktok_destination.identity.hashing import hash_identifier
     from tiktok_destination.validation.validate import REJECTS_HEADER
 
     with src.open(encoding="utf-8", newline="") as fh:

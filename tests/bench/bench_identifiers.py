@@ -21,14 +21,11 @@ import random
 import time
 from collections.abc import Callable
 
-from tiktok_destination.identity.identifiers import (
-    ColumnHasher,
-    identifier_column_hasher,
-    identifier_hasher,
-    normalize_device_id,
-    normalize_email,
-    normalize_phone,
-)
+from tiktok_destination.identity.column_hashing import ColumnHasher, identifier_column_hasher
+from tiktok_destination.identity.device_ids import normalize_device_id
+from tiktok_destination.identity.emails import normalize_email
+from tiktok_destination.identity.hashing import identifier_hasher
+from tiktok_destination.identity.phones import normalize_phone
 
 SEED = 20251126
 COLUMN_ROWS = 4096

@@ -24,11 +24,11 @@ from collections.abc import Callable, Iterator
 
 from tests.phone_corpus import DEFAULT_REGIONS, outcome, phone_corpus
 from tiktok_destination.errors import RowRejected
-from tiktok_destination.identity import identifiers
+from tiktok_destination.identity import column_hashing, hashing, phone_fast_path, phones
 
 
 def _full(raw: str, region: str) -> str:
-    return identifiers._normalize_phone(raw, region, fast=False)
+    return phones._normalize_phone(raw, region, fast=False)
 
 
 def _hashed(hasher: Callable[[str], str], raw: str) -> str:
@@ -51,7 +51,7 @@ COLUMN = 4096
 
 def _column_outcomes(region: str, values: list[str]) -> Iterator[str]:
     """The column hasher's outcome per value, in the form ``_hashed`` gives."""
-    digests, _, rejected = identifiers.identifier_column_hasher("PHONE", region)(values)
+    digests, _, rejected = column_hashing.identifier_column_hasher("PHONE", region)(values)
     for at, digest in enumerate(digests):
         problem = rejected.get(at)
         if problem is not None:
@@ -67,7 +67,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
 
     answered: Counter[str] = Counter()
-    fast = identifiers._fast_e164
+    fast = phone_fast_path._fast_e164
 
     counting_on = [False]  # normalize_phone's answers, not the hasher's fallback's
 
@@ -78,9 +78,9 @@ def main(argv: list[str] | None = None) -> int:
             answered[answer] += 1
         return result
 
-    identifiers._fast_e164 = counting  # type: ignore[assignment]
+    phones._fast_e164 = counting  # type: ignore[assignment]
     compared = mismatches = 0
-    hashers = {region: identifiers.identifier_hasher("PHONE", region) for region in DEFAULT_REGIONS}
+    hashers = {region: hashing.identifier_hasher("PHONE", region) for region in DEFAULT_REGIONS}
     by_region: Counter[str] = Counter()
     columns: dict[str, list[tuple[str, str]]] = {}  # region: (raw, expected outcome)
 
@@ -98,7 +98,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         for raw, region in phone_corpus(args.count, args.seed):
             counting_on[0] = True
-            with_fast = outcome(identifiers.normalize_phone, raw, region)
+            with_fast = outcome(phones.normalize_phone, raw, region)
             counting_on[0] = False
             full = outcome(_full, raw, region)
             compared += 1
@@ -120,7 +120,7 @@ def main(argv: list[str] | None = None) -> int:
         for region in list(columns):
             mismatches += compare_column(region)
     finally:
-        identifiers._fast_e164 = fast  # type: ignore[assignment]
+        phones._fast_e164 = fast  # type: ignore[assignment]
     seconds = time.perf_counter() - started
     print(f"default regions: {dict(sorted(by_region.items()))}")
     print(f"answered by: {dict(answered.most_common())}")

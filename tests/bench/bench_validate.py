@@ -154,7 +154,8 @@ def sha_child(src: Path) -> None:
     import hashlib
 
     from tiktok_destination.errors import RowRejected
-    from tiktok_destination.identity.identifiers import normalize_email, normalize_phone
+    from tiktok_destination.identity.emails import normalize_email
+    from tiktok_destination.identity.phones import normalize_phone
 
     def flush(batch: list[str]) -> float:
         sha256 = hashlib.sha256

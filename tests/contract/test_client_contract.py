@@ -18,7 +18,7 @@ from tests.contract._fixtures import PREFIX, load, replay_session
 from tiktok_destination.adapters.tiktok.client import TIKTOK_CODES, RetryPolicy, TikTokClient
 from tiktok_destination.errors import RetriableError, TikTokRateLimited, TikTokRequestRejected
 from tiktok_destination.events.rules import build_event, normalize_event_row
-from tiktok_destination.identity.identifiers import hash_identifier
+from tiktok_destination.identity.hashing import hash_identifier
 
 TOKEN = "contract-token-5e1f"
 BASE_URL = "https://business-api.tiktok.com/open_api/v1.3/"

@@ -265,7 +265,7 @@ def test_the_import_check_would_catch_a_shared_table(tmp_path: Path) -> None:
     probe.write_text(
         "from ..events import STANDARD_EVENTS\n"
         "from tiktok_destination.adapters.tiktok.client import RATE_LIMIT_CODES\n"
-        "import tiktok_destination.identity.identifiers\n"
+        "import tiktok_destination.identity.hashing\n"
         "from tiktok_destination_local.runner import LOCAL_APP_ID\n"
         "import tiktok_destination_local.cli\n"
         "from .server import TikTokEmulator\n"

@@ -9,17 +9,12 @@ import pytest
 
 from tests.phone_corpus import outcome, phone_corpus
 from tiktok_destination.errors import ConfigurationError, RowRejected
-from tiktok_destination.identity import identifiers
-from tiktok_destination.identity.identifiers import (
-    ID_TYPES,
-    SCHEMA,
-    hash_identifier,
-    is_sha256_hex,
-    normalize_device_id,
-    normalize_email,
-    normalize_phone,
-    sha256_hex,
-)
+from tiktok_destination.identity import phone_fast_path, phones
+from tiktok_destination.identity.device_ids import normalize_device_id
+from tiktok_destination.identity.emails import normalize_email
+from tiktok_destination.identity.hashing import hash_identifier
+from tiktok_destination.identity.phones import normalize_phone
+from tiktok_destination.identity.schema import ID_TYPES, SCHEMA, is_sha256_hex
 
 
 def sha(text: str) -> str:
@@ -33,11 +28,6 @@ def test_schema_covers_every_type() -> None:
     assert set(SCHEMA) == set(ID_TYPES)
     assert SCHEMA["EMAIL"] == "EMAIL_SHA256"
     assert SCHEMA["AAID"] == "AAID_SHA256"
-
-
-def test_sha256_hex_is_lowercase_hex_of_utf8() -> None:
-    assert sha256_hex("jane@example.com") == EXISTING_HASH
-    assert sha256_hex("zoë@example.com") == hashlib.sha256("zoë@example.com".encode()).hexdigest()
 
 
 @pytest.mark.parametrize(
@@ -407,7 +397,7 @@ def test_usual_trim_still_applies_before_the_invisible_check() -> None:
 
 # ---------------------------------------------------------------- phone fast path
 def _full_parse(raw: str, region: str) -> str:
-    return identifiers._normalize_phone(raw, region, fast=False)
+    return phones._normalize_phone(raw, region, fast=False)
 
 
 @pytest.mark.parametrize(
@@ -434,7 +424,7 @@ def _full_parse(raw: str, region: str) -> str:
 def test_fast_path_answers_common_spellings_and_leaves_the_rest(
     text: str, region: str, expected: str | None
 ) -> None:
-    assert identifiers._fast_e164(text, region) == expected
+    assert phone_fast_path._fast_e164(text, region) == expected
 
 
 @pytest.mark.parametrize(("raw", "region", "expected"), PHONE_SPELLINGS)
@@ -450,14 +440,14 @@ def test_fast_path_gives_exactly_what_the_full_parse_gives_on_a_generated_corpus
     """The fast version of `make bench-phones` (1,000,000 numbers): same E.164 or the same
     rejection for every generated number of many regions and spellings."""
     answered: Counter[str] = Counter()
-    fast = identifiers._fast_e164
+    fast = phone_fast_path._fast_e164
 
     def counting(text: str, region: str) -> str | None:
         result = fast(text, region)
         answered["full" if result is None else "valid" if result else "invalid"] += 1
         return result
 
-    monkeypatch.setattr(identifiers, "_fast_e164", counting)
+    monkeypatch.setattr(phones, "_fast_e164", counting)
     mismatches = [
         (raw, region)
         for raw, region in phone_corpus(30_000)

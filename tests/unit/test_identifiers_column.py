@@ -16,8 +16,9 @@ import pytest
 from tests.phone_corpus import phone_corpus
 from tests.unit.test_identifiers_fast import EXISTING_HASH, device_corpus, email_corpus
 from tiktok_destination.errors import ConfigurationError, RowRejected
-from tiktok_destination.identity import identifiers
-from tiktok_destination.identity.identifiers import identifier_column_hasher, identifier_hasher
+from tiktok_destination.identity import column_hashing, emails
+from tiktok_destination.identity.column_hashing import identifier_column_hasher
+from tiktok_destination.identity.hashing import identifier_hasher
 
 
 def sha(text: str) -> str:
@@ -35,7 +36,7 @@ def per_value(hasher: Callable[[str], str], raw: str | None) -> str | None:
 
 
 def column_outcomes(
-    column_hasher: identifiers.ColumnHasher, values: Sequence[str | None]
+    column_hasher: column_hashing.ColumnHasher, values: Sequence[str | None]
 ) -> list[str | None]:
     digests, misses, rejected = column_hasher(values)
     assert len(digests) == len(values)
@@ -184,8 +185,8 @@ def test_the_column_fast_path_answers_the_usual_values(monkeypatch: pytest.Monke
 
         return count
 
-    monkeypatch.setattr(identifiers, "identifier_hasher", counting)
-    monkeypatch.setattr(identifiers, "_COLUMN_HASHERS", {})
+    monkeypatch.setattr(column_hashing, "identifier_hasher", counting)
+    monkeypatch.setattr(column_hashing, "_COLUMN_HASHERS", {})
     rng = random.Random(4)
     # (the email corpus's addresses are all well formed, ASCII and unpadded)
     emails = [f"Person.{i}@Example{i % 97}.com" for i in range(1000)]
@@ -204,11 +205,11 @@ def test_the_column_fast_path_answers_the_usual_values(monkeypatch: pytest.Monke
 def test_a_loosened_line_pattern_is_caught() -> None:
     # The mutation check: an email line pattern that lets spaces through (as if strip were
     # done on the joined text) or that takes any line with an "@" changes answers.
-    loose = identifiers._ASCII_EMAIL.pattern.replace(r"[\x21", r"[\x20\x21")
-    assert loose != identifiers._ASCII_EMAIL.pattern
+    loose = emails._ASCII_EMAIL.pattern.replace(r"[\x21", r"[\x20\x21")
+    assert loose != emails._ASCII_EMAIL.pattern
     for pattern in (rf"^(?:({loose})$|.*)", r"^(?:(\S+@\S+)$|.*)"):
-        column = identifiers._column_hasher(
-            identifiers._email_answers(pattern), identifier_hasher("EMAIL", "US")
+        column = column_hashing._column_hasher(
+            column_hashing._email_answers(pattern), identifier_hasher("EMAIL", "US")
         )
         values = mixed(random.Random(1), list(email_corpus(20_000)))
         got = column_outcomes(column, values)
@@ -228,11 +229,11 @@ def test_a_phone_column_without_the_rendering_guard_is_caught(
 ) -> None:
     # +1213555123.4 loses its dot with the separators: without the guard it would hash as
     # +12135551234, where the per-value rules read the rendering's digits before the dot.
-    never = identifiers.re.compile(r"(?!)")
-    monkeypatch.setattr(identifiers, "_ONE_DOT_RENDERING", never)
-    phone = identifiers._phone_answers("US")
+    never = column_hashing.re.compile(r"(?!)")
+    monkeypatch.setattr(column_hashing, "_ONE_DOT_RENDERING", never)
+    phone = column_hashing._phone_answers("US")
     assert phone is not None
-    column = identifiers._column_hasher(phone[0], identifier_hasher("PHONE", "US"), phone[1])
+    column = column_hashing._column_hasher(phone[0], identifier_hasher("PHONE", "US"), phone[1])
     values: list[str | None] = list(bench_phones(random.Random(5), 5_000))
     got = column_outcomes(column, values)
     want = [per_value(identifier_hasher("PHONE", "US"), raw) for raw in values]
@@ -250,8 +251,8 @@ def test_repeated_values_are_answered_once_and_alike(monkeypatch: pytest.MonkeyP
 
         return count
 
-    monkeypatch.setattr(identifiers, "identifier_hasher", counting)
-    monkeypatch.setattr(identifiers, "_COLUMN_HASHERS", {})
+    monkeypatch.setattr(column_hashing, "identifier_hasher", counting)
+    monkeypatch.setattr(column_hashing, "_COLUMN_HASHERS", {})
     values: list[str | None] = ["555-0100", "12345", "+44 7911 123456", "(213) 555-1234"] * 50
     got = column_outcomes(identifier_column_hasher("PHONE", "US"), values)
     assert got == [per_value(hasher, raw) for raw in values]

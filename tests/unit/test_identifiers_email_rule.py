@@ -24,7 +24,8 @@ from collections.abc import Iterator
 import pytest
 
 from tiktok_destination.errors import RowRejected
-from tiktok_destination.identity.identifiers import hash_identifier, identifier_column_hasher
+from tiktok_destination.identity.column_hashing import identifier_column_hasher
+from tiktok_destination.identity.hashing import hash_identifier
 
 NOT_UNQUOTED = set('<>()[]\\,;:"')
 INVISIBLE_CATEGORIES = {"Cc", "Cf", "Zl", "Zp", "Co", "Cs"}

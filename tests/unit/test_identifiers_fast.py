@@ -19,13 +19,10 @@ import pytest
 
 from tests.phone_corpus import DEFAULT_REGIONS, phone_corpus
 from tiktok_destination.errors import ConfigurationError, RowRejected
-from tiktok_destination.identity import identifiers
-from tiktok_destination.identity.identifiers import (
-    hash_identifier,
-    identifier_hasher,
-    normalize_device_id,
-    normalize_email,
-)
+from tiktok_destination.identity import hashing, phone_fast_path, phones
+from tiktok_destination.identity.device_ids import normalize_device_id
+from tiktok_destination.identity.emails import normalize_email
+from tiktok_destination.identity.hashing import hash_identifier, identifier_hasher
 
 
 def sha(text: str) -> str:
@@ -44,7 +41,7 @@ def result(function: Callable[[str], str], raw: str) -> str:
 
 
 def full_rules(kind: str, normalize: Callable[[str], str]) -> Callable[[str], str]:
-    hash_trimmed = identifiers._hash_trimmed  # bound now: FallbackCounter does not count it
+    hash_trimmed = hashing._hash_trimmed  # bound now: FallbackCounter does not count it
     return lambda raw: hash_trimmed(kind, raw.strip(), normalize)
 
 
@@ -53,13 +50,13 @@ class FallbackCounter:
 
     def __init__(self, monkeypatch: pytest.MonkeyPatch):
         self.count = 0
-        full = identifiers._hash_trimmed
+        full = hashing._hash_trimmed
 
         def counting(kind: str, value: str, normalize: Callable[[str], str]) -> str:
             self.count += 1
             return full(kind, value, normalize)
 
-        monkeypatch.setattr(identifiers, "_hash_trimmed", counting)
+        monkeypatch.setattr(hashing, "_hash_trimmed", counting)
 
 
 # ---------------------------------------------------------------- the API
@@ -325,9 +322,7 @@ ARABIC_INDIC_US = "".join(chr(0x660 + int(digit)) for digit in "12135551234")
 
 
 def phone_full_rules(region: str) -> Callable[[str], str]:
-    return full_rules(
-        "PHONE", partial(identifiers._normalize_phone, default_region=region, fast=False)
-    )
+    return full_rules("PHONE", partial(phones._normalize_phone, default_region=region, fast=False))
 
 
 @pytest.mark.parametrize(
@@ -376,7 +371,7 @@ def test_phone_hasher_examples() -> None:
 
 
 def test_phone_fast_path_declines_what_the_shared_steps_change() -> None:
-    fast = identifiers._fast_path("US")
+    fast = phone_fast_path._fast_path("US")
     assert fast("(213) 555-1234") == "+12135551234"
     assert fast("2135551234.0") is None  # the rendering step reads the digits before the dot
     assert fast("+12135551234.0") is None

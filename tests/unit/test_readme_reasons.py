@@ -17,7 +17,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from tests.damaged_csv import README, documented_reason_codes
-from tiktok_destination.identity.identifiers import COLUMNS
+from tiktok_destination.identity.schema import COLUMNS
 
 ROOT = Path(__file__).resolve().parents[2]
 SOURCES = [

@@ -18,7 +18,8 @@ import pytest
 from tests.unit.test_identifiers_column import bench_phones
 from tests.unit.test_identifiers_fast import device_corpus, email_corpus
 from tiktok_destination.errors import RowRejected
-from tiktok_destination.identity.identifiers import SCHEMA, identifier_hasher
+from tiktok_destination.identity.hashing import identifier_hasher
+from tiktok_destination.identity.schema import SCHEMA
 from tiktok_destination.validation.validate import (
     audience_columns,
     iter_rows,

@@ -60,7 +60,7 @@ from tiktok_destination.errors import (
     TikTokUnavailable,
 )
 from tiktok_destination.identity.columns import near_miss
-from tiktok_destination.identity.identifiers import ID_TYPES, SCHEMA
+from tiktok_destination.identity.schema import ID_TYPES, SCHEMA
 from tiktok_destination.inputs.ranges import SHARDS, shard_members
 from tiktok_destination.runs.run import Run
 

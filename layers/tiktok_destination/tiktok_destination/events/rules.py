@@ -26,7 +26,7 @@ from decimal import ROUND_HALF_UP, Context, Decimal, InvalidOperation, localcont
 from typing import Any, Literal
 
 from tiktok_destination.errors import RowRejected
-from tiktok_destination.identity.identifiers import hash_identifier
+from tiktok_destination.identity.hashing import hash_identifier
 
 #: names a row in messages (a row number, or a part and the row within it)
 RowLabel = Callable[[int], str]

@@ -35,6 +35,7 @@ from tiktok_destination.errors import (
     InputRejected,
     RowRejected,
 )
+from tiktok_destination.identity.column_hashing import ColumnHasher, identifier_column_hasher
 from tiktok_destination.identity.columns import (
     ColumnResolution,
     resolve_columns,
@@ -42,14 +43,8 @@ from tiktok_destination.identity.columns import (
 )
 from tiktok_destination.identity.columns import header_text as _header_text
 from tiktok_destination.identity.columns import looks_like_data as _looks_like_data
-from tiktok_destination.identity.identifiers import (
-    COLUMNS,
-    ID_TYPES,
-    SCHEMA,
-    ColumnHasher,
-    hash_identifier,
-    identifier_column_hasher,
-)
+from tiktok_destination.identity.hashing import hash_identifier
+from tiktok_destination.identity.schema import COLUMNS, ID_TYPES, SCHEMA
 
 if TYPE_CHECKING:
     # pyarrow is imported where Parquet is read: every handler imports this package, and
@@ -1569,7 +1564,7 @@ def identifier_column_hashers(
 ) -> list[ColumnHasher]:
     """One column hasher per ``(kind, column, schema)``, made once per file: a block of
     values -> their SHA-256s, each exactly ``hash_identifier``'s answer (see
-    ``identifiers.identifier_column_hasher``)."""
+    ``column_hashing.identifier_column_hasher``)."""
     return [identifier_column_hasher(kind, default_region) for kind, _, _ in present]
 
 
