@@ -1,7 +1,7 @@
 """OAuth callback: the Function URL TikTok redirects the authorizing user's browser to.
 
 Public by nature, so it trusts only a ``state`` this destination signed (see
-``tiktok_destination.oauth.flow``). It answers a small HTML page either way; only the outcome,
+``tiktok_destination.oauth.state``). It answers a small HTML page either way; only the outcome,
 the credential name and the advertiser count are logged, never the token or auth code.
 """
 
@@ -14,7 +14,8 @@ from aws_lambda_powertools.utilities.typing import LambdaContext
 from tiktok_destination.adapters.observability import logger, tracer
 from tiktok_destination.config.settings import load_settings
 from tiktok_destination.errors import ConfigurationError, DestinationError, OAuthError
-from tiktok_destination.oauth.flow import handle_callback, render_page
+from tiktok_destination.oauth.callback import handle_callback
+from tiktok_destination.oauth.page import render_page
 
 _HEADERS = {
     "Content-Type": "text/html; charset=utf-8",

@@ -495,7 +495,7 @@ def cmd_auth_link(args: argparse.Namespace) -> int:
     (AWS_PROFILE / AWS_REGION; AWS_ENDPOINT_URL for a stand-in).
     """
     from tiktok_destination.config.settings import load_settings
-    from tiktok_destination.oauth.flow import cli_auth_link
+    from tiktok_destination.oauth.link import cli_auth_link
 
     if args.state_bucket:
         os.environ["STATE_BUCKET"] = args.state_bucket

@@ -13,7 +13,7 @@ import requests
 
 from tests.conftest import ADVERTISER, CONFIG, TOKEN, write_csv
 from tiktok_destination.config.settings import load_settings
-from tiktok_destination.oauth.flow import authorization_link
+from tiktok_destination.oauth.link import authorization_link
 from tiktok_destination_local.emulator import TikTokEmulator
 from tiktok_destination_local.runner import INBOX_BUCKET, LocalDestination
 

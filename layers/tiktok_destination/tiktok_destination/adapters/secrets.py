@@ -1,14 +1,20 @@
 """Secrets Manager adapter: TikTok tokens and app credentials.
 
 Read through Powertools Parameters so warm Lambdas reuse a value for ``max_age`` seconds
-instead of calling Secrets Manager on every batch. Values never reach logs or messages.
+instead of calling Secrets Manager on every batch; written (by the OAuth callback) in place,
+so a re-authorized credential keeps its secret's name. Values never reach logs or messages.
 """
 
 from __future__ import annotations
 
+import functools
 import json
 from typing import Any
 
+import boto3
+from botocore.exceptions import ClientError
+
+from tiktok_destination.adapters.s3 import error_code
 from tiktok_destination.config.settings import Settings
 from tiktok_destination.errors import InvalidCredentials
 
@@ -64,3 +70,36 @@ def clear_cache() -> None:
     from aws_lambda_powertools.utilities import parameters
 
     parameters.clear_caches()
+
+
+@functools.cache
+def secretsmanager_client() -> Any:
+    # Created on first use, not at import: tests and the local runner start moto first.
+    return boto3.client("secretsmanager")
+
+
+class SecretNotWritable(Exception):
+    """Secrets Manager refused to update the secret (it is probably scheduled for deletion)."""
+
+
+def put_secret_json(name: str, value: dict[str, Any], *, description: str) -> None:
+    """Replace the secret's value in place, creating the secret (with ``description``) the
+    first time; SecretNotWritable when Secrets Manager refuses the update."""
+    client = secretsmanager_client()
+    text = json.dumps(value)
+    try:
+        client.put_secret_value(SecretId=name, SecretString=text)
+        return
+    except ClientError as err:
+        code = error_code(err)
+        if code == "InvalidRequestException":
+            raise SecretNotWritable(name) from None
+        if code != "ResourceNotFoundException":
+            raise
+    try:
+        client.create_secret(Name=name, SecretString=text, Description=description)
+    except ClientError as err:
+        # Another callback created it in between: ours is the newer authorization.
+        if error_code(err) != "ResourceExistsException":
+            raise
+        client.put_secret_value(SecretId=name, SecretString=text)
