@@ -26,7 +26,8 @@ from importlib import resources
 from pathlib import Path
 from typing import Any, TextIO
 
-from tiktok_destination.config.document import Config, load_config
+from tiktok_destination.config.document import Config
+from tiktok_destination.config.loader import load_config
 from tiktok_destination.errors import DestinationError
 from tiktok_destination.runs.workflow_actions import ACTIONS
 

@@ -449,7 +449,7 @@ class LocalDestination:
 
     # -------------------------------------------------------------- setup
     def put_config(self, text: str | bytes) -> None:
-        from tiktok_destination.config.document import load_config
+        from tiktok_destination.config.loader import load_config
 
         load_config(text, source="--config")  # fail here, with the field, not mid-run
         body = text.encode() if isinstance(text, str) else text

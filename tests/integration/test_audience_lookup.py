@@ -19,7 +19,7 @@ from tiktok_destination.audiences.audience import (
     lost_create_waits,
     tiktok_visible_name,
 )
-from tiktok_destination.config.document import ResolvedTemplate
+from tiktok_destination.config.resolved import ResolvedTemplate
 from tiktok_destination.errors import (
     AudienceLimitReached,
     FatalError,

@@ -10,7 +10,7 @@ import pytest
 
 from tests.conftest import s3_bucket_on_moto
 from tiktok_destination.adapters.s3 import Bucket
-from tiktok_destination.config.document import load_config
+from tiktok_destination.config.loader import load_config
 from tiktok_destination.runs import leases
 from tiktok_destination.runs.run import Run, Source
 

@@ -19,7 +19,7 @@ from tiktok_destination.audiences.audience import (
     plan_audience,
     send_batch,
 )
-from tiktok_destination.config.document import ResolvedTemplate
+from tiktok_destination.config.resolved import ResolvedTemplate
 from tiktok_destination.errors import DestinationError, MassRemovalBlocked, TikTokRequestRejected
 from tiktok_destination.events.offline import plan_events, send_event_batch, sent_totals
 from tiktok_destination.runs.run import Run, Source

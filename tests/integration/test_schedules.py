@@ -11,7 +11,7 @@ import boto3
 import pytest
 from moto import mock_aws
 
-from tiktok_destination.config.document import load_config
+from tiktok_destination.config.loader import load_config
 from tiktok_destination_local.cli import main
 from tiktok_destination_local.schedules import sync_schedules
 

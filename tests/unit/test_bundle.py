@@ -21,7 +21,7 @@ import pytest
 import yaml
 
 from tiktok_destination import errors
-from tiktok_destination.config.document import ResolvedTemplate
+from tiktok_destination.config.resolved import ResolvedTemplate
 from tiktok_destination.config.settings import load_settings
 from tiktok_destination.runs.run import Run
 

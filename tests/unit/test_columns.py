@@ -12,7 +12,8 @@ from typing import Any
 
 import pytest
 
-from tiktok_destination.config.document import ResolvedTemplate, load_config
+from tiktok_destination.config.loader import load_config
+from tiktok_destination.config.resolved import ResolvedTemplate
 from tiktok_destination.errors import ConfigurationError, InputRejected
 from tiktok_destination.validation.validate import (
     ValidationResult,

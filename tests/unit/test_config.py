@@ -9,15 +9,15 @@ from pathlib import Path
 
 import pytest
 
-from tiktok_destination.config.document import (
-    Config,
+from tiktok_destination.config.document import Config
+from tiktok_destination.config.loader import load_config
+from tiktok_destination.config.resolved import ResolvedTemplate
+from tiktok_destination.config.tables import (
     DataTemplate,
     Destination,
     DestinationDefaults,
     Orchestration,
-    ResolvedTemplate,
     Settings,
-    load_config,
 )
 from tiktok_destination.errors import ConfigurationError
 

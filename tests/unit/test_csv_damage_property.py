@@ -29,7 +29,7 @@ from tests.damaged_csv import (
 )
 from tiktok_destination.adapters.s3 import Bucket
 from tiktok_destination.audiences.audience import plan_audience
-from tiktok_destination.config.document import load_config
+from tiktok_destination.config.loader import load_config
 from tiktok_destination.runs.run import Run, Source
 from tiktok_destination.validation.validate import validate_audience_file
 

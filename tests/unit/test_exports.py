@@ -11,7 +11,7 @@ import pytest
 
 from tests.conftest import s3_bucket_on_moto
 from tiktok_destination.adapters.s3 import Bucket
-from tiktok_destination.config.document import load_config
+from tiktok_destination.config.loader import load_config
 from tiktok_destination.errors import InputChanged, InputRejected
 from tiktok_destination.inputs import exports
 

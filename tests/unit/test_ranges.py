@@ -27,7 +27,7 @@ import pytest
 from moto import mock_aws
 
 from tiktok_destination.adapters.s3 import Bucket
-from tiktok_destination.config.document import load_config
+from tiktok_destination.config.loader import load_config
 from tiktok_destination.errors import DestinationError, InputRejected, RetriableError
 from tiktok_destination.inputs import ranges
 from tiktok_destination.runs.run import Run, Source

@@ -28,7 +28,7 @@ from tiktok_destination.audiences.audience import (
     types_over_share,
     vanished_types,
 )
-from tiktok_destination.config.document import load_config
+from tiktok_destination.config.loader import load_config
 from tiktok_destination.errors import MassRemovalBlocked
 from tiktok_destination.identity.columns import near_miss
 from tiktok_destination.runs.run import Run, Source

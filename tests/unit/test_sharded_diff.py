@@ -30,7 +30,7 @@ from tiktok_destination.audiences.audience import (
     plan_audience,
     prepare_diff,
 )
-from tiktok_destination.config.document import load_config
+from tiktok_destination.config.loader import load_config
 from tiktok_destination.errors import DestinationError
 from tiktok_destination.runs.run import Run, Source
 

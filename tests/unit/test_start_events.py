@@ -16,7 +16,7 @@ import boto3
 import pytest
 from moto import mock_aws
 
-from tiktok_destination.config.document import load_config
+from tiktok_destination.config.loader import load_config
 from tiktok_destination.config.settings import Settings, load_settings
 from tiktok_destination.errors import ConfigurationError
 from tiktok_destination.runs.preflight import resolve_input

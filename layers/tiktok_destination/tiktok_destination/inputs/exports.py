@@ -42,7 +42,7 @@ from typing import Any, Literal
 from urllib.parse import unquote, urlparse
 
 from tiktok_destination.adapters.s3 import Bucket
-from tiktok_destination.config.document import ResolvedTemplate
+from tiktok_destination.config.resolved import ResolvedTemplate
 from tiktok_destination.errors import InputChanged, InputRejected
 from tiktok_destination.validation.validate import detect_format
 

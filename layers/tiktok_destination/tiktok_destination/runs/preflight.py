@@ -37,7 +37,9 @@ from pydantic import BaseModel, ConfigDict, ValidationError
 from tiktok_destination.adapters.s3 import Bucket
 from tiktok_destination.adapters.secrets import load_access_token, load_app, load_credential
 from tiktok_destination.adapters.tiktok.client import TikTokClient
-from tiktok_destination.config.document import Config, ResolvedTemplate, load_config
+from tiktok_destination.config.document import Config
+from tiktok_destination.config.loader import load_config
+from tiktok_destination.config.resolved import ResolvedTemplate
 from tiktok_destination.config.settings import Settings
 from tiktok_destination.errors import (
     AdvertiserNotFound,

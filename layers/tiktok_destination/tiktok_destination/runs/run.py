@@ -14,7 +14,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict
 
-from tiktok_destination.config.document import ResolvedTemplate
+from tiktok_destination.config.resolved import ResolvedTemplate
 
 
 class Source(BaseModel):
