@@ -50,7 +50,7 @@ ADVERTISER = "7000000000000000001"
 TOKEN = "bench-token-5a1e"
 MAPPING_BATCH = 10_000  # TikTok's per-call maximum and the product's default
 MAPPING = "segment/mapping/"
-TIERS = {"Basic": 10, "Advanced": 20, "Ultimate": 50}  # QPS, tiktok-api.md
+TIERS = {"Basic": 10, "Advanced": 20, "Ultimate": 50}  # QPS, docs/tiktok-contract.md, "Rate limit"
 
 
 def config(qps: float) -> str:

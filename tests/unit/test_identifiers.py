@@ -1,4 +1,5 @@
-"""Identifier normalization and hashing, per tiktok-api.md "Identifier normalization"."""
+"""Identifier normalization and hashing, per docs/tiktok-contract.md, "Identifier normalization
+before hashing"."""
 
 from __future__ import annotations
 

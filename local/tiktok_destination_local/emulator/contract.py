@@ -20,8 +20,8 @@ STATE_PATH = "/_emulator/state"
 #: id_schema types and the hex length of their hashes. EMAIL_SHA256, PHONE_SHA256 and
 #: IDFA_SHA256 appear in the segment/mapping body of Segment's TikTok Audiences destination
 #: (segmentio/action-destinations, packages/destination-actions/src/destinations/
-#: tiktok-audiences/addUser/__tests__/index.test.ts); the AAID and MD5 types are from
-#: tiktok-api.md only (no repository source found).
+#: tiktok-audiences/addUser/__tests__/index.test.ts); the AAID and MD5 types have no
+#: repository source (docs/tiktok-contract.md, "Identifier normalization before hashing").
 ID_TYPES: dict[str, int] = {
     "EMAIL_SHA256": 64,
     "PHONE_SHA256": 64,
@@ -40,8 +40,8 @@ ID_TYPES: dict[str, int] = {
 #:   web event constants of stephane-monnot/tiktok-php-sdk, src/Constants/EventName.php (a
 #:   third-party SDK); ViewContent, Search and AddPaymentInfo also in Segment's
 #:   tiktok-conversions/index.ts presets;
-#: - Lead, Purchase: from tiktok-api.md (TikTok's Events API 2.0 page); no repository source
-#:   was found for them.
+#: - Lead, Purchase: TikTok's Events API 2.0 page only (docs/tiktok-contract.md, "Event
+#:   names"); no repository source was found for them.
 STANDARD_EVENTS: frozenset[str] = frozenset(
     {
         "AddPaymentInfo",
@@ -75,8 +75,9 @@ CURRENCIES: frozenset[str] = frozenset(
 )
 
 ROLES = ("ADMIN", "OPERATOR", "ANALYST")
-# Limits: from tiktok-api.md (TikTok's Events API 2.0, segment/audience and OAuth pages);
-# no repository source was found for these numbers.
+# Limits: TikTok's Events API 2.0, segment/audience and OAuth pages only
+# (docs/tiktok-contract.md, "Request and response samples" and "OAuth"); no repository
+# source was found for these numbers.
 MAX_EVENTS_PER_REQUEST = 1000
 MAX_AUDIENCE_NAME = 70
 DEDUP_WINDOW_SECONDS = 48 * 3600
@@ -115,7 +116,7 @@ SERVER_SIDE_CODES: frozenset[int] = frozenset(
 #: texts used when a fault is injected by code. The codes and their meanings are those of
 #: TikTok's official SDK (tiktok/tiktok-business-api-sdk,
 #: python_sdk/business_api_client/tiktok_business/tiktok_code.py), which has names only: the
-#: texts are ours, except 40100's, which tiktok-api.md quotes.
+#: texts are ours, except 40100's, which docs/tiktok-contract.md, "Codes" quotes.
 FAULT_MESSAGES: dict[int, str] = {
     40000: "Invalid parameters.",
     40001: "No permission to operate. Please check your role on the advertiser.",

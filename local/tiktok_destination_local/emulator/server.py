@@ -1,6 +1,6 @@
 """A local emulator of the TikTok Business API v1.3: the endpoints this project calls.
 
-It follows ``tiktok-api.md`` (paths, envelope, codes, limits, rate limiting) so that code
+It follows ``docs/tiktok-contract.md`` (paths, envelope, codes, limits, rate limiting) so that code
 tested against it works against the real service, and it keeps the state a test needs to
 check: audiences with their member hashes, events received, calls per endpoint. Switches
 inject the faults a client must survive (5xx, rate-limit bursts, latency, answers that come
