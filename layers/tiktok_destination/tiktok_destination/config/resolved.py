@@ -44,11 +44,11 @@ class ResolvedTemplate:
     columns: dict[str, str] = dataclasses.field(default_factory=dict)
     ignore_columns: tuple[str, ...] = ()
     #: the removal guard (custom audiences): data template > destination defaults >
-    #: [settings] > the built-in default. Defaults here so that a run payload written before
-    #: the guard existed still loads.
+    #: [settings] > the built-in default. Defaulted, so a run payload without these keys
+    #: still loads.
     max_removal_share: float = DEFAULT_MAX_REMOVAL_SHARE
     mass_removal_min_audience: int = DEFAULT_MASS_REMOVAL_MIN_AUDIENCE
-    #: exports in parts (see exports.py); defaults so that older run payloads still load
+    #: exports in parts (see exports.py); defaulted, so a run payload without them loads
     export_completion: str = "auto"
     export_marker: str = DEFAULT_EXPORT_MARKER
     export_quiet_seconds: int = DEFAULT_EXPORT_QUIET_SECONDS

@@ -1,7 +1,7 @@
 """Which header column feeds which field: the one column resolution rule.
 
-A misnamed identifier column used to be skipped without a word, and in a mirrored audience
-a skipped column removes everybody it held. So, for every field a data template reads:
+A misnamed identifier column skipped without a word would, in a mirrored audience, remove
+everybody it held. So, for every field a data template reads:
 
 1. an explicit ``columns = { email = "Email Address" }`` in the data template wins; a
    mapped column missing from the header stops the run;
