@@ -16,11 +16,11 @@ from phonenumbers import PhoneMetadata
 # How spreadsheets and dataframes write a phone column they took for a number: a float with
 # a fraction (4158444856.0; at least 7 digits before the one dot, so dotted spellings like
 # 415.844.4856 or 089.1234567 stay phone spellings) or scientific notation (4.158444856E9,
-# Excel's 4.15844E+09, German Excel's 4,15844E+09).
+# Excel's 4.15844E+09, German Excel's 4,15844E+09). Defined here, where the fast path
+# declines such text; phones reads the digits back from it.
 _NUMBER_RENDERING = re.compile(r"(\+?)(\d{7,}\.\d+|\d+(?:[.,]\d+)?[eE]\+?\d+)")
 
 
-# ---------------------------------------------------------------- phone fast path
 # phonenumbers.parse + is_valid_number + format_number cost tens of microseconds a phone,
 # most of validate's time. For the common well-formed spellings the fast path below gives
 # the full parse's answer from the same libphonenumber metadata: the E.164, or _NOT_VALID
