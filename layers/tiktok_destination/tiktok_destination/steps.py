@@ -7,7 +7,6 @@ and Catch match the exception's class name.
 
 from __future__ import annotations
 
-import json
 import logging
 import shutil
 import uuid
@@ -16,9 +15,8 @@ from contextlib import contextmanager
 from datetime import UTC, datetime
 from typing import Any
 
-import boto3
-
 from tiktok_destination.adapters.metrics import emit_run_metrics, emit_workflow_action
+from tiktok_destination.adapters.notifications import publish_workflow_action
 from tiktok_destination.adapters.rate_limit import make_pacer
 from tiktok_destination.adapters.s3 import Bucket, scratch_dir
 from tiktok_destination.adapters.secrets import load_access_token
@@ -511,7 +509,7 @@ def step_notify(state: dict[str, Any], execution_id: str) -> dict[str, Any]:
         # A failed run gives its target back; the next run diffs against what it may have
         # sent (pending journals), so nothing is lost by letting it go.
         leases.release(bucket, run)
-    _publish(settings, detail)
+    publish_workflow_action(settings, detail)
     cause = f"{action.title}: {message}\n" + "\n".join(
         f"{i}. {step}" for i, step in enumerate(action.steps, 1)
     )
@@ -544,7 +542,7 @@ def step_raise_action(
 
 def workflow_action_error(action: str) -> type[DestinationError]:
     """An exception class named after the action: Lambda reports it as the error type."""
-    return type(action, (DestinationError,), {"action": action})
+    return type(action, (DestinationError,), {})
 
 
 def _rebuild_run(
@@ -561,23 +559,3 @@ def _rebuild_run(
         return build_run(event, execution_id, settings, bucket)
     except Exception:
         return None
-
-
-def _publish(settings: Settings, detail: dict[str, Any]) -> None:
-    body = json.dumps(detail, indent=1)
-    if settings.notify_topic_arn:
-        boto3.client("sns").publish(
-            TopicArn=settings.notify_topic_arn,
-            Subject=f"tiktok-destination: {detail['title']}"[:100],
-            Message=body,
-        )
-    boto3.client("events").put_events(
-        Entries=[
-            {
-                "Source": "tiktok-destination",
-                "DetailType": "Workflow action",
-                "Detail": body,
-                "EventBusName": settings.event_bus_name,
-            }
-        ]
-    )

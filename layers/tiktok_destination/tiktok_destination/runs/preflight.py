@@ -36,6 +36,7 @@ from pydantic import BaseModel, ConfigDict, ValidationError
 
 from tiktok_destination.adapters.s3 import Bucket
 from tiktok_destination.adapters.secrets import load_access_token, load_app, load_credential
+from tiktok_destination.adapters.step_functions import execution_is_running
 from tiktok_destination.adapters.tiktok.client import TikTokClient
 from tiktok_destination.config.document import Config, ResolvedTemplate, load_config
 from tiktok_destination.config.settings import Settings
@@ -520,7 +521,7 @@ def take_lease(
         bucket,
         run,
         ttl_seconds=settings.lease_ttl_seconds,
-        is_running=leases.execution_is_running,
+        is_running=execution_is_running,
         started_at=started_at,
     )
     if outcome.status == "busy":
