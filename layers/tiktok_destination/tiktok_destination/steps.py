@@ -51,7 +51,7 @@ logger = logging.getLogger(__name__)
 
 
 def make_client(settings: Settings, token: str, run: Run | None = None) -> TikTokClient:
-    qps = float((run.options if run else {}).get("tiktok_qps") or settings.tiktok_qps)
+    qps = run.options.tiktok_qps if run else settings.tiktok_qps
     return TikTokClient(
         token,
         base_url=settings.tiktok_base_url,
@@ -125,7 +125,7 @@ def step_validate(run: Run) -> dict[str, Any]:
             Bucket(run.source.bucket),
             run,
             range_bytes=settings.validate_range_bytes,
-            default_region=run.options.get("default_phone_region", settings.default_phone_region),
+            default_region=run.options.default_phone_region,
             now=datetime.now(UTC),
         )
     if len(plan["ranges"]) == 1 or int(plan["size"]) <= settings.validate_range_bytes:
@@ -189,7 +189,7 @@ def step_merge_ranges(
                 bucket,
                 run,
                 plan,
-                reject_threshold=_reject_threshold(run, settings),
+                reject_threshold=run.options.reject_threshold,
                 workdir=workdir,
             )
     finally:
@@ -204,10 +204,6 @@ def step_merge_ranges(
         "rejects_key": paths.rejects("validate"),
         "result_key": paths.validation,
     }
-
-
-def _reject_threshold(run: Run, settings: Settings) -> float:
-    return float(run.options.get("reject_threshold", settings.reject_threshold))
 
 
 def _validate_plan(bucket: Bucket, run: Run, vid: str) -> dict[str, Any]:
@@ -247,9 +243,7 @@ def step_chunk(run: Run, audience: dict[str, Any] | None) -> dict[str, Any]:
                     bucket,
                     run,
                     str(audience["audience_id"]),
-                    batch_size=int(
-                        run.options.get("mapping_batch_size", settings.mapping_batch_size)
-                    ),
+                    batch_size=run.options.mapping_batch_size,
                 )
                 if isinstance(plan, audience_domain.DiffPlan):
                     members = audience_domain.estimated_members(bucket, run, plan)
@@ -266,13 +260,13 @@ def step_chunk(run: Run, audience: dict[str, Any] | None) -> dict[str, Any]:
                 plan = offline_events.plan_events(
                     bucket,
                     run,
-                    batch_size=int(run.options.get("event_batch_size", settings.event_batch_size)),
+                    batch_size=run.options.event_batch_size,
                     workdir=workdir,
                 )
                 # Rows grouping rejected count toward the threshold too: checked here, on
                 # every execution (a re-run reuses the plan), before any event is sent.
                 offline_events.check_rejected_share(
-                    bucket, run, plan, reject_threshold=_reject_threshold(run, settings)
+                    bucket, run, plan, reject_threshold=run.options.reject_threshold
                 )
     finally:
         shutil.rmtree(workdir, ignore_errors=True)

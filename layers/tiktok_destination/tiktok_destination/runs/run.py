@@ -15,6 +15,7 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict
 
 from tiktok_destination.config.document import ResolvedTemplate
+from tiktok_destination.config.settings import Settings
 
 
 class Source(BaseModel):
@@ -39,6 +40,43 @@ class Source(BaseModel):
         return f"s3://{self.bucket}/{self.key}"
 
 
+class RunOptions(BaseModel):
+    """The run-shaping settings, resolved once by Preflight and carried in the run.
+
+    Every step of one execution (and a redrive of it) then uses the values the run started
+    with, even if the environment or the configuration's ``[settings]`` change meanwhile.
+    """
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    reject_threshold: float
+    mapping_batch_size: int
+    event_batch_size: int
+    tiktok_qps: float
+    default_phone_region: str
+    #: this execution only: a redrive or a new start without it is guarded again
+    allow_mass_removal: bool = False
+
+    @classmethod
+    def resolve(
+        cls,
+        settings: Settings,
+        template_region: str | None = None,
+        *,
+        allow_mass_removal: bool = False,
+    ) -> RunOptions:
+        """The options of a run: ``settings`` (environment, then the configuration's
+        ``[settings]``), and the data template's own phone region over the default one."""
+        return cls(
+            reject_threshold=settings.reject_threshold,
+            mapping_batch_size=settings.mapping_batch_size,
+            event_batch_size=settings.event_batch_size,
+            tiktok_qps=settings.tiktok_qps,
+            default_phone_region=template_region or settings.default_phone_region,
+            allow_mass_removal=allow_mass_removal,
+        )
+
+
 class Run(BaseModel):
     """The pointer payload every step receives as ``run`` (small: no rows, no secrets)."""
 
@@ -53,8 +91,7 @@ class Run(BaseModel):
     data_template: str
     template: dict[str, Any]
     started_at: str
-    #: run-shaping settings after the configuration's [settings] overrides
-    options: dict[str, Any] = {}
+    options: RunOptions
     #: the target's lease as Preflight found it (``leases.LeaseOutcome`` plus the wait count)
     lease: dict[str, Any] | None = None
 
