@@ -38,7 +38,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from bench_validate import generate
-from results import Figure, rows_label, write
+from results import TIERS, Figure, rows_label, write
 
 from tiktok_destination_local.emulator import TikTokEmulator
 from tiktok_destination_local.runner import (
@@ -51,7 +51,6 @@ ADVERTISER = "7000000000000000001"
 TOKEN = "bench-token-5a1e"
 MAPPING_BATCH = 10_000  # TikTok's per-call maximum and the product's default
 MAPPING = "segment/mapping/"
-TIERS = {"Basic": 10, "Advanced": 20, "Ultimate": 50}  # QPS, tiktok-api.md
 
 
 def config(qps: float) -> str:

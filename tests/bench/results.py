@@ -26,6 +26,10 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
+#: TikTok's rate-limit tiers, calls per second per developer app
+#: (docs/tiktok-contract.md#rate-limit-how-a-second-is-counted).
+TIERS = {"Basic": 10, "Advanced": 20, "Ultimate": 50}
+
 #: Where ``make bench`` collects the results; BENCH_RESULTS overrides it (tests, other runs).
 DEFAULT_DIR = Path(__file__).resolve().parents[2] / "build" / "bench"
 
