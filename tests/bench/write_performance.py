@@ -163,7 +163,9 @@ def render(
         "",
         "CPU times are of one process; ratios against the bare SHA-256 of the same "
         "identifiers are measured in the same run, so they hold on a busy machine where "
-        "absolute times do not. x = times, us = microseconds.",
+        "absolute times do not; a single run on a loaded machine still moves, as the "
+        "yardstick itself moves, so compare runs rather than digits. x = times, "
+        "us = microseconds.",
     ]
     for d in documents:
         lines += [
