@@ -76,9 +76,11 @@ bench-phones: $(STAMP)
 
 .PHONY: bench-duckdb
 ## DuckDB against our diff and validate (needs the bench extra; not a runtime dependency).
+## Run after make bench: its figures join docs/performance.md (make bench starts it afresh).
 bench-duckdb: $(STAMP)
 	$(BIN)/pip install --quiet -e '.[bench]'
 	$(BIN)/python tests/bench/bench_duckdb.py
+	$(BIN)/python tests/bench/write_performance.py --results $(BENCH_RESULTS) --command 'make bench-duckdb'
 
 ## Mutation testing of the rule modules (mutmut; slow, not in CI). Config: [tool.mutmut].
 # mutmut only understands ./, src/ and source/ layouts, so the package is staged as

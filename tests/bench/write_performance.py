@@ -25,8 +25,13 @@ sys.path.insert(0, str(ROOT))  # run as a script, as make bench does
 
 from tests.bench.results import TIERS  # noqa: E402
 
-#: The benches in the order ``make bench`` runs them; a file not listed comes after, by name.
-ORDER = ("identifiers", "validate", "diff", "sync_e2e", "export_parts", "rate_limit")
+#: The benches in the order ``make bench`` runs them; the page is rendered only with all of
+#: them, so a partial run never replaces a whole page.
+MAKE_BENCH = ("identifiers", "validate", "diff", "sync_e2e", "export_parts", "rate_limit")
+#: Then ``make bench-duckdb``'s, when it ran after; a file not listed comes last, by name.
+ORDER = (*MAKE_BENCH, "duckdb")
+#: The commands that produced the results, one a line, kept beside them.
+COMMANDS = "COMMANDS"
 #: Sizes the projection is drawn for, in rows.
 PROJECTED_ROWS = (10_000_000, 100_000_000, 500_000_000)
 #: Shards of an audience's hashed set (``SHARDS`` of the layer's ranges module); each is one
@@ -65,6 +70,10 @@ def number(value: float) -> str:
     if abs(value) >= 10:
         return f"{value:.1f}"
     return f"{value:.2f}"
+
+
+def _value(figure: dict[str, Any]) -> str:
+    return f"{number(figure['value'])} {figure['unit']}".rstrip()
 
 
 def _duration(seconds: float) -> str:
@@ -141,7 +150,7 @@ def projection(documents: list[dict[str, Any]], range_bytes: int, batch: int) ->
 
 def render(
     documents: list[dict[str, Any]],
-    command: str,
+    commands: list[str],
     *,
     range_bytes: int,
     batch: int,
@@ -155,8 +164,8 @@ def render(
         "",
         "# Performance",
         "",
-        f"Produced by `{command}` (the benches in `tests/bench/`; each section gives its own "
-        "command), measured "
+        f"Produced by {' then '.join(f'`{c}`' for c in commands)} (the benches in "
+        "`tests/bench/`; each section gives its own command), measured "
         f"{dates[0].replace('T', ' ')} to {dates[-1].replace('T', ' ')} on "
         f"{'; '.join(machines)}. Run it again to measure again; the other pages link here "
         "rather than quote these numbers.",
@@ -177,14 +186,21 @@ def render(
             "| figure | at | value |",
             "|---|---|---|",
         ]
-        lines += [
-            f"| {f['figure']} | {f['at']} | {number(f['value'])} {f['unit']} |"
-            for f in d["figures"]
-        ]
+        lines += [f"| {f['figure']} | {f['at']} | {_value(f)} |" for f in d["figures"]]
     projected = projection(documents, range_bytes, batch)
     if projected:
         lines += ["", *projected]
     return "\n".join(lines) + "\n"
+
+
+def record_command(results: Path, command: str) -> list[str]:
+    """Add ``command`` to the commands behind ``results`` (make bench starts them afresh)."""
+    path = results / COMMANDS
+    commands = path.read_text(encoding="utf-8").splitlines() if path.exists() else []
+    if command not in commands:
+        commands.append(command)
+        path.write_text("".join(f"{c}\n" for c in commands), encoding="utf-8")
+    return commands
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -193,9 +209,16 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--results", type=Path, default=ROOT / "build" / "bench")
     parser.add_argument("--out", type=Path, default=ROOT / "docs" / "performance.md")
     args = parser.parse_args(argv)
+    documents = load(args.results)
+    missing = sorted(set(MAKE_BENCH) - {d["bench"] for d in documents})
+    if missing:
+        raise SystemExit(
+            f"no results of {', '.join(missing)} in {args.results}: run make bench first "
+            "(the page is rendered whole or not at all)"
+        )
     text = render(
-        load(args.results),
-        args.command,
+        documents,
+        record_command(args.results, args.command),
         range_bytes=template_default("ValidateRangeBytes"),
         batch=template_default("MappingBatchSize"),
     )

@@ -155,8 +155,8 @@ def _bench(results: Path, bench: str, figures: list[tuple[str, str, float, str]]
     )
 
 
-def test_performance_page_renders_every_figure_and_the_projection(tmp_path: Path) -> None:
-    results = tmp_path / "bench"
+def _make_bench_results(results: Path) -> None:
+    """What make bench's six benches write, each with a figure or a few."""
     results.mkdir()
     _bench(results, "diff", [("diff CPU per member", "1,000 members", 2.0, "us")])
     _bench(
@@ -172,19 +172,29 @@ def test_performance_page_renders_every_figure_and_the_projection(tmp_path: Path
         ],
     )
     _bench(results, "identifiers", [("identifier_hasher CPU / bare SHA-256", "email", 2, "x")])
-    out = tmp_path / "performance.md"
+    _bench(results, "sync_e2e", [("first sync: mapping calls", "1,000 rows", 1, "calls")])
+    _bench(results, "export_parts", [("wall", "3 parts x 10 rows", 1.5, "s")])
+    _bench(results, "rate_limit", [("answers of 40100 (must be 0)", "1 trials", 0, "answers")])
 
-    write_performance.main(
-        ["--command", "make bench BENCH_ROWS=1000", "--results", str(results), "--out", str(out)]
-    )
 
-    text = out.read_text(encoding="utf-8")
+def _render(results: Path, out: Path, command: str) -> str:
+    write_performance.main(["--command", command, "--results", str(results), "--out", str(out)])
+    return out.read_text(encoding="utf-8")
+
+
+def test_performance_page_renders_every_figure_and_the_projection(tmp_path: Path) -> None:
+    results = tmp_path / "bench"
+    _make_bench_results(results)
+
+    text = _render(results, tmp_path / "performance.md", "make bench BENCH_ROWS=1000")
+
     assert text.startswith(write_performance.GENERATED)
     assert "Produced by `make bench BENCH_ROWS=1000`" in text
     assert "2026-12-08 03:00:00+00:00" in text and "2 CPUs, Python 3.12.1" in text
     # Sections in make bench's order, each with its own command and every figure.
     assert text.index("## The identifiers bench") < text.index("## The validate bench")
     assert text.index("## The validate bench") < text.index("## The diff bench")
+    assert text.index("## The diff bench") < text.index("## The rate_limit bench")
     assert "`python tests/bench/bench_validate.py --tiny`" in text
     assert "| validate CPU / bare SHA-256 of the same identifiers | 1,000 rows | 4.04 x |" in text
     assert "| throughput (wall) | 1,000 rows | 123,457 rows/s |" in text
@@ -202,8 +212,26 @@ def test_performance_page_renders_every_figure_and_the_projection(tmp_path: Path
     assert "over Lambda's 10 GiB /tmp" in big
 
 
-def test_performance_page_refuses_to_render_nothing(tmp_path: Path) -> None:
-    with pytest.raises(SystemExit, match="no bench results"):
-        write_performance.main(
-            ["--command", "make bench", "--results", str(tmp_path), "--out", str(tmp_path / "p")]
-        )
+def test_a_later_bench_joins_the_page_with_its_command(tmp_path: Path) -> None:
+    results = tmp_path / "bench"
+    _make_bench_results(results)
+    out = tmp_path / "performance.md"
+    _render(results, out, "make bench RATE_TRIALS=1")
+    _bench(results, "duckdb", [("diff, ours/DuckDB CPU", "1,000 members", 0.8, "x")])
+
+    text = _render(results, out, "make bench-duckdb")
+
+    assert "Produced by `make bench RATE_TRIALS=1` then `make bench-duckdb`" in text
+    assert text.index("## The rate_limit bench") < text.index("## The duckdb bench")
+    assert "| diff, ours/DuckDB CPU | 1,000 members | 0.80 x |" in text
+
+
+def test_performance_page_is_rendered_whole_or_not_at_all(tmp_path: Path) -> None:
+    results = tmp_path / "bench"
+    _make_bench_results(results)
+    (results / "rate_limit.json").unlink()
+    out = tmp_path / "performance.md"
+
+    with pytest.raises(SystemExit, match="no results of rate_limit"):
+        _render(results, out, "make bench-duckdb")
+    assert not out.exists()
