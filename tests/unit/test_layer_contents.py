@@ -55,6 +55,7 @@ RUNTIME_FILES = frozenset(
         "tiktok_destination/oauth/flow.py",
         "tiktok_destination/py.typed",
         "tiktok_destination/runs/__init__.py",
+        "tiktok_destination/runs/layout.py",
         "tiktok_destination/runs/leases.py",
         "tiktok_destination/runs/preflight.py",
         "tiktok_destination/runs/report.py",

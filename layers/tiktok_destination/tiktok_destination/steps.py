@@ -27,6 +27,7 @@ from tiktok_destination.errors import DestinationError
 from tiktok_destination.events import offline as offline_events
 from tiktok_destination.inputs import exports, ranges
 from tiktok_destination.runs import leases
+from tiktok_destination.runs.layout import RunPaths, execution_report_key, raised_marker_key
 from tiktok_destination.runs.preflight import build_run, preflight
 from tiktok_destination.runs.report import (
     AUDIENCE_REMINDERS,
@@ -39,7 +40,7 @@ from tiktok_destination.runs.report import (
     rejects_summary,
     sum_calls,
 )
-from tiktok_destination.runs.run import Run, execution_report_key
+from tiktok_destination.runs.run import Run
 from tiktok_destination.runs.workflow_actions import (
     action_for_error,
     is_classified,
@@ -64,7 +65,7 @@ def make_client(settings: Settings, token: str, run: Run | None = None) -> TikTo
 
 
 def load_run(bucket: Bucket, run_id: str) -> Run:
-    data = bucket.get_json(f"runs/{run_id}/run.json")
+    data = bucket.get_json(RunPaths(run_id).run)
     if data is None:
         raise DestinationError(f"run {run_id} has no run.json in {bucket.uri('runs/')}")
     return Run.model_validate(data)
@@ -526,7 +527,7 @@ def step_raise_action(
     """
     settings = load_settings()
     bucket = Bucket(settings.state_bucket)
-    marker = f"executions/{execution_id.rsplit(':', 1)[-1]}/raised/{notification_id}.json"
+    marker = raised_marker_key(execution_id, notification_id)
     if bucket.exists(marker):
         logger.info("redrive: resuming the run", extra={"action": action})
         return {"resumed": True}

@@ -3,7 +3,7 @@
 The run id is derived from the input (bucket, key, ETag, destination, data template), so a
 redrive or a new execution of the same input finds the work the earlier one finished and
 does not repeat it. Everything a run writes lives under ``runs/<run_id>/`` in the state
-bucket; state payloads carry only these keys.
+bucket (``runs/layout.py`` builds every key); state payloads carry only these keys.
 """
 
 from __future__ import annotations
@@ -16,6 +16,7 @@ from pydantic import BaseModel, ConfigDict
 
 from tiktok_destination.config.document import ResolvedTemplate
 from tiktok_destination.config.settings import Settings
+from tiktok_destination.runs.layout import RunPaths
 
 
 class Source(BaseModel):
@@ -109,65 +110,3 @@ def run_id_for(source: Source, destination: str, data_template: str, salt: str =
         [source.bucket, source.key, source.etag, destination, data_template, salt]
     ).encode()
     return hashlib.sha256(material).hexdigest()[:16]
-
-
-def execution_report_key(execution_id: str) -> str:
-    """The report of an execution that has no run of its own to write under (its input
-    named none, or its run belongs to another execution)."""
-    return f"executions/{execution_id.rsplit(':', 1)[-1]}/report.json"
-
-
-class RunPaths:
-    """Keys under ``runs/<run_id>/`` in the state bucket."""
-
-    def __init__(self, run_id: str):
-        self.run_id = run_id
-        self.prefix = f"runs/{run_id}/"
-
-    @property
-    def run(self) -> str:
-        return f"{self.prefix}run.json"
-
-    @property
-    def members(self) -> str:
-        """The index of validate's hashed identifier files (``ranges.merge_ranges``)."""
-        return f"{self.prefix}validated/members.json"
-
-    @property
-    def events(self) -> str:
-        """The index of validate's event row files (``ranges.merge_ranges``)."""
-        return f"{self.prefix}validated/events.json"
-
-    @property
-    def export(self) -> str:
-        """An export in parts: its folder, completion and pinned parts (key, ETag, size)."""
-        return f"{self.prefix}export.json"
-
-    @property
-    def validation(self) -> str:
-        return f"{self.prefix}validation.json"
-
-    def rejects(self, step: str) -> str:
-        return f"{self.prefix}rejects/{step}.csv"
-
-    @property
-    def rejects_prefix(self) -> str:
-        return f"{self.prefix}rejects/"
-
-    def plan(self, plan_id: str) -> str:
-        return f"{self.prefix}plan/{plan_id}/"
-
-    def calls(self, execution_id: str) -> str:
-        return f"{self.prefix}calls/{execution_id.rsplit(':', 1)[-1]}/"
-
-    @property
-    def failures(self) -> str:
-        return f"{self.prefix}failures/"
-
-    @property
-    def report(self) -> str:
-        return f"{self.prefix}report.json"
-
-    @property
-    def ensure(self) -> str:
-        return f"{self.prefix}audience.json"
