@@ -114,7 +114,7 @@ def step_preflight(
 
 
 def step_validate(run: Run) -> dict[str, Any]:
-    """Plan the input's ranges; a one-range input is validated right here (today's cost).
+    """Plan the input's ranges; a one-range input is validated right here, with no Map.
 
     Returns the validated pointer payload (``merged``: true), or the Map's manifest.
     """
@@ -171,7 +171,8 @@ def step_validate_range(
 def step_merge_ranges(
     run: Run, validate_id: str, plan: dict[str, Any] | None = None
 ) -> dict[str, Any]:
-    """After the Map: add the ranges up into today's validated payload (or InputRejected)."""
+    """After the Map: add the ranges up into the one validated payload a
+    one-range input returns (or InputRejected)."""
     settings = load_settings()
     bucket = Bucket(settings.state_bucket)
     paths = run.paths
@@ -303,7 +304,8 @@ def step_diff_shard(run_id: str, item: dict[str, Any]) -> dict[str, Any]:
 
 
 def step_collect_diff(run: Run, plan_id: str) -> dict[str, Any]:
-    """After DiffShards: the shards' diffs added up into today's chunk payload."""
+    """After DiffShards: the shards' diffs added up into the chunk payload an
+    inline diff returns."""
     settings = load_settings()
     bucket = Bucket(settings.state_bucket)
     workdir = scratch_dir()
