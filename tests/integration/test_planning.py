@@ -13,12 +13,10 @@ import pytest
 
 from tests.conftest import s3_bucket_on_moto
 from tiktok_destination.adapters.s3 import Bucket
-from tiktok_destination.audiences.audience import (
-    AudienceKeys,
-    commit_audience,
-    plan_audience,
-    send_batch,
-)
+from tiktok_destination.audiences.commit import commit_audience
+from tiktok_destination.audiences.keys import AudienceKeys
+from tiktok_destination.audiences.plan import plan_audience
+from tiktok_destination.audiences.send import send_batch
 from tiktok_destination.config.document import ResolvedTemplate
 from tiktok_destination.errors import DestinationError, MassRemovalBlocked, TikTokRequestRejected
 from tiktok_destination.events.offline import plan_events, send_event_batch, sent_totals

@@ -28,7 +28,7 @@ from tests.damaged_csv import (
     read_rejects,
 )
 from tiktok_destination.adapters.s3 import Bucket
-from tiktok_destination.audiences.audience import plan_audience
+from tiktok_destination.audiences.plan import plan_audience
 from tiktok_destination.config.document import load_config
 from tiktok_destination.runs.run import Run, Source
 from tiktok_destination.validation.validate import validate_audience_file

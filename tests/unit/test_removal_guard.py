@@ -10,7 +10,7 @@ import pytest
 from moto import mock_aws
 
 from tiktok_destination.adapters.s3 import Bucket
-from tiktok_destination.audiences.audience import check_removal, removal_blocked
+from tiktok_destination.audiences.guard import check_removal, removal_blocked
 from tiktok_destination.config.document import ResolvedTemplate, load_config
 from tiktok_destination.config.settings import load_settings
 from tiktok_destination.errors import ConfigurationError, MassRemovalBlocked

@@ -18,12 +18,12 @@ from typing import Any
 
 import boto3
 
+from tiktok_destination import audiences as audience_domain
 from tiktok_destination.adapters.metrics import emit_run_metrics, emit_workflow_action
 from tiktok_destination.adapters.rate_limit import make_pacer
 from tiktok_destination.adapters.s3 import Bucket, scratch_dir
 from tiktok_destination.adapters.secrets import load_access_token
 from tiktok_destination.adapters.tiktok.client import TikTokClient
-from tiktok_destination.audiences import audience as audience_domain
 from tiktok_destination.config.settings import Settings, load_settings
 from tiktok_destination.errors import DestinationError
 from tiktok_destination.events import offline as offline_events
