@@ -19,7 +19,8 @@ from tiktok_destination.audiences.plan import plan_audience
 from tiktok_destination.audiences.send import send_batch
 from tiktok_destination.config.document import ResolvedTemplate
 from tiktok_destination.errors import DestinationError, MassRemovalBlocked, TikTokRequestRejected
-from tiktok_destination.events.offline import plan_events, send_event_batch, sent_totals
+from tiktok_destination.events.plan import plan_events
+from tiktok_destination.events.send import send_event_batch, sent_totals
 from tiktok_destination.runs.run import Run, Source
 from tiktok_destination.validation.validate import REJECTS_HEADER
 
