@@ -137,7 +137,7 @@ def test_random_damage_never_loses_or_misreads_a_row(
     # A new audience: the plan adds exactly the accepted rows' identifiers, removes nothing.
     assert (plan.added, plan.removed, plan.unchanged) == (len(found), 0, 0), file.describe()
     prefix = run.paths.plan(plan.plan_id)
-    # The plan keeps its adds per shard (audience.py); together they are the accepted rows.
+    # The plan keeps its adds per shard (audiences/diff.py); together they are the accepted rows.
     adds = [
         line
         for obj in bucket.list(f"{prefix}adds/")

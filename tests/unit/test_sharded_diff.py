@@ -157,7 +157,7 @@ class Scenario:
 
     @property
     def want_deletes(self) -> set[str]:
-        # The whole-set diff, as sets: the base is what TikTok may hold (audience.py).
+        # The whole-set diff, as sets: the base is what TikTok may hold (audiences/shards.py).
         return (self.committed | self.pending_adds) - self.new
 
     @property

@@ -46,7 +46,7 @@ def _switch_snapshot(
         keys.snapshot,
         {"generation": plan_id, "shards": committed, "members": members} | dict(last_sync or {}),
     )
-    # The manifest now wins over a one-file snapshot of an earlier version: drop it.
+    # The manifest wins over a one-file snapshot of an earlier version: drop that one.
     bucket.delete(keys.legacy_snapshot)
 
 
