@@ -79,7 +79,7 @@ def child(work: Path) -> None:
     import resource
 
     from tiktok_destination import sorting
-    from tiktok_destination.audiences.audience import _Counted, _write
+    from tiktok_destination.audiences.shards import _Counted, _write
 
     baseline = maxrss_bytes(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss)
     scratch = work / "python"

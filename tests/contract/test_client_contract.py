@@ -17,7 +17,8 @@ import pytest
 from tests.contract._fixtures import PREFIX, load, replay_session
 from tiktok_destination.adapters.tiktok.client import TIKTOK_CODES, RetryPolicy, TikTokClient
 from tiktok_destination.errors import RetriableError, TikTokRateLimited, TikTokRequestRejected
-from tiktok_destination.events.rules import build_event, normalize_event_row
+from tiktok_destination.events.build import build_event
+from tiktok_destination.events.rules import normalize_event_row
 from tiktok_destination.identity.hashing import hash_identifier
 
 TOKEN = "contract-token-5e1f"

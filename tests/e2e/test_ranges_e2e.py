@@ -17,7 +17,7 @@ from typing import Any
 import pytest
 
 from tests.conftest import ADVERTISER, CONFIG, EVENT_SET, TOKEN
-from tiktok_destination.audiences import audience as audience_domain
+from tiktok_destination.audiences import diff as audience_diff
 from tiktok_destination_local.emulator import TikTokEmulator
 from tiktok_destination_local.runner import (
     LOCAL_APP_ID,
@@ -253,7 +253,7 @@ def test_a_crashed_range_child_and_a_crashed_diff_then_a_rerun_are_exact(
         assert clean.report is not None
         assert clean.report["members"]["added"] > 0 and clean.report["members"]["removed"] > 0
 
-    real_diff = audience_domain.diff_shard
+    real_diff = audience_diff.diff_shard
     diffed: list[Path] = []
     crash = False
 
@@ -263,7 +263,7 @@ def test_a_crashed_range_child_and_a_crashed_diff_then_a_rerun_are_exact(
             raise RuntimeError("the chunk Lambda died in the middle of the diff")
         return real_diff(new, *args, **kwargs)
 
-    monkeypatch.setattr(audience_domain, "diff_shard", dies_at_shard_a)
+    monkeypatch.setattr(audience_diff, "diff_shard", dies_at_shard_a)
     with deployment(RANGE_BYTES, extra) as (local, emulator):
         assert local.run_file(first, "acme_audiences", "vip").succeeded
         emulator.reset_counters()

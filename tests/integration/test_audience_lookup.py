@@ -14,13 +14,10 @@ from tests.conftest import s3_bucket_on_moto
 from tests.run_options import run_options
 from tiktok_destination.adapters.s3 import Bucket
 from tiktok_destination.adapters.tiktok.client import RetryPolicy, TikTokClient
-from tiktok_destination.audiences.audience import (
-    AudienceKeys,
-    ensure_audience,
-    lost_create_waits,
-    tiktok_visible_name,
-)
-from tiktok_destination.config.resolved import ResolvedTemplate
+from tiktok_destination.adapters.tiktok.names import tiktok_visible_name
+from tiktok_destination.audiences.ensure import ensure_audience, lost_create_waits
+from tiktok_destination.audiences.keys import AudienceKeys
+from tiktok_destination.config.document import ResolvedTemplate
 from tiktok_destination.errors import (
     AudienceLimitReached,
     FatalError,
@@ -391,7 +388,7 @@ def test_the_oldest_is_chosen_by_create_time_then_by_id(
         ]
     )
 
-    with caplog.at_level("WARNING", logger="tiktok_destination.audiences.audience"):
+    with caplog.at_level("WARNING", logger="tiktok_destination.audiences.ensure"):
         found = ensure_audience(client, bucket, run_for("vip", "VIP customers"))  # type: ignore[arg-type]
 
     assert (found["audience_id"], found["found_by"]) == ("7200000000000000004", "name")
@@ -408,7 +405,7 @@ def test_one_audience_of_the_name_logs_no_warning(
 ) -> None:
     client = Listing([listed("7200000000000000001", "2026-01-01 00:00:02")])
 
-    with caplog.at_level("WARNING", logger="tiktok_destination.audiences.audience"):
+    with caplog.at_level("WARNING", logger="tiktok_destination.audiences.ensure"):
         ensure_audience(client, bucket, run_for("vip", "VIP customers"))  # type: ignore[arg-type]
 
     assert caplog.messages == []
@@ -476,7 +473,7 @@ def test_of_two_an_audience_listed_without_create_time_counts_as_oldest(
     untimed = {"audience_id": "7200000000000000009", "name": "VIP customers"}
     client = Listing([listed("7200000000000000001", "2026-01-01 00:00:00"), untimed])
 
-    with caplog.at_level("WARNING", logger="tiktok_destination.audiences.audience"):
+    with caplog.at_level("WARNING", logger="tiktok_destination.audiences.ensure"):
         found = ensure_audience(client, bucket, run_for("vip", "VIP customers"))  # type: ignore[arg-type]
 
     assert found["audience_id"] == "7200000000000000009"

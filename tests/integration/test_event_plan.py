@@ -17,7 +17,7 @@ from tests.conftest import s3_bucket_on_moto
 from tests.run_options import run_options
 from tiktok_destination.adapters.s3 import Bucket
 from tiktok_destination.errors import InputRejected
-from tiktok_destination.events.offline import check_rejected_share, plan_events
+from tiktok_destination.events.plan import check_rejected_share, plan_events
 from tiktok_destination.events.rules import normalize_event_row
 from tiktok_destination.runs.report import rejects_summary
 from tiktok_destination.runs.run import Run, Source

@@ -29,7 +29,7 @@ from tests.damaged_csv import (
 )
 from tests.run_options import run_options
 from tiktok_destination.adapters.s3 import Bucket
-from tiktok_destination.audiences.audience import plan_audience
+from tiktok_destination.audiences.plan import plan_audience
 from tiktok_destination.config.loader import load_config
 from tiktok_destination.runs.run import Run, Source
 from tiktok_destination.validation.validate import validate_audience_file
@@ -137,7 +137,7 @@ def test_random_damage_never_loses_or_misreads_a_row(
     # A new audience: the plan adds exactly the accepted rows' identifiers, removes nothing.
     assert (plan.added, plan.removed, plan.unchanged) == (len(found), 0, 0), file.describe()
     prefix = run.paths.plan(plan.plan_id)
-    # The plan keeps its adds per shard (audience.py); together they are the accepted rows.
+    # The plan keeps its adds per shard (audiences/diff.py); together they are the accepted rows.
     adds = [
         line
         for obj in bucket.list(f"{prefix}adds/")

@@ -19,16 +19,16 @@ from tests.conftest import s3_bucket_on_moto
 from tests.run_options import run_options
 from tests.unit.test_removal_guard import make_run as guard_run
 from tiktok_destination.adapters.s3 import Bucket
-from tiktok_destination.audiences.audience import (
-    AudienceKeys,
+from tiktok_destination.audiences.commit import commit_audience
+from tiktok_destination.audiences.guard import (
     LastSync,
     TypeCounts,
     check_removal,
-    commit_audience,
-    plan_audience,
     types_over_share,
     vanished_types,
 )
+from tiktok_destination.audiences.keys import AudienceKeys
+from tiktok_destination.audiences.plan import plan_audience
 from tiktok_destination.config.loader import load_config
 from tiktok_destination.errors import MassRemovalBlocked
 from tiktok_destination.identity.columns import near_miss

@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 
 from tiktok_destination.adapters.tiktok.client import TikTokClient
-from tiktok_destination.audiences.audience import CREATE_ATTEMPTS, lost_create_waits
+from tiktok_destination.audiences.ensure import CREATE_ATTEMPTS, lost_create_waits
 from tiktok_destination.config.loader import load_config
 from tiktok_destination.config.settings import MAX_TIKTOK_TIMEOUT, load_settings
 from tiktok_destination.errors import ConfigurationError

@@ -18,16 +18,18 @@ import pytest
 from tests.conftest import s3_bucket_on_moto
 from tests.run_options import run_options
 from tiktok_destination.adapters.s3 import Bucket
-from tiktok_destination.audiences import audience as audience_domain
-from tiktok_destination.audiences.audience import (
-    AudienceKeys,
-    AudiencePlan,
+from tiktok_destination.audiences import diff as audience_diff
+from tiktok_destination.audiences.commit import commit_audience
+from tiktok_destination.audiences.diff import (
     DiffPlan,
-    collect_diff,
-    commit_audience,
     diff_planned_shard,
     estimated_members,
     load_diff,
+)
+from tiktok_destination.audiences.keys import AudienceKeys
+from tiktok_destination.audiences.plan import (
+    AudiencePlan,
+    collect_diff,
     plan_audience,
     prepare_diff,
 )
@@ -155,7 +157,7 @@ class Scenario:
 
     @property
     def want_deletes(self) -> set[str]:
-        # The whole-set diff, as sets: the base is what TikTok may hold (audience.py).
+        # The whole-set diff, as sets: the base is what TikTok may hold (audiences/shards.py).
         return (self.committed | self.pending_adds) - self.new
 
     @property
@@ -386,7 +388,7 @@ def test_tmp_holds_one_shard_at_a_time(
     put_validated(bucket, run, [new, set(sorted(new)[::3])])
     workdir = tmp_path / "plan"
     workdir.mkdir()
-    real_diff = audience_domain.diff_shard
+    real_diff = audience_diff.diff_shard
     seen: list[tuple[list[str], int]] = []
 
     def watched(*args: Any, **kwargs: Any) -> Any:
@@ -399,7 +401,7 @@ def test_tmp_holds_one_shard_at_a_time(
         )
         return real_diff(*args, **kwargs)
 
-    monkeypatch.setattr(audience_domain, "diff_shard", watched)
+    monkeypatch.setattr(audience_diff, "diff_shard", watched)
     plan = plan_audience(bucket, run, "aud-1", batch_size=10_000, workdir=workdir)
 
     assert (plan.members, plan.unchanged) == (len(new), 600)
@@ -472,7 +474,7 @@ def test_a_shard_child_run_again_returns_its_marker_without_diffing_or_writing(
     def never(*args: Any, **kwargs: Any) -> Any:
         raise AssertionError("a shard with a marker was diffed again")
 
-    monkeypatch.setattr(audience_domain, "diff_shard", never)
+    monkeypatch.setattr(audience_diff, "diff_shard", never)
     (tmp_path / "two").mkdir()
     again = diff_planned_shard(bucket, run, diff, "a", workdir=tmp_path / "two")
 

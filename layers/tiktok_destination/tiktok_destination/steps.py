@@ -15,16 +15,17 @@ from contextlib import contextmanager
 from datetime import UTC, datetime
 from typing import Any
 
+from tiktok_destination import audiences as audience_domain
 from tiktok_destination.adapters.metrics import emit_run_metrics, emit_workflow_action
 from tiktok_destination.adapters.notifications import publish_workflow_action
 from tiktok_destination.adapters.rate_limit import make_pacer
 from tiktok_destination.adapters.s3 import Bucket, scratch_dir
 from tiktok_destination.adapters.secrets import load_access_token
 from tiktok_destination.adapters.tiktok.client import TikTokClient
-from tiktok_destination.audiences import audience as audience_domain
 from tiktok_destination.config.settings import Settings, load_settings
 from tiktok_destination.errors import DestinationError
-from tiktok_destination.events import offline as offline_events
+from tiktok_destination.events import plan as event_plan
+from tiktok_destination.events import send as event_send
 from tiktok_destination.inputs import exports, ranges
 from tiktok_destination.runs import leases
 from tiktok_destination.runs.layout import RunPaths, execution_report_key, raised_marker_key
@@ -259,7 +260,7 @@ def step_chunk(run: Run, audience: dict[str, Any] | None) -> dict[str, Any]:
                         }
                     plan = audience_domain.diff_inline(bucket, run, plan, workdir=workdir)
             else:
-                plan = offline_events.plan_events(
+                plan = event_plan.plan_events(
                     bucket,
                     run,
                     batch_size=run.options.event_batch_size,
@@ -267,7 +268,7 @@ def step_chunk(run: Run, audience: dict[str, Any] | None) -> dict[str, Any]:
                 )
                 # Rows grouping rejected count toward the threshold too: checked here, on
                 # every execution (a re-run reuses the plan), before any event is sent.
-                offline_events.check_rejected_share(
+                event_plan.check_rejected_share(
                     bucket, run, plan, reject_threshold=run.options.reject_threshold
                 )
     finally:
@@ -337,7 +338,7 @@ def step_send_event_batch(run_id: str, batch: dict[str, Any]) -> dict[str, Any]:
     client = make_client(settings, load_access_token(settings, run.resolved.credential), run)
     try:
         with recorded_failure(bucket, run, f"send-{int(batch['index']):05d}"):
-            return offline_events.send_event_batch(client, bucket, run, batch)
+            return event_send.send_event_batch(client, bucket, run, batch)
     finally:
         record_calls(bucket, run, f"send-{int(batch['index']):05d}", client.stats.as_dict())
 
@@ -402,7 +403,7 @@ def step_report(run: Run, validate: dict[str, Any], chunk: dict[str, Any]) -> di
                     f"{int(chunk['batches']) - done} of {chunk['batches']} event batches did "
                     "not finish; re-run the same input to send them"
                 )
-        totals = offline_events.sent_totals(bucket, run, chunk["plan_id"])
+        totals = event_send.sent_totals(bucket, run, chunk["plan_id"])
         report["rows"]["in_events_sent"] = received - rejects["rejected"]
         report["events"] = {
             "built": plan.get("events_built", 0),

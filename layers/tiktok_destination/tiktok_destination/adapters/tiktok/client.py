@@ -76,7 +76,7 @@ DEFAULT_BASE_URL = "https://business-api.tiktok.com/open_api/v1.3/"
 SANDBOX_BASE_URL = "https://sandbox-ads.tiktok.com/open_api/v1.3/"
 
 #: seconds an HTTP attempt waits for TikTok (connect, then each read). A create TikTok
-#: received may be applied after this, so ``audience.py`` keeps looking the name up for
+#: received may be applied after this, so ``audiences/ensure.py`` keeps looking the name up for
 #: twice as long before it creates again.
 DEFAULT_TIMEOUT = 30.0
 #: the slowest pacing a setting may ask for: below it a run's calls are hours apart and the

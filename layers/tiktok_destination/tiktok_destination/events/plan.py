@@ -1,19 +1,19 @@
-"""Offline events: group validated rows into events, plan batches, send them.
+"""Offline events: group validated rows into events and plan their ``event/track`` batches.
 
 Rows of one (event set, event, event_id) become ONE event whose ``contents`` lists every
 row's item: TikTok keeps only the first of repeated event_ids within 48 hours, so sending
 one event per row would silently drop items. An event is one person, though: rows of the
 key that name someone else are rejected as ``event_id_conflict`` (see ``build_event``).
-Grouping is an external sort, so memory stays flat however large the file.
+Grouping is an external sort, so memory stays flat however large the file. The rows grouping
+rejects count toward the run's rejected share (:func:`check_rejected_share`), checked before
+any event is sent.
 """
 
 from __future__ import annotations
 
 import csv
 import hashlib
-import io
 import json
-import logging
 from collections import Counter
 from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
@@ -23,14 +23,11 @@ from typing import Any
 
 from tiktok_destination import sorting
 from tiktok_destination.adapters.s3 import Bucket
-from tiktok_destination.adapters.tiktok.client import TikTokClient
-from tiktok_destination.errors import DestinationError, TikTokRequestRejected
-from tiktok_destination.events.rules import BuiltEvent, build_event, event_group_key, track_body
+from tiktok_destination.errors import DestinationError
+from tiktok_destination.events.build import BuiltEvent, build_event, event_group_key
 from tiktok_destination.inputs.ranges import RowNames, add_up, validated_files, validated_index
 from tiktok_destination.runs.run import Run
 from tiktok_destination.validation.validate import _finish
-
-logger = logging.getLogger(__name__)
 
 _SEP = "\x1e"
 
@@ -230,85 +227,3 @@ def check_rejected_share(
             result.rows_accepted -= rows
     result.rejected_by_reason = dict(by_reason.most_common())
     _finish(result, reject_threshold)
-
-
-def send_event_batch(
-    client: TikTokClient, bucket: Bucket, run: Run, batch: dict[str, Any]
-) -> dict[str, Any]:
-    """Send one batch; a batch TikTok rejects as a whole is bisected to find the bad events."""
-    prefix = run.paths.plan(batch["plan_id"])
-    index = int(batch["index"])
-    done_key = f"{prefix}done/{index:05d}.json"
-    if bucket.exists(done_key):
-        return {"index": index, "skipped": True, "sent": 0}
-    body = bucket.get_json(batch["key"])
-    if body is None:
-        raise TikTokRequestRejected(
-            f"batch file {bucket.uri(batch['key'])} is missing; re-run the input to re-plan"
-        )
-    test_event_code = run.resolved.test_event_code
-    rejected: list[tuple[list[int], str]] = []
-    sent = _send(
-        client,
-        str(body["event_set_id"]),
-        list(zip(body["events"], body["rows"], strict=True)),
-        test_event_code,
-        rejected,
-    )
-    if rejected:
-        names = RowNames(validated_index(bucket, run.paths.events).get("parts"))
-        text = io.StringIO()
-        writer = csv.writer(text)
-        writer.writerow(names.header())
-        for rows, message in rejected:
-            writer.writerows(names.reject(row, "", "tiktok_rejected", message) for row in rows)
-        bucket.put_text(
-            run.paths.rejects(f"send-{index:05d}"), text.getvalue(), content_type="text/csv"
-        )
-    bucket.put_json(
-        done_key,
-        {"index": index, "sent": sent, "rejected_events": len(rejected)},
-    )
-    return {"index": index, "skipped": False, "sent": sent, "rejected_events": len(rejected)}
-
-
-def _send(
-    client: TikTokClient,
-    event_set_id: str,
-    items: list[tuple[dict[str, Any], list[int]]],
-    test_event_code: str | None,
-    rejected: list[tuple[list[int], str]],
-) -> int:
-    if not items:
-        return 0
-    try:
-        client.track_events(event_set_id, [e for e, _ in items], test_event_code=test_event_code)
-        return len(items)
-    except TikTokRequestRejected as err:
-        # One bad event fails the whole request: bisect until the bad ones stand alone.
-        if len(items) == 1:
-            rejected.append((items[0][1], f"TikTok rejected the event: {err.message}"))
-            return 0
-        half = len(items) // 2
-        return _send(client, event_set_id, items[:half], test_event_code, rejected) + _send(
-            client, event_set_id, items[half:], test_event_code, rejected
-        )
-
-
-def sent_totals(bucket: Bucket, run: Run, plan_id: str) -> dict[str, int]:
-    sent = rejected = 0
-    for obj in bucket.list(f"{run.paths.plan(plan_id)}done/"):
-        marker = bucket.get_json(obj["Key"]) or {}
-        sent += int(marker.get("sent", 0))
-        rejected += int(marker.get("rejected_events", 0))
-    return {"events_sent": sent, "events_rejected_by_tiktok": rejected}
-
-
-__all__ = [
-    "EventPlan",
-    "check_rejected_share",
-    "plan_events",
-    "send_event_batch",
-    "sent_totals",
-    "track_body",
-]
