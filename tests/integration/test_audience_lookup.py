@@ -12,7 +12,8 @@ import pytest
 
 from tests.conftest import s3_bucket_on_moto
 from tiktok_destination.adapters.s3 import Bucket
-from tiktok_destination.adapters.tiktok.client import RetryPolicy, TikTokClient
+from tiktok_destination.adapters.tiktok.client import TikTokClient
+from tiktok_destination.adapters.tiktok.transport import RetryPolicy
 from tiktok_destination.audiences.audience import (
     AudienceKeys,
     ensure_audience,

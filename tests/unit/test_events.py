@@ -12,6 +12,7 @@ from typing import Any
 
 import pytest
 
+from tiktok_destination.adapters.tiktok.bodies import track_body
 from tiktok_destination.errors import RowRejected
 from tiktok_destination.events.rules import (
     EVENT_CHANNELS,
@@ -22,7 +23,6 @@ from tiktok_destination.events.rules import (
     build_event,
     event_group_key,
     normalize_event_row,
-    track_body,
 )
 
 NOW = datetime(2024, 5, 20, 12, 0, 0, tzinfo=UTC)
@@ -735,9 +735,7 @@ def test_the_sum_rounds_half_up_to_cents() -> None:
 
 
 def test_rows_disagreeing_on_scalar_properties_take_the_first_and_say_so() -> None:
-    first = normalize(
-        2, content_id="a", content_type="product", shop_id="s1", description="one"
-    )
+    first = normalize(2, content_id="a", content_type="product", shop_id="s1", description="one")
     second = normalize(
         3, content_id="b", content_type="product_group", shop_id="s2", description="two"
     )
@@ -859,7 +857,10 @@ def test_a_bad_event_set_id_says_where_it_came_from() -> None:
 def test_a_naive_now_is_read_as_utc() -> None:
     row = {"event": "Purchase", "event_id": "o-1", "email": EMAIL, "timestamp": str(NOW_TS - 60)}
     naive = normalize_event_row(
-        row, row_number=2, default_region="US", fallback_event_set_id=SET_ID,
+        row,
+        row_number=2,
+        default_region="US",
+        fallback_event_set_id=SET_ID,
         now=NOW.replace(tzinfo=None),
     )
     assert naive == normalize_event_row(

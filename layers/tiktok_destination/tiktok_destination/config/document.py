@@ -32,14 +32,17 @@ from pydantic import (
 )
 from pydantic_core import ErrorDetails, PydanticCustomError
 
-from tiktok_destination.adapters.tiktok.client import MAX_MAPPING_IDS, MIN_QPS
+from tiktok_destination.adapters.tiktok.limits import (
+    MAX_EVENTS_PER_REQUEST,
+    MAX_MAPPING_IDS,
+    MIN_QPS,
+)
 from tiktok_destination.adapters.tiktok.names import (
     TIKTOK_NAME_LIMIT,
     TIKTOK_TRUNCATED_PREFIX,
     tiktok_visible_name,
 )
 from tiktok_destination.errors import ConfigurationError
-from tiktok_destination.events.rules import MAX_EVENTS_PER_REQUEST
 from tiktok_destination.identity.columns import ALL_FIELDS, EVENT_FIELDS
 
 __all__ = [

@@ -25,7 +25,7 @@ from tiktok_destination import sorting
 from tiktok_destination.adapters.s3 import Bucket
 from tiktok_destination.adapters.tiktok.client import TikTokClient
 from tiktok_destination.errors import DestinationError, TikTokRequestRejected
-from tiktok_destination.events.rules import BuiltEvent, build_event, event_group_key, track_body
+from tiktok_destination.events.rules import BuiltEvent, build_event, event_group_key
 from tiktok_destination.inputs.ranges import RowNames, add_up, validated_files, validated_index
 from tiktok_destination.runs.run import Run
 from tiktok_destination.validation.validate import _finish
@@ -310,5 +310,4 @@ __all__ = [
     "plan_events",
     "send_event_batch",
     "sent_totals",
-    "track_body",
 ]

@@ -1,6 +1,6 @@
-"""Offline events: per-row rules, grouping rows into events, and the ``event/track`` body.
+"""Offline events: per-row rules and grouping rows into events.
 
-Three stages, each usable alone so that the validate and chunk steps can stream:
+Stages, each usable alone so that the validate and chunk steps can stream:
 
 1. :func:`normalize_event_row` checks one input row against the offline-events parameters
    and returns a small JSON-serializable dict with identifiers already hashed. Problems
@@ -9,7 +9,9 @@ Three stages, each usable alone so that the validate and chunk steps can stream:
    be larger than memory) and feeds each run of equal keys to :func:`build_event`. TikTok
    counts ``event_source_id + event + event_id`` once within 48 hours, so the rows of one
    order (one row per item) must become ONE event whose ``contents`` lists the items.
-3. :func:`track_body` wraps up to 1,000 built payloads for ``POST event/track/``.
+
+The ``POST event/track/`` body that carries built events is the client's
+(:func:`~tiktok_destination.adapters.tiktok.bodies.track_body`).
 
 Messages never quote an email or phone. Event names and currency codes are quoted only when
 they look like one (letters only), because a mis-mapped column could put an email there.
@@ -90,9 +92,6 @@ TIKTOK_CURRENCIES: frozenset[str] = frozenset(
 
 MAX_EVENT_AGE = timedelta(days=28)
 MAX_FUTURE_SKEW = timedelta(minutes=5)
-
-#: Events API 2.0 rejects a whole request with more events than this.
-MAX_EVENTS_PER_REQUEST = 1000
 
 #: price and value must be below this, in any currency. Far above any real order (even in
 #: currencies with large numbers, like IDR), and small enough that a float keeps the cents
@@ -687,30 +686,3 @@ def build_event(rows: Sequence[Mapping[str, Any]], *, label: RowLabel = str) -> 
         other_person=other_person,
         conflicts=conflicts,
     )
-
-
-# ---------------------------------------------------------------- request body
-def track_body(
-    event_set_id: str,
-    events: Sequence[Mapping[str, Any]],
-    *,
-    test_event_code: str | None,
-) -> dict[str, Any]:
-    """The JSON body of ``POST event/track/`` for one event set and up to 1,000 events."""
-    if not _EVENT_SET_ID.match(event_set_id):
-        raise ValueError("event_set_id must be a 19-digit string")
-    if not events:
-        raise ValueError("track_body needs at least one event")
-    if len(events) > MAX_EVENTS_PER_REQUEST:
-        raise ValueError(
-            f"{len(events)} events in one request; TikTok rejects more than "
-            f"{MAX_EVENTS_PER_REQUEST}, so split the batch"
-        )
-    body: dict[str, Any] = {
-        "event_source": "offline",
-        "event_source_id": event_set_id,
-        "data": [dict(event) for event in events],
-    }
-    if test_event_code:
-        body["test_event_code"] = test_event_code
-    return body

@@ -38,8 +38,10 @@ from botocore.exceptions import ClientError
 
 from tiktok_destination.adapters import secrets
 from tiktok_destination.adapters.s3 import PRECONDITION_CODES, error_code
-from tiktok_destination.adapters.tiktok.client import RetryPolicy, TikTokClient
-from tiktok_destination.config.settings import DEFAULT_TIKTOK_BASE_URL, Settings
+from tiktok_destination.adapters.tiktok.client import TikTokClient
+from tiktok_destination.adapters.tiktok.limits import DEFAULT_BASE_URL
+from tiktok_destination.adapters.tiktok.transport import RetryPolicy
+from tiktok_destination.config.settings import Settings
 from tiktok_destination.errors import ConfigurationError, DestinationError, OAuthError
 
 __all__ = [
@@ -236,7 +238,7 @@ def portal_url_for(base_url: str) -> str:
     other base URL is a stand-in such as the local emulator, which serves ``/portal/auth``
     on the same origin.
     """
-    parts = urlsplit(base_url or DEFAULT_TIKTOK_BASE_URL)
+    parts = urlsplit(base_url or DEFAULT_BASE_URL)
     host = (parts.hostname or "").lower()
     if not host or host == "tiktok.com" or host.endswith(".tiktok.com"):
         return AUTH_URL
