@@ -1,6 +1,6 @@
 """What a call puts on the wire: paths, query parameters and JSON request bodies.
 
-The body builders hold TikTok's request limits (docs/tiktok-contract.md), so a batch over
+The body builders enforce TikTok's request limits (docs/tiktok-contract.md), so a batch over
 one fails here, before anything is sent, on every path that sends it.
 """
 

@@ -2,7 +2,7 @@
 
 Everything that talks to TikTok goes through :class:`TikTokClient`, on the paced, retrying
 transport of :mod:`~tiktok_destination.adapters.tiktok.transport`. Request bodies are built
-by :mod:`~tiktok_destination.adapters.tiktok.bodies`, which holds TikTok's request limits;
+by :mod:`~tiktok_destination.adapters.tiktok.bodies`, which enforces TikTok's request limits;
 what each call sends and answers is in ``docs/tiktok-contract.md``.
 """
 
