@@ -15,7 +15,9 @@ from typing import Any
 import pytest
 
 from tests.contract._fixtures import PREFIX, load, replay_session
-from tiktok_destination.adapters.tiktok.client import TIKTOK_CODES, RetryPolicy, TikTokClient
+from tiktok_destination.adapters.tiktok.client import TikTokClient
+from tiktok_destination.adapters.tiktok.codes import TIKTOK_CODES
+from tiktok_destination.adapters.tiktok.transport import RetryPolicy
 from tiktok_destination.errors import RetriableError, TikTokRateLimited, TikTokRequestRejected
 from tiktok_destination.events.build import build_event
 from tiktok_destination.events.rules import normalize_event_row

@@ -19,7 +19,8 @@ import requests
 
 import tiktok_destination_local.emulator as emulator_package
 from tests.contract._fixtures import load
-from tiktok_destination.adapters.tiktok.client import RetryPolicy, TikTokClient
+from tiktok_destination.adapters.tiktok.client import TikTokClient
+from tiktok_destination.adapters.tiktok.transport import RetryPolicy
 from tiktok_destination.errors import (
     AccessBlocked,
     AdvertiserNotFound,

@@ -20,7 +20,7 @@ import boto3
 import pytest
 
 from tests.conftest import ADVERTISER, CONFIG, EVENT_SET, TOKEN, write_csv
-from tiktok_destination.adapters.tiktok import client as client_module
+from tiktok_destination.adapters.tiktok.transport import RetryPolicy
 from tiktok_destination.runs.workflow_actions import ACTIONS
 from tiktok_destination_local.emulator import TikTokEmulator
 from tiktok_destination_local.runner import REGION, LocalDestination, RunResult, project_root
@@ -34,7 +34,7 @@ AUDIENCE_NAME = "VIP customers"
 EVENTS_HEADER = "event,event_id,email,phone,content_id,price,quantity,currency,value,timestamp"
 
 # The product's own attempt count, captured before the fixture below removes the waits.
-CLIENT_ATTEMPTS = client_module.RetryPolicy().max_retries + 1
+CLIENT_ATTEMPTS = RetryPolicy().max_retries + 1
 RETRIABLE = "TikTokRateLimited"
 
 

@@ -13,11 +13,12 @@ import pytest
 from tests.conftest import s3_bucket_on_moto
 from tests.run_options import run_options
 from tiktok_destination.adapters.s3 import Bucket
-from tiktok_destination.adapters.tiktok.client import RetryPolicy, TikTokClient
+from tiktok_destination.adapters.tiktok.client import TikTokClient
 from tiktok_destination.adapters.tiktok.names import tiktok_visible_name
+from tiktok_destination.adapters.tiktok.transport import RetryPolicy
 from tiktok_destination.audiences.ensure import ensure_audience, lost_create_waits
 from tiktok_destination.audiences.keys import AudienceKeys
-from tiktok_destination.config.document import ResolvedTemplate
+from tiktok_destination.config.resolved import ResolvedTemplate
 from tiktok_destination.errors import (
     AudienceLimitReached,
     FatalError,

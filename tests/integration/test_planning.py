@@ -18,7 +18,7 @@ from tiktok_destination.audiences.commit import commit_audience
 from tiktok_destination.audiences.keys import AudienceKeys
 from tiktok_destination.audiences.plan import plan_audience
 from tiktok_destination.audiences.send import send_batch
-from tiktok_destination.config.document import ResolvedTemplate
+from tiktok_destination.config.resolved import ResolvedTemplate
 from tiktok_destination.errors import DestinationError, MassRemovalBlocked, TikTokRequestRejected
 from tiktok_destination.events.plan import plan_events
 from tiktok_destination.events.send import send_event_batch, sent_totals

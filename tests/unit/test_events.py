@@ -12,6 +12,7 @@ from typing import Any
 
 import pytest
 
+from tiktok_destination.adapters.tiktok.bodies import track_body
 from tiktok_destination.errors import RowRejected
 from tiktok_destination.events.build import build_event, event_group_key
 from tiktok_destination.events.rules import (
@@ -21,7 +22,6 @@ from tiktok_destination.events.rules import (
     MAX_FUTURE_SKEW,
     STANDARD_EVENTS,
     normalize_event_row,
-    track_body,
 )
 
 NOW = datetime(2024, 5, 20, 12, 0, 0, tzinfo=UTC)

@@ -1,5 +1,5 @@
 """Issue 15's property: whatever wake-up delays and stalls its callers meet, TikTok never
-sees more than ``qps`` calls in one second, with either pacer (client.LATE_TOLERANCE holds
+sees more than ``qps`` calls in one second, with either pacer (rate_limit.LATE_TOLERANCE holds
 the proof).
 
 Callers are TikTokClients in threads sending over HTTP to the emulator, all on one virtual
@@ -26,15 +26,16 @@ from typing import Any
 import pytest
 import requests
 
-from tiktok_destination.adapters.rate_limit import AppRateLimiter, app_key
-from tiktok_destination.adapters.tiktok.client import (
+from tiktok_destination.adapters.rate_limit import (
     LATE_TOLERANCE,
     PACING_HEADROOM,
+    AppRateLimiter,
     LocalPacer,
     Pacer,
-    RetryPolicy,
-    TikTokClient,
+    app_key,
 )
+from tiktok_destination.adapters.tiktok.client import TikTokClient
+from tiktok_destination.adapters.tiktok.transport import RetryPolicy
 from tiktok_destination_local.emulator import TikTokEmulator
 
 QPS = 10

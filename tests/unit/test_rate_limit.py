@@ -11,8 +11,14 @@ import boto3
 import pytest
 
 from tiktok_destination.adapters import rate_limit
-from tiktok_destination.adapters.rate_limit import AppRateLimiter, app_key, make_pacer
-from tiktok_destination.adapters.tiktok.client import LATE_TOLERANCE, LocalPacer, pacing_interval
+from tiktok_destination.adapters.rate_limit import (
+    LATE_TOLERANCE,
+    AppRateLimiter,
+    LocalPacer,
+    app_key,
+    make_pacer,
+    pacing_interval,
+)
 from tiktok_destination.config.settings import load_settings
 from tiktok_destination.errors import ConfigurationError, TikTokRateLimited
 from tiktok_destination.steps import make_client

@@ -12,8 +12,8 @@ from moto import mock_aws
 from tests.run_options import run_options
 from tiktok_destination.adapters.s3 import Bucket
 from tiktok_destination.audiences.guard import check_removal, removal_blocked
-from tiktok_destination.config.document import ResolvedTemplate
 from tiktok_destination.config.loader import load_config
+from tiktok_destination.config.resolved import ResolvedTemplate
 from tiktok_destination.config.settings import load_settings
 from tiktok_destination.errors import ConfigurationError, MassRemovalBlocked
 from tiktok_destination.runs.preflight import build_run

@@ -18,13 +18,11 @@ import pytest
 import requests
 from urllib3.connection import HTTPConnection
 
-from tiktok_destination.adapters.tiktok.client import (
-    DEFAULT_BASE_URL,
-    CallStats,
-    RetryPolicy,
-    TikTokClient,
-    _advice,
-)
+from tiktok_destination.adapters.tiktok.bodies import track_body
+from tiktok_destination.adapters.tiktok.client import TikTokClient
+from tiktok_destination.adapters.tiktok.codes import advice
+from tiktok_destination.adapters.tiktok.limits import DEFAULT_BASE_URL
+from tiktok_destination.adapters.tiktok.transport import CallStats, RetryPolicy
 from tiktok_destination.errors import (
     AdvertiserNotFound,
     ConfigurationError,
@@ -39,7 +37,6 @@ from tiktok_destination.errors import (
     TikTokUnavailable,
     TikTokWriteConflict,
 )
-from tiktok_destination.events.rules import track_body
 
 TOKEN = "tok-7f3a9c1e5b2d4f6a8c0e"
 SECRET = "app-secret-91b2c3d4e5"
@@ -274,7 +271,7 @@ def test_a_non_finite_number_is_never_sent(server: FakeTikTok, number: float) ->
 
 
 def test_track_events_sends_the_one_body_builder_and_its_limit(server: FakeTikTok) -> None:
-    # The send path builds its body with events.track_body: 1,001 events never leave.
+    # The send path builds its body with bodies.track_body: 1,001 events never leave.
     client = make_client(server)
     event = {"event": "Purchase", "event_time": 1700000000, "event_id": "o-1"}
 
@@ -776,7 +773,7 @@ def test_exchange_auth_code_errors_hide_secret_and_code(server: FakeTikTok) -> N
 def test_logs_carry_no_token_or_body(server: FakeTikTok, caplog: pytest.LogCaptureFixture) -> None:
     server.script(envelope(code=50000, message=f"x {TOKEN}"), envelope(data={}))
     client = make_client(server)
-    with caplog.at_level("DEBUG", logger="tiktok_destination.adapters.tiktok.client"):
+    with caplog.at_level("DEBUG", logger="tiktok_destination.adapters.tiktok.transport"):
         client.post("segment/mapping/", {"batch_data": [[{"id": "secret-hash"}]]})
     assert caplog.records, "retries must be logged"
     for record in caplog.records:
@@ -802,7 +799,7 @@ def test_defaults() -> None:
 
 def test_a_rejection_without_a_tiktok_code_gets_no_code_hint() -> None:
     # An answer with no envelope (an HTTP 4xx) has no code; no code's hint may be borrowed.
-    assert _advice(TikTokRequestRejected, None, 1) == ""
-    assert _advice(TikTokRequestRejected, 40011, 1) == (
+    assert advice(TikTokRequestRejected, None, 1) == ""
+    assert advice(TikTokRequestRejected, 40011, 1) == (
         "Too many IDs in one request: lower the batch size."
     )

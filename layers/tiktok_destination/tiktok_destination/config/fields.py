@@ -17,7 +17,7 @@ import phonenumbers
 from pydantic import AfterValidator, BeforeValidator
 from pydantic_core import PydanticCustomError
 
-from tiktok_destination.adapters.tiktok.client import MIN_QPS
+from tiktok_destination.adapters.tiktok.limits import MIN_QPS
 from tiktok_destination.identity.columns import ALL_FIELDS
 from tiktok_destination.identity.schema import ID_TYPES
 

@@ -11,19 +11,20 @@ import os
 from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING
 
-from tiktok_destination.adapters.tiktok.client import (
+from tiktok_destination.adapters.tiktok.limits import (
+    DEFAULT_BASE_URL,
+    DEFAULT_QPS,
     DEFAULT_TIMEOUT,
+    MAX_EVENTS_PER_REQUEST,
     MAX_MAPPING_IDS,
     MIN_QPS,
-    RetryPolicy,
 )
+from tiktok_destination.adapters.tiktok.transport import RetryPolicy
 from tiktok_destination.errors import ConfigurationError
-from tiktok_destination.events.rules import MAX_EVENTS_PER_REQUEST
 
 if TYPE_CHECKING:
     from tiktok_destination.config.document import Config
 
-DEFAULT_TIKTOK_BASE_URL = "https://business-api.tiktok.com/open_api/v1.3/"
 DEFAULT_RANGE_BYTES = 256 * 1024 * 1024
 DEFAULT_DIFF_INLINE_MEMBERS = 2_000_000
 #: the longest TIKTOK_TIMEOUT_SECONDS: EnsureAudience's lost-create lookups wait twice the
@@ -164,8 +165,8 @@ def load_settings() -> Settings:
         state_bucket=state_bucket,
         inbox_bucket=os.environ.get("INBOX_BUCKET", ""),
         config_key=os.environ.get("CONFIG_KEY", "config/destinations.toml"),
-        tiktok_base_url=os.environ.get("TIKTOK_BASE_URL", "") or DEFAULT_TIKTOK_BASE_URL,
-        tiktok_qps=_qps("TIKTOK_QPS", 10.0),
+        tiktok_base_url=os.environ.get("TIKTOK_BASE_URL", "") or DEFAULT_BASE_URL,
+        tiktok_qps=_qps("TIKTOK_QPS", DEFAULT_QPS),
         secret_prefix=os.environ.get("SECRET_PREFIX", "tiktok-destination/"),
         reject_threshold=_float("REJECT_THRESHOLD", 0.2),
         mapping_batch_size=_int("MAPPING_BATCH_SIZE", 10_000, low=1, high=MAX_MAPPING_IDS),

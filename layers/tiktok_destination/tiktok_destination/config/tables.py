@@ -8,7 +8,11 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from tiktok_destination.adapters.tiktok.client import MAX_MAPPING_IDS, MIN_QPS
+from tiktok_destination.adapters.tiktok.limits import (
+    MAX_EVENTS_PER_REQUEST,
+    MAX_MAPPING_IDS,
+    MIN_QPS,
+)
 from tiktok_destination.config.fields import (
     AdvertiserId,
     AudienceName,
@@ -23,7 +27,6 @@ from tiktok_destination.config.fields import (
     TestEventCode,
     UserIdTypes,
 )
-from tiktok_destination.events.rules import MAX_EVENTS_PER_REQUEST
 
 
 class _Table(BaseModel):

@@ -1,11 +1,12 @@
-"""Offline events: the per-row rules, and the ``event/track`` body.
+"""Offline events: the per-row rules.
 
 :func:`normalize_event_row` checks one input row against the offline-events parameters (event
 name, event set id, identifiers, time, currency, value, price, quantity) and returns a small
 JSON-serializable dict with identifiers already hashed. Problems raise
 :class:`~tiktok_destination.errors.RowRejected` so the row goes to the rejects file. The rows
-of one order become one event in :mod:`tiktok_destination.events.build`; :func:`track_body`
-wraps up to 1,000 built payloads for ``POST event/track/``.
+of one order become one event in :mod:`tiktok_destination.events.build`; the client's
+:func:`~tiktok_destination.adapters.tiktok.bodies.track_body` wraps up to 1,000 of them for
+``POST event/track/``.
 
 Messages never quote an email or phone. Event names and currency codes are quoted only when
 they look like one (letters only), because a mis-mapped column could put an email there.
@@ -15,11 +16,12 @@ from __future__ import annotations
 
 import difflib
 import re
-from collections.abc import Mapping, Sequence
+from collections.abc import Mapping
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal, InvalidOperation
 from typing import Any
 
+from tiktok_destination.adapters.tiktok.bodies import EVENT_SET_ID
 from tiktok_destination.errors import RowRejected
 from tiktok_destination.identity.hashing import hash_identifier
 
@@ -83,9 +85,6 @@ TIKTOK_CURRENCIES: frozenset[str] = frozenset(
 MAX_EVENT_AGE = timedelta(days=28)
 MAX_FUTURE_SKEW = timedelta(minutes=5)
 
-#: Events API 2.0 rejects a whole request with more events than this.
-MAX_EVENTS_PER_REQUEST = 1000
-
 #: price and value must be below this, in any currency. Far above any real order (even in
 #: currencies with large numbers, like IDR), and small enough that a float keeps the cents
 #: and a sum of price x quantity stays finite.
@@ -93,7 +92,6 @@ MAX_AMOUNT = Decimal(10**12)
 #: quantity is a whole number from 1 to this.
 MAX_QUANTITY = 1_000_000
 
-_EVENT_SET_ID = re.compile(r"^\d{19}$")
 _UNIX_NUMBER = re.compile(r"^\d+(?:\.\d+)?$")
 # A value made only of letters (and _ - space) cannot be an email or phone, so quoting it
 # in a message is safe and helps the reader.
@@ -128,7 +126,7 @@ def _event_set_id(row: Mapping[str, str | None], fallback: str | None) -> str:
             "no event set id: add an event_set_id column, or set the event set id in the "
             "destination settings (TikTok Events Manager > Offline > the id under the set name)",
         )
-    if not _EVENT_SET_ID.match(value):
+    if not EVENT_SET_ID.match(value):
         where = "the event_set_id column" if from_row else "the destination's event set id"
         hint = (
             "; a value in scientific notation means a spreadsheet turned it into a number, "
@@ -427,30 +425,3 @@ def normalize_event_row(
     }
     result.update({key: val for key, val in optional.items() if val is not None})
     return result
-
-
-# ---------------------------------------------------------------- request body
-def track_body(
-    event_set_id: str,
-    events: Sequence[Mapping[str, Any]],
-    *,
-    test_event_code: str | None,
-) -> dict[str, Any]:
-    """The JSON body of ``POST event/track/`` for one event set and up to 1,000 events."""
-    if not _EVENT_SET_ID.match(event_set_id):
-        raise ValueError("event_set_id must be a 19-digit string")
-    if not events:
-        raise ValueError("track_body needs at least one event")
-    if len(events) > MAX_EVENTS_PER_REQUEST:
-        raise ValueError(
-            f"{len(events)} events in one request; TikTok rejects more than "
-            f"{MAX_EVENTS_PER_REQUEST}, so split the batch"
-        )
-    body: dict[str, Any] = {
-        "event_source": "offline",
-        "event_source_id": event_set_id,
-        "data": [dict(event) for event in events],
-    }
-    if test_event_code:
-        body["test_event_code"] = test_event_code
-    return body

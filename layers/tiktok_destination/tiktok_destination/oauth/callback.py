@@ -15,7 +15,8 @@ from typing import Any
 
 from tiktok_destination.adapters import secrets
 from tiktok_destination.adapters.s3 import Bucket
-from tiktok_destination.adapters.tiktok.client import RetryPolicy, TikTokClient
+from tiktok_destination.adapters.tiktok.client import TikTokClient
+from tiktok_destination.adapters.tiktok.transport import RetryPolicy
 from tiktok_destination.config.settings import Settings
 from tiktok_destination.errors import ConfigurationError, DestinationError, OAuthError
 from tiktok_destination.oauth.link import _App, _load_app

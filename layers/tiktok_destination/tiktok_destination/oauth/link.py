@@ -16,7 +16,8 @@ from datetime import UTC, datetime
 from urllib.parse import urlencode, urlsplit
 
 from tiktok_destination.adapters import secrets
-from tiktok_destination.config.settings import DEFAULT_TIKTOK_BASE_URL, Settings
+from tiktok_destination.adapters.tiktok.limits import DEFAULT_BASE_URL
+from tiktok_destination.config.settings import Settings
 from tiktok_destination.errors import ConfigurationError
 from tiktok_destination.oauth.state import (
     _MAX_ECHO,
@@ -60,7 +61,7 @@ def portal_url_for(base_url: str) -> str:
     other base URL is a stand-in such as the local emulator, which serves ``/portal/auth``
     on the same origin.
     """
-    parts = urlsplit(base_url or DEFAULT_TIKTOK_BASE_URL)
+    parts = urlsplit(base_url or DEFAULT_BASE_URL)
     host = (parts.hostname or "").lower()
     if not host or host == "tiktok.com" or host.endswith(".tiktok.com"):
         return AUTH_URL
