@@ -31,7 +31,8 @@ from tiktok_destination.config.document import load_config
 from tiktok_destination.errors import DestinationError, InputRejected, RetriableError
 from tiktok_destination.inputs import ranges
 from tiktok_destination.runs.run import Run, Source
-from tiktok_destination.validation.validate import validate_audience_file, validate_events_file
+from tiktok_destination.validation.audience_rows import validate_audience_file
+from tiktok_destination.validation.event_rows import validate_events_file
 
 ADV = "7000000000000000001"
 ESET = "7100000000000000001"

@@ -19,11 +19,9 @@ from tests.unit.test_identifiers_column import bench_phones
 from tests.unit.test_identifiers_fast import device_corpus, email_corpus
 from tiktok_destination.errors import RowRejected
 from tiktok_destination.identity.identifiers import SCHEMA, identifier_hasher
-from tiktok_destination.validation.validate import (
-    audience_columns,
-    iter_rows,
-    validate_audience_file,
-)
+from tiktok_destination.inputs.readers import iter_rows
+from tiktok_destination.validation.audience_rows import validate_audience_file
+from tiktok_destination.validation.headers import audience_columns
 
 SOURCE = "s3://inbox/acme/audience/members.csv"
 TYPES = ("EMAIL", "PHONE", "IDFA")

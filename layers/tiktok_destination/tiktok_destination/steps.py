@@ -28,6 +28,7 @@ from tiktok_destination.config.settings import Settings, load_settings
 from tiktok_destination.errors import DestinationError
 from tiktok_destination.events import offline as offline_events
 from tiktok_destination.inputs import exports, ranges
+from tiktok_destination.inputs.csv_lines import lines_report
 from tiktok_destination.runs import leases
 from tiktok_destination.runs.preflight import build_run, preflight
 from tiktok_destination.runs.report import (
@@ -47,7 +48,6 @@ from tiktok_destination.runs.workflow_actions import (
     is_classified,
     parse_step_error,
 )
-from tiktok_destination.validation.validate import lines_report
 
 logger = logging.getLogger(__name__)
 

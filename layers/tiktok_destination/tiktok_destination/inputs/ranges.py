@@ -6,7 +6,7 @@ is even read, so a large file is split into ranges that Map children validate si
 - CSV: byte ranges that start at a record start. A byte offset in the middle of a CSV cannot
   be told to be a record start without the quote state from the file's start (a quoted value
   may hold line breaks), so the planner streams the object once with the very reader validate
-  uses (``validate.iter_csv_lines``: the damage rules included, no hashing) and marks a range
+  uses (``csv_reader.iter_csv_lines``: the damage rules included, no hashing) and marks a range
   start every ``range_bytes`` where that reader stands at a clean record start: between its
   blocks of whole lines, with no lines of a damaged record waiting to be read again. A child
   reading ``[start, end)`` with the rows and lines before ``start`` therefore reads exactly
@@ -49,27 +49,19 @@ from botocore.exceptions import BotoCoreError, ClientError
 from tiktok_destination import sorting
 from tiktok_destination.adapters.s3 import MISSING_CODES, PRECONDITION_CODES, Bucket, error_code
 from tiktok_destination.errors import DestinationError, InputRejected, RetriableError
+from tiktok_destination.inputs.csv_lines import BLOCK_CHARS, LineCounts
+from tiktok_destination.inputs.csv_reader import RangeStart, iter_csv_lines
 from tiktok_destination.inputs.exports import basename, part_format
+from tiktok_destination.inputs.formats import text_stream
+from tiktok_destination.inputs.parquet_reader import iter_parquet, open_parquet
+from tiktok_destination.inputs.rows import RowStream
 from tiktok_destination.runs.run import Run
-from tiktok_destination.validation.validate import (
-    BLOCK_CHARS,
-    REJECTED_ROW,
-    REJECTS_HEADER,
-    LineCounts,
-    RangeStart,
-    RowStream,
-    ValidationResult,
-    _finish,
-    _iter_parquet,
-    audience_columns,
-    audience_types,
-    event_columns,
-    iter_csv_lines,
-    open_parquet,
-    text_stream,
-    validate_audience_rows,
-    validate_events_rows,
-)
+from tiktok_destination.validation.audience_rows import validate_audience_rows
+from tiktok_destination.validation.event_rows import validate_events_rows
+from tiktok_destination.validation.file_rules import raise_if_unusable
+from tiktok_destination.validation.headers import audience_columns, audience_types, event_columns
+from tiktok_destination.validation.result import ValidationResult
+from tiktok_destination.validation.row_loop import REJECTED_ROW, REJECTS_HEADER
 
 logger = logging.getLogger(__name__)
 
@@ -476,7 +468,7 @@ def _open_rows(
     headerless = run.resolved.headerless_columns
     if part["format"] == "parquet":
         groups = spec["row_groups"]
-        return _iter_parquet(
+        return iter_parquet(
             open_range(source, key, etag=etag, end=size),
             uri,
             row_groups=None if groups is None else list(range(groups[0], groups[1])),
@@ -713,7 +705,7 @@ def merge_ranges(
     state.put_json(paths.validation, validation)
     audience = run.kind == "custom_audience"
     allowed = bool(run.options.get("allow_mass_removal", False)) if audience else None
-    _finish(result, reject_threshold, empty_audience=allowed)
+    raise_if_unusable(result, reject_threshold, empty_audience=allowed)
     return result
 
 
