@@ -30,6 +30,7 @@ RUNTIME_FILES = frozenset(
         "tiktok_destination/adapters/observability.py",
         "tiktok_destination/adapters/rate_limit.py",
         "tiktok_destination/adapters/s3.py",
+        "tiktok_destination/adapters/s3_ranges.py",
         "tiktok_destination/adapters/secrets.py",
         "tiktok_destination/adapters/tiktok/__init__.py",
         "tiktok_destination/adapters/tiktok/client.py",
@@ -72,6 +73,7 @@ RUNTIME_FILES = frozenset(
         "tiktok_destination/validation/event_rows.py",
         "tiktok_destination/validation/file_rules.py",
         "tiktok_destination/validation/headers.py",
+        "tiktok_destination/validation/range_outputs.py",
         "tiktok_destination/validation/result.py",
         "tiktok_destination/validation/row_loop.py",
     }

@@ -48,6 +48,7 @@ from tiktok_destination.runs.workflow_actions import (
     is_classified,
     parse_step_error,
 )
+from tiktok_destination.validation import range_outputs
 
 logger = logging.getLogger(__name__)
 
@@ -159,7 +160,7 @@ def step_validate_range(
     workdir = scratch_dir()
     try:
         with recorded_failure(bucket, run, f"validate-{index:05d}"):
-            record = ranges.validate_range(
+            record = range_outputs.validate_range(
                 bucket, Bucket(run.source.bucket), run, plan, index, workdir=workdir
             )
     finally:
@@ -187,7 +188,7 @@ def step_merge_ranges(
                 exports.check_unchanged(
                     Bucket(run.source.bucket), bucket.get_json(run.paths.export) or {}, run.resolved
                 )
-            result = ranges.merge_ranges(
+            result = range_outputs.merge_ranges(
                 bucket,
                 run,
                 plan,

@@ -61,8 +61,9 @@ from tiktok_destination.errors import (
 )
 from tiktok_destination.identity.columns import near_miss
 from tiktok_destination.identity.identifiers import ID_TYPES, SCHEMA
-from tiktok_destination.inputs.ranges import SHARDS, shard_members
+from tiktok_destination.inputs.ranges import SHARDS
 from tiktok_destination.runs.run import Run
+from tiktok_destination.validation.range_outputs import shard_members
 
 logger = logging.getLogger(__name__)
 

@@ -26,9 +26,14 @@ from tiktok_destination.adapters.s3 import Bucket
 from tiktok_destination.adapters.tiktok.client import TikTokClient
 from tiktok_destination.errors import DestinationError, TikTokRequestRejected
 from tiktok_destination.events.rules import BuiltEvent, build_event, event_group_key, track_body
-from tiktok_destination.inputs.ranges import RowNames, add_up, validated_files, validated_index
 from tiktok_destination.runs.run import Run
 from tiktok_destination.validation.file_rules import raise_if_unusable
+from tiktok_destination.validation.range_outputs import (
+    RowNames,
+    add_up,
+    validated_files,
+    validated_index,
+)
 
 logger = logging.getLogger(__name__)
 
