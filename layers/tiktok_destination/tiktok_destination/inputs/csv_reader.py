@@ -188,7 +188,6 @@ def _csv_rows(
     # strict: a closing quote must end its value ('"x" y' is an error, not the value 'x y').
     careful = csv.reader(feed, delimiter=delimiter, strict=True)
     while True:
-        batch: Batch = []
         if fast:
             if not feed.pending:
                 if on_record_start is not None:
@@ -200,62 +199,20 @@ def _csv_rows(
                     raise unreadable(source, error, number, before) from None
             lines, at, plain = feed.buffer, feed.at, feed.plain
             if not at and plain:
-                # The usual block, read whole in C: as many records as lines (so each took
-                # one), each with the header's field count (so none is blank: a blank line
-                # has no field, one of whitespace one; in a one-column file, any
-                # whitespace-only value goes record by record, where its line is looked at).
-                reader = csv.reader(lines, delimiter=delimiter, strict=True)
-                try:
-                    records = list(reader)
-                except csv.Error:
-                    records = []
-                taken_lines = len(lines)
-                if (
-                    records
-                    and reader.line_num == len(records) == taken_lines
-                    and min(map(len, records)) == width == max(map(len, records))
-                    and (
-                        width > 1
-                        or not any(map(str.isspace, itertools.chain.from_iterable(records)))
-                    )
-                ):
+                records = _whole_block(lines, delimiter, width)
+                if records is not None:
+                    taken_lines = len(lines)
                     number += taken_lines
                     before += taken_lines
                     feed.at = taken_lines
                     yield records  # type: ignore[misc]  # list[list[str]] is a Batch
                     continue
-            block: Iterator[str] = iter(lines)
-            if at:
-                block.__setstate__(at)  # type: ignore[attr-defined]  # list iterator: skip
-            reader = csv.reader(block, delimiter=delimiter, strict=True)
-            done = 0  # lines of the block taken by rows read here
-            append = batch.append
-            try:
-                for fields in reader:
-                    if reader.line_num != done + 1 or not fields:
-                        break
-                    if len(fields) == 1 or not plain:
-                        line = lines[at + done]
-                        if (len(fields) == 1 and line.isspace()) or len(line) > max_chars:
-                            break
-                        if not plain and not "".join(fields).isascii():
-                            check_decodable(fields, header, number + 1, source)
-                    done += 1
-                    number += 1
-                    if len(fields) != width:
-                        if fits(fields, width):
-                            fields = fields[:width]
-                        else:
-                            append(wrong_width(len(fields), width))
-                            continue
-                    append(fields)
-            except csv.Error:
-                pass
+            batch, done = _one_line_rows(lines, at, plain, delimiter, header, number, source)
+            number += done
             feed.at = at + done
             before += done
             if batch:
                 yield batch
-                batch = []
             if not feed.pending:
                 continue
         # The careful path, for one record: the lines it takes come one by one through the
@@ -327,3 +284,68 @@ def _csv_rows(
             f"{before:,}; stopping rather than risk treating rows as absent (a bug: please "
             "report it)"
         )
+
+
+def _whole_block(lines: list[str], delimiter: str, width: int) -> list[list[str]] | None:
+    """A block's records when the block is the usual one, read whole in C; else None.
+
+    Usual: as many records as lines (so each took one), each with the header's field count
+    (so none is blank: a blank line has no field, one of whitespace one; in a one-column
+    file, any whitespace-only value goes record by record, where its line is looked at).
+    """
+    reader = csv.reader(lines, delimiter=delimiter, strict=True)
+    try:
+        records = list(reader)
+    except csv.Error:
+        return None
+    if (
+        records
+        and reader.line_num == len(records) == len(lines)
+        and min(map(len, records)) == width == max(map(len, records))
+        and (width > 1 or not any(map(str.isspace, itertools.chain.from_iterable(records))))
+    ):
+        return records
+    return None
+
+
+def _one_line_rows(
+    lines: list[str],
+    at: int,
+    plain: bool,
+    delimiter: str,
+    header: list[str],
+    number: int,
+    source: str,
+) -> tuple[Batch, int]:
+    """The rows of a block from line ``at`` on, up to the first record that is not plainly
+    a row (see ``_csv_rows``), and the lines they took; ``number`` rows come before them."""
+    width = len(header)
+    max_chars = MAX_FIELD_CHARS
+    block: Iterator[str] = iter(lines)
+    if at:
+        block.__setstate__(at)  # type: ignore[attr-defined]  # list iterator: skip
+    reader = csv.reader(block, delimiter=delimiter, strict=True)
+    batch: Batch = []
+    done = 0  # lines of the block taken by rows read here
+    append = batch.append
+    try:
+        for fields in reader:
+            if reader.line_num != done + 1 or not fields:
+                break
+            if len(fields) == 1 or not plain:
+                line = lines[at + done]
+                if (len(fields) == 1 and line.isspace()) or len(line) > max_chars:
+                    break
+                if not plain and not "".join(fields).isascii():
+                    check_decodable(fields, header, number + done + 1, source)
+            done += 1
+            if len(fields) != width:
+                if fits(fields, width):
+                    fields = fields[:width]
+                else:
+                    append(wrong_width(len(fields), width))
+                    continue
+            append(fields)
+    except csv.Error:
+        pass
+    return batch, done
