@@ -686,7 +686,7 @@ def test_row_stream_closes_its_file(tmp_path: Path) -> None:
 def test_a_long_file_is_written_and_counted_across_blocks(tmp_path: Path) -> None:
     # Over several of the reader's blocks (which validate hashes a column at a time), with
     # rows that only have a phone, only an email, neither, or a bad email next to a phone.
-    # The members file is a set (ranges.shard_members sorts each shard): its lines are
+    # The members file is a set (range_outputs.shard_members sorts each shard): its lines are
     # compared as a multiset; the rejects keep row order.
     lines = ["email,phone,note"]
     want: list[str] = []

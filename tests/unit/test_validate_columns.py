@@ -2,7 +2,7 @@
 exactly those of the row-by-row loop it replaced (the reference below, with identifier_hasher
 per value): the same rejects file (rows, columns, reasons, in row order), the same counts
 and dropped identifiers, and the same members as a multiset of lines (the members file is
-a set: ranges.shard_members sorts each shard)."""
+a set: range_outputs.shard_members sorts each shard)."""
 
 from __future__ import annotations
 

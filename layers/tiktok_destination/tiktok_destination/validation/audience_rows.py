@@ -118,7 +118,7 @@ def validate_audience_rows(
             write = members.write
             # A batch at a time, a column at a time: every column of the batch is hashed at
             # once (identifier_column_hasher), its lines written together (the members file
-            # is a set: ranges.shard_members sorts each shard), and only the rows with a
+            # is a set: range_outputs.shard_members sorts each shard), and only the rows with a
             # problem or without any identifier, few in a usual file, are looked at one by
             # one, in row order. Rows are numbered one after the other: what was received
             # follows from the last number, what was accepted from the rejects.

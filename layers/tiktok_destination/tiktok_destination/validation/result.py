@@ -28,7 +28,7 @@ class ValidationResult:
     dropped_identifiers_by_reason: dict[str, int] = field(default_factory=dict)
     #: audiences, per identifier column (the file's header name): its values that gave an
     #: identifier, and its invalid values by reason (in rejected and accepted rows alike);
-    #: a column's non-empty values are the two together (see ``_check_columns``)
+    #: a column's non-empty values are the two together (see ``file_rules._check_columns``)
     valid_values_by_column: dict[str, int] = field(default_factory=dict)
     invalid_values_by_column: dict[str, dict[str, int]] = field(default_factory=dict)
     columns: list[str] = field(default_factory=list)
