@@ -48,18 +48,26 @@ lint: $(STAMP)
 
 ## Long benchmarks, not run in CI: identifier hashing's per-value cost and validate's peak
 ## memory, throughput and per-row cost, both against bare SHA-256 of the same identifiers,
-## at BENCH_ROWS rows (make bench BENCH_ROWS=200000); and whether the app-wide rate limit
-## holds: RATE_TRIALS trials of two audience runs against a TikTok enforcing tiktok_qps
-## (any answer of 40100 fails it).
+## at BENCH_ROWS rows (make bench BENCH_ROWS=200000); the diff at DIFF_MEMBERS members; an
+## end-to-end sync of SYNC_ROWS rows; and whether the app-wide rate limit holds: RATE_TRIALS
+## trials of two audience runs against a TikTok enforcing tiktok_qps (any answer of 40100
+## fails it). Each bench writes build/bench/<name>.json; the last line renders them into
+## docs/performance.md, the one page the docs take performance figures from.
 BENCH_ROWS ?= 1000000 5000000
+DIFF_MEMBERS ?= 1000000 5000000
+SYNC_ROWS ?= 1000000
 RATE_TRIALS ?= 50
+BENCH_RESULTS := build/bench
 bench: $(STAMP)
+	rm -rf $(BENCH_RESULTS)
 	$(BIN)/python tests/bench/bench_identifiers.py
 	$(BIN)/python tests/bench/bench_validate.py --rows $(BENCH_ROWS)
-	$(BIN)/python tests/bench/bench_diff.py
-	$(BIN)/python tests/bench/bench_sync_e2e.py --range-bytes 16777216 --diff-inline-members 0
+	$(BIN)/python tests/bench/bench_diff.py --members $(DIFF_MEMBERS)
+	$(BIN)/python tests/bench/bench_sync_e2e.py --rows $(SYNC_ROWS) --range-bytes 16777216 --diff-inline-members 0
 	$(BIN)/python tests/bench/bench_export_parts.py --parts 100
 	$(BIN)/python tests/bench/bench_rate_limit.py --trials $(RATE_TRIALS)
+	$(BIN)/python tests/bench/write_performance.py --results $(BENCH_RESULTS) \
+	    --command 'make bench BENCH_ROWS="$(BENCH_ROWS)" DIFF_MEMBERS="$(DIFF_MEMBERS)" SYNC_ROWS=$(SYNC_ROWS) RATE_TRIALS=$(RATE_TRIALS)'
 
 ## The phone fast path's equivalence proof: PHONES generated numbers through both paths.
 PHONES ?= 1000000
@@ -68,9 +76,11 @@ bench-phones: $(STAMP)
 
 .PHONY: bench-duckdb
 ## DuckDB against our diff and validate (needs the bench extra; not a runtime dependency).
+## Run after make bench: its figures join docs/performance.md (make bench starts it afresh).
 bench-duckdb: $(STAMP)
 	$(BIN)/pip install --quiet -e '.[bench]'
 	$(BIN)/python tests/bench/bench_duckdb.py
+	$(BIN)/python tests/bench/write_performance.py --results $(BENCH_RESULTS) --command 'make bench-duckdb'
 
 ## Mutation testing of the rule modules (mutmut; slow, not in CI). Config: [tool.mutmut].
 # mutmut only understands ./, src/ and source/ layouts, so the package is staged as

@@ -1,11 +1,11 @@
 """Random audience CSVs with random damage, and an oracle for them that never asks the product.
 
 Each data row is one known person with a unique email and phone. The generator knows what it
-wrote, so it knows, from the README's rules alone, what every row must come to: the
+wrote, so it knows, from the documented rules alone, what every row must come to: the
 identifiers an accepted row must carry (SHA-256 over the email lowercased by hand and the
 E.164 number built from the digits it chose), whether the row is certainly accepted,
 certainly rejected (and with which reason codes), or may go either way (damage whose outcome
-the README leaves open); and an accepted row never carries anyone else's identifiers.
+the docs leave open); and an accepted row never carries anyone else's identifiers.
 
 Used by tests/unit/test_csv_damage_property.py (hundreds of files through validate and the
 plan) and tests/e2e/test_csv_damage_property_e2e.py (a few through the state machine).
@@ -25,7 +25,8 @@ from decimal import Decimal
 from pathlib import Path
 from typing import Any, Literal
 
-README = Path(__file__).resolve().parent.parent / "README.md"
+#: The page whose *Rejection reasons* table documents every reason code.
+REASONS_DOC = Path(__file__).resolve().parent.parent / "docs" / "input-format.md"
 
 Fate = Literal["accepted", "rejected", "either"]
 
@@ -89,7 +90,7 @@ class Expected:
     fate: Fate
     #: identifiers the row must carry when accepted
     ids: frozenset[str]
-    #: identifiers the row may carry as well when accepted (damage the README leaves open)
+    #: identifiers the row may carry as well when accepted (damage the docs leave open)
     maybe: frozenset[str]
     #: reason codes the row may be rejected with
     reasons: frozenset[str]
@@ -134,7 +135,7 @@ class _Field:
 
 @dataclass
 class _Options:
-    #: also damage whose outcome the README leaves open
+    #: also damage whose outcome the docs leave open
     ambiguous: bool
     #: the share of rows that get damage of some kind
     damage_share: float
@@ -192,7 +193,7 @@ def _phone(rng: random.Random, i: int, opts: _Options) -> _Field:
         mantissa = f"{digits[0]}.{digits[1:]}"
         if opts.ambiguous and digits.endswith("0") and rng.random() < 0.5:
             # 4.15844103E9: exact if the 0 was dropped, short if a digit was rounded away;
-            # the README leaves open which way it reads, never someone else's number.
+            # the docs leave open which way it reads, never someone else's number.
             text = mantissa.rstrip("0") + rng.choice(("E9", "E+09"))
             return _Field(text, ("maybe", own), "phone_float_short", digits)
         text = rng.choice((f"{digits}.0", f"{mantissa}E9", f"{mantissa}E+09", f"{mantissa}e9"))
@@ -220,11 +221,11 @@ def _phone(rng: random.Random, i: int, opts: _Options) -> _Field:
             digits,
         )
     if opts.ambiguous and roll < 0.95:
-        # 1 + ten digits: the NANP trunk prefix; the README does not promise how it reads.
+        # 1 + ten digits: the NANP trunk prefix; the docs do not promise how it reads.
         if rng.random() < 0.5:
             text = rng.choice((f"1{digits}", f"1-{a}-{e}-{n}", f"1.{digits}E10", f"1{digits}.0"))
             return _Field(text, ("maybe", own), "phone_trunk_1", digits)
-        # Spellings the README does not name: a spreadsheet's text marker, two decimals, a
+        # Spellings the docs do not name: a spreadsheet's text marker, two decimals, a
         # German float.
         mantissa = f"{digits[0]},{digits[1:]}"
         text = rng.choice((f"'{digits}", f"{digits}.00", f"{mantissa}E+09"))
@@ -462,10 +463,15 @@ def generate(
 
 
 # ------------------------------------------------------------------ the oracle
-def documented_reason_codes(readme: Path = README) -> set[str]:
-    """The codes of README's *Rejection reasons* table."""
-    text = readme.read_text(encoding="utf-8")
-    section = text.split("### Rejection reasons", 1)[1].split("\n#", 1)[0]
+def rejection_reasons_section(doc: Path = REASONS_DOC) -> str:
+    """The text of the doc's *Rejection reasons* section, up to the next heading."""
+    text = doc.read_text(encoding="utf-8")
+    return text.split("## Rejection reasons\n", 1)[1].split("\n#", 1)[0]
+
+
+def documented_reason_codes(doc: Path = REASONS_DOC) -> set[str]:
+    """The codes of the *Rejection reasons* table in docs/input-format.md."""
+    section = rejection_reasons_section(doc)
     codes: set[str] = set()
     for line in section.splitlines():
         if line.startswith("| `"):
@@ -513,7 +519,7 @@ def check_run(
         by_row[number] = record
     for number, record in by_row.items():
         code, expected = record["reason_code"], rows[number]
-        assert code in documented, f"row {number}: reason {code} is not in README's table"
+        assert code in documented, f"row {number}: reason {code} is not in the reasons table"
         assert expected.fate != "accepted", (
             f"row {number} ({'+'.join(expected.damage) or 'undamaged'}) must be accepted but "
             f"was rejected as {code}: {record['reason']}; {where}"
@@ -553,7 +559,7 @@ def check_run(
                 f"row {number}: value dropped as {record['reason_code']}, expected one of "
                 f"{sorted(row.reasons)}; {where}"
             )
-        # Values the README leaves open may be dropped as well; no more than those.
+        # Values the docs leave open may be dropped as well; no more than those.
         extra = codes - Counter(row.bad_values)
         assert row.fate != "accepted" or sum(extra.values()) <= len(row.maybe), (
             f"row {number}: values dropped {dict(codes)}, its invalid values "

@@ -34,6 +34,7 @@ from typing import Any
 import boto3
 
 from tiktok_destination.errors import ConfigurationError
+from tiktok_destination.runs.layout import RUNS_PREFIX, execution_report_key
 
 from .state_dir import INBOX_BUCKET_DIR, STATE_BUCKET_DIR, BucketMirror
 
@@ -632,7 +633,7 @@ class LocalDestination:
             report = self.state_json(output["report"]["report_key"])
         elif desc["status"] == "SUCCEEDED":
             # e.g. a superseded run: it wrote a report of its own saying it sent nothing
-            report = self.state_json(f"executions/{arn.rsplit(':', 1)[-1]}/report.json")
+            report = self.state_json(execution_report_key(arn))
         error = cause = None
         if desc["status"] != "SUCCEEDED":
             error, cause = desc.get("error"), desc.get("cause")
@@ -642,12 +643,11 @@ class LocalDestination:
     def _failed_report(self, execution_arn: str) -> dict[str, Any] | None:
         # Notify wrote the report; find it by the execution id it records.
         s3 = boto3.client("s3", region_name=REGION)
-        name = execution_arn.rsplit(":", 1)[-1]
-        direct = self.state_json(f"executions/{name}/report.json")
+        direct = self.state_json(execution_report_key(execution_arn))
         if direct:
             return direct
         paginator = s3.get_paginator("list_objects_v2")
-        for page in paginator.paginate(Bucket=STATE_BUCKET, Prefix="runs/"):
+        for page in paginator.paginate(Bucket=STATE_BUCKET, Prefix=RUNS_PREFIX):
             for obj in page.get("Contents", []):
                 if obj["Key"].endswith("/report.json"):
                     report = self.state_json(obj["Key"])

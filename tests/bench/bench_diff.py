@@ -25,6 +25,8 @@ import time
 from pathlib import Path
 from typing import Any
 
+from results import Figure, rows_label, write
+
 CHURN = 0.05
 REPEATED = 0.01
 
@@ -178,6 +180,15 @@ def main(argv: list[str] | None = None) -> None:
             f"{cpu_ratio:.2f} CPU (1.0 = linear); peak RSS ratio "
             f"{large['peak_rss'] / small['peak_rss']:.2f}"
         )
+    figures: list[Figure] = []
+    for members, m in results:
+        at = rows_label(members, "members")
+        figures += [
+            Figure("diff CPU per member", at, m["cpu_seconds"] / members * 1e6, "us"),
+            Figure("diff wall per member", at, m["seconds"] / members * 1e6, "us"),
+            Figure("peak RSS", at, m["peak_rss"] / mib, "MiB"),
+        ]
+    write("diff", f"Audience diff ({CHURN:.0%} churn, {REPEATED:.0%} repeated lines)", figures)
 
 
 if __name__ == "__main__":

@@ -39,6 +39,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from bench_diff import expected_counts, generate_apart, maxrss_bytes, run_child
 from bench_validate import generate as generate_csv
+from results import Figure, rows_label, write
 
 #: the Chunk/Validate Lambdas' memory (template.yaml); DuckDB spills past this share of it
 MEMORY_LIMIT = "1GB"
@@ -116,7 +117,8 @@ def _digest(path: Path) -> str:
     return digest.hexdigest()
 
 
-def bench_diff(members: int, thread_counts: list[int]) -> list[str]:
+def bench_diff(members: int, thread_counts: list[int], figures: list[Figure]) -> list[str]:
+    """The lines to print; what they say is appended to ``figures`` too."""
     work = Path(tempfile.mkdtemp(prefix="bench_duckdb_diff_"))
     lines: list[str] = []
     try:
@@ -129,6 +131,11 @@ def bench_diff(members: int, thread_counts: list[int]) -> list[str]:
             f"diff {members:,} members, ours (external sort): {base:.2f} us/member wall, "
             f"{base_cpu:.2f} CPU, peak RSS {python['peak_rss'] / 2**20:.0f} MiB"
         )
+        at = rows_label(members, "members")
+        figures += [
+            Figure("diff, ours: CPU per member", at, base_cpu, "us"),
+            Figure("diff, ours: peak RSS", at, python["peak_rss"] / 2**20, "MiB"),
+        ]
         for threads in [*map(str, thread_counts), "1p"]:
             m = run_child([__file__, "--diff-child", str(work), threads])
             counts = {k: m[k] for k in ("members", "added", "removed", "unchanged")}
@@ -144,6 +151,14 @@ def bench_diff(members: int, thread_counts: list[int]) -> list[str]:
                 f"ours/DuckDB wall {base / per:.2f}, CPU {base_cpu / per_cpu:.2f}; "
                 f"outputs identical: {same}"
             )
+            engine = f"DuckDB {threads.rstrip('p')} thread(s)" + (
+                " from Parquet" if threads.endswith("p") else ""
+            )
+            figures += [
+                Figure(f"diff, {engine}: ours/DuckDB CPU", at, base_cpu / per_cpu, "x"),
+                Figure(f"diff, {engine}: peak RSS", at, m["peak_rss"] / 2**20, "MiB"),
+                Figure(f"diff, {engine}: outputs identical (1 = yes)", at, int(same), ""),
+            ]
             shutil.rmtree(work / f"duckdb{threads}")
     finally:
         shutil.rmtree(work, ignore_errors=True)
@@ -279,7 +294,8 @@ def _write_damaged(path: Path) -> None:
     path.write_text("\n".join(rows) + "\n", encoding="utf-8")
 
 
-def bench_validate(rows: int, thread_counts: list[int]) -> list[str]:
+def bench_validate(rows: int, thread_counts: list[int], figures: list[Figure]) -> list[str]:
+    """The lines to print; what they say is appended to ``figures`` too."""
     work = Path(tempfile.mkdtemp(prefix="bench_duckdb_validate_"))
     lines: list[str] = []
     try:
@@ -299,6 +315,11 @@ def bench_validate(rows: int, thread_counts: list[int]) -> list[str]:
             f"CPU = {ours_cpu / floor:.2f}x bare hashlib SHA-256 of the normalized emails "
             f"({floor:.2f} s CPU), peak RSS {runs['ours']['peak_rss'] / 2**20:.0f} MiB"
         )
+        at = rows_label(rows)
+        figures += [
+            Figure("validate emails, ours: CPU / bare SHA-256", at, ours_cpu / floor, "x"),
+            Figure("validate emails, ours: peak RSS", at, runs["ours"]["peak_rss"] / 2**20, "MiB"),
+        ]
         for threads in thread_counts:
             m = runs[str(threads)]
             lines.append(
@@ -309,6 +330,22 @@ def bench_validate(rows: int, thread_counts: list[int]) -> list[str]:
                 f"{m['peak_rss'] / 2**20:.0f} MiB; members and rejects identical: "
                 f"{_same(work / 'ours', work / str(threads))}"
             )
+            engine = f"DuckDB {threads} thread(s) + Python"
+            figures += [
+                Figure(
+                    f"validate emails, {engine}: ours/DuckDB CPU",
+                    at,
+                    ours_cpu / m["cpu_seconds"],
+                    "x",
+                ),
+                Figure(f"validate emails, {engine}: peak RSS", at, m["peak_rss"] / 2**20, "MiB"),
+                Figure(
+                    f"validate emails, {engine}: members and rejects identical (1 = yes)",
+                    at,
+                    int(_same(work / "ours", work / str(threads))),
+                    "",
+                ),
+            ]
         damaged = work / "damaged.csv"
         _write_damaged(damaged)
         try:
@@ -320,6 +357,11 @@ def bench_validate(rows: int, thread_counts: list[int]) -> list[str]:
             ours_rejects = (work / "d-ours" / "rejects.csv").read_text().count("\n") - 1
             duck_rejects = (work / "d-1" / "rejects.csv").read_text().count("\n") - 1
             verdict += f" (rows rejected: ours {ours_rejects}, DuckDB prototype {duck_rejects})"
+            damaged_at = "a damaged CSV (open quote, extra fields, NUL)"
+            figures += [
+                Figure("rows rejected, ours", damaged_at, ours_rejects, "rows"),
+                Figure("rows rejected, DuckDB prototype", damaged_at, duck_rejects, "rows"),
+            ]
         except SystemExit as failed:
             verdict = f"DuckDB prototype failed ({failed})"
         lines.append(f"validate a damaged CSV (open quote, extra fields, NUL): {verdict}")
@@ -343,12 +385,14 @@ def main(argv: list[str] | None = None) -> None:
         src, out_dir, engine = args.validate_child
         validate_child(Path(src), Path(out_dir), engine)
         return
+    figures: list[Figure] = []
     for members in args.members:
-        for line in bench_diff(members, args.threads):
+        for line in bench_diff(members, args.threads, figures):
             print(line, flush=True)
     for rows in args.rows:
-        for line in bench_validate(rows, args.threads):
+        for line in bench_validate(rows, args.threads, figures):
             print(line, flush=True)
+    write("duckdb", "DuckDB against our diff and validate (make bench-duckdb)", figures)
 
 
 if __name__ == "__main__":

@@ -31,6 +31,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from bench_sync_e2e import ADVERTISER, MAPPING, MAPPING_BATCH, TOKEN, config
 from bench_validate import generate
+from results import Figure, rows_label, write
 
 from tiktok_destination_local.emulator import TikTokEmulator
 from tiktok_destination_local.runner import (
@@ -77,6 +78,7 @@ def main(argv: list[str] | None = None) -> None:
     out = sys.stdout  # the in-process Lambdas redirect sys.stdout from their threads
     work = Path(tempfile.mkdtemp(prefix="bench_export_"))
     failed = False
+    figures: list[Figure] = []
     try:
         with TikTokEmulator() as emulator:
             emulator.set_app(LOCAL_APP_ID, LOCAL_APP_SECRET)
@@ -120,10 +122,23 @@ def main(argv: list[str] | None = None) -> None:
                         file=out,
                     )
                     failed |= calls != bound
+                    at = f"{args.parts} parts x {rows_label(rows_per_part)}"
+                    figures += [
+                        Figure("history events in the execution", at, len(history), "events"),
+                        Figure(
+                            "Validate (plan + inline validate) per part",
+                            at,
+                            plan_seconds / args.parts * 1000,
+                            "ms",
+                        ),
+                        Figure("mapping calls / lower bound", at, calls / max(bound, 1), "x"),
+                        Figure("wall", at, wall, "s"),
+                    ]
                     # The audience now holds this export: the next one is another audience's
                     # worth of changes, which is what the second line measures.
     finally:
         shutil.rmtree(work, ignore_errors=True)
+    write("export_parts", "An export in parts, one console start of its folder", figures)
     if failed:
         raise SystemExit("mapping calls above the lower bound (see above)")
 

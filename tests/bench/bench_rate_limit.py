@@ -29,6 +29,8 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 
+from results import Figure, write
+
 from tests.conftest import ADVERTISER, TOKEN
 from tests.e2e.test_rate_limit_e2e import QPS, sync_two_audiences
 from tiktok_destination_local.emulator import TikTokEmulator
@@ -82,6 +84,20 @@ def main(argv: list[str] | None = None) -> None:
         f"  min gap between arrivals: {min_gap * 1000:.0f} ms\n"
         f"  shortest span of {QPS + 1} arrivals: {min_span:.3f} s (under 1 s is a 40100)\n"
         f"  runs failed: {failed_runs}"
+    )
+    at = f"{args.trials} trials"
+    write(
+        "rate_limit",
+        f"App-wide rate limit: two audience runs at tiktok_qps = {QPS} against TikTok's "
+        f"{QPS} calls in any 1-second window",
+        [
+            Figure("answers of 40100 (must be 0)", at, total_limited, "answers"),
+            Figure("runs failed", at, failed_runs, "runs"),
+            Figure("min gap between arrivals", at, min_gap * 1000, "ms"),
+            Figure(
+                f"shortest span of {QPS + 1} arrivals (under 1 s is a 40100)", at, min_span, "s"
+            ),
+        ],
     )
     if total_limited or failed_runs:
         sys.exit(1)

@@ -38,6 +38,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from bench_validate import generate
+from results import TIERS, Figure, rows_label, write
 
 from tiktok_destination_local.emulator import TikTokEmulator
 from tiktok_destination_local.runner import (
@@ -50,7 +51,6 @@ ADVERTISER = "7000000000000000001"
 TOKEN = "bench-token-5a1e"
 MAPPING_BATCH = 10_000  # TikTok's per-call maximum and the product's default
 MAPPING = "segment/mapping/"
-TIERS = {"Basic": 10, "Advanced": 20, "Ultimate": 50}  # QPS, tiktok-api.md
 
 
 def config(qps: float) -> str:
@@ -160,6 +160,27 @@ def main(argv: list[str] | None = None) -> None:
         "re-sync/first wall ratio "
         f"{again_seconds / first_seconds:.2f}",
         file=out,
+    )
+    at = rows_label(rows)
+    write(
+        "sync_e2e",
+        f"End-to-end sync on the local default (moto + emulator, tiktok_qps = {args.qps:g}; "
+        f"VALIDATE_RANGE_BYTES={os.environ.get('VALIDATE_RANGE_BYTES', 'default')}, "
+        f"DIFF_INLINE_MEMBERS={os.environ.get('DIFF_INLINE_MEMBERS', 'default')})",
+        [
+            Figure("first sync: members added", at, members["added"], "members"),
+            Figure("first sync: mapping calls", at, first_calls, "calls"),
+            Figure("first sync: mapping calls / lower bound", at, first_calls / bound, "x"),
+            Figure("first sync: wall", at, first_seconds, "s"),
+            Figure("first sync: rate bound (calls / tiktok_qps)", at, rate_bound, "s"),
+            Figure("first sync: CPU per row", at, first_cpu / rows * 1e6, "us"),
+            *(
+                Figure(f"first sync's calls at {name} ({qps} QPS)", at, first_calls / qps, "s")
+                for name, qps in TIERS.items()
+            ),
+            Figure("unchanged re-sync: mapping calls", at, again_calls, "calls"),
+            Figure("unchanged re-sync: wall", at, again_seconds, "s"),
+        ],
     )
     if held != members["added"] or again_calls != 0 or first_calls != bound:
         raise SystemExit("the sync did not reach the expected end state (see above)")

@@ -29,6 +29,8 @@ import time
 from pathlib import Path
 from typing import Any
 
+from results import Figure, rows_label, write
+
 INVALID_SHARE = 0.05
 SEED = 20240520
 SHA_BATCH = 10_000
@@ -310,8 +312,50 @@ def main(argv: list[str] | None = None) -> None:
             f"(1.0 = flat; rows grew {large_rows / small_rows:.0f}x)"
         )
         print(f"throughput ratio {large_rows:,}/{small_rows:,} rows: {throughput_ratio:.2f}")
+    write("validate", "Validate (email + phone CSV, ~5% invalid values)", _figures(results))
     if args.keep:
         print(f"files kept in {work}")
+
+
+def _figures(results: list[tuple[int, dict[str, Any]]]) -> list[Figure]:
+    """The figures printed above, for docs/performance.md."""
+    mib = 1024 * 1024
+    figures: list[Figure] = []
+    for rows, m in results:
+        at = rows_label(rows)
+        figures += [
+            Figure("validate CPU per row", at, m["cpu_seconds"] / rows * 1e6, "us"),
+            Figure(
+                "validate CPU / bare SHA-256 of the same identifiers",
+                at,
+                m["cpu_seconds"] / m["sha_seconds"],
+                "x",
+            ),
+            Figure(
+                "frame (reading, row loop, writing) CPU / bare SHA-256",
+                at,
+                m["frame_seconds"] / m["sha_seconds"],
+                "x",
+            ),
+            Figure("range planner CPU per row", at, m["planner_seconds"] / rows * 1e6, "us"),
+            Figure("throughput (wall)", at, rows / m["seconds"], "rows/s"),
+            Figure("peak RSS", at, m["peak_rss"] / mib, "MiB"),
+            Figure("file size per row", at, m["file_bytes"] / rows, "bytes"),
+            Figure("identifiers per row", at, m["sha_identifiers"] / rows, "identifiers"),
+        ]
+    if len(results) >= 2:
+        (small_rows, small), (large_rows, large) = results[0], results[-1]
+        at = f"{large_rows:,} / {small_rows:,} rows"
+        figures += [
+            Figure("peak RSS ratio (1.0 = flat)", at, large["peak_rss"] / small["peak_rss"], "x"),
+            Figure(
+                "throughput ratio",
+                at,
+                (large_rows / large["seconds"]) / (small_rows / small["seconds"]),
+                "x",
+            ),
+        ]
+    return figures
 
 
 if __name__ == "__main__":

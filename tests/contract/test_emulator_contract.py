@@ -38,7 +38,7 @@ from tiktok_destination.events.rules import (
     normalize_event_row,
 )
 from tiktok_destination.events.rules import STANDARD_EVENTS as VALIDATE_EVENTS
-from tiktok_destination.runs.workflow_actions import action_for_exception
+from tiktok_destination.runs.workflow_actions import action_for_error
 from tiktok_destination_local.emulator import (
     CURRENCIES,
     SERVER_SIDE_CODES,
@@ -409,7 +409,7 @@ def test_tiktoks_fatal_codes_end_with_their_action_naming_the_code_and_the_fix(
         )
 
     assert type(info.value) is error
-    assert action_for_exception(info.value).name == action
+    assert action_for_error(error.__name__).name == action
     message = info.value.message
     assert f"code {code} {name} (" in message, message
     assert fix in message, message

@@ -11,6 +11,7 @@ from typing import Any
 import pytest
 
 from tests.conftest import s3_bucket_on_moto
+from tests.run_options import run_options
 from tiktok_destination.adapters.s3 import Bucket
 from tiktok_destination.adapters.tiktok.client import RetryPolicy, TikTokClient
 from tiktok_destination.audiences.audience import (
@@ -91,6 +92,7 @@ def run_for(template: str, audience_name: str) -> Run:
         data_template=template,
         template=resolved.as_dict(),
         started_at="2026-01-01T00:00:00+00:00",
+        options=run_options(),
     )
 
 

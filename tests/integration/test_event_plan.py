@@ -14,6 +14,7 @@ from typing import Any
 import pytest
 
 from tests.conftest import s3_bucket_on_moto
+from tests.run_options import run_options
 from tiktok_destination.adapters.s3 import Bucket
 from tiktok_destination.errors import InputRejected
 from tiktok_destination.events.offline import check_rejected_share, plan_events
@@ -43,6 +44,7 @@ def _run() -> Run:
         data_template="purchases",
         template={},
         started_at=NOW.isoformat(),
+        options=run_options(),
     )
 
 

@@ -9,6 +9,7 @@ from typing import Any
 import pytest
 
 from tests.conftest import s3_bucket_on_moto
+from tests.run_options import run_options
 from tiktok_destination.adapters.s3 import Bucket
 from tiktok_destination.config.document import load_config
 from tiktok_destination.runs import leases
@@ -60,6 +61,7 @@ def run(run_id: str, execution: str, audience: str = "VIP customers") -> Run:
         data_template="t",
         template=template.as_dict(),
         started_at="2026-11-26T00:00:00+00:00",
+        options=run_options(),
     )
 
 
@@ -75,6 +77,7 @@ def event_run(run_id: str, execution: str) -> Run:
         data_template="orders",
         template=template.as_dict(),
         started_at="2026-11-26T00:00:00+00:00",
+        options=run_options(),
     )
 
 

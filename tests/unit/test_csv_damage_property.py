@@ -27,6 +27,7 @@ from tests.damaged_csv import (
     generate,
     read_rejects,
 )
+from tests.run_options import run_options
 from tiktok_destination.adapters.s3 import Bucket
 from tiktok_destination.audiences.audience import plan_audience
 from tiktok_destination.config.document import load_config
@@ -73,6 +74,7 @@ def run_for(file: DamagedFile) -> Run:
         data_template="vip",
         template=TEMPLATE | {"audience_name": f"property {file.seed}"},
         started_at="2026-11-26T00:00:00+00:00",
+        options=run_options(),
     )
 
 

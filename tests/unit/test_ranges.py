@@ -26,6 +26,7 @@ import boto3
 import pytest
 from moto import mock_aws
 
+from tests.run_options import run_options
 from tiktok_destination.adapters import s3_ranges
 from tiktok_destination.adapters.s3 import Bucket
 from tiktok_destination.config.document import load_config
@@ -104,6 +105,7 @@ def make_run(inbox: Bucket, data: bytes, name: str, *, kind: str = "custom_audie
         data_template=template,
         template=load_config(CONFIG).resolve(destination, template).as_dict(),
         started_at="2026-11-26T00:00:00+00:00",
+        options=run_options(),
     )
 
 

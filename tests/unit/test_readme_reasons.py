@@ -1,4 +1,4 @@
-"""README's table of rejection reasons can't drift from the code.
+"""The rejection reasons table (docs/input-format.md) can't drift from the code.
 
 The reason codes are read from the source at test time (every ``RowRejected(...)``, every
 helper that builds one from its argument, and the rows the offline-events steps write to a
@@ -16,7 +16,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
-from tests.damaged_csv import README, documented_reason_codes
+from tests.damaged_csv import documented_reason_codes, rejection_reasons_section
 from tiktok_destination.identity.identifiers import COLUMNS
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -194,27 +194,28 @@ def test_the_scan_finds_codes_of_every_kind() -> None:
     } <= set(scanned()), sorted(scanned())
 
 
-def test_every_reason_code_in_the_code_is_in_the_readme_table() -> None:
+def test_every_reason_code_in_the_code_is_in_the_reasons_table() -> None:
     missing = {
         code: where for code, where in scanned().items() if code not in documented_reason_codes()
     }
     assert not missing, (
-        f"reason codes missing from README's 'Rejection reasons' table (code | column | "
-        f"meaning): {missing}"
+        f"reason codes missing from docs/input-format.md's 'Rejection reasons' table "
+        f"(code | column | meaning): {missing}"
     )
 
 
-def test_every_code_in_the_readme_table_is_still_produced() -> None:
+def test_every_code_in_the_reasons_table_is_still_produced() -> None:
     stale = documented_reason_codes() - set(scanned())
-    assert not stale, f"README's 'Rejection reasons' table lists codes nothing produces: {stale}"
+    assert not stale, (
+        f"docs/input-format.md's 'Rejection reasons' table lists codes nothing produces: {stale}"
+    )
 
 
 def test_every_table_row_names_a_column_and_a_meaning() -> None:
-    section = README.read_text(encoding="utf-8").split("### Rejection reasons", 1)[1]
-    rows = [line for line in section.split("\n#", 1)[0].splitlines() if line.startswith("| `")]
+    rows = [line for line in rejection_reasons_section().splitlines() if line.startswith("| `")]
     assert rows
     for line in rows:
         cells = [cell.strip() for cell in line.strip().strip("|").split("|")]
         assert len(cells) == 3 and all(cells), (
-            f"README table row needs code | column | meaning: {line}"
+            f"reasons table row needs code | column | meaning: {line}"
         )

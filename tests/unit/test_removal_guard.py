@@ -9,6 +9,7 @@ import boto3
 import pytest
 from moto import mock_aws
 
+from tests.run_options import run_options
 from tiktok_destination.adapters.s3 import Bucket
 from tiktok_destination.audiences.audience import check_removal, removal_blocked
 from tiktok_destination.config.document import ResolvedTemplate, load_config
@@ -98,7 +99,7 @@ def make_run(options: dict[str, Any] | None = None, **template: Any) -> Run:
         data_template="vip",
         template=resolved(text).as_dict(),
         started_at="2026-11-26T00:00:00+00:00",
-        options=options or {},
+        options=run_options(**(options or {})),
     )
 
 
@@ -272,8 +273,8 @@ def test_allow_mass_removal_is_a_run_option_not_part_of_the_run_id(
     settings = load_settings()
     plain = build_run(dict(start), "exec-1", settings, deployed)
     allowed = build_run({**start, "allow_mass_removal": True}, "exec-2", settings, deployed)
-    assert plain.options["allow_mass_removal"] is False
-    assert allowed.options["allow_mass_removal"] is True
+    assert plain.options.allow_mass_removal is False
+    assert allowed.options.allow_mass_removal is True
     # The same input is the same run: a re-run with the flag continues the blocked one.
     assert allowed.run_id == plain.run_id
 

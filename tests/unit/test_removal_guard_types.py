@@ -16,6 +16,7 @@ from typing import Any
 import pytest
 
 from tests.conftest import s3_bucket_on_moto
+from tests.run_options import run_options
 from tests.unit.test_removal_guard import make_run as guard_run
 from tiktok_destination.adapters.s3 import Bucket
 from tiktok_destination.audiences.audience import (
@@ -292,7 +293,7 @@ def plan_run(run_id: str, options: dict[str, Any] | None = None, template: str =
         data_template="vip",
         template=load_config(config).resolve("aud", "vip").as_dict(),
         started_at="2026-11-26T00:00:00+00:00",
-        options=options or {},
+        options=run_options(**(options or {})),
     )
 
 

@@ -16,6 +16,7 @@ from typing import Any
 import pytest
 
 from tests.conftest import s3_bucket_on_moto
+from tests.run_options import run_options
 from tiktok_destination.adapters.s3 import Bucket
 from tiktok_destination.audiences import audience as audience_domain
 from tiktok_destination.audiences.audience import (
@@ -70,6 +71,7 @@ def make_run(run_id: str) -> Run:
         data_template="vip",
         template=TEMPLATE,
         started_at="2026-11-26T00:00:00+00:00",
+        options=run_options(),
     )
 
 

@@ -3,7 +3,8 @@
 A Lambda error's ``errorType`` is the exception's class name, and the state machine's
 ``Retry`` and ``Catch`` match on it. So the class names below are part of the deployed
 contract: ``statemachine/destination.asl.json`` retries every ``RetriableError`` subclass
-by name, and everything else is fatal and goes to the workflow-action classifier.
+by name, and everything else is fatal: ``runs/workflow_actions.py`` maps each class name to the
+one workflow action the operator sees.
 
 Messages never carry raw identifiers or tokens: they name the file, row, column, field
 or TikTok code, and say what to do.
@@ -17,8 +18,6 @@ from typing import Any
 class DestinationError(Exception):
     """Base of every error this project raises on purpose."""
 
-    #: the workflow action this failure maps to (see ``workflow_actions.py``)
-    action: str = "unexpected_error"
     #: structured numbers behind the failure (counts only, never personal data), carried
     #: into the failure record, the notification and the failed run's report
     details: dict[str, Any] | None = None
@@ -34,28 +33,20 @@ class DestinationError(Exception):
 class RetriableError(DestinationError):
     """Transient: the same call may succeed later. Step Functions retries these."""
 
-    action = "tiktok_unavailable"
-
 
 class TikTokRateLimited(RetriableError):
     """TikTok answered 40016/40100/40132 (too many requests) and in-process retries ran out.
 
-    Which code raises which class is the one code table, ``tiktok.client.TIKTOK_CODES``."""
-
-    action = "rate_limited"
+    Which code raises which class is the one code table, ``adapters/tiktok``'s ``TIKTOK_CODES``."""
 
 
 class TikTokUnavailable(RetriableError):
     """TikTok answered 5xx, a system/database/storage code (50000, 51xxx, 52000-52204,
     60001, 61000), 40201 (task not ready), or did not answer."""
 
-    action = "tiktok_unavailable"
-
 
 class TikTokWriteConflict(RetriableError):
     """TikTok answered 40202: a concurrent write to the same object."""
-
-    action = "tiktok_unavailable"
 
 
 # ---------------------------------------------------------------- fatal
@@ -66,13 +57,10 @@ class FatalError(DestinationError):
 class ConfigurationError(FatalError):
     """The destination / data template / orchestration input is incomplete or invalid."""
 
-    action = "configuration_error"
-
 
 class InputRejected(FatalError):
     """The input file is unusable, or too many of its rows were rejected."""
 
-    action = "input_rejected"
     #: the validation counts when the whole file was read (so the report can show them)
     result: object | None = None
 
@@ -80,8 +68,6 @@ class InputRejected(FatalError):
 class InputChanged(InputRejected):
     """An export's pinned parts changed while its run read them (a part added, replaced or
     deleted): the run stops rather than mix two versions of the export."""
-
-    action = "input_changed"
 
 
 class MassRemovalBlocked(FatalError):
@@ -92,8 +78,6 @@ class MassRemovalBlocked(FatalError):
     Raised while planning, before any batch is sent: mirror semantics would turn a truncated
     or near-empty export into mass deletions at TikTok.
     """
-
-    action = "mass_removal_blocked"
 
     def __init__(
         self,
@@ -131,56 +115,38 @@ class AdvertiserNotFound(FatalError):
     """40300/40302 (40013 in the sandbox), or the advertiser is not among those the token
     may act for."""
 
-    action = "advertiser_not_found"
-
 
 class InvalidCredentials(FatalError):
     """40102/40104/40105/40106, or no token stored for the credential."""
-
-    action = "invalid_credentials"
 
 
 class MissingAdvertiserPermissions(FatalError):
     """40001/40003/40301: the authorizing user is not Admin or Operator on the advertiser;
     40130: the authorization lacks a scope; 40125: the app lacks the API permission."""
 
-    action = "missing_advertiser_permissions"
-
 
 class AccessBlocked(FatalError):
     """41000 (BLOCKED): TikTok blocks the call, for the advertiser account or the app."""
-
-    action = "access_blocked"
 
 
 class AudienceLimitReached(FatalError):
     """The advertiser already has the maximum number of custom audiences."""
 
-    action = "audience_limit_reached"
-
 
 class EventSetNotFound(FatalError):
     """The event set id is not among the advertiser's offline event sets."""
-
-    action = "event_set_not_found"
 
 
 class TikTokRequestRejected(FatalError):
     """TikTok refused a request as malformed (40000/40002/40007/40011 and friends)."""
 
-    action = "tiktok_request_rejected"
-
 
 class RunInProgress(FatalError):
     """Another run of the same audience or event set held the lease for every wait."""
 
-    action = "run_in_progress"
-
 
 class OAuthError(FatalError):
     """The OAuth callback could not complete (bad state, denied, bad auth_code)."""
-
-    action = "invalid_credentials"
 
 
 #: Every class the state machine may match by name. A test keeps the ASL in step with it.

@@ -7,7 +7,6 @@ and Catch match the exception's class name.
 
 from __future__ import annotations
 
-import json
 import logging
 import shutil
 import uuid
@@ -16,9 +15,8 @@ from contextlib import contextmanager
 from datetime import UTC, datetime
 from typing import Any
 
-import boto3
-
 from tiktok_destination.adapters.metrics import emit_run_metrics, emit_workflow_action
+from tiktok_destination.adapters.notifications import publish_workflow_action
 from tiktok_destination.adapters.rate_limit import make_pacer
 from tiktok_destination.adapters.s3 import Bucket, scratch_dir
 from tiktok_destination.adapters.secrets import load_access_token
@@ -30,6 +28,7 @@ from tiktok_destination.events import offline as offline_events
 from tiktok_destination.inputs import exports, ranges
 from tiktok_destination.inputs.csv_lines import lines_report
 from tiktok_destination.runs import leases
+from tiktok_destination.runs.layout import RunPaths, execution_report_key, raised_marker_key
 from tiktok_destination.runs.preflight import build_run, preflight
 from tiktok_destination.runs.report import (
     AUDIENCE_REMINDERS,
@@ -42,7 +41,7 @@ from tiktok_destination.runs.report import (
     rejects_summary,
     sum_calls,
 )
-from tiktok_destination.runs.run import Run, execution_report_key
+from tiktok_destination.runs.run import Run
 from tiktok_destination.runs.workflow_actions import (
     action_for_error,
     is_classified,
@@ -54,7 +53,7 @@ logger = logging.getLogger(__name__)
 
 
 def make_client(settings: Settings, token: str, run: Run | None = None) -> TikTokClient:
-    qps = float((run.options if run else {}).get("tiktok_qps") or settings.tiktok_qps)
+    qps = run.options.tiktok_qps if run else settings.tiktok_qps
     return TikTokClient(
         token,
         base_url=settings.tiktok_base_url,
@@ -67,7 +66,7 @@ def make_client(settings: Settings, token: str, run: Run | None = None) -> TikTo
 
 
 def load_run(bucket: Bucket, run_id: str) -> Run:
-    data = bucket.get_json(f"runs/{run_id}/run.json")
+    data = bucket.get_json(RunPaths(run_id).run)
     if data is None:
         raise DestinationError(f"run {run_id} has no run.json in {bucket.uri('runs/')}")
     return Run.model_validate(data)
@@ -116,7 +115,7 @@ def step_preflight(
 
 
 def step_validate(run: Run) -> dict[str, Any]:
-    """Plan the input's ranges; a one-range input is validated right here (today's cost).
+    """Plan the input's ranges; a one-range input is validated right here, with no Map.
 
     Returns the validated pointer payload (``merged``: true), or the Map's manifest.
     """
@@ -128,7 +127,7 @@ def step_validate(run: Run) -> dict[str, Any]:
             Bucket(run.source.bucket),
             run,
             range_bytes=settings.validate_range_bytes,
-            default_region=run.options.get("default_phone_region", settings.default_phone_region),
+            default_region=run.options.default_phone_region,
             now=datetime.now(UTC),
         )
     if len(plan["ranges"]) == 1 or int(plan["size"]) <= settings.validate_range_bytes:
@@ -173,7 +172,8 @@ def step_validate_range(
 def step_merge_ranges(
     run: Run, validate_id: str, plan: dict[str, Any] | None = None
 ) -> dict[str, Any]:
-    """After the Map: add the ranges up into today's validated payload (or InputRejected)."""
+    """After the Map: add the ranges up into the one validated payload a
+    one-range input returns (or InputRejected)."""
     settings = load_settings()
     bucket = Bucket(settings.state_bucket)
     paths = run.paths
@@ -192,7 +192,7 @@ def step_merge_ranges(
                 bucket,
                 run,
                 plan,
-                reject_threshold=_reject_threshold(run, settings),
+                reject_threshold=run.options.reject_threshold,
                 workdir=workdir,
             )
     finally:
@@ -207,10 +207,6 @@ def step_merge_ranges(
         "rejects_key": paths.rejects("validate"),
         "result_key": paths.validation,
     }
-
-
-def _reject_threshold(run: Run, settings: Settings) -> float:
-    return float(run.options.get("reject_threshold", settings.reject_threshold))
 
 
 def _validate_plan(bucket: Bucket, run: Run, vid: str) -> dict[str, Any]:
@@ -250,9 +246,7 @@ def step_chunk(run: Run, audience: dict[str, Any] | None) -> dict[str, Any]:
                     bucket,
                     run,
                     str(audience["audience_id"]),
-                    batch_size=int(
-                        run.options.get("mapping_batch_size", settings.mapping_batch_size)
-                    ),
+                    batch_size=run.options.mapping_batch_size,
                 )
                 if isinstance(plan, audience_domain.DiffPlan):
                     members = audience_domain.estimated_members(bucket, run, plan)
@@ -269,13 +263,13 @@ def step_chunk(run: Run, audience: dict[str, Any] | None) -> dict[str, Any]:
                 plan = offline_events.plan_events(
                     bucket,
                     run,
-                    batch_size=int(run.options.get("event_batch_size", settings.event_batch_size)),
+                    batch_size=run.options.event_batch_size,
                     workdir=workdir,
                 )
                 # Rows grouping rejected count toward the threshold too: checked here, on
                 # every execution (a re-run reuses the plan), before any event is sent.
                 offline_events.check_rejected_share(
-                    bucket, run, plan, reject_threshold=_reject_threshold(run, settings)
+                    bucket, run, plan, reject_threshold=run.options.reject_threshold
                 )
     finally:
         shutil.rmtree(workdir, ignore_errors=True)
@@ -311,7 +305,8 @@ def step_diff_shard(run_id: str, item: dict[str, Any]) -> dict[str, Any]:
 
 
 def step_collect_diff(run: Run, plan_id: str) -> dict[str, Any]:
-    """After DiffShards: the shards' diffs added up into today's chunk payload."""
+    """After DiffShards: the shards' diffs added up into the chunk payload an
+    inline diff returns."""
     settings = load_settings()
     bucket = Bucket(settings.state_bucket)
     workdir = scratch_dir()
@@ -512,7 +507,7 @@ def step_notify(state: dict[str, Any], execution_id: str) -> dict[str, Any]:
         # A failed run gives its target back; the next run diffs against what it may have
         # sent (pending journals), so nothing is lost by letting it go.
         leases.release(bucket, run)
-    _publish(settings, detail)
+    publish_workflow_action(settings, detail)
     cause = f"{action.title}: {message}\n" + "\n".join(
         f"{i}. {step}" for i, step in enumerate(action.steps, 1)
     )
@@ -535,7 +530,7 @@ def step_raise_action(
     """
     settings = load_settings()
     bucket = Bucket(settings.state_bucket)
-    marker = f"executions/{execution_id.rsplit(':', 1)[-1]}/raised/{notification_id}.json"
+    marker = raised_marker_key(execution_id, notification_id)
     if bucket.exists(marker):
         logger.info("redrive: resuming the run", extra={"action": action})
         return {"resumed": True}
@@ -545,7 +540,7 @@ def step_raise_action(
 
 def workflow_action_error(action: str) -> type[DestinationError]:
     """An exception class named after the action: Lambda reports it as the error type."""
-    return type(action, (DestinationError,), {"action": action})
+    return type(action, (DestinationError,), {})
 
 
 def _rebuild_run(
@@ -562,23 +557,3 @@ def _rebuild_run(
         return build_run(event, execution_id, settings, bucket)
     except Exception:
         return None
-
-
-def _publish(settings: Settings, detail: dict[str, Any]) -> None:
-    body = json.dumps(detail, indent=1)
-    if settings.notify_topic_arn:
-        boto3.client("sns").publish(
-            TopicArn=settings.notify_topic_arn,
-            Subject=f"tiktok-destination: {detail['title']}"[:100],
-            Message=body,
-        )
-    boto3.client("events").put_events(
-        Entries=[
-            {
-                "Source": "tiktok-destination",
-                "DetailType": "Workflow action",
-                "Detail": body,
-                "EventBusName": settings.event_bus_name,
-            }
-        ]
-    )

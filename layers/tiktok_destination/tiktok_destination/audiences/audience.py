@@ -492,7 +492,7 @@ def check_removal(
     if not (total_over or over or vanished):
         return False
     name = tiktok_visible_name(template.audience_name or "")
-    if run.options.get("allow_mass_removal", False):
+    if run.options.allow_mass_removal:
         logger.warning(
             "removal guard lifted by allow_mass_removal for this execution",
             extra={

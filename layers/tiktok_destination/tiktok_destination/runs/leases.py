@@ -42,10 +42,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any, Literal
 
-import boto3
-from botocore.exceptions import BotoCoreError, ClientError
-
-from tiktok_destination.adapters.s3 import Bucket, error_code
+from tiktok_destination.adapters.s3 import Bucket
 from tiktok_destination.runs.run import Run
 
 logger = logging.getLogger(__name__)
@@ -194,20 +191,6 @@ def _outcome(status: Status, key: str, holder: dict[str, Any]) -> LeaseOutcome:
     )
 
 
-def execution_is_running(execution_arn: str) -> bool | None:
-    """Whether a Step Functions execution still runs; None when it cannot be asked."""
-    try:
-        status = boto3.client("stepfunctions").describe_execution(executionArn=execution_arn)
-    except ClientError as err:
-        if error_code(err) in {"ExecutionDoesNotExist", "InvalidArn"}:
-            return False  # e.g. a local run whose process was killed
-        logger.warning("cannot tell whether the lease holder runs", extra={"code": error_code(err)})
-        return None
-    except BotoCoreError:
-        return None
-    return str(status.get("status")) == "RUNNING"
-
-
 def release(bucket: Bucket, run: Run, *, completed: bool = False) -> bool:
     """Give the lease back if this execution holds it; True when it was released.
 
@@ -238,7 +221,6 @@ __all__ = [
     "LeaseOutcome",
     "acquire",
     "can_be_superseded",
-    "execution_is_running",
     "lease_key",
     "release",
 ]

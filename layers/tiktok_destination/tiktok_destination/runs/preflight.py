@@ -36,6 +36,7 @@ from pydantic import BaseModel, ConfigDict, ValidationError
 
 from tiktok_destination.adapters.s3 import Bucket
 from tiktok_destination.adapters.secrets import load_access_token, load_app, load_credential
+from tiktok_destination.adapters.step_functions import execution_is_running
 from tiktok_destination.adapters.tiktok.client import TikTokClient
 from tiktok_destination.config.document import Config, ResolvedTemplate, load_config
 from tiktok_destination.config.settings import Settings
@@ -51,8 +52,14 @@ from tiktok_destination.inputs import exports, ranges
 from tiktok_destination.inputs.csv_reader import iter_csv_lines
 from tiktok_destination.inputs.formats import detect_format, text_stream
 from tiktok_destination.runs import leases
+from tiktok_destination.runs.layout import execution_report_key
 from tiktok_destination.runs.report import base_report, record_calls
-from tiktok_destination.runs.run import Run, Source, execution_report_key, run_id_for
+from tiktok_destination.runs.run import (
+    Run,
+    RunOptions,
+    Source,
+    run_id_for,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -353,27 +360,13 @@ def build_run_and_export(
         data_template=start.data_template,
         template=template.as_dict(),
         started_at=datetime.now(UTC).isoformat(timespec="seconds"),
-        options=run_options(
+        options=RunOptions.resolve(
             settings.with_config(config),
             template.default_phone_region,
             allow_mass_removal=allow_mass_removal,
         ),
     )
     return run, export
-
-
-def run_options(
-    settings: Settings, template_region: str | None, *, allow_mass_removal: bool = False
-) -> dict[str, Any]:
-    return {
-        "reject_threshold": settings.reject_threshold,
-        "mapping_batch_size": settings.mapping_batch_size,
-        "event_batch_size": settings.event_batch_size,
-        "tiktok_qps": settings.tiktok_qps,
-        "default_phone_region": template_region or settings.default_phone_region,
-        # this execution only: a redrive or a new start without it is guarded again
-        "allow_mass_removal": allow_mass_removal,
-    }
 
 
 def _allow_mass_removal(event: dict[str, Any]) -> bool:
@@ -521,7 +514,7 @@ def take_lease(
         bucket,
         run,
         ttl_seconds=settings.lease_ttl_seconds,
-        is_running=leases.execution_is_running,
+        is_running=execution_is_running,
         started_at=started_at,
     )
     if outcome.status == "busy":

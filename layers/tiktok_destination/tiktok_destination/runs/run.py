@@ -3,7 +3,7 @@
 The run id is derived from the input (bucket, key, ETag, destination, data template), so a
 redrive or a new execution of the same input finds the work the earlier one finished and
 does not repeat it. Everything a run writes lives under ``runs/<run_id>/`` in the state
-bucket; state payloads carry only these keys.
+bucket (``runs/layout.py`` builds every key); state payloads carry only these keys.
 """
 
 from __future__ import annotations
@@ -15,6 +15,8 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict
 
 from tiktok_destination.config.document import ResolvedTemplate
+from tiktok_destination.config.settings import Settings
+from tiktok_destination.runs.layout import RunPaths
 
 
 class Source(BaseModel):
@@ -39,6 +41,43 @@ class Source(BaseModel):
         return f"s3://{self.bucket}/{self.key}"
 
 
+class RunOptions(BaseModel):
+    """The run-shaping settings, resolved once by Preflight and carried in the run.
+
+    Every step of one execution (and a redrive of it) then uses the values the run started
+    with, even if the environment or the configuration's ``[settings]`` change meanwhile.
+    """
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    reject_threshold: float
+    mapping_batch_size: int
+    event_batch_size: int
+    tiktok_qps: float
+    default_phone_region: str
+    #: this execution only: a redrive or a new start without it is guarded again
+    allow_mass_removal: bool = False
+
+    @classmethod
+    def resolve(
+        cls,
+        settings: Settings,
+        template_region: str | None = None,
+        *,
+        allow_mass_removal: bool = False,
+    ) -> RunOptions:
+        """The options of a run: ``settings`` (environment, then the configuration's
+        ``[settings]``), and the data template's own phone region over the default one."""
+        return cls(
+            reject_threshold=settings.reject_threshold,
+            mapping_batch_size=settings.mapping_batch_size,
+            event_batch_size=settings.event_batch_size,
+            tiktok_qps=settings.tiktok_qps,
+            default_phone_region=template_region or settings.default_phone_region,
+            allow_mass_removal=allow_mass_removal,
+        )
+
+
 class Run(BaseModel):
     """The pointer payload every step receives as ``run`` (small: no rows, no secrets)."""
 
@@ -53,8 +92,7 @@ class Run(BaseModel):
     data_template: str
     template: dict[str, Any]
     started_at: str
-    #: run-shaping settings after the configuration's [settings] overrides
-    options: dict[str, Any] = {}
+    options: RunOptions
     #: the target's lease as Preflight found it (``leases.LeaseOutcome`` plus the wait count)
     lease: dict[str, Any] | None = None
 
@@ -72,65 +110,3 @@ def run_id_for(source: Source, destination: str, data_template: str, salt: str =
         [source.bucket, source.key, source.etag, destination, data_template, salt]
     ).encode()
     return hashlib.sha256(material).hexdigest()[:16]
-
-
-def execution_report_key(execution_id: str) -> str:
-    """The report of an execution that has no run of its own to write under (its input
-    named none, or its run belongs to another execution)."""
-    return f"executions/{execution_id.rsplit(':', 1)[-1]}/report.json"
-
-
-class RunPaths:
-    """Keys under ``runs/<run_id>/`` in the state bucket."""
-
-    def __init__(self, run_id: str):
-        self.run_id = run_id
-        self.prefix = f"runs/{run_id}/"
-
-    @property
-    def run(self) -> str:
-        return f"{self.prefix}run.json"
-
-    @property
-    def members(self) -> str:
-        """The index of validate's hashed identifier files (``ranges.merge_ranges``)."""
-        return f"{self.prefix}validated/members.json"
-
-    @property
-    def events(self) -> str:
-        """The index of validate's event row files (``ranges.merge_ranges``)."""
-        return f"{self.prefix}validated/events.json"
-
-    @property
-    def export(self) -> str:
-        """An export in parts: its folder, completion and pinned parts (key, ETag, size)."""
-        return f"{self.prefix}export.json"
-
-    @property
-    def validation(self) -> str:
-        return f"{self.prefix}validation.json"
-
-    def rejects(self, step: str) -> str:
-        return f"{self.prefix}rejects/{step}.csv"
-
-    @property
-    def rejects_prefix(self) -> str:
-        return f"{self.prefix}rejects/"
-
-    def plan(self, plan_id: str) -> str:
-        return f"{self.prefix}plan/{plan_id}/"
-
-    def calls(self, execution_id: str) -> str:
-        return f"{self.prefix}calls/{execution_id.rsplit(':', 1)[-1]}/"
-
-    @property
-    def failures(self) -> str:
-        return f"{self.prefix}failures/"
-
-    @property
-    def report(self) -> str:
-        return f"{self.prefix}report.json"
-
-    @property
-    def ensure(self) -> str:
-        return f"{self.prefix}audience.json"

@@ -277,13 +277,6 @@ def action_for_error(error_name: str) -> WorkflowAction:
     return ACTIONS[_BY_CLASS.get(error_name, "UnexpectedError")]
 
 
-def action_for_exception(exc: BaseException) -> WorkflowAction:
-    for cls in type(exc).__mro__:
-        if cls.__name__ in _BY_CLASS:
-            return ACTIONS[_BY_CLASS[cls.__name__]]
-    return ACTIONS["UnexpectedError"]
-
-
 def parse_step_error(error: dict[str, Any] | None) -> tuple[str, str]:
     """(error name, message) from a Catch's ``{"Error", "Cause"}``; Lambda's Cause is JSON."""
     if not error:

@@ -236,7 +236,7 @@ def merge_ranges(
         validation["parts"] = _rows_per_part(run, plan, records)
     state.put_json(paths.validation, validation)
     audience = run.kind == "custom_audience"
-    allowed = bool(run.options.get("allow_mass_removal", False)) if audience else None
+    allowed = bool(run.options.allow_mass_removal) if audience else None
     raise_if_unusable(result, reject_threshold, empty_audience=allowed)
     return result
 
