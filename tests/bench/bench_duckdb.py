@@ -196,7 +196,7 @@ def duckdb_validate(src: Path, out_dir: Path, threads: int) -> dict[str, Any]:
 
     from tiktok_destination.errors import RowRejected
     from tiktok_destination.identity.hashing import hash_identifier
-    from tiktok_destination.validation.validate import REJECTS_HEADER
+    from tiktok_destination.validation.row_loop import REJECTS_HEADER
 
     with src.open(encoding="utf-8", newline="") as fh:
         header = [name.strip().lower() for name in next(csv.reader(fh))]
@@ -237,7 +237,7 @@ def validate_child(src: Path, out_dir: Path, engine: str) -> None:
     extra: dict[str, Any] = {}
     started, cpu_started = time.perf_counter(), time.process_time()
     if engine == "ours":
-        from tiktok_destination.validation.validate import validate_audience_file
+        from tiktok_destination.validation.audience_rows import validate_audience_file
 
         validate_audience_file(
             src,

@@ -84,8 +84,8 @@ def child(src: Path, out_dir: Path, *, frame: bool = False) -> None:
     """
     import resource
 
-    from tiktok_destination.validation import validate
-    from tiktok_destination.validation.validate import validate_audience_file
+    from tiktok_destination.validation import audience_rows
+    from tiktok_destination.validation.audience_rows import validate_audience_file
 
     if frame:
         constant = "0" * 64
@@ -93,7 +93,7 @@ def child(src: Path, out_dir: Path, *, frame: bool = False) -> None:
         def stub(values: Any) -> tuple[list[str | None], list[int], dict[int, Any]]:
             return [constant] * len(values), [], {}
 
-        validate.identifier_column_hashers = lambda present, region: [  # type: ignore[assignment]
+        audience_rows.identifier_column_hashers = lambda present, region: [  # type: ignore[assignment]
             stub for _ in present
         ]
 

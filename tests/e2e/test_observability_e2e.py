@@ -167,8 +167,9 @@ def test_domain_log_lines_reach_the_powertools_logger(
     result = local.run_file(audience, "acme_audiences", "vip")
     assert result.succeeded, result.cause
 
-    # validate.py logs its summary with stdlib logging at INFO; on Lambda it must come out
-    # as the handler's JSON, with the handler's context and run id.
+    # validate's row loop (validation/row_loop.py) logs its summary with stdlib logging at
+    # INFO; on Lambda it must come out as the handler's JSON, with the handler's context and
+    # run id.
     done = [
         d
         for d in json_lines(handler_logs.getvalue())

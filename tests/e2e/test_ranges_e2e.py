@@ -15,8 +15,11 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from botocore.exceptions import EndpointConnectionError
 
 from tests.conftest import ADVERTISER, CONFIG, EVENT_SET, TOKEN
+from tiktok_destination.adapters import s3_ranges
+from tiktok_destination.adapters.s3 import Bucket
 from tiktok_destination.audiences import diff as audience_diff
 from tiktok_destination_local.emulator import TikTokEmulator
 from tiktok_destination_local.runner import (
@@ -168,6 +171,54 @@ def test_a_crashed_range_child_fails_the_run_and_a_rerun_is_exact(tmp_path: Path
         unchanged = local.run_file(path, "acme_audiences", "vip")
         assert unchanged.succeeded, unchanged.cause
         assert emulator.calls["segment/mapping/"] == 0
+
+
+class _BrokenReads:
+    """An S3 client whose range GETs break off (a dropped connection), all else as is."""
+
+    def __init__(self, s3: Any):
+        self._s3 = s3
+        self.gets = 0
+
+    def get_object(self, **kwargs: Any) -> Any:
+        self.gets += 1
+        raise EndpointConnectionError(endpoint_url="https://s3.amazonaws.com")
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._s3, name)
+
+
+def test_a_read_of_the_input_that_keeps_breaking_off_is_retried_by_the_state_machine(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # S3Range asks a broken read again a few times, then raises RetriableError saying "the
+    # step is retried": the Validate state must retry it, not send the run to Notify.
+    path = audience_file(tmp_path)
+    real_get_into = s3_ranges.S3Range._get_into
+    broken: list[_BrokenReads] = []
+
+    def breaks_in_the_first_attempt(self: s3_ranges.S3Range, at: int, view: memoryview) -> None:
+        if broken:
+            return real_get_into(self, at, view)
+        broken.append(_BrokenReads(self._bucket.s3))
+        healthy, self._bucket = self._bucket, Bucket(self._bucket.name, client=broken[0])
+        try:
+            return real_get_into(self, at, view)
+        finally:
+            self._bucket = healthy
+
+    monkeypatch.setattr(s3_ranges.S3Range, "_get_into", breaks_in_the_first_attempt)
+    with deployment(None) as (local, emulator):
+        result = local.run_file(path, "acme_audiences", "vip")
+        assert result.succeeded, result.cause
+        assert validate_states(result) == ["Validate"]
+        assert len(broken) == 1 and broken[0].gets == s3_ranges._READ_ATTEMPTS
+        (got,) = emulator.audiences(ADVERTISER)
+    with deployment(None) as (local, emulator):
+        clean = local.run_file(path, "acme_audiences", "vip")
+        (want,) = emulator.audiences(ADVERTISER)
+    assert got["members"] == want["members"]
+    assert comparable(result) == comparable(clean)
 
 
 def test_offline_events_in_ranges_send_what_one_range_sends(tmp_path: Path) -> None:

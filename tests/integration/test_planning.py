@@ -23,7 +23,7 @@ from tiktok_destination.errors import DestinationError, MassRemovalBlocked, TikT
 from tiktok_destination.events.plan import plan_events
 from tiktok_destination.events.send import send_event_batch, sent_totals
 from tiktok_destination.runs.run import Run, Source
-from tiktok_destination.validation.validate import REJECTS_HEADER
+from tiktok_destination.validation.row_loop import REJECTS_HEADER
 
 
 def stage_validated(bucket: Bucket, index_key: str, text: str) -> None:

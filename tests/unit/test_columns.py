@@ -15,11 +15,9 @@ import pytest
 from tiktok_destination.config.loader import load_config
 from tiktok_destination.config.resolved import ResolvedTemplate
 from tiktok_destination.errors import ConfigurationError, InputRejected
-from tiktok_destination.validation.validate import (
-    ValidationResult,
-    validate_audience_file,
-    validate_events_file,
-)
+from tiktok_destination.validation.audience_rows import validate_audience_file
+from tiktok_destination.validation.event_rows import validate_events_file
+from tiktok_destination.validation.result import ValidationResult
 
 SOURCE = "s3://inbox/acme/vip/members.csv"
 NOW = datetime(2024, 5, 20, 12, 0, 0, tzinfo=UTC)

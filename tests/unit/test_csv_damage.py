@@ -16,14 +16,11 @@ from pathlib import Path
 import pytest
 
 from tiktok_destination.errors import DestinationError, InputRejected, RowRejected
-from tiktok_destination.validation import validate
-from tiktok_destination.validation.validate import (
-    LineCounts,
-    ValidationResult,
-    iter_rows,
-    lines_report,
-    validate_audience_file,
-)
+from tiktok_destination.inputs import csv_lines
+from tiktok_destination.inputs.csv_lines import LineCounts, lines_report
+from tiktok_destination.inputs.readers import iter_rows
+from tiktok_destination.validation.audience_rows import validate_audience_file
+from tiktok_destination.validation.result import ValidationResult
 
 SOURCE = "s3://inbox/acme/audience/day2.csv"
 HEADER = "email,note"
@@ -121,7 +118,7 @@ def test_stray_quote_closed_by_a_later_quoted_value_is_caught(tmp_path: Path) ->
 
 
 def test_quote_open_over_more_lines_than_the_limit(tmp_path: Path) -> None:
-    count = validate.MAX_RECORD_LINES + 50
+    count = csv_lines.MAX_RECORD_LINES + 50
     src = rows_file(tmp_path, {1: '"12 inch'}, count)
     _, members, rejects, _ = run(tmp_path, src)
     assert rejects == [("1", "unterminated_quote")]
@@ -202,7 +199,7 @@ def test_one_column_file_never_reads_a_line_break_as_part_of_a_value(tmp_path: P
 
 # ---------------------------------------------------------------- sizes
 def test_quoted_value_over_the_size_limit(tmp_path: Path) -> None:
-    big = '"' + "x" * (validate.MAX_FIELD_CHARS + 1) + '"'
+    big = '"' + "x" * (csv_lines.MAX_FIELD_CHARS + 1) + '"'
     src = rows_file(tmp_path, {2: big}, 3)
     _, members, rejects, text = run(tmp_path, src)
     assert rejects == [("2", "field_too_large")]
@@ -213,7 +210,7 @@ def test_quoted_value_over_the_size_limit(tmp_path: Path) -> None:
 
 
 def test_quoted_value_at_the_size_limit_is_read(tmp_path: Path) -> None:
-    src = rows_file(tmp_path, {1: "y" * validate.MAX_FIELD_CHARS}, 1)
+    src = rows_file(tmp_path, {1: "y" * csv_lines.MAX_FIELD_CHARS}, 1)
     _, members, rejects, _ = run(tmp_path, src)
     assert rejects == [] and members == [hashed(1)]
 
@@ -362,7 +359,7 @@ def test_lines_the_reader_loses_stop_the_run(
 ) -> None:
     # The cross-check: were swallowed lines ever dropped instead of read again, the physical
     # line count would not add up and the run stops instead of removing those people.
-    monkeypatch.setattr(validate._LineFeed, "read_again", lambda self, lines: None)
+    monkeypatch.setattr(csv_lines.LineFeed, "read_again", lambda self, lines: None)
     src = rows_file(tmp_path, {2: '"12 inch'}, 5)
     with pytest.raises(DestinationError, match="read 6 lines but accounted for 3"):
         run(tmp_path, src)

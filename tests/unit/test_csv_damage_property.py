@@ -32,7 +32,7 @@ from tiktok_destination.adapters.s3 import Bucket
 from tiktok_destination.audiences.plan import plan_audience
 from tiktok_destination.config.loader import load_config
 from tiktok_destination.runs.run import Run, Source
-from tiktok_destination.validation.validate import validate_audience_file
+from tiktok_destination.validation.audience_rows import validate_audience_file
 
 FILES = 240
 # The members file is checked against the oracle for every file; the plan (S3 on moto, ~0.1 s

@@ -21,17 +21,14 @@ import pytest
 
 from tests.damaged_csv import generate
 from tiktok_destination.errors import DestinationError, RowRejected
-from tiktok_destination.validation import validate
-from tiktok_destination.validation.validate import (
-    LineCounts,
-    RangeStart,
-    iter_csv_lines,
-    text_stream,
-)
+from tiktok_destination.inputs import csv_lines, csv_reader
+from tiktok_destination.inputs.csv_lines import LineCounts
+from tiktok_destination.inputs.csv_reader import RangeStart, iter_csv_lines
+from tiktok_destination.inputs.formats import text_stream
 
 SOURCE = "s3://inbox/acme/audience/fast.csv"
 # One character (one line a block), sizes that cut lines anywhere, and the default.
-BLOCKS = (1, 2, 7, 13, 64, 333, 4096, validate.BLOCK_CHARS)
+BLOCKS = (1, 2, 7, 13, 64, 333, 4096, csv_lines.BLOCK_CHARS)
 
 Outcome = tuple[list[tuple[int, Any]], LineCounts | None, str | None]
 
@@ -44,7 +41,7 @@ def _row(item: Any) -> Any:
 
 def read(data: bytes, *, fast: bool, block_chars: int, monkeypatch: pytest.MonkeyPatch) -> Outcome:
     """Every ``(row number, fields or reject)``, the line counts, and a file-level error."""
-    monkeypatch.setattr(validate, "_FAST_PATH", fast)
+    monkeypatch.setattr(csv_reader, "_FAST_PATH", fast)
     text = text_stream(io.BufferedReader(io.BytesIO(data)), SOURCE)
     rows: list[tuple[int, Any]] = []
     try:
@@ -59,7 +56,7 @@ def read(data: bytes, *, fast: bool, block_chars: int, monkeypatch: pytest.Monke
 
 
 def assert_same(data: bytes, monkeypatch: pytest.MonkeyPatch, where: str) -> None:
-    want = read(data, fast=False, block_chars=validate.BLOCK_CHARS, monkeypatch=monkeypatch)
+    want = read(data, fast=False, block_chars=csv_lines.BLOCK_CHARS, monkeypatch=monkeypatch)
     assert want[0] or want[2] or data.count(b"\n") <= 1, where  # something to compare
     for block_chars in BLOCKS:
         got = read(data, fast=True, block_chars=block_chars, monkeypatch=monkeypatch)
@@ -107,7 +104,7 @@ def _adversarial() -> Iterator[tuple[str, bytes]]:
         "trailing empty fields",
         _lines("email,note", "a@x.com,1,,,", "b@x.com,2,", "c@x.com,3,,x", "d@x.com", *rows),
     )
-    wide = "x" * (validate.MAX_FIELD_CHARS + 10)
+    wide = "x" * (csv_lines.MAX_FIELD_CHARS + 10)
     many = ",".join(["y" * 1000] * 70)  # a line over the limit, no field over it
     yield (
         "wide rows",
@@ -154,18 +151,18 @@ def test_the_comparison_catches_a_block_path_that_skips_a_rule(
 ) -> None:
     # The check must be able to fail: a block path that did not look at line lengths would
     # take a row with an oversize value as read instead of rejecting it.
-    data = _lines("email,note", "a@x.com,1", f"w@x.com,{'x' * (validate.MAX_FIELD_CHARS + 1)}")
+    data = _lines("email,note", "a@x.com,1", f"w@x.com,{'x' * (csv_lines.MAX_FIELD_CHARS + 1)}")
     careful = read(data, fast=False, block_chars=64, monkeypatch=monkeypatch)
     assert careful[0][1][1][2] == "field_too_large"
     assert read(data, fast=True, block_chars=64, monkeypatch=monkeypatch) == careful
-    hold = validate._LineFeed._hold
+    hold = csv_lines.LineFeed._hold
 
-    def unchecked(self: validate._LineFeed, lines: list[str]) -> str:
+    def unchecked(self: csv_lines.LineFeed, lines: list[str]) -> str:
         text = hold(self, lines)
         self.plain = True  # as if no line were too long
         return text
 
-    monkeypatch.setattr(validate._LineFeed, "_hold", unchecked)
+    monkeypatch.setattr(csv_lines.LineFeed, "_hold", unchecked)
     broken = read(data, fast=True, block_chars=64, monkeypatch=monkeypatch)
     assert broken != careful
 
@@ -211,7 +208,7 @@ def test_planner_marks_from_blocks_are_clean_record_starts(
     whole, _, error = read(data, fast=False, block_chars=64, monkeypatch=monkeypatch)
     if error:
         return  # a file that stops whole is one the planner stops on too
-    monkeypatch.setattr(validate, "_FAST_PATH", True)
+    monkeypatch.setattr(csv_reader, "_FAST_PATH", True)
     for block_chars in (1, 57, 500):
         marks = _marks(data, block_chars)
         assert marks[-1][0] == len(data)  # the last mark is the end of the file

@@ -193,7 +193,7 @@ def test_quiet_period_only_the_latest_arrival_goes_on(bucket: Bucket) -> None:
 
 
 def test_row_names_across_parts_skip_empty_parts() -> None:
-    from tiktok_destination.inputs.ranges import RowNames
+    from tiktok_destination.validation.range_outputs import RowNames
 
     names = RowNames(
         [

@@ -27,12 +27,16 @@ import pytest
 from moto import mock_aws
 
 from tests.run_options import run_options
+from tiktok_destination.adapters import s3_ranges
 from tiktok_destination.adapters.s3 import Bucket
 from tiktok_destination.config.loader import load_config
 from tiktok_destination.errors import DestinationError, InputRejected, RetriableError
 from tiktok_destination.inputs import ranges
+from tiktok_destination.inputs.formats import text_stream
 from tiktok_destination.runs.run import Run, Source
-from tiktok_destination.validation.validate import validate_audience_file, validate_events_file
+from tiktok_destination.validation import range_outputs
+from tiktok_destination.validation.audience_rows import validate_audience_file
+from tiktok_destination.validation.event_rows import validate_events_file
 
 ADV = "7000000000000000001"
 ESET = "7100000000000000001"
@@ -122,10 +126,10 @@ def ranged(state: Bucket, inbox: Bucket, run: Run, range_bytes: int, tmp_path: P
     for spec in plan["ranges"]:
         workdir = tmp_path / f"range-{range_bytes}-{spec['index']}"
         workdir.mkdir()
-        ranges.validate_range(state, inbox, run, plan, int(spec["index"]), workdir=workdir)
+        range_outputs.validate_range(state, inbox, run, plan, int(spec["index"]), workdir=workdir)
     merge_dir = tmp_path / f"merge-{range_bytes}"
     merge_dir.mkdir(exist_ok=True)
-    ranges.merge_ranges(state, run, plan, reject_threshold=1.0, workdir=merge_dir)
+    range_outputs.merge_ranges(state, run, plan, reject_threshold=1.0, workdir=merge_dir)
     lines: Counter[str] = Counter()
     events: Counter[str] = Counter()
     paths = run.paths
@@ -373,11 +377,11 @@ def test_the_reject_threshold_applies_to_the_whole_file_not_to_a_range(
     run = make_run(inbox, data, "share.csv")
     plan = ranges.plan_validation(state, inbox, run, range_bytes=100, default_region="US", now=NOW)
     for spec in plan["ranges"]:
-        ranges.validate_range(state, inbox, run, plan, spec["index"], workdir=tmp_path)
-    result = ranges.merge_ranges(state, run, plan, reject_threshold=0.3, workdir=tmp_path)
+        range_outputs.validate_range(state, inbox, run, plan, spec["index"], workdir=tmp_path)
+    result = range_outputs.merge_ranges(state, run, plan, reject_threshold=0.3, workdir=tmp_path)
     assert (result.rows_received, result.rows_rejected) == (100, 25)
     with pytest.raises(InputRejected, match="25 of 100 rows rejected"):
-        ranges.merge_ranges(state, run, plan, reject_threshold=0.2, workdir=tmp_path)
+        range_outputs.merge_ranges(state, run, plan, reject_threshold=0.2, workdir=tmp_path)
     # The failed run's report still finds the counts and every rejected row.
     assert state.get_json(run.paths.validation)["rows_rejected"] == 25
     rejects = list(
@@ -399,13 +403,13 @@ def test_a_broken_column_is_judged_on_the_whole_file_not_on_a_range(
     plan = ranges.plan_validation(state, inbox, run, range_bytes=200, default_region="US", now=NOW)
     assert len(plan["ranges"]) > 4
     for spec in plan["ranges"]:
-        ranges.validate_range(state, inbox, run, plan, spec["index"], workdir=tmp_path)
-    result = ranges.merge_ranges(state, run, plan, reject_threshold=0.3, workdir=tmp_path)
+        range_outputs.validate_range(state, inbox, run, plan, spec["index"], workdir=tmp_path)
+    result = range_outputs.merge_ranges(state, run, plan, reject_threshold=0.3, workdir=tmp_path)
     assert (result.rows_received, result.rows_rejected) == (100, 0)
     assert result.valid_values_by_column == {"email": 100, "phone": 75}
     assert result.invalid_values_by_column == {"phone": {"phone_lost_digits": 25}}
     with pytest.raises(InputRejected, match=r"column 'phone' has too many invalid values: 25 of"):
-        ranges.merge_ranges(state, run, plan, reject_threshold=0.2, workdir=tmp_path)
+        range_outputs.merge_ranges(state, run, plan, reject_threshold=0.2, workdir=tmp_path)
     assert state.get_json(run.paths.validation)["invalid_values_by_column"] == {
         "phone": {"phone_lost_digits": 25}
     }
@@ -431,30 +435,30 @@ def test_a_crashed_range_is_redone_and_the_finished_ones_are_not(
     monkeypatch.setattr(Bucket, "put_json", crash_at_the_marker)
     for spec in plan["ranges"]:
         with contextlib.suppress(OSError):
-            ranges.validate_range(state, inbox, run, plan, spec["index"], workdir=tmp_path)
+            range_outputs.validate_range(state, inbox, run, plan, spec["index"], workdir=tmp_path)
     monkeypatch.setattr(Bucket, "put_json", put_json)
     # Range 3's shards and rejects are up, its marker is not: nothing of it is read.
     with pytest.raises(DestinationError, match="range 3 of"):
-        ranges.merge_ranges(state, run, plan, reject_threshold=1.0, workdir=tmp_path)
+        range_outputs.merge_ranges(state, run, plan, reject_threshold=1.0, workdir=tmp_path)
 
     validated: list[str] = []
-    real = ranges.validate_audience_rows
+    real = range_outputs.validate_audience_rows
 
     def counting(*args: Any, **kwargs: Any) -> Any:
         validated.append("range")
         return real(*args, **kwargs)
 
-    monkeypatch.setattr(ranges, "validate_audience_rows", counting)
+    monkeypatch.setattr(range_outputs, "validate_audience_rows", counting)
     # The re-run plans nothing new and validates range 3 only.
     again = ranges.plan_validation(state, inbox, run, range_bytes=200, default_region="US", now=NOW)
     assert again == plan
     for spec in again["ranges"]:
-        ranges.validate_range(state, inbox, run, again, spec["index"], workdir=tmp_path)
+        range_outputs.validate_range(state, inbox, run, again, spec["index"], workdir=tmp_path)
     assert validated == ["range"]
-    monkeypatch.setattr(ranges, "validate_audience_rows", real)
+    monkeypatch.setattr(range_outputs, "validate_audience_rows", real)
     merged = tmp_path / "merged"
     merged.mkdir()
-    ranges.merge_ranges(state, run, again, reject_threshold=1.0, workdir=merged)
+    range_outputs.merge_ranges(state, run, again, reject_threshold=1.0, workdir=merged)
     index = state.get_json(run.paths.members)
     members: Counter[str] = Counter()
     for file in index["files"]:
@@ -471,11 +475,11 @@ def test_a_file_replaced_while_ranges_are_read_stops_the_run(
     data = tricky_csv()
     run = make_run(inbox, data, "replaced.csv")
     plan = ranges.plan_validation(state, inbox, run, range_bytes=200, default_region="US", now=NOW)
-    ranges.validate_range(state, inbox, run, plan, 1, workdir=tmp_path)
+    range_outputs.validate_range(state, inbox, run, plan, 1, workdir=tmp_path)
     # The export overwrites the key: the next range must not read the new file's bytes.
     inbox.s3.put_object(Bucket=inbox.name, Key=run.source.key, Body=data.replace(b"note", b"NOTE"))
     with pytest.raises(InputRejected, match="was replaced while this run was reading it"):
-        ranges.validate_range(state, inbox, run, plan, 2, workdir=tmp_path)
+        range_outputs.validate_range(state, inbox, run, plan, 2, workdir=tmp_path)
     assert not state.exists(ranges.ValidateKeys(run, plan["validate_id"]).done(2))
 
 
@@ -517,12 +521,12 @@ class _Body:
 def test_a_range_read_that_breaks_off_is_asked_again_never_read_short() -> None:
     data = bytes(range(256)) * 40
     flaky = FlakyS3(data, fail=2)
-    raw = ranges.open_range(Bucket("inbox", client=flaky), "k", etag="e", start=100, end=9000)
+    raw = s3_ranges.open_range(Bucket("inbox", client=flaky), "k", etag="e", start=100, end=9000)
     assert raw.read() == data[100:9000]
     assert flaky.gets >= 3
     always = FlakyS3(b"xy", fail=1_000)
     with pytest.raises(RetriableError, match="failed 3 times"):
-        ranges.open_range(Bucket("inbox", client=always), "k", etag="e").read()
+        s3_ranges.open_range(Bucket("inbox", client=always), "k", etag="e").read()
 
 
 def test_a_csv_range_is_read_in_gets_of_a_read_block_not_of_8_kib(
@@ -530,28 +534,28 @@ def test_a_csv_range_is_read_in_gets_of_a_read_block_not_of_8_kib(
 ) -> None:
     # TextIOWrapper reads 8 KiB at a time through BufferedReader.read1, which passes small
     # reads to the raw stream: each was a GET (a 256 MiB range, 32,768 round trips).
-    monkeypatch.setattr(ranges, "READ_BLOCK", 64 * 1024)
+    monkeypatch.setattr(s3_ranges, "READ_BLOCK", 64 * 1024)
     data = b"".join(b"person%07d@example.com,%07d\n" % (i, i) for i in range(40_000))
     s3 = FlakyS3(data, fail=0)
     start, end = 1_000, len(data) - 1_000
-    text = ranges.text_stream(
-        ranges.open_range(Bucket("inbox", client=s3), "k", etag="e", start=start, end=end),
+    text = text_stream(
+        s3_ranges.open_range(Bucket("inbox", client=s3), "k", etag="e", start=start, end=end),
         "s3://inbox/k",
         file_start=False,
     )
     with text:
         read = "".join(iter(lambda: "".join(text.readlines(256 * 1024)), ""))
     assert read.encode() == data[start:end]
-    assert s3.gets <= -(-(end - start) // ranges.READ_BLOCK) + 1, s3.gets
+    assert s3.gets <= -(-(end - start) // s3_ranges.READ_BLOCK) + 1, s3.gets
 
 
 def test_a_large_read_is_one_get_straight_into_the_callers_buffer(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    monkeypatch.setattr(ranges, "READ_BLOCK", 64 * 1024)
+    monkeypatch.setattr(s3_ranges, "READ_BLOCK", 64 * 1024)
     data = bytes(range(256)) * 2_000
     s3 = FlakyS3(data, fail=0)
-    raw = ranges.S3Range(Bucket("inbox", client=s3), "k", etag="e", start=10, end=len(data))
+    raw = s3_ranges.S3Range(Bucket("inbox", client=s3), "k", etag="e", start=10, end=len(data))
     buffer = bytearray(300_000)  # over READ_BLOCK: a Parquet column chunk, say
     tracemalloc.start()
     try:

@@ -19,8 +19,8 @@ from moto import mock_aws
 from tiktok_destination.config.loader import load_config
 from tiktok_destination.config.settings import Settings, load_settings
 from tiktok_destination.errors import ConfigurationError
+from tiktok_destination.inputs.formats import detect_format
 from tiktok_destination.runs.preflight import resolve_input
-from tiktok_destination.validation.validate import detect_format
 
 ROOT = Path(__file__).resolve().parents[2]
 CONFIG = load_config(

@@ -18,14 +18,13 @@ import pytest
 
 import tiktok_destination.events.rules as events_module
 from tiktok_destination.errors import ConfigurationError, InputRejected, RowRejected
-from tiktok_destination.validation import validate
-from tiktok_destination.validation.validate import (
-    ValidationResult,
-    detect_format,
-    iter_rows,
-    validate_audience_file,
-    validate_events_file,
-)
+from tiktok_destination.inputs import parquet_reader
+from tiktok_destination.inputs.formats import detect_format
+from tiktok_destination.inputs.readers import iter_rows
+from tiktok_destination.validation import audience_rows
+from tiktok_destination.validation.audience_rows import validate_audience_file
+from tiktok_destination.validation.event_rows import validate_events_file
+from tiktok_destination.validation.result import ValidationResult
 
 SOURCE = "s3://inbox/acme/audience/members.csv"
 NOW = datetime(2024, 5, 20, 12, 0, 0, tzinfo=UTC)
@@ -182,7 +181,7 @@ def test_device_ids(tmp_path: Path) -> None:
 
 # ---------------------------------------------------------------- Parquet
 def test_parquet_input(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(validate, "PARQUET_BATCH_ROWS", 2)  # rows span several batches
+    monkeypatch.setattr(parquet_reader, "PARQUET_BATCH_ROWS", 2)  # rows span several batches
     table = pa.table(
         {
             "Email": ["Jane@Example.com", None, "", "bob@example.org", "not-an-email"],
@@ -687,7 +686,7 @@ def test_row_stream_closes_its_file(tmp_path: Path) -> None:
 def test_a_long_file_is_written_and_counted_across_blocks(tmp_path: Path) -> None:
     # Over several of the reader's blocks (which validate hashes a column at a time), with
     # rows that only have a phone, only an email, neither, or a bad email next to a phone.
-    # The members file is a set (ranges.shard_members sorts each shard): its lines are
+    # The members file is a set (range_outputs.shard_members sorts each shard): its lines are
     # compared as a multiset; the rejects keep row order.
     lines = ["email,phone,note"]
     want: list[str] = []
@@ -737,13 +736,13 @@ def test_young_collections_are_rare_while_rows_are_read_and_restored_after(
     import gc
 
     seen: list[int] = []
-    hashers = validate.identifier_column_hashers
+    hashers = audience_rows.identifier_column_hashers
 
     def recording(*args: Any, **kwargs: Any) -> Any:
         seen.append(gc.get_threshold()[0])
         return hashers(*args, **kwargs)
 
-    monkeypatch.setattr(validate, "identifier_column_hashers", recording)
+    monkeypatch.setattr(audience_rows, "identifier_column_hashers", recording)
     before = gc.get_threshold()
     src = write_csv(tmp_path / "a.csv", "email\nA@Example.com\n")
     result, members, _ = run_audience(tmp_path, src, user_id_types=("EMAIL",))

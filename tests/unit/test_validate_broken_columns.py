@@ -13,7 +13,8 @@ from pathlib import Path
 import pytest
 
 from tiktok_destination.errors import InputRejected
-from tiktok_destination.validation.validate import ValidationResult, validate_audience_file
+from tiktok_destination.validation.audience_rows import validate_audience_file
+from tiktok_destination.validation.result import ValidationResult
 
 SOURCE = "s3://inbox/acme/audience/day2.csv"
 

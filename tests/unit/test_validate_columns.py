@@ -2,7 +2,7 @@
 exactly those of the row-by-row loop it replaced (the reference below, with identifier_hasher
 per value): the same rejects file (rows, columns, reasons, in row order), the same counts
 and dropped identifiers, and the same members as a multiset of lines (the members file is
-a set: ranges.shard_members sorts each shard)."""
+a set: range_outputs.shard_members sorts each shard)."""
 
 from __future__ import annotations
 
@@ -20,11 +20,9 @@ from tests.unit.test_identifiers_fast import device_corpus, email_corpus
 from tiktok_destination.errors import RowRejected
 from tiktok_destination.identity.hashing import identifier_hasher
 from tiktok_destination.identity.schema import SCHEMA
-from tiktok_destination.validation.validate import (
-    audience_columns,
-    iter_rows,
-    validate_audience_file,
-)
+from tiktok_destination.inputs.readers import iter_rows
+from tiktok_destination.validation.audience_rows import validate_audience_file
+from tiktok_destination.validation.headers import audience_columns
 
 SOURCE = "s3://inbox/acme/audience/members.csv"
 TYPES = ("EMAIL", "PHONE", "IDFA")

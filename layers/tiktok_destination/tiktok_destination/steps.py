@@ -27,6 +27,7 @@ from tiktok_destination.errors import DestinationError
 from tiktok_destination.events import plan as event_plan
 from tiktok_destination.events import send as event_send
 from tiktok_destination.inputs import exports, ranges
+from tiktok_destination.inputs.csv_lines import lines_report
 from tiktok_destination.runs import leases
 from tiktok_destination.runs.layout import RunPaths, execution_report_key, raised_marker_key
 from tiktok_destination.runs.preflight import build_run, preflight
@@ -47,7 +48,7 @@ from tiktok_destination.runs.workflow_actions import (
     is_classified,
     parse_step_error,
 )
-from tiktok_destination.validation.validate import lines_report
+from tiktok_destination.validation import range_outputs
 
 logger = logging.getLogger(__name__)
 
@@ -159,7 +160,7 @@ def step_validate_range(
     workdir = scratch_dir()
     try:
         with recorded_failure(bucket, run, f"validate-{index:05d}"):
-            record = ranges.validate_range(
+            record = range_outputs.validate_range(
                 bucket, Bucket(run.source.bucket), run, plan, index, workdir=workdir
             )
     finally:
@@ -188,7 +189,7 @@ def step_merge_ranges(
                 exports.check_unchanged(
                     Bucket(run.source.bucket), bucket.get_json(run.paths.export) or {}, run.resolved
                 )
-            result = ranges.merge_ranges(
+            result = range_outputs.merge_ranges(
                 bucket,
                 run,
                 plan,

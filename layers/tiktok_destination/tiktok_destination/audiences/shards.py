@@ -29,7 +29,8 @@ from tiktok_destination import sorting
 from tiktok_destination.adapters.s3 import Bucket
 from tiktok_destination.errors import DestinationError
 from tiktok_destination.identity.schema import ID_TYPES, SCHEMA
-from tiktok_destination.inputs.ranges import SHARDS, shard_members
+from tiktok_destination.inputs.ranges import SHARDS
+from tiktok_destination.validation.range_outputs import shard_members
 
 #: Member line schemas in ``ID_TYPES`` order, the order of ``segment/mapping``'s id_schema.
 SCHEMA_ORDER = tuple(SCHEMA[t] for t in ID_TYPES)

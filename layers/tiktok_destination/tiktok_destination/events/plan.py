@@ -25,9 +25,14 @@ from tiktok_destination import sorting
 from tiktok_destination.adapters.s3 import Bucket
 from tiktok_destination.errors import DestinationError
 from tiktok_destination.events.build import BuiltEvent, build_event, event_group_key
-from tiktok_destination.inputs.ranges import RowNames, add_up, validated_files, validated_index
 from tiktok_destination.runs.run import Run
-from tiktok_destination.validation.validate import _finish
+from tiktok_destination.validation.file_rules import raise_if_unusable
+from tiktok_destination.validation.range_outputs import (
+    RowNames,
+    add_up,
+    validated_files,
+    validated_index,
+)
 
 _SEP = "\x1e"
 
@@ -206,7 +211,7 @@ def check_rejected_share(
 
     Grouping rejects rows validate let through (``duplicate_row``, ``event_id_conflict``);
     they are rejected rows like validate's, in the report and in the share. The rule is
-    validate's own (``validate._finish``), applied to the counts added up.
+    validate's own (``file_rules.raise_if_unusable``), applied to the counts added up.
     """
     validation = bucket.get_json(run.paths.validation)
     if validation is None:
@@ -226,4 +231,4 @@ def check_rejected_share(
             result.rows_rejected += rows
             result.rows_accepted -= rows
     result.rejected_by_reason = dict(by_reason.most_common())
-    _finish(result, reject_threshold)
+    raise_if_unusable(result, reject_threshold)

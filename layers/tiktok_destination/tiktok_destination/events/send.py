@@ -14,8 +14,8 @@ from typing import Any
 from tiktok_destination.adapters.s3 import Bucket
 from tiktok_destination.adapters.tiktok.client import TikTokClient
 from tiktok_destination.errors import TikTokRequestRejected
-from tiktok_destination.inputs.ranges import RowNames, validated_index
 from tiktok_destination.runs.run import Run
+from tiktok_destination.validation.range_outputs import RowNames, validated_index
 
 
 def send_event_batch(

@@ -44,7 +44,7 @@ from urllib.parse import unquote, urlparse
 from tiktok_destination.adapters.s3 import Bucket
 from tiktok_destination.config.resolved import ResolvedTemplate
 from tiktok_destination.errors import InputChanged, InputRejected
-from tiktok_destination.validation.validate import detect_format
+from tiktok_destination.inputs.formats import detect_format
 
 logger = logging.getLogger(__name__)
 

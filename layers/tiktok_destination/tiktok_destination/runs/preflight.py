@@ -51,6 +51,8 @@ from tiktok_destination.errors import (
 )
 from tiktok_destination.identity.columns import resolve_event_columns
 from tiktok_destination.inputs import exports, ranges
+from tiktok_destination.inputs.csv_reader import iter_csv_lines
+from tiktok_destination.inputs.formats import detect_format, text_stream
 from tiktok_destination.runs import leases
 from tiktok_destination.runs.layout import execution_report_key
 from tiktok_destination.runs.report import base_report, record_calls
@@ -60,7 +62,6 @@ from tiktok_destination.runs.run import (
     Source,
     run_id_for,
 )
-from tiktok_destination.validation.validate import detect_format, iter_csv_lines, text_stream
 
 logger = logging.getLogger(__name__)
 

@@ -15,7 +15,7 @@ from typing import Any
 
 from tiktok_destination.adapters.s3 import Bucket
 from tiktok_destination.runs.run import Run
-from tiktok_destination.validation.validate import DROPPED_VALUE
+from tiktok_destination.validation.row_loop import DROPPED_VALUE
 
 AUDIENCE_REMINDERS = (
     "TikTok needs at least 1,000 matched members before the audience can be used in an ad group.",
