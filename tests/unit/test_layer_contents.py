@@ -96,6 +96,7 @@ RUNTIME_FILES = frozenset(
         "tiktok_destination/runs/preflight.py",
         "tiktok_destination/runs/report.py",
         "tiktok_destination/runs/run.py",
+        "tiktok_destination/runs/starts.py",
         "tiktok_destination/runs/workflow_actions.py",
         "tiktok_destination/sorting.py",
         "tiktok_destination/steps.py",

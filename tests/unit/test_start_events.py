@@ -20,7 +20,7 @@ from tiktok_destination.config.loader import load_config
 from tiktok_destination.config.settings import Settings, load_settings
 from tiktok_destination.errors import ConfigurationError
 from tiktok_destination.inputs.formats import detect_format
-from tiktok_destination.runs.preflight import resolve_input
+from tiktok_destination.runs.starts import resolve_input
 
 ROOT = Path(__file__).resolve().parents[2]
 CONFIG = load_config(
