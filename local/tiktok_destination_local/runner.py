@@ -597,8 +597,20 @@ class LocalDestination:
         entered: list[str] = []
         plan: dict[str, Any] = {}
         shown_done = -1
+        next_look = 0.0
+        run_id_shown = False
         while True:
             desc = sfn.describe_execution(executionArn=arn)
+            running = desc["status"] == "RUNNING"
+            if running and time.monotonic() < next_look:
+                time.sleep(self.poll_interval)
+                continue
+            # moto answers the whole history every time, and serializing it holds the GIL
+            # the execution's own threads need: a long run's history costs more with each
+            # state, so once the run id is shown (promptly: a user who interrupts the run
+            # needs it), look again only after ten times what this look took. The look
+            # after the end always reads it all.
+            looked = time.monotonic()
             history = sfn.get_execution_history(executionArn=arn, maxResults=1000)["events"]
             for event in history[seen:]:
                 details = event.get("stateEnteredEventDetails")
@@ -613,11 +625,12 @@ class LocalDestination:
                     if run_id:
                         # Shown early: after an interruption, `rerun RUN_ID` picks it up.
                         self.progress(f"  run id {run_id}")
+                        run_id_shown = True
                 if exited.get("name") in ("ChunkAudience", "ChunkEvents"):
                     state = json.loads(exited.get("output") or "{}")
                     plan = {**state.get("chunk", {}), "run_id": state["run"]["run_id"]}
             seen = len(history)
-            if desc["status"] != "RUNNING":
+            if not running:
                 break
             if plan and entered and entered[-1] in ("MapAudienceBatches", "SendEventBatches"):
                 # Long maps: show batches done, read from the done markers the children write.
@@ -626,6 +639,9 @@ class LocalDestination:
                 if done != shown_done:
                     self.progress(f"  {done}/{plan.get('batches', '?')} batches done")
                     shown_done = done
+            if run_id_shown:
+                now = time.monotonic()
+                next_look = now + 10 * (now - looked)
             time.sleep(self.poll_interval)
         output = json.loads(desc["output"]) if desc.get("output") else None
         report = None

@@ -770,34 +770,50 @@ def test_state_summary_has_no_hashes(api: Api, emu: TikTokEmulator) -> None:
 
 
 def test_serve_forever_prints_url_and_stops_on_ctrl_c() -> None:
+    """Ctrl-C after the ready line stops the emulator cleanly: exit 0, nothing on stderr.
+
+    The ready line is the signal, not a sleep: serve_forever prints it once the emulator
+    answers and a KeyboardInterrupt is handled. Every read has a deadline, so a child that
+    never gets ready fails the test instead of hanging it."""
     script = (
         "from tiktok_destination_local.emulator import serve_forever; serve_forever('127.0.0.1', 0)"
     )
     proc = subprocess.Popen(
         [sys.executable, "-c", script], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
     )
-    try:
-        assert proc.stdout is not None
-        first = proc.stdout.readline()
-        base = first.rsplit(" ", 1)[1].strip()
-        assert base.endswith("/open_api/v1.3/")
-        lines = {}
-        for _ in range(7):
-            key, _sep, value = proc.stdout.readline().strip().partition(": ")
-            lines[key] = value
-        resp = requests.get(
-            base + "dmp/custom_audience/list/",
-            params={"advertiser_id": lines["advertiser_id"]},
-            headers={"Access-Token": lines["access_token"]},
-            timeout=5,
-        )
-        assert resp.json()["code"] == 0
-        proc.send_signal(2)  # SIGINT, as Ctrl-C
-        assert proc.wait(timeout=5) == 0
-    finally:
-        if proc.poll() is None:
-            proc.kill()
-            proc.wait()
+    with ThreadPoolExecutor(max_workers=1) as reader:
+        try:
+            assert proc.stdout is not None
+
+            def line() -> str:
+                assert proc.stdout is not None
+                return reader.submit(proc.stdout.readline).result(timeout=30)
+
+            first = line()
+            assert first.startswith("TikTok emulator listening on "), first
+            base = first.rsplit(" ", 1)[1].strip()
+            assert base.endswith("/open_api/v1.3/")
+            lines = {}
+            while (text := line()) != "Press Ctrl-C to stop.\n":
+                assert text, "the emulator exited before its ready line"
+                key, _sep, value = text.strip().partition(": ")
+                lines[key] = value
+            assert len(lines) == 6, lines  # the portal and the five demo values
+            resp = requests.get(
+                base + "dmp/custom_audience/list/",
+                params={"advertiser_id": lines["advertiser_id"]},
+                headers={"Access-Token": lines["access_token"]},
+                timeout=5,
+            )
+            assert resp.json()["code"] == 0
+            proc.send_signal(2)  # SIGINT, as Ctrl-C
+            assert proc.wait(timeout=10) == 0
+            assert proc.stderr is not None
+            assert proc.stderr.read() == ""  # no KeyboardInterrupt traceback
+        finally:
+            if proc.poll() is None:
+                proc.kill()
+                proc.wait()
 
 
 def test_concurrent_creates_make_distinct_audiences(api: Api, emu: TikTokEmulator) -> None:

@@ -12,6 +12,8 @@ DEMO_SECRET = "emulator-secret"  # noqa: S105 - a fixed fake secret for the loca
 DEMO_ADVERTISER_ID = "7000000000000000001"
 DEMO_EVENT_SET_ID = "7100000000000000001"
 DEMO_TOKEN = "emulator-access-token"  # noqa: S105 - a fixed fake token for the local emulator
+#: the last line serve_forever prints: from then on a Ctrl-C (SIGINT) stops it cleanly
+READY_LINE = "Press Ctrl-C to stop."
 
 
 def seed_demo(emu: TikTokEmulator) -> dict[str, str]:
@@ -40,13 +42,15 @@ def serve_forever(host: str, port: int, *, seed: bool = True, **options: Any) ->
     emu = TikTokEmulator(host, port, **options)
     demo = seed_demo(emu) if seed else None
     base_url = emu.start()
-    print(f"TikTok emulator listening on {base_url}", flush=True)
-    print(f"  authorization page: {emu.portal_url}", flush=True)
-    if demo:
-        for key, value in demo.items():
-            print(f"  {key}: {value}", flush=True)
-    print("Press Ctrl-C to stop.", flush=True)
     try:
+        # Printed inside the try: once "Press Ctrl-C to stop." is out, the emulator answers
+        # and a Ctrl-C stops it cleanly, so a script (or a test) can wait for that line.
+        print(f"TikTok emulator listening on {base_url}", flush=True)
+        print(f"  authorization page: {emu.portal_url}", flush=True)
+        if demo:
+            for key, value in demo.items():
+                print(f"  {key}: {value}", flush=True)
+        print(READY_LINE, flush=True)
         while True:
             time.sleep(3600)
     except KeyboardInterrupt:
