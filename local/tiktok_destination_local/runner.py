@@ -34,7 +34,12 @@ from typing import Any
 import boto3
 
 from tiktok_destination.errors import ConfigurationError
-from tiktok_destination.runs.layout import RUNS_PREFIX, execution_report_key
+from tiktok_destination.runs.layout import (
+    RUNS_PREFIX,
+    PlanPaths,
+    RunPaths,
+    execution_report_key,
+)
 
 from .state_dir import INBOX_BUCKET_DIR, STATE_BUCKET_DIR, BucketMirror
 
@@ -556,7 +561,7 @@ class LocalDestination:
         return self.start(event)
 
     def rerun(self, run_id: str, extra: dict[str, Any] | None = None) -> RunResult:
-        run = self.state_json(f"runs/{run_id}/run.json")
+        run = self.state_json(RunPaths(run_id).run)
         if run is None:
             raise ConfigurationError(
                 f"no run {run_id} in the local state bucket: check the id in the failed "
@@ -634,7 +639,7 @@ class LocalDestination:
                 break
             if plan and entered and entered[-1] in ("MapAudienceBatches", "SendEventBatches"):
                 # Long maps: show batches done, read from the done markers the children write.
-                prefix = f"runs/{plan['run_id']}/plan/{plan['plan_id']}/done/"
+                prefix = PlanPaths(RunPaths(plan["run_id"]).plan(plan["plan_id"])).done_prefix
                 done = len(self.state_keys(prefix))
                 if done != shown_done:
                     self.progress(f"  {done}/{plan.get('batches', '?')} batches done")

@@ -17,7 +17,6 @@ from tiktok_destination.adapters.tiktok.client import TikTokClient
 from tiktok_destination.adapters.tiktok.names import tiktok_visible_name
 from tiktok_destination.adapters.tiktok.transport import RetryPolicy
 from tiktok_destination.audiences.ensure import ensure_audience, lost_create_waits
-from tiktok_destination.audiences.keys import AudienceKeys
 from tiktok_destination.config.resolved import ResolvedTemplate
 from tiktok_destination.errors import (
     AudienceLimitReached,
@@ -26,6 +25,7 @@ from tiktok_destination.errors import (
     TikTokRequestRejected,
     TikTokUnavailable,
 )
+from tiktok_destination.runs.layout import AudienceKeys
 from tiktok_destination.runs.run import Run, Source
 from tiktok_destination_local.emulator import TikTokEmulator
 

@@ -15,13 +15,13 @@ from tests.conftest import s3_bucket_on_moto
 from tests.run_options import run_options
 from tiktok_destination.adapters.s3 import Bucket
 from tiktok_destination.audiences.commit import commit_audience
-from tiktok_destination.audiences.keys import AudienceKeys
 from tiktok_destination.audiences.plan import plan_audience
 from tiktok_destination.audiences.send import send_batch
 from tiktok_destination.config.resolved import ResolvedTemplate
 from tiktok_destination.errors import DestinationError, MassRemovalBlocked, TikTokRequestRejected
 from tiktok_destination.events.plan import plan_events
 from tiktok_destination.events.send import send_event_batch, sent_totals
+from tiktok_destination.runs.layout import AudienceKeys
 from tiktok_destination.runs.run import Run, Source
 from tiktok_destination.validation.row_loop import REJECTS_HEADER
 

@@ -47,7 +47,6 @@ RUNTIME_FILES = frozenset(
         "tiktok_destination/audiences/diff.py",
         "tiktok_destination/audiences/ensure.py",
         "tiktok_destination/audiences/guard.py",
-        "tiktok_destination/audiences/keys.py",
         "tiktok_destination/audiences/plan.py",
         "tiktok_destination/audiences/send.py",
         "tiktok_destination/audiences/shards.py",

@@ -425,7 +425,7 @@ def test_a_crashed_range_is_redone_and_the_finished_ones_are_not(
     plan = ranges.plan_validation(state, inbox, run, range_bytes=200, default_region="US", now=NOW)
     assert len(plan["ranges"]) >= 4
     put_json = Bucket.put_json
-    crashed = ranges.ValidateKeys(run, plan["validate_id"]).done(3)
+    crashed = run.paths.validate(plan["validate_id"]).done(3)
 
     def crash_at_the_marker(self: Bucket, key: str, value: Any) -> None:
         if key == crashed:
@@ -480,7 +480,7 @@ def test_a_file_replaced_while_ranges_are_read_stops_the_run(
     inbox.s3.put_object(Bucket=inbox.name, Key=run.source.key, Body=data.replace(b"note", b"NOTE"))
     with pytest.raises(InputRejected, match="was replaced while this run was reading it"):
         range_outputs.validate_range(state, inbox, run, plan, 2, workdir=tmp_path)
-    assert not state.exists(ranges.ValidateKeys(run, plan["validate_id"]).done(2))
+    assert not state.exists(run.paths.validate(plan["validate_id"]).done(2))
 
 
 class FlakyS3:

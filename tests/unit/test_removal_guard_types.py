@@ -27,11 +27,11 @@ from tiktok_destination.audiences.guard import (
     types_over_share,
     vanished_types,
 )
-from tiktok_destination.audiences.keys import AudienceKeys
 from tiktok_destination.audiences.plan import plan_audience
 from tiktok_destination.config.loader import load_config
 from tiktok_destination.errors import MassRemovalBlocked
 from tiktok_destination.identity.columns import near_miss
+from tiktok_destination.runs.layout import AudienceKeys
 from tiktok_destination.runs.run import Run, Source
 from tiktok_destination.runs.workflow_actions import ACTIONS
 

@@ -26,7 +26,6 @@ from tiktok_destination.audiences.diff import (
     estimated_members,
     load_diff,
 )
-from tiktok_destination.audiences.keys import AudienceKeys
 from tiktok_destination.audiences.plan import (
     AudiencePlan,
     collect_diff,
@@ -35,6 +34,7 @@ from tiktok_destination.audiences.plan import (
 )
 from tiktok_destination.config.loader import load_config
 from tiktok_destination.errors import DestinationError
+from tiktok_destination.runs.layout import AudienceKeys
 from tiktok_destination.runs.run import Run, Source
 
 ADV = "7000000000000000001"

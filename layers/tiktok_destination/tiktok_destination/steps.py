@@ -138,7 +138,7 @@ def step_validate(run: Run) -> dict[str, Any]:
             item = {"index": spec["index"], "validate_id": plan["validate_id"]}
             step_validate_range(run.run_id, item, run)
         return step_merge_ranges(run, plan["validate_id"], plan)
-    keys = ranges.ValidateKeys(run, plan["validate_id"])
+    keys = run.paths.validate(plan["validate_id"])
     return {
         "merged": False,
         "ranges": len(plan["ranges"]),
@@ -211,7 +211,7 @@ def step_merge_ranges(
 
 
 def _validate_plan(bucket: Bucket, run: Run, vid: str) -> dict[str, Any]:
-    plan = bucket.get_json(ranges.ValidateKeys(run, vid).plan)
+    plan = bucket.get_json(run.paths.validate(vid).plan)
     if plan is None:
         raise DestinationError(
             f"run {run.run_id} has no validate plan {vid}; re-run the input to plan it again"

@@ -12,8 +12,8 @@ from pathlib import Path
 from typing import Any
 
 from tiktok_destination.adapters.s3 import Bucket
-from tiktok_destination.audiences.keys import COMMITTED_MARKER, LAYOUT, AudienceKeys
 from tiktok_destination.errors import DestinationError
+from tiktok_destination.runs.layout import PLAN_LAYOUT, AudienceKeys, PlanPaths
 from tiktok_destination.runs.run import Run
 
 
@@ -65,17 +65,17 @@ def commit_audience(bucket: Bucket, run: Run, plan_id: str) -> dict[str, Any]:
     template = run.resolved
     keys = AudienceKeys(template.advertiser_id, template.audience_name or "")
     prefix = run.paths.plan(plan_id)
-    plan = bucket.get_json(f"{prefix}plan.json")
+    plan = bucket.get_json(PlanPaths(prefix).plan)
     if plan is None:
         raise DestinationError(f"plan {prefix} not found; re-run the input")
-    done = {Path(o["Key"]).stem for o in bucket.list(f"{prefix}done/")}
+    done = {Path(o["Key"]).stem for o in bucket.list(PlanPaths(prefix).done_prefix)}
     missing = [i for i in range(1, int(plan["batches"]) + 1) if f"{i:05d}" not in done]
     if missing:
         raise DestinationError(
             f"{len(missing)} of {plan['batches']} batches did not finish (first: {missing[0]}); "
             "the snapshot was not committed. Re-run the same input to send them"
         )
-    if plan.get("layout") == LAYOUT:
+    if plan.get("layout") == PLAN_LAYOUT:
         by_type = plan.get("members_by_type")
         _switch_snapshot(
             bucket,
@@ -98,11 +98,11 @@ def commit_audience(bucket: Bucket, run: Run, plan_id: str) -> dict[str, Any]:
         bucket.s3.copy_object(
             Bucket=bucket.name,
             Key=keys.legacy_snapshot,
-            CopySource={"Bucket": bucket.name, "Key": f"{prefix}members.sorted.txt"},
+            CopySource={"Bucket": bucket.name, "Key": PlanPaths(prefix).members_sorted},
         )
         bucket.delete(keys.snapshot)
     for other in [run.run_id, *plan.get("pending_base", [])]:
         bucket.delete(keys.pending(other))
-    bucket.put_json(f"{prefix}{COMMITTED_MARKER}", {"run_id": run.run_id})
+    bucket.put_json(PlanPaths(prefix).committed, {"run_id": run.run_id})
     _drop_old_generations(bucket, keys, plan_id)
     return {"committed": True, "members": plan["members"]}

@@ -22,7 +22,6 @@ from typing import Any
 
 from tiktok_destination import sorting
 from tiktok_destination.adapters.s3 import Bucket
-from tiktok_destination.audiences.keys import LAYOUT, AudienceKeys
 from tiktok_destination.audiences.shards import (
     SCHEMA_ORDER,
     SHARD_COUNTS,
@@ -32,6 +31,7 @@ from tiktok_destination.audiences.shards import (
     diff_shard,
 )
 from tiktok_destination.errors import DestinationError
+from tiktok_destination.runs.layout import PLAN_LAYOUT, AudienceKeys, PlanPaths
 from tiktok_destination.runs.run import Run
 
 
@@ -57,16 +57,16 @@ class DiffPlan:
 
     @property
     def key(self) -> str:
-        return f"{self.prefix}diff.json"
+        return PlanPaths(self.prefix).diff
 
     @property
     def items_key(self) -> str:
         """The DiffShards Map's items: one per shard."""
-        return f"{self.prefix}diff-items.json"
+        return PlanPaths(self.prefix).diff_items
 
     def marker(self, shard: str) -> str:
         """Written last by a shard's diff: its counts, batch files and tails."""
-        return f"{self.prefix}diff/shard-{shard}.json"
+        return PlanPaths(self.prefix).diff_marker(shard)
 
     def as_dict(self) -> dict[str, Any]:
         return {
@@ -150,15 +150,16 @@ def pending_sets(
         other_prefix = journal.get("plan_prefix")
         if not other_prefix:
             continue
+        other_plan = PlanPaths(str(other_prefix))
         for action, into in (("adds", adds), ("deletes", deletes)):
             name = f"pending-{other}-{action}"
-            if journal.get("layout") == LAYOUT:
+            if journal.get("layout") == PLAN_LAYOUT:
                 # Empty shards were never written: a missing shard file is an empty shard.
-                found = {obj["Key"] for obj in bucket.list(f"{other_prefix}{action}/")}
-                shards = {s: f"{other_prefix}{action}/shard-{s}.txt" for s in SHARD_NAMES}
+                found = {obj["Key"] for obj in bucket.list(other_plan.shard_prefix(action))}
+                shards = {s: other_plan.shard_file(action, s) for s in SHARD_NAMES}
                 into.append(ShardedSet(name, {s: [k] for s, k in shards.items() if k in found}))
-            elif bucket.exists(f"{other_prefix}{action}.txt"):
-                into.append(ShardedSet(name, whole=[f"{other_prefix}{action}.txt"]))
+            elif bucket.exists(other_plan.whole_file(action)):
+                into.append(ShardedSet(name, whole=[other_plan.whole_file(action)]))
     return adds, deletes
 
 
@@ -226,26 +227,26 @@ def diff_planned_shard(
         deletes_out=deletes_path,
         workdir=scratch,
     )
-    prefix = diff.prefix
+    paths = PlanPaths(diff.prefix)
     # Empty shards are not written; a reader takes a missing shard file as empty (the marker
     # says the shard was diffed).
     for path, key, count in (
-        (new_path, f"{prefix}snapshot/shard-{shard}.txt", part.members),
-        (adds_path, f"{prefix}adds/shard-{shard}.txt", part.added),
-        (deletes_path, f"{prefix}deletes/shard-{shard}.txt", part.removed),
+        (new_path, paths.shard_file("snapshot", shard), part.members),
+        (adds_path, paths.shard_file("adds", shard), part.added),
+        (deletes_path, paths.shard_file("deletes", shard), part.removed),
     ):
         if count:
             bucket.upload(path, key)
     record: dict[str, Any] = {"shard": shard} | {n: getattr(part, n) for n in SHARD_COUNTS}
     record["by_type"] = part.by_type
-    record["snapshot_key"] = f"{prefix}snapshot/shard-{shard}.txt" if part.members else None
+    record["snapshot_key"] = paths.shard_file("snapshot", shard) if part.members else None
     record["batches"], record["tails"] = {}, {}
     for action, path in (("delete", deletes_path), ("add", adds_path)):
-        writer = BatchWriter(bucket, prefix, f"{action}-{shard}", diff.batch_size, scratch)
+        writer = BatchWriter(bucket, diff.prefix, f"{action}-{shard}", diff.batch_size, scratch)
         writer.extend(sorting.read_lines(path))
         tail = None
         if writer.lines:
-            key = f"{prefix}tails/{action}-{shard}.txt"
+            key = paths.tail(action, shard)
             bucket.put_text(key, "".join(writer.lines))
             tail = [key, len(writer.lines)]
         record["batches"][action] = [list(b) for b in writer.batches]

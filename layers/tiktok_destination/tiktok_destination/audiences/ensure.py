@@ -10,7 +10,6 @@ name are reported as ``duplicate_audience_ids`` and left alone in TikTok.
 from __future__ import annotations
 
 import logging
-import re
 import time
 from collections.abc import Callable, Sequence
 from typing import Any
@@ -18,12 +17,16 @@ from typing import Any
 from tiktok_destination.adapters.s3 import Bucket
 from tiktok_destination.adapters.tiktok.client import TikTokClient
 from tiktok_destination.adapters.tiktok.names import tiktok_visible_name
-from tiktok_destination.audiences.keys import AudienceKeys
 from tiktok_destination.errors import (
     AudienceLimitReached,
     RetriableError,
     TikTokRequestRejected,
     TikTokUnavailable,
+)
+from tiktok_destination.runs.layout import (
+    AudienceKeys,
+    advertiser_audiences_prefix,
+    is_audience_registry,
 )
 from tiktok_destination.runs.run import Run
 
@@ -282,9 +285,6 @@ def _oldest(matches: list[dict[str, Any]], advertiser_id: str) -> tuple[str, lis
     return oldest, others
 
 
-_REGISTRY_RE = re.compile(r"audiences/[^/]+/[0-9a-f]{16}/audience\.json")
-
-
 def _held_by_other_templates(bucket: Bucket, advertiser_id: str, keys: AudienceKeys) -> set[str]:
     """Audience ids the registries of the advertiser's other audience names hold.
 
@@ -293,9 +293,9 @@ def _held_by_other_templates(bucket: Bucket, advertiser_id: str, keys: AudienceK
     at the hundreds of templates an advertiser's 400-audience limit allows.
     """
     held: set[str] = set()
-    for obj in bucket.list(f"audiences/{advertiser_id}/"):
+    for obj in bucket.list(advertiser_audiences_prefix(advertiser_id)):
         key = obj["Key"]
-        if key == keys.registry or not _REGISTRY_RE.fullmatch(key):
+        if key == keys.registry or not is_audience_registry(key):
             continue
         registry = bucket.get_json(key)
         if registry and registry.get("audience_id"):

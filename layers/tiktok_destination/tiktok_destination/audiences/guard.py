@@ -18,10 +18,10 @@ from typing import Any
 
 from tiktok_destination.adapters.s3 import Bucket
 from tiktok_destination.adapters.tiktok.names import tiktok_visible_name
-from tiktok_destination.audiences.keys import AudienceKeys
 from tiktok_destination.errors import MassRemovalBlocked
 from tiktok_destination.identity.columns import near_miss
 from tiktok_destination.identity.schema import ID_TYPES
+from tiktok_destination.runs.layout import AudienceKeys
 from tiktok_destination.runs.run import Run
 
 logger = logging.getLogger(__name__)

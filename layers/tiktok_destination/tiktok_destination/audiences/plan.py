@@ -26,7 +26,6 @@ from tiktok_destination.audiences.diff import (
     pending_sets,
 )
 from tiktok_destination.audiences.guard import TypeCounts, check_removal, read_last_sync
-from tiktok_destination.audiences.keys import COMMITTED_MARKER, LAYOUT, AudienceKeys
 from tiktok_destination.audiences.shards import (
     SHARD_COUNTS,
     SHARD_NAMES,
@@ -39,6 +38,7 @@ from tiktok_destination.errors import (
     MassRemovalBlocked,
 )
 from tiktok_destination.identity.schema import ID_TYPES
+from tiktok_destination.runs.layout import PLAN_LAYOUT, AudienceKeys, PlanPaths
 from tiktok_destination.runs.run import Run
 
 
@@ -84,8 +84,8 @@ def prepare_diff(
         repr((committed_etag, pending, members_etag, batch_size, audience_id)).encode()
     ).hexdigest()[:16]
     prefix = paths.plan(plan_id)
-    existing = bucket.get_json(f"{prefix}plan.json")
-    if existing and bucket.exists(f"{prefix}{COMMITTED_MARKER}"):
+    existing = bucket.get_json(PlanPaths(prefix).plan)
+    if existing and bucket.exists(PlanPaths(prefix).committed):
         # The snapshot came back to the same bytes (A, B, A, then B again): this plan was
         # sent and committed once, but TikTok has held other members since. Its done
         # markers (and shard markers) are stale, so plan afresh.
@@ -95,7 +95,7 @@ def prepare_diff(
         # Same input, same base: reuse the plan so finished batches are not sent again.
         fields = AudiencePlan.__dataclass_fields__
         plan = AudiencePlan(**{k: v for k, v in existing.items() if k in fields})
-        plan.pending_batches = plan.batches - bucket.count(f"{prefix}done/")
+        plan.pending_batches = plan.batches - bucket.count(PlanPaths(prefix).done_prefix)
         return plan
     pending_adds, pending_deletes = pending_sets(bucket, keys, pending)
     diff = DiffPlan(
@@ -192,7 +192,7 @@ def collect_diff(bucket: Bucket, run: Run, diff: DiffPlan, *, workdir: Path) -> 
                     "plan_id": diff.plan_id,
                 }
             )
-    manifest_key = f"{prefix}manifest.json"
+    manifest_key = PlanPaths(prefix).manifest
     bucket.put_json(manifest_key, manifest)
     # The journal goes up before any batch is sent: from now on TikTok may hold these changes.
     bucket.put_json(
@@ -201,7 +201,7 @@ def collect_diff(bucket: Bucket, run: Run, diff: DiffPlan, *, workdir: Path) -> 
             "run_id": run.run_id,
             "plan_prefix": prefix,
             "pending_base": diff.pending,
-            "layout": LAYOUT,
+            "layout": PLAN_LAYOUT,
         },
     )
     plan = AudiencePlan(
@@ -218,12 +218,12 @@ def collect_diff(bucket: Bucket, run: Run, diff: DiffPlan, *, workdir: Path) -> 
         str(r["shard"]): str(r["snapshot_key"]) for r in records if r["snapshot_key"]
     }
     bucket.put_json(
-        f"{prefix}plan.json",
+        PlanPaths(prefix).plan,
         plan.as_dict()
         | {
             "pending_base": diff.pending,
             "mass_removal_allowed": mass_removal_allowed,
-            "layout": LAYOUT,
+            "layout": PLAN_LAYOUT,
             "snapshot_shards": snapshot_shards,
         }
         | (

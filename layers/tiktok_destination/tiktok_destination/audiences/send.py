@@ -11,6 +11,7 @@ from tiktok_destination.adapters.s3 import Bucket
 from tiktok_destination.adapters.tiktok.client import TikTokClient
 from tiktok_destination.audiences.shards import SCHEMA_ORDER
 from tiktok_destination.errors import TikTokRequestRejected
+from tiktok_destination.runs.layout import PlanPaths
 from tiktok_destination.runs.run import Run
 
 
@@ -33,7 +34,7 @@ def send_batch(
 ) -> dict[str, Any]:
     """Send one manifest batch unless its done marker says an earlier attempt finished it."""
     prefix = run.paths.plan(batch["plan_id"])
-    done_key = f"{prefix}done/{int(batch['index']):05d}.json"
+    done_key = PlanPaths(prefix).done(int(batch["index"]))
     if bucket.exists(done_key):
         return {"index": batch["index"], "skipped": True, "sent": 0}
     data = bucket.get_bytes(batch["key"])

@@ -30,6 +30,7 @@ from tiktok_destination.adapters.s3 import Bucket
 from tiktok_destination.errors import DestinationError
 from tiktok_destination.identity.schema import ID_TYPES, SCHEMA
 from tiktok_destination.inputs.ranges import SHARDS
+from tiktok_destination.runs.layout import PlanPaths
 from tiktok_destination.validation.range_outputs import shard_members
 
 #: Member line schemas in ``ID_TYPES`` order, the order of ``segment/mapping``'s id_schema.
@@ -130,7 +131,7 @@ class BatchWriter:
     def flush(self) -> None:
         if not self.lines:
             return
-        key = f"{self.prefix}batches/{self.stem}-{len(self.batches) + 1:05d}.txt"
+        key = PlanPaths(self.prefix).member_batch(self.stem, len(self.batches) + 1)
         self.path.write_text("".join(self.lines), encoding="utf-8")
         self.bucket.upload(self.path, key)
         self.path.unlink()

@@ -25,6 +25,7 @@ from tiktok_destination import sorting
 from tiktok_destination.adapters.s3 import Bucket
 from tiktok_destination.errors import DestinationError
 from tiktok_destination.events.build import BuiltEvent, build_event, event_group_key
+from tiktok_destination.runs.layout import PlanPaths
 from tiktok_destination.runs.run import Run
 from tiktok_destination.validation.file_rules import raise_if_unusable
 from tiktok_destination.validation.range_outputs import (
@@ -99,10 +100,10 @@ def plan_events(bucket: Bucket, run: Run, *, batch_size: int, workdir: Path) -> 
     # output, which differs between executions when rows without a timestamp take "now".
     plan_id = hashlib.sha256(repr(("events", batch_size)).encode()).hexdigest()[:16]
     prefix = paths.plan(plan_id)
-    existing = bucket.get_json(f"{prefix}plan.json")
+    existing = bucket.get_json(PlanPaths(prefix).plan)
     if existing:
         plan = EventPlan(**existing)
-        plan.pending_batches = plan.batches - bucket.count(f"{prefix}done/")
+        plan.pending_batches = plan.batches - bucket.count(PlanPaths(prefix).done_prefix)
         return plan
 
     sorted_path = workdir / "events.sorted"
@@ -126,7 +127,7 @@ def plan_events(bucket: Bucket, run: Run, *, batch_size: int, workdir: Path) -> 
         if not batch:
             return
         index = len(manifest) + 1
-        key = f"{prefix}batches/{index:05d}.json"
+        key = PlanPaths(prefix).event_batch(index)
         bucket.put_json(
             key,
             {
@@ -183,7 +184,7 @@ def plan_events(bucket: Bucket, run: Run, *, batch_size: int, workdir: Path) -> 
     sorted_path.unlink()
     if duplicates or other_person:
         bucket.upload(rejects_path, paths.rejects("chunk"), content_type="text/csv")
-    manifest_key = f"{prefix}manifest.json"
+    manifest_key = PlanPaths(prefix).manifest
     bucket.put_json(manifest_key, manifest)
     plan = EventPlan(
         plan_id=plan_id,
@@ -199,7 +200,7 @@ def plan_events(bucket: Bucket, run: Run, *, batch_size: int, workdir: Path) -> 
         value_method=dict(methods.most_common()),
         conflicts=conflicts,
     )
-    bucket.put_json(f"{prefix}plan.json", plan.as_dict())
+    bucket.put_json(PlanPaths(prefix).plan, plan.as_dict())
     return plan
 
 

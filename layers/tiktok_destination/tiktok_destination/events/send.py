@@ -14,6 +14,7 @@ from typing import Any
 from tiktok_destination.adapters.s3 import Bucket
 from tiktok_destination.adapters.tiktok.client import TikTokClient
 from tiktok_destination.errors import TikTokRequestRejected
+from tiktok_destination.runs.layout import PlanPaths
 from tiktok_destination.runs.run import Run
 from tiktok_destination.validation.range_outputs import RowNames, validated_index
 
@@ -24,7 +25,7 @@ def send_event_batch(
     """Send one batch; a batch TikTok rejects as a whole is bisected to find the bad events."""
     prefix = run.paths.plan(batch["plan_id"])
     index = int(batch["index"])
-    done_key = f"{prefix}done/{index:05d}.json"
+    done_key = PlanPaths(prefix).done(index)
     if bucket.exists(done_key):
         return {"index": index, "skipped": True, "sent": 0}
     body = bucket.get_json(batch["key"])

@@ -45,11 +45,11 @@ from tiktok_destination.adapters.s3 import Bucket
 from tiktok_destination.config.resolved import ResolvedTemplate
 from tiktok_destination.errors import InputChanged, InputRejected
 from tiktok_destination.inputs.formats import detect_format
+from tiktok_destination.runs.layout import ARRIVALS_PREFIX
 
 logger = logging.getLogger(__name__)
 
 #: Coordination records of quiet-period exports live beside the leases (same permissions).
-ARRIVALS_PREFIX = "leases/export-arrivals/"
 #: A manifest's name ends with this (Redshift: ``manifest`` or ``<prefix>manifest``).
 MANIFEST_SUFFIX = "manifest"
 _NOT_DATA_SUFFIXES = (".crc", ".metadata")

@@ -53,27 +53,6 @@ LAYOUT = 3
 _BOM = b"\xef\xbb\xbf"
 
 
-class ValidateKeys:
-    """Keys under ``runs/<run>/validate/<validate id>/``."""
-
-    def __init__(self, run: Run, validate_id: str):
-        self.prefix = f"{run.paths.prefix}validate/{validate_id}/"
-
-    @property
-    def plan(self) -> str:
-        return f"{self.prefix}plan.json"
-
-    @property
-    def manifest(self) -> str:
-        return f"{self.prefix}manifest.json"
-
-    def range_prefix(self, index: int) -> str:
-        return f"{self.prefix}range-{index:05d}/"
-
-    def done(self, index: int) -> str:
-        return f"{self.range_prefix(index)}done.json"
-
-
 def validate_id(run: Run, *, default_region: str, range_bytes: int) -> str:
     """Names one way of validating one input: the same id means the same range outputs."""
     material = json.dumps(
@@ -109,7 +88,7 @@ def plan_validation(
     input cannot be used.
     """
     vid = validate_id(run, default_region=default_region, range_bytes=range_bytes)
-    keys = ValidateKeys(run, vid)
+    keys = run.paths.validate(vid)
     existing = state.get_json(keys.plan)
     if existing:
         return dict(existing)
@@ -353,7 +332,6 @@ def range_part(plan: Mapping[str, Any], spec: Mapping[str, Any]) -> Mapping[str,
 
 __all__ = [
     "SHARDS",
-    "ValidateKeys",
     "check_header",
     "open_range_rows",
     "plan_validation",

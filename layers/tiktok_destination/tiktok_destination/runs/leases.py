@@ -43,11 +43,11 @@ from datetime import UTC, datetime, timedelta
 from typing import Any, Literal
 
 from tiktok_destination.adapters.s3 import Bucket
+from tiktok_destination.runs.layout import LEASE_PREFIX
 from tiktok_destination.runs.run import Run
 
 logger = logging.getLogger(__name__)
 
-LEASE_PREFIX = "leases/"
 _CAS_ATTEMPTS = 5
 
 Status = Literal["acquired", "duplicate", "busy", "superseded"]
@@ -217,7 +217,6 @@ def release(bucket: Bucket, run: Run, *, completed: bool = False) -> bool:
 
 
 __all__ = [
-    "LEASE_PREFIX",
     "LeaseOutcome",
     "acquire",
     "can_be_superseded",

@@ -31,7 +31,7 @@ from tiktok_destination.adapters.s3 import Bucket
 from tiktok_destination.errors import DestinationError, InputRejected
 from tiktok_destination.inputs.csv_lines import LineCounts
 from tiktok_destination.inputs.exports import basename
-from tiktok_destination.inputs.ranges import ValidateKeys, open_range_rows, range_part
+from tiktok_destination.inputs.ranges import open_range_rows, range_part
 from tiktok_destination.runs.run import Run
 from tiktok_destination.validation.audience_rows import validate_audience_rows
 from tiktok_destination.validation.event_rows import validate_events_rows
@@ -52,7 +52,7 @@ def validate_range(
     workdir: Path,
 ) -> dict[str, Any]:
     """Validate one range into its final keys, ``done.json`` last; skip a finished one."""
-    keys = ValidateKeys(run, str(plan["validate_id"]))
+    keys = run.paths.validate(str(plan["validate_id"]))
     done = state.get_json(keys.done(index))
     if done is not None:
         logger.info("range already validated", extra={"range": index})
@@ -82,20 +82,19 @@ def validate_range(
             out_events=out,
             **common,
         )
-    prefix = keys.range_prefix(index)
     files: list[dict[str, Any]] = []
     if run.kind == "custom_audience":
         for shard, path, lines in shard_members(out, workdir):
-            key = f"{prefix}shard-{shard}.txt"
+            key = keys.range_shard(index, shard)
             state.upload(path, key)
             files.append({"key": key, "shard": shard, "lines": lines, "sha256": _digest(path)})
             path.unlink()
     else:
-        key = f"{prefix}events.jsonl"
+        key = keys.range_events(index)
         state.upload(out, key)
         files.append({"key": key, "lines": result.identifiers_written, "sha256": _digest(out)})
     out.unlink()
-    state.upload(rejects, f"{prefix}rejects.csv", content_type="text/csv")
+    state.upload(rejects, keys.range_rejects(index), content_type="text/csv")
     record = {"index": index, "result": result.as_dict(), "files": files}
     state.put_json(keys.done(index), record)  # last: the range is complete
     return record
@@ -178,7 +177,7 @@ def merge_ranges(
 
     Raises InputRejected (after writing all three) when the file as a whole is unusable.
     """
-    keys = ValidateKeys(run, str(plan["validate_id"]))
+    keys = run.paths.validate(str(plan["validate_id"]))
     paths = run.paths
     records: list[dict[str, Any]] = []
     for spec in plan["ranges"]:

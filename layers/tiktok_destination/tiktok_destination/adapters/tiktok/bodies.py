@@ -15,7 +15,12 @@ from tiktok_destination.adapters.tiktok.limits import MAX_EVENTS_PER_REQUEST
 
 __all__ = [
     "EVENT_SET_ID",
-    "audience_create_body", "encode_param", "join_path", "mapping_body", "track_body"]
+    "audience_create_body",
+    "encode_param",
+    "join_path",
+    "mapping_body",
+    "track_body",
+]
 
 #: TikTok's offline event set ids are 19 digits
 EVENT_SET_ID = re.compile(r"^\d{19}$")
