@@ -25,7 +25,6 @@ from tiktok_destination.adapters import secrets
 from tiktok_destination.adapters.tiktok.client import TikTokClient
 from tiktok_destination.config.settings import Settings, load_settings
 from tiktok_destination.errors import OAuthError
-from tiktok_destination.oauth.callback import USED_STATE_PREFIX
 from tiktok_destination.oauth.link import (
     AUTH_URL,
     authorization_link,
@@ -33,6 +32,7 @@ from tiktok_destination.oauth.link import (
     portal_url_for,
 )
 from tiktok_destination.oauth.state import _b64decode, _b64encode, _mac, sign_state, verify_state
+from tiktok_destination.runs.layout import USED_STATE_PREFIX
 from tiktok_destination_local.emulator import TikTokEmulator
 
 ROOT = Path(__file__).resolve().parents[2]

@@ -5,7 +5,7 @@ moto does not enforce IAM, so the local and e2e runs cannot catch a grant that i
 and the SAM policy templates the template uses) and ask, like IAM would, whether an action
 on a concrete ARN is allowed: which secrets a function may read or write, which state bucket
 prefixes it may write or delete under. The expected tables come from the steps' storage
-calls (runs.RunPaths, audience.AudienceKeys, oauth.USED_STATE_PREFIX, steps.step_notify).
+calls (every key is built in runs/layout.py; steps.step_notify).
 """
 
 from __future__ import annotations

@@ -124,7 +124,7 @@ LOOKUP_MAX_WAIT = 15.0
 LOOKUP_WINDOW_TIMEOUTS = 2
 
 
-# Time budget, at the client's DEFAULT_TIMEOUT of 30 s (adapters/tiktok/client.py): a lost
+# Time budget, at the client's DEFAULT_TIMEOUT of 30 s (adapters/tiktok/limits.py): a lost
 # create costs at most the timeout (30 s), then 60 s of waits (1+2+4+8+15+15+15) and 7 name
 # lookups (one listing each: at most 4 pages of 100 for TikTok's 400 audiences, about 1 s at
 # 10 QPS). CREATE_ATTEMPTS rounds: 3 x (30 + 60 + ~4) = ~282 s of the AudienceFunction's

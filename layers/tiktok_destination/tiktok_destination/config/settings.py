@@ -169,8 +169,10 @@ def load_settings() -> Settings:
         tiktok_qps=_qps("TIKTOK_QPS", DEFAULT_QPS),
         secret_prefix=os.environ.get("SECRET_PREFIX", "tiktok-destination/"),
         reject_threshold=_float("REJECT_THRESHOLD", 0.2),
-        mapping_batch_size=_int("MAPPING_BATCH_SIZE", 10_000, low=1, high=MAX_MAPPING_IDS),
-        event_batch_size=_int("EVENT_BATCH_SIZE", 1_000, low=1, high=MAX_EVENTS_PER_REQUEST),
+        mapping_batch_size=_int("MAPPING_BATCH_SIZE", MAX_MAPPING_IDS, low=1, high=MAX_MAPPING_IDS),
+        event_batch_size=_int(
+            "EVENT_BATCH_SIZE", MAX_EVENTS_PER_REQUEST, low=1, high=MAX_EVENTS_PER_REQUEST
+        ),
         default_phone_region=os.environ.get("DEFAULT_PHONE_REGION", "") or "US",
         notify_topic_arn=os.environ.get("NOTIFY_TOPIC_ARN", ""),
         event_bus_name=os.environ.get("EVENT_BUS_NAME", "") or "default",

@@ -28,8 +28,7 @@ from tiktok_destination.oauth.state import (
     _utc,
     verify_state,
 )
-
-USED_STATE_PREFIX = "oauth/used-states/"
+from tiktok_destination.runs.layout import used_state_key
 
 
 # ---------------------------------------------------------------- callback
@@ -64,7 +63,7 @@ def _first(query: Mapping[str, str], *names: str) -> str:
 
 def _mark_state_used(settings: Settings, claims: StateClaims, now: datetime) -> None:
     """Record the nonce; a second use of the same state is a replay."""
-    key = USED_STATE_PREFIX + claims.nonce
+    key = used_state_key(claims.nonce)
     record = {
         "credential": claims.credential,
         "used_at": _utc(now).isoformat(),

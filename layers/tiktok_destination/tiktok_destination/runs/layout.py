@@ -12,6 +12,7 @@ audiences/<advertiser>/<digest>/           one custom audience: its registry rec
                                            committed snapshot and journals (AudienceKeys)
 leases/                                    one live run per audience or event set (runs/leases.py)
 leases/export-arrivals/                    parts of an export seen arriving (inputs/exports.py)
+oauth/used-states/                         single-use markers of the OAuth callback (oauth/)
 ```
 
 Keys are built only here, so a newcomer reads the bucket's layout in one file, and a change
@@ -24,6 +25,8 @@ import hashlib
 import re
 
 RUNS_PREFIX = "runs/"
+#: the OAuth callback's single-use markers, one per signed ``state`` nonce
+USED_STATE_PREFIX = "oauth/used-states/"
 EXECUTIONS_PREFIX = "executions/"
 AUDIENCES_PREFIX = "audiences/"
 LEASE_PREFIX = "leases/"
@@ -212,6 +215,11 @@ class PlanPaths:
 PLAN_LAYOUT = "shards"
 #: the marker ``PlanPaths.committed`` names, read by the next plan and by the commit
 COMMITTED_MARKER = "committed.json"
+
+
+def used_state_key(nonce: str) -> str:
+    """Written once, with If-None-Match, when an OAuth ``state`` is used: a replay finds it."""
+    return f"{USED_STATE_PREFIX}{nonce}"
 
 
 def advertiser_audiences_prefix(advertiser_id: str) -> str:
