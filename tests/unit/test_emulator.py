@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import signal
 import subprocess
 import sys
 import time
@@ -769,6 +770,10 @@ def test_state_summary_has_no_hashes(api: Api, emu: TikTokEmulator) -> None:
     assert sha("a") not in resp.text
 
 
+def _default_sigint() -> None:
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+
 def test_serve_forever_prints_url_and_stops_on_ctrl_c() -> None:
     """Ctrl-C after the ready line stops the emulator cleanly: exit 0, nothing on stderr.
 
@@ -779,7 +784,14 @@ def test_serve_forever_prints_url_and_stops_on_ctrl_c() -> None:
         "from tiktok_destination_local.emulator import serve_forever; serve_forever('127.0.0.1', 0)"
     )
     proc = subprocess.Popen(
-        [sys.executable, "-c", script], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
+        [sys.executable, "-c", script],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        # As from a terminal: a CI runner may start the suite with SIGINT ignored (a
+        # background job of a shell without job control), and Python then installs no
+        # KeyboardInterrupt handler in the child, so Ctrl-C would be ignored, not tested.
+        preexec_fn=_default_sigint,
     )
     with ThreadPoolExecutor(max_workers=1) as reader:
         try:
@@ -806,7 +818,7 @@ def test_serve_forever_prints_url_and_stops_on_ctrl_c() -> None:
                 timeout=5,
             )
             assert resp.json()["code"] == 0
-            proc.send_signal(2)  # SIGINT, as Ctrl-C
+            proc.send_signal(signal.SIGINT)  # as Ctrl-C
             assert proc.wait(timeout=10) == 0
             assert proc.stderr is not None
             assert proc.stderr.read() == ""  # no KeyboardInterrupt traceback
