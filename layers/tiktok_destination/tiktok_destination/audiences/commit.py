@@ -65,10 +65,11 @@ def commit_audience(bucket: Bucket, run: Run, plan_id: str) -> dict[str, Any]:
     template = run.resolved
     keys = AudienceKeys(template.advertiser_id, template.audience_name or "")
     prefix = run.paths.plan(plan_id)
-    plan = bucket.get_json(PlanPaths(prefix).plan)
+    plan_keys = PlanPaths(prefix)
+    plan = bucket.get_json(plan_keys.plan)
     if plan is None:
         raise DestinationError(f"plan {prefix} not found; re-run the input")
-    done = {Path(o["Key"]).stem for o in bucket.list(PlanPaths(prefix).done_prefix)}
+    done = {Path(o["Key"]).stem for o in bucket.list(plan_keys.done_prefix)}
     missing = [i for i in range(1, int(plan["batches"]) + 1) if f"{i:05d}" not in done]
     if missing:
         raise DestinationError(
@@ -98,11 +99,11 @@ def commit_audience(bucket: Bucket, run: Run, plan_id: str) -> dict[str, Any]:
         bucket.s3.copy_object(
             Bucket=bucket.name,
             Key=keys.legacy_snapshot,
-            CopySource={"Bucket": bucket.name, "Key": PlanPaths(prefix).members_sorted},
+            CopySource={"Bucket": bucket.name, "Key": plan_keys.members_sorted},
         )
         bucket.delete(keys.snapshot)
     for other in [run.run_id, *plan.get("pending_base", [])]:
         bucket.delete(keys.pending(other))
-    bucket.put_json(PlanPaths(prefix).committed, {"run_id": run.run_id})
+    bucket.put_json(plan_keys.committed, {"run_id": run.run_id})
     _drop_old_generations(bucket, keys, plan_id)
     return {"committed": True, "members": plan["members"]}

@@ -84,8 +84,9 @@ def prepare_diff(
         repr((committed_etag, pending, members_etag, batch_size, audience_id)).encode()
     ).hexdigest()[:16]
     prefix = paths.plan(plan_id)
-    existing = bucket.get_json(PlanPaths(prefix).plan)
-    if existing and bucket.exists(PlanPaths(prefix).committed):
+    plan_keys = PlanPaths(prefix)
+    existing = bucket.get_json(plan_keys.plan)
+    if existing and bucket.exists(plan_keys.committed):
         # The snapshot came back to the same bytes (A, B, A, then B again): this plan was
         # sent and committed once, but TikTok has held other members since. Its done
         # markers (and shard markers) are stale, so plan afresh.
@@ -95,7 +96,7 @@ def prepare_diff(
         # Same input, same base: reuse the plan so finished batches are not sent again.
         fields = AudiencePlan.__dataclass_fields__
         plan = AudiencePlan(**{k: v for k, v in existing.items() if k in fields})
-        plan.pending_batches = plan.batches - bucket.count(PlanPaths(prefix).done_prefix)
+        plan.pending_batches = plan.batches - bucket.count(plan_keys.done_prefix)
         return plan
     pending_adds, pending_deletes = pending_sets(bucket, keys, pending)
     diff = DiffPlan(
@@ -127,6 +128,7 @@ def collect_diff(bucket: Bucket, run: Run, diff: DiffPlan, *, workdir: Path) -> 
     template = run.resolved
     keys = AudienceKeys(template.advertiser_id, template.audience_name or "")
     prefix = diff.prefix
+    plan_keys = PlanPaths(prefix)
     records: list[dict[str, Any]] = []
     for shard in SHARD_NAMES:
         record = bucket.get_json(diff.marker(shard))
@@ -192,7 +194,7 @@ def collect_diff(bucket: Bucket, run: Run, diff: DiffPlan, *, workdir: Path) -> 
                     "plan_id": diff.plan_id,
                 }
             )
-    manifest_key = PlanPaths(prefix).manifest
+    manifest_key = plan_keys.manifest
     bucket.put_json(manifest_key, manifest)
     # The journal goes up before any batch is sent: from now on TikTok may hold these changes.
     bucket.put_json(
@@ -218,7 +220,7 @@ def collect_diff(bucket: Bucket, run: Run, diff: DiffPlan, *, workdir: Path) -> 
         str(r["shard"]): str(r["snapshot_key"]) for r in records if r["snapshot_key"]
     }
     bucket.put_json(
-        PlanPaths(prefix).plan,
+        plan_keys.plan,
         plan.as_dict()
         | {
             "pending_base": diff.pending,

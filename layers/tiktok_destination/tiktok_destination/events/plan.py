@@ -100,10 +100,11 @@ def plan_events(bucket: Bucket, run: Run, *, batch_size: int, workdir: Path) -> 
     # output, which differs between executions when rows without a timestamp take "now".
     plan_id = hashlib.sha256(repr(("events", batch_size)).encode()).hexdigest()[:16]
     prefix = paths.plan(plan_id)
-    existing = bucket.get_json(PlanPaths(prefix).plan)
+    plan_keys = PlanPaths(prefix)
+    existing = bucket.get_json(plan_keys.plan)
     if existing:
         plan = EventPlan(**existing)
-        plan.pending_batches = plan.batches - bucket.count(PlanPaths(prefix).done_prefix)
+        plan.pending_batches = plan.batches - bucket.count(plan_keys.done_prefix)
         return plan
 
     sorted_path = workdir / "events.sorted"
@@ -127,7 +128,7 @@ def plan_events(bucket: Bucket, run: Run, *, batch_size: int, workdir: Path) -> 
         if not batch:
             return
         index = len(manifest) + 1
-        key = PlanPaths(prefix).event_batch(index)
+        key = plan_keys.event_batch(index)
         bucket.put_json(
             key,
             {
@@ -184,7 +185,7 @@ def plan_events(bucket: Bucket, run: Run, *, batch_size: int, workdir: Path) -> 
     sorted_path.unlink()
     if duplicates or other_person:
         bucket.upload(rejects_path, paths.rejects("chunk"), content_type="text/csv")
-    manifest_key = PlanPaths(prefix).manifest
+    manifest_key = plan_keys.manifest
     bucket.put_json(manifest_key, manifest)
     plan = EventPlan(
         plan_id=plan_id,
@@ -200,7 +201,7 @@ def plan_events(bucket: Bucket, run: Run, *, batch_size: int, workdir: Path) -> 
         value_method=dict(methods.most_common()),
         conflicts=conflicts,
     )
-    bucket.put_json(PlanPaths(prefix).plan, plan.as_dict())
+    bucket.put_json(plan_keys.plan, plan.as_dict())
     return plan
 
 
