@@ -45,7 +45,7 @@ from tiktok_destination.adapters.s3 import Bucket
 from tiktok_destination.config.resolved import ResolvedTemplate
 from tiktok_destination.errors import InputChanged, InputRejected
 from tiktok_destination.inputs.formats import detect_format
-from tiktok_destination.runs.layout import ARRIVALS_PREFIX
+from tiktok_destination.runs.layout import ARRIVALS_PREFIX, execution_name
 
 logger = logging.getLogger(__name__)
 
@@ -392,7 +392,7 @@ def _quiet(
     now = now or datetime.now(UTC)
     mine_at = _time(started_at) or now
     prefix = arrivals_prefix(bucket.name, folder)
-    name = execution_id.rsplit(":", 1)[-1] or "execution"
+    name = execution_name(execution_id) or "execution"
     mine = f"{prefix}{mine_at.astimezone(UTC).strftime('%Y%m%dT%H%M%S%fZ')}-{name}.json"
     waited_before = isinstance(previous, Mapping) and previous.get("start") == "wait"
     # Without a start time (Notify rebuilding a failed Preflight's run) nothing is recorded:

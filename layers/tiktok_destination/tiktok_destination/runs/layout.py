@@ -15,8 +15,9 @@ leases/export-arrivals/                    parts of an export seen arriving (inp
 oauth/used-states/                         single-use markers of the OAuth callback (oauth/)
 ```
 
-Keys are built only here, so a newcomer reads the bucket's layout in one file, and a change
-to it is one diff.
+Every prefix is named here and every key is built here, except the names inside
+``leases/``, which the lease and export-arrival rules derive from their own inputs under the
+prefixes below; so a newcomer reads the bucket's layout in one file.
 """
 
 from __future__ import annotations
