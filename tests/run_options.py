@@ -2,19 +2,17 @@
 
 from __future__ import annotations
 
+import os
 from typing import Any
+from unittest import mock
 
+from tiktok_destination.config.settings import load_settings
 from tiktok_destination.runs.run import RunOptions
 
 
 def run_options(**overrides: Any) -> RunOptions:
     """The options Preflight resolves with no environment overrides and no ``[settings]``
-    (see config/settings.py's defaults), with ``overrides`` on top."""
-    values: dict[str, Any] = {
-        "reject_threshold": 0.2,
-        "mapping_batch_size": 10_000,
-        "event_batch_size": 1_000,
-        "tiktok_qps": 10.0,
-        "default_phone_region": "US",
-    }
-    return RunOptions(**(values | overrides))
+    (config/settings.py's defaults, read from an empty environment), ``overrides`` on top."""
+    with mock.patch.dict(os.environ, {"STATE_BUCKET": "state"}, clear=True):
+        defaults = RunOptions.resolve(load_settings())
+    return defaults.model_copy(update=overrides)
